@@ -1,3 +1,326 @@
+//! The thin pyo3 layer: argument conversion, GIL release, error mapping. Logic lives in the
+//! pure-Rust modules, each with its own `cargo test`.
+
+pub mod cache;
+pub mod encoder;
+pub mod error;
+pub mod fusion;
+pub mod tokenize;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+
+use crate::error::CoreError;
+
+create_exception!(_core, LrtError, PyException, "Base class of lrt_rerank errors.");
+create_exception!(_core, ModelError, LrtError, "A model directory or file is missing, malformed, or does not fit.");
+create_exception!(_core, InferenceError, LrtError, "Tokenization or ONNX Runtime inference failed.");
+create_exception!(_core, RuntimeLoadError, LrtError, "The ONNX Runtime shared library could not be loaded.");
+
+fn to_py(e: CoreError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        CoreError::Runtime { .. } => RuntimeLoadError::new_err(msg),
+        CoreError::Model { .. } => ModelError::new_err(msg),
+        CoreError::Tokenize(_) | CoreError::Inference(_) => InferenceError::new_err(msg),
+        CoreError::InvalidArgument(_) => PyValueError::new_err(msg),
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Load libonnxruntime from `path` (once per process; later calls are no-ops).
+#[pyfunction]
+fn init_runtime(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| encoder::init_runtime(&path)).map_err(to_py)
+}
+
+#[pyfunction]
+fn runtime_ready() -> bool {
+    encoder::runtime_ready()
+}
+
+/// Thread-safe bounded LRU of scores keyed by (model fingerprint, query, passage).
+#[pyclass(name = "ScoreCache", module = "lrt_rerank._core", frozen)]
+struct PyScoreCache {
+    inner: Arc<cache::ScoreCache>,
+}
+
+#[pymethods]
+impl PyScoreCache {
+    #[new]
+    #[pyo3(signature = (capacity = 100_000))]
+    fn new(capacity: usize) -> PyResult<Self> {
+        Ok(Self { inner: Arc::new(cache::ScoreCache::new(capacity).map_err(to_py)?) })
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+    #[getter]
+    fn hits(&self) -> u64 {
+        self.inner.hits()
+    }
+    #[getter]
+    fn misses(&self) -> u64 {
+        self.inner.misses()
+    }
+    #[getter]
+    fn evictions(&self) -> u64 {
+        self.inner.evictions()
+    }
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+    fn clear(&self) {
+        self.inner.clear();
+    }
+    fn reset_counters(&self) {
+        self.inner.reset_counters();
+    }
+    /// Look up scores; None for a miss. Counts hits and misses.
+    fn get_many(&self, py: Python<'_>, fingerprint: &str, query: &str, passages: Vec<String>) -> Vec<Option<f32>> {
+        let keys: Vec<u128> = passages.iter().map(|p| cache::cache_key(fingerprint, query, p)).collect();
+        py.detach(|| self.inner.get_many(&keys))
+    }
+    /// Store scores for (query, passage) pairs under a model fingerprint.
+    fn put_many(&self, fingerprint: &str, query: &str, passages: Vec<String>, scores: Vec<f32>) -> PyResult<()> {
+        if passages.len() != scores.len() {
+            return Err(PyValueError::new_err(format!(
+                "put_many: {} passages but {} scores",
+                passages.len(),
+                scores.len()
+            )));
+        }
+        let items: Vec<(u128, f32)> =
+            passages.iter().zip(scores).map(|(p, s)| (cache::cache_key(fingerprint, query, p), s)).collect();
+        self.inner.put_many(&items);
+        Ok(())
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "ScoreCache(capacity={}, len={}, hits={}, misses={}, evictions={})",
+            self.inner.capacity(),
+            self.inner.len(),
+            self.inner.hits(),
+            self.inner.misses(),
+            self.inner.evictions()
+        )
+    }
+}
+
+/// The cache key of a (fingerprint, query, passage) triple as 32 hex digits (shared with
+/// external cache tiers such as Redis).
+#[pyfunction]
+fn cache_key(fingerprint: &str, query: &str, passage: &str) -> String {
+    format!("{:032x}", cache::cache_key(fingerprint, query, passage))
+}
+
+/// Cross-encoder session: scores (query, passage) pairs. Concurrent calls tokenize in parallel
+/// (the GIL is released) and then queue for the session, whose run uses `threads` intra-op threads.
+#[pyclass(name = "CrossEncoderCore", module = "lrt_rerank._core", frozen)]
+struct PyCrossEncoder {
+    inner: Arc<encoder::CrossEncoderCore>,
+    fingerprint: String,
+    cache: Option<Arc<cache::ScoreCache>>,
+}
+
+#[pymethods]
+impl PyCrossEncoder {
+    #[new]
+    #[pyo3(signature = (model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None))]
+    fn new(
+        py: Python<'_>,
+        model_dir: PathBuf,
+        max_length: usize,
+        fingerprint: String,
+        threads: Option<usize>,
+        batch_size: usize,
+        cache: Option<PyRef<'_, PyScoreCache>>,
+    ) -> PyResult<Self> {
+        let threads = threads.unwrap_or_else(default_threads);
+        let inner = py
+            .detach(|| encoder::CrossEncoderCore::load(&model_dir, max_length, threads, batch_size))
+            .map_err(to_py)?;
+        Ok(Self { inner: Arc::new(inner), fingerprint, cache: cache.map(|c| c.inner.clone()) })
+    }
+
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.tokenizer().max_length()
+    }
+    #[getter]
+    fn batch_size(&self) -> usize {
+        self.inner.batching().batch_size
+    }
+    #[getter]
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+    #[getter]
+    fn feeds_token_type_ids(&self) -> bool {
+        self.inner.model().feeds_token_type_ids()
+    }
+
+    /// Raw logits (float32) for each passage, in input order. With a cache, only misses run.
+    fn score<'py>(&self, py: Python<'py>, query: String, passages: Vec<String>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let inner = self.inner.clone();
+        let cache = self.cache.clone();
+        let fp = self.fingerprint.clone();
+        let scores = py
+            .detach(move || score_with_cache(&inner, cache.as_deref(), &fp, &query, &passages))
+            .map_err(to_py)?;
+        Ok(PyArray1::from_vec(py, scores))
+    }
+
+    /// Token ids and type ids of each pair as this engine feeds them (for parity checks).
+    fn encode(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<(Vec<i64>, Vec<i64>)>> {
+        let inner = self.inner.clone();
+        let encs = py
+            .detach(move || {
+                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+                inner.tokenizer().encode_pairs(&query, &refs)
+            })
+            .map_err(to_py)?;
+        Ok(encs.into_iter().map(|e| (e.ids, e.type_ids)).collect())
+    }
+
+    /// Padded token count of one call under this engine's batching, and under one batch padded
+    /// to the longest pair: (length-bucketed, pad-to-longest, real tokens).
+    fn padding_stats(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<(usize, usize, usize)> {
+        let inner = self.inner.clone();
+        py.detach(move || {
+            let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+            let encs = inner.tokenizer().encode_pairs(&query, &refs)?;
+            let batches = encoder::length_sorted_batches(&encs, inner.batching().batch_size);
+            let real: usize = encs.iter().map(|e| e.len()).sum();
+            let longest = encs.iter().map(|e| e.len()).max().unwrap_or(0);
+            Ok((encoder::padded_tokens(&encs, &batches), longest * encs.len(), real))
+        })
+        .map_err(to_py)
+    }
+}
+
+fn score_with_cache(
+    inner: &encoder::CrossEncoderCore,
+    cache: Option<&cache::ScoreCache>,
+    fp: &str,
+    query: &str,
+    passages: &[String],
+) -> error::Result<Vec<f32>> {
+    let Some(cache) = cache else {
+        let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+        return inner.score(query, &refs);
+    };
+    let keys: Vec<u128> = passages.iter().map(|p| cache::cache_key(fp, query, p)).collect();
+    let cached = cache.get_many(&keys);
+    let miss_idx: Vec<usize> = (0..passages.len()).filter(|&i| cached[i].is_none()).collect();
+    let mut scores: Vec<f32> = cached.iter().map(|v| v.unwrap_or(0.0)).collect();
+    if !miss_idx.is_empty() {
+        let refs: Vec<&str> = miss_idx.iter().map(|&i| passages[i].as_str()).collect();
+        let fresh = inner.score(query, &refs)?;
+        let mut items = Vec::with_capacity(fresh.len());
+        for (&i, s) in miss_idx.iter().zip(fresh) {
+            scores[i] = s;
+            items.push((keys[i], s));
+        }
+        cache.put_many(&items);
+    }
+    Ok(scores)
+}
+
+/// Bi-encoder session: mean-pooled, L2-normalised embeddings.
+#[pyclass(name = "BiEncoderCore", module = "lrt_rerank._core", frozen)]
+struct PyBiEncoder {
+    inner: Arc<encoder::BiEncoderCore>,
+    dim: usize,
+}
+
+#[pymethods]
+impl PyBiEncoder {
+    #[new]
+    #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32))]
+    fn new(py: Python<'_>, model_dir: PathBuf, max_length: usize, threads: Option<usize>, batch_size: usize) -> PyResult<Self> {
+        let threads = threads.unwrap_or_else(default_threads);
+        let (inner, dim) = py
+            .detach(|| {
+                let core = encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size)?;
+                let dim = core.dim()?;
+                Ok::<_, CoreError>((core, dim))
+            })
+            .map_err(to_py)?;
+        Ok(Self { inner: Arc::new(inner), dim })
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.tokenizer().max_length()
+    }
+    #[getter]
+    fn feeds_token_type_ids(&self) -> bool {
+        self.inner.model().feeds_token_type_ids()
+    }
+
+    /// float32 array (n, dim), rows L2-normalised.
+    fn embed<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let inner = self.inner.clone();
+        let dim = self.dim;
+        let n = texts.len();
+        let flat = py
+            .detach(move || {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                inner.embed(&refs, dim)
+            })
+            .map_err(to_py)?;
+        let arr = PyArray1::from_vec(py, flat);
+        arr.reshape([n, dim])
+    }
+
+    /// Token ids of each text as this engine feeds them (for parity checks).
+    fn encode(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<i64>>> {
+        let inner = self.inner.clone();
+        let encs = py
+            .detach(move || {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                inner.tokenizer().encode_texts(&refs)
+            })
+            .map_err(to_py)?;
+        Ok(encs.into_iter().map(|e| e.ids).collect())
+    }
+}
+
+/// Reciprocal Rank Fusion of ranked id lists: score = Σ weight / (k + rank), rank from 1.
+#[pyfunction]
+#[pyo3(signature = (runs, k = 60.0, weights = None, top_k = None))]
+fn rrf(runs: Vec<Vec<String>>, k: f64, weights: Option<Vec<f64>>, top_k: Option<usize>) -> PyResult<Vec<(String, f64)>> {
+    fusion::rrf(&runs, k, weights.as_deref(), top_k).map_err(to_py)
+}
+
 #[pymodule]
-fn _core(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("LrtError", py.get_type::<LrtError>())?;
+    m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("InferenceError", py.get_type::<InferenceError>())?;
+    m.add("RuntimeLoadError", py.get_type::<RuntimeLoadError>())?;
+    m.add_function(wrap_pyfunction!(init_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime_ready, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_key, m)?)?;
+    m.add_function(wrap_pyfunction!(rrf, m)?)?;
+    m.add_class::<PyScoreCache>()?;
+    m.add_class::<PyCrossEncoder>()?;
+    m.add_class::<PyBiEncoder>()?;
+    Ok(())
+}

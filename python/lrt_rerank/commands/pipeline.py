@@ -1,0 +1,339 @@
+"""`lrt-rerank index | search | eval | demo`: the embedded hybrid pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
+from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
+from lrt_rerank.first_stage.base import FirstStage
+from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
+from lrt_rerank.models import default_model_dir, file_sha256, model_home
+from lrt_rerank.pipeline import Pipeline, Reranker
+
+DEMO_DATASET = "nfcorpus-test"
+DEMO_SAMPLE_QUERIES = ("PLAIN-2", "PLAIN-1635", "PLAIN-3161")
+"""Statin drugs and breast cancer; milk; milk and mucus: judged queries with clear topics."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    index = sub.add_parser(
+        "index",
+        help="build an embedded (BM25 + dense) index from a BEIR dataset folder",
+        description="Index corpus.jsonl of a BEIR-layout folder: BM25 (bm25s), bi-encoder embeddings, document store.",
+    )
+    index.add_argument("--dataset", required=True, type=Path, help="BEIR folder with corpus.jsonl")
+    index.add_argument("--out", required=True, type=Path, help="index directory to create")
+    index.add_argument("--bi-encoder", type=Path, help="bi-encoder model directory (default: the default bi-encoder)")
+    index.add_argument("--batch-size", type=int, default=64, help="documents per embedding call (default: %(default)s)")
+    index.add_argument("--force", action="store_true", help="replace an existing index in --out")
+    index.set_defaults(func=cmd_index, command_name="index")
+
+    search = sub.add_parser(
+        "search",
+        help="search an index and re-rank the top candidates",
+        description="Hybrid (RRF of BM25 and dense) search over an index built by `lrt-rerank index`, re-ranked by a cross-encoder.",
+    )
+    search.add_argument("index_dir", type=Path, help="index directory")
+    search.add_argument("query", help="query text")
+    search.add_argument("--k", type=int, default=10, help="hits to show (default: %(default)s)")
+    _add_reranker_args(search)
+    search.add_argument("--budget-ms", type=float, help="latency budget for the whole search; what does not fit keeps first-stage order")
+    search.add_argument("--json", action="store_true", help="print hits as JSON lines instead of a table")
+    search.set_defaults(func=cmd_search, command_name="search")
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate BM25, dense, RRF and RRF + re-ranker on a BEIR dataset",
+        description=(
+            "Quality (MRR@10, NDCG@5, NDCG@10, R@50) and per-query latency (p50/p95/p99 of first stage, "
+            "re-rank and total) of BM25, dense, RRF (top 100 each) and RRF + re-ranker."
+        ),
+    )
+    ev.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    ev.add_argument("--split", default="test", help="qrels split to evaluate (default: %(default)s)")
+    _add_reranker_args(ev)
+    ev.add_argument(
+        "--first-stage",
+        default="embedded",
+        help="'embedded' (default; index cached under $LRT_RERANK_HOME/indexes unless --index) or an OpenSearch URL",
+    )
+    ev.add_argument("--index", type=Path, help="embedded index directory to use (built there if absent)")
+    ev.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
+    ev.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
+    ev.add_argument("--json", action="store_true", help="one JSON object per system per line instead of a table")
+    ev.add_argument("--plot", type=Path, help="write the MRR@10 vs p95 latency chart to this PNG")
+    ev.set_defaults(func=cmd_eval, command_name="eval")
+
+    demo = sub.add_parser(
+        "demo",
+        help="index the bundled NFCorpus test set, show re-ranking on sample queries, print the eval table",
+        description="End-to-end demo on the bundled NFCorpus test split (CC BY-SA 4.0; see its ATTRIBUTION.md).",
+    )
+    _add_reranker_args(demo)
+    demo.add_argument(
+        "--rerank-queries",
+        type=int,
+        default=40,
+        help="queries used for the RRF vs RRF + re-ranker comparison (default: %(default)s; 0 = all 323)",
+    )
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo index")
+    demo.set_defaults(func=cmd_demo, command_name="demo")
+
+
+def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reranker",
+        default="default",
+        help="cross-encoder: 'default', 'none' (first stage only) or a model directory (default: %(default)s)",
+    )
+    parser.add_argument("--rerank-depth", type=int, default=50, help="candidates to re-rank (default: %(default)s)")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def cache_home() -> Path:
+    """$LRT_RERANK_HOME, else ~/.cache/lrt-rerank: default models live in models/, cached indexes in indexes/."""
+    return model_home().parent
+
+
+def bundled_dataset_dir() -> Path:
+    return Path(str(resources.files("lrt_rerank") / "data" / DEMO_DATASET))
+
+
+def load_reranker(spec: str) -> Reranker | None:
+    """'none' -> None; 'default' -> the default cross-encoder; anything else -> that model directory."""
+    from lrt_rerank import CrossEncoder
+
+    if spec == "none":
+        return None
+    if spec == "default":
+        return CrossEncoder.load()
+    model_dir = Path(spec)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"--reranker {spec}: not 'default', 'none' or a model directory")
+    return CrossEncoder.load(str(model_dir))
+
+
+def cached_index(dataset: Dataset, progress: bool = True, rebuild: bool = False) -> EmbeddedFirstStage:
+    """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
+
+    The cache key covers the corpus file, the default bi-encoder and the index format version,
+    so a changed corpus or model gets a fresh index. Builds go to a temporary directory that is
+    renamed into place, so an interrupted build never leaves a half index behind.
+    """
+    model_dir = default_model_dir("bi-encoder")
+    key_source = "|".join([file_sha256(dataset.path / "corpus.jsonl"), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    target = cache_home() / "indexes" / f"{dataset.name}-{key}"
+    if target.is_dir() and not rebuild:
+        try:
+            return EmbeddedFirstStage.open(target, model_dir=model_dir)
+        except IndexFormatError as exc:
+            print(f"cached index unusable ({exc}); rebuilding", file=sys.stderr)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    EmbeddedFirstStage.build(dataset.corpus.values(), staging, model_dir=model_dir, progress=progress)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return EmbeddedFirstStage.open(target, model_dir=model_dir)
+
+
+def _open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
+    if args.first_stage != "embedded":
+        if not args.first_stage.startswith(("http://", "https://")):
+            raise ValueError(f"--first-stage {args.first_stage}: expected 'embedded' or an http(s) URL of OpenSearch")
+        from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
+
+        return OpenSearchFirstStage.connect(args.first_stage, args.opensearch_index or dataset.name)
+    if args.index is None:
+        return cached_index(dataset)
+    if (args.index / "manifest.json").is_file():
+        return EmbeddedFirstStage.open(args.index)
+    print(f"building index in {args.index}", file=sys.stderr)
+    return EmbeddedFirstStage.build(dataset.corpus.values(), args.index)
+
+
+def _print_rows(rows: list[list[str]], header: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, show_lines=False)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+
+
+def _snippet(text: str, width: int = 70) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# ----------------------------------------------------------------------------------- commands
+USER_ERRORS: tuple[type[Exception], ...] = (DatasetError, IndexFormatError, FileNotFoundError, FileExistsError, ValueError)
+"""Bad input: reported as one line on stderr with exit code 2, not a traceback."""
+
+
+def _reports_user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except USER_ERRORS as exc:
+            print(f"lrt-rerank {args.command_name}: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_reports_user_errors
+def cmd_index(args: argparse.Namespace) -> int:
+    from lrt_rerank.datasets import load_corpus
+
+    started = time.perf_counter()
+    corpus = load_corpus(args.dataset / "corpus.jsonl")
+    stage = EmbeddedFirstStage.build(
+        corpus.values(), args.out, model_dir=args.bi_encoder, batch_size=args.batch_size, overwrite=args.force
+    )
+    print(f"indexed {len(stage.documents)} documents into {args.out} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+@_reports_user_errors
+def cmd_search(args: argparse.Namespace) -> int:
+    stage = EmbeddedFirstStage.open(args.index_dir)
+    reranker = load_reranker(args.reranker)
+    result = Pipeline(stage, reranker, rerank_depth=args.rerank_depth).run(args.query, k=args.k, budget_ms=args.budget_ms)
+    if args.json:
+        for hit in result.hits:
+            print(json.dumps({**hit.__dict__, "title": stage.document(hit.id).title}))
+        return 0
+    rows = [
+        [str(h.rank), h.id, f"{h.score:.4f}", str(h.first_stage_rank), "yes" if h.reranked else "no", _snippet(stage.document(h.id).full_text)]
+        for h in result.hits
+    ]
+    _print_rows(rows, ["rank", "id", "score", "first-stage rank", "re-ranked", "text"])
+    print(
+        f"re-rank: {result.status.value} ({result.reranked} re-ranked); first stage {result.first_stage_ms:.1f} ms, "
+        f"re-rank {result.rerank_ms:.1f} ms, total {result.total_ms:.1f} ms"
+    )
+    return 0
+
+
+@_reports_user_errors
+def cmd_eval(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset, args.split)
+    query_ids = dataset.eval_query_ids()
+    if args.max_queries is not None:
+        query_ids = query_ids[: args.max_queries]
+    reranker = load_reranker(args.reranker)
+    stage = _open_first_stage(args, dataset)
+    try:
+        results = evaluate(
+            dataset,
+            stage,
+            reranker,
+            rerank_depth=args.rerank_depth,
+            query_ids=query_ids,
+            on_result=(lambda r: print(json.dumps(r.to_json()), flush=True)) if args.json else None,
+        )
+    finally:
+        stage.close()
+    if not args.json:
+        print(f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, re-rank depth {args.rerank_depth}")
+        print(markdown_table(results))
+    if args.plot is not None:
+        plot_tradeoff(results, args.plot, title=f"{dataset.name} ({args.split}, {len(query_ids)} queries)")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+@_reports_user_errors
+def cmd_demo(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    root = bundled_dataset_dir()
+    print(f"Dataset: NFCorpus test split bundled with lrt-rerank ({root}).")
+    print("NFCorpus: CC BY-SA 4.0 - Boteva et al., ECIR 2016; via BEIR, Thakur et al., NeurIPS 2021.")
+    dataset = load_dataset(root, "test")
+    query_ids = dataset.eval_query_ids()
+    print(f"{len(dataset.corpus)} documents, {len(query_ids)} judged queries.\n")
+
+    print("[1/4] Index (BM25 + all-MiniLM-L6-v2 embeddings; cached after the first run)")
+    step = time.perf_counter()
+    stage = cached_index(dataset, rebuild=args.rebuild)
+    print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
+
+    print("[2/4] Re-ranker")
+    reranker = load_reranker(args.reranker)
+    if reranker is None:
+        print("      none (--reranker none): first stage only\n")
+    else:
+        _describe_reranker(reranker)
+    pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth)
+
+    print("[3/4] Sample queries: first stage (RRF) vs re-ranked; '*' marks a judged-relevant document")
+    for query_id in [q for q in DEMO_SAMPLE_QUERIES if q in dataset.queries] or query_ids[:3]:
+        _show_query(pipeline, stage, dataset, query_id)
+
+    print("[4/4] Evaluation")
+    first_stage_results = evaluate(dataset, stage, None, query_ids=query_ids)
+    print(f"First stage, all {len(query_ids)} test queries, top 100 per system, RRF k=60:")
+    print(markdown_table(first_stage_results) + "\n")
+    if reranker is not None:
+        subset = query_ids if args.rerank_queries <= 0 else query_ids[: args.rerank_queries]
+        rerank_results = evaluate(
+            dataset, stage, reranker, rerank_depth=args.rerank_depth, query_ids=subset, systems=("rrf", RERANKED_SYSTEM)
+        )
+        scope = f"the first {len(subset)} of {len(query_ids)} queries (for time; --rerank-queries 0 runs all)" if len(subset) < len(query_ids) else f"all {len(subset)} queries"
+        print(f"RRF vs RRF + re-ranker (top {args.rerank_depth} re-ranked), {scope}:")
+        print(markdown_table(rerank_results) + "\n")
+    print(f"Demo finished in {time.perf_counter() - started:.0f} s.")
+    return 0
+
+
+def _describe_reranker(reranker: Any) -> None:
+    card = getattr(reranker, "card", None) or {}
+    print(f"      {getattr(reranker, 'model_dir', 'custom re-ranker')}")
+    if card:
+        print(f"      card: {json.dumps({k: card[k] for k in list(card)[:6]})}")
+    print(
+        "      Note: until a trained re-ranker ships, the default cross-encoder has an untrained scoring head:\n"
+        "      its latency is real, its ranking quality is not. Expect the re-ranked rows to be worse.\n"
+    )
+
+
+def _show_query(pipeline: Pipeline, stage: EmbeddedFirstStage, dataset: Dataset, query_id: str, shown: int = 5) -> None:
+    query = dataset.queries[query_id]
+    judged = dataset.qrels.get(query_id, {})
+    first = stage.search(query, shown, "rrf")
+    result = pipeline.run(query, k=shown)
+    print(f"\n  Query {query_id}: {query!r}  ({result.first_stage_ms:.0f} ms first stage, {result.rerank_ms:.0f} ms re-rank)")
+    rows = []
+    for position in range(shown):
+        left = first[position] if position < len(first) else None
+        right = result.hits[position] if position < len(result.hits) else None
+        rows.append(
+            [
+                str(position + 1),
+                _mark(left.id, judged, stage) if left else "",
+                _mark(right.id, judged, stage) + (f"  (was #{right.first_stage_rank})" if right else "") if right else "",
+            ]
+        )
+    _print_rows(rows, ["#", "first stage (RRF)", "re-ranked"])
+    print()
+
+
+def _mark(doc_id: str, judged: dict[str, int], stage: EmbeddedFirstStage) -> str:
+    star = "*" if judged.get(doc_id, 0) > 0 else " "
+    return f"{star} {doc_id}: {_snippet(stage.document(doc_id).title or stage.document(doc_id).text, 48)}"
+

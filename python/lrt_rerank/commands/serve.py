@@ -1,0 +1,112 @@
+"""`lrt-rerank serve`: run the HTTP rerank service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+
+SERVE_HELP = "run the HTTP rerank service (Cohere- and TEI-compatible)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help=SERVE_HELP,
+        description=(
+            "Serve POST /v1/rerank (Cohere shape), POST /rerank (TEI shape), GET /health and GET /metrics. "
+            "Scores are sigmoid(logit) unless a request asks for raw_scores."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default: %(default)s)")
+    p.add_argument("--model", default="default", help="cross-encoder model directory, or 'default' (default)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (uvicorn multi-process mode); each has its own in-process cache (default: 1)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("LRT_RERANK_API_KEY"),
+        help="require `Authorization: Bearer KEY` on the rerank routes (default: $LRT_RERANK_API_KEY, else none)",
+    )
+    p.add_argument("--redis-url", help="shared Redis score cache, e.g. redis://127.0.0.1:6379/0 (default: none)")
+    p.add_argument("--redis-ttl", type=int, default=86_400, help="seconds a score lives in Redis (default: %(default)s)")
+    p.add_argument(
+        "--cache-capacity", type=int, default=100_000, help="in-process score cache entries (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-documents", type=int, default=1000, help="documents allowed per request (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="request body size limit (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=int, help="intra-op threads of the model (default: the core's choice)")
+    p.add_argument(
+        "--max-concurrent-scoring",
+        type=int,
+        default=2,
+        help="requests scored at the same time per worker; others queue (default: %(default)s)",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="seconds in-flight requests get to finish after SIGTERM/SIGINT (default: %(default)s)",
+    )
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False, help="log every request")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lrt_rerank.service import SETTINGS_ENV, ServiceSettings, resolve_model_dir
+
+    for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring"):
+        if getattr(args, name) < 1:
+            print(f"lrt-rerank serve: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    settings = ServiceSettings(
+        model=args.model,
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        api_key=args.api_key,
+        redis_url=args.redis_url,
+        redis_ttl_s=args.redis_ttl,
+        cache_capacity=args.cache_capacity,
+        threads=args.threads,
+        max_concurrent_scoring=args.max_concurrent_scoring,
+    )
+    try:
+        # Resolved once here, so workers do not each build the default model.
+        settings = replace(settings, model=str(resolve_model_dir(settings.model)))
+    except (OSError, ValueError) as err:
+        print(f"lrt-rerank serve: {err}", file=sys.stderr)
+        return 2
+    os.environ[SETTINGS_ENV] = settings.to_env()
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="lrt-rerank-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "lrt_rerank.service:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            timeout_graceful_shutdown=args.graceful_timeout,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

@@ -1,0 +1,161 @@
+"""Python faces of the Rust encoders: ``CrossEncoder`` and ``BiEncoder``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lrt_rerank import _core
+from lrt_rerank.models import MODEL, ModelCard, file_sha256, resolve_model_dir
+from lrt_rerank.runtime import ensure_runtime
+
+PathLike = str | os.PathLike[str]
+
+
+def _check_texts(name: str, texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+    return out
+
+
+def _load_card(model_dir: Path, kind: str) -> ModelCard:
+    if not model_dir.is_dir():
+        raise _core.ModelError(f"{model_dir}: model directory not found")
+    card = ModelCard.read(model_dir)
+    if card.kind != kind:
+        raise _core.ModelError(f"{model_dir / 'card.json'}: this is a {card.kind} model, expected a {kind}")
+    if not (model_dir / MODEL).is_file():
+        raise _core.ModelError(f"{model_dir / MODEL}: model file not found")
+    return card
+
+
+class CrossEncoder:
+    """Scores (query, passage) pairs with an ONNX cross-encoder through the Rust core.
+
+    Concurrency: ``score`` releases the GIL. Concurrent calls tokenize in parallel, then queue
+    for the model's ONNX Runtime session; each run uses ``threads`` intra-op threads (default:
+    all cores), so one call at a time already uses the whole machine.
+    """
+
+    def __init__(self, core: _core.CrossEncoderCore, model_dir: Path, card: ModelCard, cache: _core.ScoreCache | None):
+        self._core = core
+        self.model_dir = model_dir
+        self.card = card.data
+        self.cache = cache
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: PathLike | None = None,
+        max_length: int | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+        cache: _core.ScoreCache | None = None,
+    ) -> "CrossEncoder":
+        """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default)."""
+        ensure_runtime()
+        path = resolve_model_dir(model_dir, "cross-encoder")
+        card = _load_card(path, "cross-encoder")
+        fingerprint = file_sha256(path / MODEL)
+        core = _core.CrossEncoderCore(
+            str(path),
+            max_length or card.max_length,
+            fingerprint,
+            threads=threads,
+            batch_size=batch_size or 16,
+            cache=cache,
+        )
+        return cls(core, path, card, cache)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of model.onnx: part of every cache key."""
+        return self._core.fingerprint
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", self.model_dir.name))
+
+    @property
+    def max_length(self) -> int:
+        return self._core.max_length
+
+    @property
+    def batch_size(self) -> int:
+        return self._core.batch_size
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Raw logits (float32), one per passage, in input order."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        return self._core.score(query, _check_texts("passages", passages))
+
+    def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]:
+        """(index, score) pairs, score descending, ties by index."""
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+        scores = self.score(query, passages)
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        if top_k is not None:
+            order = order[:top_k]
+        return [(i, float(scores[i])) for i in order]
+
+    def encode(self, query: str, passages: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """(token ids, token type ids) per pair, as fed to the model."""
+        return self._core.encode(query, _check_texts("passages", passages))
+
+    def padding_stats(self, query: str, passages: Sequence[str]) -> tuple[int, int, int]:
+        """(padded tokens with length buckets, padded tokens padding all to the longest, real tokens)."""
+        return self._core.padding_stats(query, _check_texts("passages", passages))
+
+    def __repr__(self) -> str:
+        return f"CrossEncoder({self.model_dir}, max_length={self.max_length})"
+
+
+class BiEncoder:
+    """Embeds texts: mean pooling over the attention mask, L2-normalised float32 rows."""
+
+    def __init__(self, core: _core.BiEncoderCore, model_dir: Path, card: ModelCard):
+        self._core = core
+        self.model_dir = model_dir
+        self.card: dict[str, Any] = card.data
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: PathLike | None = None,
+        max_length: int | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+    ) -> "BiEncoder":
+        """Load a bi-encoder directory (``None`` or ``"default"``: all-MiniLM-L6-v2)."""
+        ensure_runtime()
+        path = resolve_model_dir(model_dir, "bi-encoder")
+        card = _load_card(path, "bi-encoder")
+        core = _core.BiEncoderCore(str(path), max_length or card.max_length, threads=threads, batch_size=batch_size or 32)
+        return cls(core, path, card)
+
+    @property
+    def dim(self) -> int:
+        return self._core.dim
+
+    @property
+    def max_length(self) -> int:
+        return self._core.max_length
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (n, dim) with L2-normalised rows."""
+        return self._core.embed(_check_texts("texts", texts))
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._core.encode(_check_texts("texts", texts))
+
+    def __repr__(self) -> str:
+        return f"BiEncoder({self.model_dir}, dim={self.dim})"

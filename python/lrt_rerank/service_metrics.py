@@ -1,0 +1,158 @@
+"""Prometheus metrics of the rerank service (prometheus-client).
+
+Each application gets its own registry. When ``PROMETHEUS_MULTIPROC_DIR`` is set (``serve
+--workers N`` sets it), prometheus-client keeps the values in files shared by the worker
+processes and ``/metrics`` answers with the sum over all workers, whichever worker serves it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000)
+UNMATCHED_ROUTE = "unmatched"
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "lrt_rerank_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "lrt_rerank_request_duration_seconds",
+            "HTTP request latency by route, method and status.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "lrt_rerank_requests_in_progress",
+            "HTTP requests being served, by route.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.batch_size = Histogram(
+            "lrt_rerank_batch_size", "Documents per rerank request.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.score_seconds = Histogram(
+            "lrt_rerank_score_duration_seconds",
+            "Time to score one request's documents (cache look-ups and model).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_hits = Counter("lrt_rerank_cache_hits", "Score cache hits by tier.", ["tier"], registry=r)
+        self.cache_misses = Counter("lrt_rerank_cache_misses", "Score cache misses by tier.", ["tier"], registry=r)
+        self.cache_evictions = Counter(
+            "lrt_rerank_cache_evictions", "Entries evicted from the in-process score cache.", registry=r
+        )
+        self.cache_entries = Gauge(
+            "lrt_rerank_cache_entries",
+            "Entries in the in-process score cache.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.redis_errors = Counter(
+            "lrt_rerank_redis_errors", "Redis failures (each starts a back-off period).", registry=r
+        )
+        self.model_info = Gauge(
+            "lrt_rerank_model_info",
+            "The served model: name, sha256 of model.onnx and maximum sequence length (value is 1).",
+            ["name", "sha256", "max_length"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._seen: dict[str, int] = {}
+        self._seen_lock = threading.Lock()
+
+    def set_model(self, name: str, sha256: str, max_length: int) -> None:
+        self.model_info.labels(name=name, sha256=sha256, max_length=str(max_length)).set(1)
+
+    def mirror_cache(self, local: dict[str, int], redis: dict[str, int] | None) -> None:
+        """Add what the caches counted since the last call to the Prometheus counters."""
+        with self._seen_lock:
+            self._add("local_hits", local["hits"], self.cache_hits.labels(tier="local"))
+            self._add("local_misses", local["misses"], self.cache_misses.labels(tier="local"))
+            self._add("local_evictions", local["evictions"], self.cache_evictions)
+            if redis is not None:
+                self._add("redis_hits", redis["hits"], self.cache_hits.labels(tier="redis"))
+                self._add("redis_misses", redis["misses"], self.cache_misses.labels(tier="redis"))
+                self._add("redis_errors", redis["errors"], self.redis_errors)
+        self.cache_entries.set(local["len"])
+
+    def _add(self, name: str, total: int, counter: Counter) -> None:
+        delta = total - self._seen.get(name, 0)
+        if delta > 0:
+            counter.inc(delta)
+        self._seen[name] = total
+
+    def exposition(self) -> tuple[bytes, str]:
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        if multiprocess_mode():
+            multiprocess.mark_process_dead(os.getpid())
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route, method and final status (ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.routes else UNMATCHED_ROUTE
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        gauge = self.metrics.in_progress.labels(route=route)
+        gauge.inc()
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            gauge.dec()
+            labels = {"route": route, "method": scope["method"], "status": str(status)}
+            self.metrics.requests.labels(**labels).inc()
+            self.metrics.latency.labels(**labels).observe(time.perf_counter() - start)

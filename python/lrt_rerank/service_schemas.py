@@ -1,0 +1,111 @@
+"""Request and response bodies of the rerank HTTP service.
+
+Two wire formats are served:
+
+* ``POST /v1/rerank`` follows Cohere's rerank API (v1), so Cohere clients and OpenSearch
+  ml-commons' built-in ``connector.pre_process.cohere.rerank`` /
+  ``connector.post_process.cohere.rerank`` functions work unchanged.
+* ``POST /rerank`` follows Hugging Face text-embeddings-inference (TEI).
+
+The request models carry the per-request document limit in their schema (``maxItems``), so
+they are built per application by :func:`request_models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCORES_DOC = (
+    "Scores are the cross-encoder's relevance logit passed through the logistic sigmoid by "
+    "default (a value in (0, 1), higher is more relevant). Send `raw_scores: true` to get the "
+    "raw logit instead (any real number). Both orders are identical; ties keep input order."
+)
+
+
+class CohereDocument(BaseModel):
+    """A document given as an object; only `text` is read, other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(description="The document text.")
+
+
+class CohereResultDocument(BaseModel):
+    text: str = Field(description="The document text, as sent.")
+
+
+class CohereResult(BaseModel):
+    index: int = Field(description="Position of the document in the request's `documents`.")
+    relevance_score: float = Field(description="Relevance score, always a JSON float. " + SCORES_DOC)
+    document: CohereResultDocument | None = Field(
+        default=None, description="The document, present only when `return_documents` is true."
+    )
+
+
+class CohereRerankResponse(BaseModel):
+    id: str = Field(description="A unique id for this response.")
+    results: list[CohereResult] = Field(description="Documents sorted by `relevance_score`, descending.")
+
+
+class TeiResult(BaseModel):
+    index: int = Field(description="Position of the text in the request's `texts`.")
+    score: float = Field(description="Relevance score, always a JSON float. " + SCORES_DOC)
+    text: str | None = Field(default=None, description="The text, present only when `return_text` is true.")
+
+
+class CohereRerankRequestBase(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(description="The search query.")
+    documents: list[str | CohereDocument]
+    top_n: int | None = Field(
+        default=None, ge=1, description="Return only the `top_n` best documents (all when absent)."
+    )
+    return_documents: bool = Field(default=False, description="Echo each document's text in the results.")
+    model: str | None = Field(
+        default=None,
+        description="Accepted for compatibility with Cohere clients and ignored: the service serves one model.",
+    )
+    raw_scores: bool = Field(
+        default=False, description="Extension to Cohere's API: return raw logits instead of sigmoid scores."
+    )
+
+
+class TeiRerankRequestBase(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(description="The search query.")
+    texts: list[str]
+    raw_scores: bool = Field(default=False, description="Return raw logits instead of sigmoid scores.")
+    return_text: bool = Field(default=False, description="Echo each text in the results.")
+    truncate: bool = Field(
+        default=False,
+        description=(
+            "Accepted for compatibility with TEI. Inputs are always truncated to the model's "
+            "maximum sequence length, whatever this field says."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    cohere: type[CohereRerankRequestBase]
+    tei: type[TeiRerankRequestBase]
+
+
+def request_models(max_documents: int) -> RequestModels:
+    """Request models whose document lists are limited to ``max_documents`` items."""
+    limit_doc = f"At most {max_documents} per request; an empty list is answered with no results."
+
+    class CohereRerankRequest(CohereRerankRequestBase):
+        documents: list[str | CohereDocument] = Field(
+            max_length=max_documents,
+            description="Documents to rank: strings, or objects with a `text` field. " + limit_doc,
+        )
+
+    class TeiRerankRequest(TeiRerankRequestBase):
+        texts: list[str] = Field(max_length=max_documents, description="Texts to rank. " + limit_doc)
+
+    return RequestModels(cohere=CohereRerankRequest, tei=TeiRerankRequest)

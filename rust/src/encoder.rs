@@ -1,0 +1,430 @@
+//! ONNX Runtime sessions (through `ort`, loading libonnxruntime dynamically) and the
+//! length-bucketed batching shared by the cross-encoder and the bi-encoder.
+//!
+//! Inputs are split into windows of at most `window` items (memory is bounded by the window,
+//! not by the call), each window is sorted by token count, cut into batches of `batch_size`,
+//! each batch padded to its own longest sequence, and results are written back in input order.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{Tensor, TensorElementType, ValueType};
+
+use crate::error::{CoreError, Result};
+use crate::tokenize::{Encoded, TextTokenizer};
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Load libonnxruntime from `path` and create the process-wide environment. Idempotent: once a
+/// library is loaded, later calls return Ok without loading another one.
+pub fn init_runtime(path: &Path) -> Result<()> {
+    let _guard = INIT_LOCK.lock().map_err(|_| CoreError::Runtime { path: path.display().to_string(), msg: "init lock poisoned".into() })?;
+    if ENVIRONMENT.get().is_some() {
+        return Ok(());
+    }
+    let err = |msg: String| CoreError::Runtime { path: path.display().to_string(), msg };
+    if !path.is_file() {
+        return Err(err("file not found (set ORT_DYLIB_PATH or install the onnxruntime wheel)".into()));
+    }
+    let builder = ort::init_from(path).map_err(|e| err(e.to_string()))?;
+    let env = builder.with_name("lrt-rerank").build().map_err(|e| err(e.to_string()))?;
+    // A concurrent caller cannot have set it: we hold INIT_LOCK.
+    let _ = ENVIRONMENT.set(env);
+    Ok(())
+}
+
+pub fn runtime_ready() -> bool {
+    ENVIRONMENT.get().is_some()
+}
+
+fn environment() -> Result<&'static Environment> {
+    ENVIRONMENT.get().ok_or_else(|| CoreError::Runtime {
+        path: "<none>".into(),
+        msg: "ONNX Runtime is not initialised: call init_runtime(path) first".into(),
+    })
+}
+
+/// Result of one batch: the output tensor's shape and its data, row-major.
+pub struct BatchOutput {
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+    /// The attention mask fed to the model (batch × seq), for pooling.
+    pub mask: Vec<i64>,
+    pub seq_len: usize,
+}
+
+pub struct OnnxModel {
+    session: Mutex<Session>,
+    path: PathBuf,
+    feeds_token_type_ids: bool,
+    output_rank: usize,
+}
+
+const ID_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+
+impl OnnxModel {
+    pub fn load(path: &Path, threads: usize) -> Result<Self> {
+        if !path.is_file() {
+            return Err(CoreError::model(path, "model file not found"));
+        }
+        let meta = std::fs::metadata(path).map_err(|e| CoreError::model(path, format!("cannot read: {e}")))?;
+        if meta.len() == 0 {
+            return Err(CoreError::model(path, "model file is empty"));
+        }
+        let env = environment()?;
+        let threads = threads.max(1);
+        let fail = |what: &str, e: String| CoreError::model(path, format!("{what}: {e}"));
+        let session = Session::builder(env)
+            .map_err(|e| fail("cannot create a session", e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| fail("cannot set the optimisation level", e.to_string()))?
+            .with_intra_threads(threads)
+            .map_err(|e| fail("cannot set intra-op threads", e.to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| fail("cannot set inter-op threads", e.to_string()))?
+            .commit_from_file(path)
+            .map_err(|e| fail("not a loadable ONNX model", e.to_string()))?;
+
+        let mut names = Vec::new();
+        for input in session.inputs() {
+            let name = input.name();
+            if !ID_INPUTS.contains(&name) {
+                return Err(CoreError::model(
+                    path,
+                    format!("graph input '{name}' is not one of input_ids, attention_mask, token_type_ids"),
+                ));
+            }
+            match input.dtype() {
+                ValueType::Tensor { ty: TensorElementType::Int64, shape, .. } if shape.len() == 2 => {}
+                other => {
+                    return Err(CoreError::model(
+                        path,
+                        format!("graph input '{name}' must be an int64 tensor [batch, sequence], found {other:?}"),
+                    ))
+                }
+            }
+            names.push(name.to_string());
+        }
+        for required in ["input_ids", "attention_mask"] {
+            if !names.iter().any(|n| n == required) {
+                return Err(CoreError::model(path, format!("graph has no '{required}' input (inputs: {names:?})")));
+            }
+        }
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| CoreError::model(path, "graph has no outputs"))?;
+        let output_rank = match output.dtype() {
+            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => shape.len(),
+            other => {
+                return Err(CoreError::model(
+                    path,
+                    format!("first graph output '{}' must be a float32 tensor, found {other:?}", output.name()),
+                ))
+            }
+        };
+        let feeds_token_type_ids = names.iter().any(|n| n == "token_type_ids");
+        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), feeds_token_type_ids, output_rank })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn feeds_token_type_ids(&self) -> bool {
+        self.feeds_token_type_ids
+    }
+
+    pub fn output_rank(&self) -> usize {
+        self.output_rank
+    }
+
+    /// Run one batch padded to its own longest sequence.
+    pub fn run_batch(&self, batch: &[&Encoded], pad_id: i64) -> Result<BatchOutput> {
+        let b = batch.len();
+        let seq_len = batch.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![pad_id; b * seq_len];
+        let mut mask = vec![0i64; b * seq_len];
+        let mut types = vec![0i64; b * seq_len];
+        for (row, enc) in batch.iter().enumerate() {
+            let off = row * seq_len;
+            ids[off..off + enc.len()].copy_from_slice(&enc.ids);
+            types[off..off + enc.len()].copy_from_slice(&enc.type_ids);
+            mask[off..off + enc.len()].fill(1);
+        }
+        let shape = [b, seq_len];
+        let infer = |e: ort::Error| CoreError::Inference(format!("{}: {e}", self.path.display()));
+        let mut inputs = ort::inputs! {
+            "input_ids" => Tensor::from_array((shape, ids)).map_err(infer)?,
+            "attention_mask" => Tensor::from_array((shape, mask.clone())).map_err(infer)?,
+        };
+        if self.feeds_token_type_ids {
+            inputs.push(("token_type_ids".into(), Tensor::from_array((shape, types)).map_err(infer)?.into()));
+        }
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| CoreError::Inference("session lock poisoned by an earlier panic".into()))?;
+        let outputs = session.run(inputs).map_err(infer)?;
+        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(infer)?;
+        Ok(BatchOutput { shape: out_shape.to_vec(), data: data.to_vec(), mask, seq_len })
+    }
+}
+
+/// Batching policy shared by both encoders.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub batch_size: usize,
+    pub window: usize,
+}
+
+impl Batching {
+    pub fn new(batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(CoreError::InvalidArgument("batch_size must be at least 1".into()));
+        }
+        Ok(Self { batch_size, window: (batch_size * 16).max(256) })
+    }
+}
+
+/// Sort the indices of `encs` by token count (stable) and cut them into batches.
+pub fn length_sorted_batches(encs: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..encs.len()).collect();
+    order.sort_by_key(|&i| encs[i].len());
+    order.chunks(batch_size).map(|c| c.to_vec()).collect()
+}
+
+/// Padded token count a batching produces: the sum over batches of size × longest.
+pub fn padded_tokens(encs: &[Encoded], batches: &[Vec<usize>]) -> usize {
+    batches
+        .iter()
+        .map(|b| b.len() * b.iter().map(|&i| encs[i].len()).max().unwrap_or(0))
+        .sum()
+}
+
+pub struct CrossEncoderCore {
+    model: OnnxModel,
+    tokenizer: TextTokenizer,
+    batching: Batching,
+}
+
+pub struct BiEncoderCore {
+    model: OnnxModel,
+    tokenizer: TextTokenizer,
+    batching: Batching,
+}
+
+/// Run a probe of `max_length` tokens using the tokenizer's largest id: a tokenizer whose
+/// vocabulary exceeds the model's embedding table, or a max_length beyond its position
+/// embeddings, fails here (at load time) rather than on the first user query.
+fn probe(model: &OnnxModel, tokenizer: &TextTokenizer, tok_path: &Path) -> Result<BatchOutput> {
+    let top = i64::try_from(tokenizer.vocab_size().saturating_sub(1)).unwrap_or(0);
+    let n = tokenizer.max_length();
+    let enc = Encoded { ids: vec![top; n], type_ids: vec![0; n] };
+    model.run_batch(&[&enc], tokenizer.pad_id()).map_err(|e| {
+        CoreError::model(
+            tok_path,
+            format!(
+                "does not fit {} (vocabulary of {} tokens, max_length {}): {e}",
+                model.path().display(),
+                tokenizer.vocab_size(),
+                n
+            ),
+        )
+    })
+}
+
+fn load_parts(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<(OnnxModel, TextTokenizer, Batching)> {
+    if !dir.is_dir() {
+        return Err(CoreError::model(dir, "model directory not found"));
+    }
+    let batching = Batching::new(batch_size)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer = TextTokenizer::from_file(&tok_path, max_length)?;
+    let model = OnnxModel::load(&dir.join("model.onnx"), threads)?;
+    Ok((model, tokenizer, batching))
+}
+
+impl CrossEncoderCore {
+    pub fn load(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<Self> {
+        let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
+        let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
+        if !matches!(out.shape.as_slice(), [1] | [1, 1]) {
+            return Err(CoreError::model(
+                model.path(),
+                format!("a cross-encoder must output one logit per pair ([batch] or [batch, 1]); got shape {:?}", out.shape),
+            ));
+        }
+        Ok(Self { model, tokenizer, batching })
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn model(&self) -> &OnnxModel {
+        &self.model
+    }
+
+    pub fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    /// Raw logits for (query, passage) pairs, in input order.
+    pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
+        let mut scores = vec![0f32; passages.len()];
+        for (w, window) in passages.chunks(self.batching.window).enumerate() {
+            let base = w * self.batching.window;
+            let encs = self.tokenizer.encode_pairs(query, window)?;
+            for batch in length_sorted_batches(&encs, self.batching.batch_size) {
+                let refs: Vec<&Encoded> = batch.iter().map(|&i| &encs[i]).collect();
+                let out = self.model.run_batch(&refs, self.tokenizer.pad_id())?;
+                if out.data.len() != batch.len() {
+                    return Err(CoreError::Inference(format!(
+                        "{}: expected {} logits, got output shape {:?}",
+                        self.model.path().display(),
+                        batch.len(),
+                        out.shape
+                    )));
+                }
+                for (j, &i) in batch.iter().enumerate() {
+                    scores[base + i] = out.data[j];
+                }
+            }
+        }
+        Ok(scores)
+    }
+}
+
+impl BiEncoderCore {
+    pub fn load(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<Self> {
+        let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
+        let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
+        let ok = match model.output_rank() {
+            3 => out.shape.len() == 3 && out.shape[0] == 1,
+            2 => out.shape.len() == 2 && out.shape[0] == 1,
+            _ => false,
+        };
+        if !ok {
+            return Err(CoreError::model(
+                model.path(),
+                format!(
+                    "a bi-encoder must output token embeddings [batch, seq, dim] or pooled [batch, dim]; got shape {:?}",
+                    out.shape
+                ),
+            ));
+        }
+        Ok(Self { model, tokenizer, batching })
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn model(&self) -> &OnnxModel {
+        &self.model
+    }
+
+    /// Embedding dimension, read from a probe output.
+    pub fn dim(&self) -> Result<usize> {
+        let enc = Encoded { ids: vec![0, 0], type_ids: vec![0, 0] };
+        let out = self.model.run_batch(&[&enc], self.tokenizer.pad_id())?;
+        out.shape.last().and_then(|&d| usize::try_from(d).ok()).ok_or_else(|| CoreError::Inference("empty output shape".into()))
+    }
+
+    /// Mean-pooled (over the attention mask), L2-normalised embeddings, row-major (n × dim).
+    pub fn embed(&self, texts: &[&str], dim: usize) -> Result<Vec<f32>> {
+        let mut out_rows = vec![0f32; texts.len() * dim];
+        for (w, window) in texts.chunks(self.batching.window).enumerate() {
+            let base = w * self.batching.window;
+            let encs = self.tokenizer.encode_texts(window)?;
+            for batch in length_sorted_batches(&encs, self.batching.batch_size) {
+                let refs: Vec<&Encoded> = batch.iter().map(|&i| &encs[i]).collect();
+                let out = self.model.run_batch(&refs, self.tokenizer.pad_id())?;
+                let got_dim = out.shape.last().copied().unwrap_or(0);
+                if got_dim != dim as i64 || out.shape[0] != batch.len() as i64 {
+                    return Err(CoreError::Inference(format!(
+                        "{}: unexpected output shape {:?} for a batch of {} (dim {dim})",
+                        self.model.path().display(),
+                        out.shape,
+                        batch.len()
+                    )));
+                }
+                for (j, &i) in batch.iter().enumerate() {
+                    let row = &mut out_rows[(base + i) * dim..(base + i + 1) * dim];
+                    if out.shape.len() == 3 {
+                        mean_pool(&out, j, dim, row);
+                    } else {
+                        row.copy_from_slice(&out.data[j * dim..(j + 1) * dim]);
+                    }
+                    l2_normalise(row);
+                }
+            }
+        }
+        Ok(out_rows)
+    }
+}
+
+fn mean_pool(out: &BatchOutput, row: usize, dim: usize, dst: &mut [f32]) {
+    let s = out.seq_len;
+    let mut count = 0f32;
+    for t in 0..s {
+        if out.mask[row * s + t] == 0 {
+            continue;
+        }
+        count += 1.0;
+        let src = &out.data[(row * s + t) * dim..(row * s + t + 1) * dim];
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d += *v;
+        }
+    }
+    let denom = count.max(1e-9);
+    for d in dst.iter_mut() {
+        *d /= denom;
+    }
+}
+
+fn l2_normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    for x in v.iter_mut() {
+        *x /= norm;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(n: usize) -> Encoded {
+        Encoded { ids: vec![1; n], type_ids: vec![0; n] }
+    }
+
+    #[test]
+    fn batches_are_length_sorted_and_cover_every_index() {
+        let encs: Vec<Encoded> = [5, 1, 9, 3, 7, 2].iter().map(|&n| enc(n)).collect();
+        let batches = length_sorted_batches(&encs, 4);
+        assert_eq!(batches, vec![vec![1, 5, 3, 0], vec![4, 2]]);
+        // padded: 4 × 5 + 2 × 9 = 38, against 6 × 9 = 54 padding to the longest of all
+        assert_eq!(padded_tokens(&encs, &batches), 38);
+    }
+
+    #[test]
+    fn pooling_ignores_padding_and_normalises() {
+        // one row, seq 3 (last is padding), dim 2
+        let out = BatchOutput { shape: vec![1, 3, 2], data: vec![1.0, 0.0, 3.0, 0.0, 100.0, 100.0], mask: vec![1, 1, 0], seq_len: 3 };
+        let mut row = vec![0.0; 2];
+        mean_pool(&out, 0, 2, &mut row);
+        assert_eq!(row, vec![2.0, 0.0]);
+        l2_normalise(&mut row);
+        assert_eq!(row, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn zero_batch_size_is_rejected() {
+        assert!(Batching::new(0).is_err());
+    }
+}

@@ -1,0 +1,478 @@
+"""The rerank HTTP service: wire formats, limits, auth, health, metrics, cache tiers, shutdown.
+
+In-process tests drive the FastAPI app through TestClient with the real default cross-encoder and
+compare against ``CrossEncoder.score`` called directly. Tests marked ``integration`` talk to real
+`redis-server` and `lrt-rerank serve` processes (tests/service_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from service_fixtures import API_KEY, RedisServer, ServeProcess
+
+from lrt_rerank import CrossEncoder
+from lrt_rerank.commands.serve import register
+from lrt_rerank.service import ServiceSettings, create_app
+from lrt_rerank.service_cache import KEY_PREFIX
+from lrt_rerank.service_schemas import CohereRerankResponse, CohereResult
+
+QUERY = "does vitamin D supplementation lower the risk of breast cancer?"
+DOCS = [
+    "Vitamin D status and breast cancer risk: a meta-analysis of prospective cohort studies.",
+    "Statin use and breast cancer survival: a nationwide cohort study from Finland.",
+    "The effect of dietary fibre on the gut microbiome of healthy adults.",
+    "Serum 25-hydroxyvitamin D concentrations were inversely associated with breast cancer incidence.",
+    "Coffee consumption and the risk of type 2 diabetes.",
+    "Calcium and vitamin D supplements in postmenopausal women: a randomised trial of cancer outcomes.",
+    "Air pollution exposure and childhood asthma in urban neighbourhoods.",
+    "",
+]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def expected_ranking(encoder: CrossEncoder, query: str, docs: list[str]) -> tuple[list[int], np.ndarray]:
+    """Indices best first (ties by index) and the raw logits, from the encoder called in-process."""
+    logits = encoder.score(query, docs)
+    order = sorted(range(len(docs)), key=lambda i: (-float(logits[i]), i))
+    return order, logits
+
+
+def wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 60
+    while client.get("/health").status_code != 200:
+        assert time.monotonic() < deadline, "the app did not become ready"
+        time.sleep(0.01)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    return metric_samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(scope="session")
+def encoder(cross_encoder_dir: Path) -> CrossEncoder:
+    return CrossEncoder.load(str(cross_encoder_dir))
+
+
+@pytest.fixture
+def make_client(encoder: CrossEncoder) -> Iterator[Callable[..., TestClient]]:
+    """TestClients of apps serving the session encoder, ready; closed after the test."""
+    clients: list[TestClient] = []
+
+    def make(**settings: object) -> TestClient:
+        client = TestClient(create_app(ServiceSettings(**settings), loader=lambda: encoder))  # type: ignore[arg-type]
+        client.__enter__()
+        clients.append(client)
+        wait_ready(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+# --- wire formats ---------------------------------------------------------------------------
+
+
+def test_cohere_rerank_matches_in_process_scoring(client: TestClient, encoder: CrossEncoder) -> None:
+    order, logits = expected_ranking(encoder, QUERY, DOCS)
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body["id"], str) and body["id"]
+    results = body["results"]
+    assert [x["index"] for x in results] == order
+    np.testing.assert_allclose([x["relevance_score"] for x in results], sigmoid(logits[order]), rtol=1e-6)
+    assert all("document" not in x for x in results)
+    scores = [x["relevance_score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_raw_scores_are_the_logits(client: TestClient, encoder: CrossEncoder) -> None:
+    order, logits = expected_ranking(encoder, QUERY, DOCS)
+    cohere = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "raw_scores": True}).json()
+    np.testing.assert_allclose([x["relevance_score"] for x in cohere["results"]], logits[order], rtol=1e-6)
+    tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
+    assert [x["index"] for x in tei] == order
+    np.testing.assert_allclose([x["score"] for x in tei], logits[order], rtol=1e-6)
+
+
+def test_top_n_return_documents_and_object_documents(client: TestClient, encoder: CrossEncoder) -> None:
+    order, _ = expected_ranking(encoder, QUERY, DOCS)
+    documents = [{"text": d, "id": f"doc-{i}"} if i % 2 else d for i, d in enumerate(DOCS)]
+    r = client.post(
+        "/v1/rerank",
+        json={"query": QUERY, "documents": documents, "top_n": 3, "return_documents": True, "model": "rerank-v3.5"},
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == order[:3]
+    assert [x["document"] for x in results] == [{"text": DOCS[i]} for i in order[:3]]
+    many = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 100}).json()["results"]
+    assert len(many) == len(DOCS)
+
+
+def test_tei_rerank_shape(client: TestClient, encoder: CrossEncoder) -> None:
+    order, logits = expected_ranking(encoder, QUERY, DOCS)
+    r = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True, "truncate": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["index"] for x in body] == order
+    assert [x["text"] for x in body] == [DOCS[i] for i in order]
+    np.testing.assert_allclose([x["score"] for x in body], sigmoid(logits[order]), rtol=1e-6)
+    plain = client.post("/rerank", json={"query": QUERY, "texts": DOCS}).json()
+    assert all(set(x) == {"index", "score"} for x in plain)
+
+
+def test_scores_are_always_json_floats(client: TestClient) -> None:
+    # OpenSearch's Cohere post-processing reads relevance_score as a double: `1` would break it.
+    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+    for body in ({"query": QUERY, "documents": DOCS}, {"query": QUERY, "documents": DOCS, "raw_scores": True}):
+        text = client.post("/v1/rerank", json=body).text
+        found = re.findall(r'"relevance_score":\s*(' + number + ")", text)
+        assert len(found) == len(DOCS)
+        assert all(re.search(r"[.eE]", v) for v in found), found
+    tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS}).text
+    found = re.findall(r'"score":\s*(' + number + ")", tei)
+    assert len(found) == len(DOCS) and all(re.search(r"[.eE]", v) for v in found), found
+    # A score that is exactly integral still serialises as a float.
+    saturated = CohereRerankResponse(id="x", results=[CohereResult(index=0, relevance_score=1)])
+    assert '"relevance_score":1.0' in saturated.model_dump_json()
+
+
+def test_empty_document_list_gives_no_results(client: TestClient) -> None:
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": []})
+    assert r.status_code == 200 and r.json()["results"] == []
+    r = client.post("/rerank", json={"query": QUERY, "texts": []})
+    assert r.status_code == 200 and r.json() == []
+
+
+# --- limits and validation ------------------------------------------------------------------
+
+
+def error_locs(r: httpx.Response) -> list[list[str | int]]:
+    assert r.status_code == 422, r.text
+    return [e["loc"] for e in r.json()["detail"]]
+
+
+def test_document_limit_is_422_naming_the_field(make_client: Callable[..., TestClient]) -> None:
+    default = make_client()
+    r = default.post("/v1/rerank", json={"query": "q", "documents": ["d"] * 1001})
+    assert error_locs(r) == [["body", "documents"]]
+    assert "1000" in r.json()["detail"][0]["msg"]
+    assert default.post("/v1/rerank", json={"query": "q", "documents": ["d"] * 1000}).status_code == 200
+    small = make_client(max_documents=3)
+    assert error_locs(small.post("/v1/rerank", json={"query": "q", "documents": ["d"] * 4})) == [["body", "documents"]]
+    assert error_locs(small.post("/rerank", json={"query": "q", "texts": ["d"] * 4})) == [["body", "texts"]]
+    assert small.post("/rerank", json={"query": "q", "texts": ["d"] * 3}).status_code == 200
+
+
+def test_malformed_or_missing_fields_are_422_naming_the_field(client: TestClient) -> None:
+    assert error_locs(client.post("/v1/rerank", json={"documents": ["a"]})) == [["body", "query"]]
+    assert error_locs(client.post("/v1/rerank", json={"query": "q"})) == [["body", "documents"]]
+    assert error_locs(client.post("/v1/rerank", json={"query": "q", "documents": "a"}))[0][:2] == ["body", "documents"]
+    locs = error_locs(client.post("/v1/rerank", json={"query": "q", "documents": [{"title": "no text"}]}))
+    assert all(loc[:3] == ["body", "documents", 0] for loc in locs)
+    assert error_locs(client.post("/v1/rerank", json={"query": "q", "documents": ["a"], "top_n": 0})) == [
+        ["body", "top_n"]
+    ]
+    assert error_locs(client.post("/rerank", json={"query": 3, "texts": ["a"]})) == [["body", "query"]]
+    bad_json = client.post("/v1/rerank", content=b'{"query": "q", "documents": [', headers={"content-type": "application/json"})
+    assert bad_json.status_code == 422
+    assert bad_json.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_body_over_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_body_bytes=1000)
+    big = {"query": "q", "documents": ["x" * 600, "y" * 600]}
+    r = client.post("/v1/rerank", json=big)
+    assert r.status_code == 413
+    assert "1000 bytes" in r.json()["detail"]
+    assert client.post("/v1/rerank", json={"query": "q", "documents": ["x" * 600]}).status_code == 200
+
+
+def test_api_key_required_when_configured(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(api_key="s3cret")
+    body = {"query": QUERY, "documents": DOCS[:2]}
+    assert client.post("/v1/rerank", json=body).status_code == 401
+    assert client.post("/rerank", json={"query": QUERY, "texts": DOCS[:2]}).status_code == 401
+    wrong = client.post("/v1/rerank", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/rerank", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/health").status_code == 200
+
+
+def test_serve_binds_loopback_by_default() -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve"])
+    assert (args.host, args.port, args.model, args.workers) == ("127.0.0.1", 8000, "default", 1)
+
+
+def test_serve_rejects_a_directory_without_a_model(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("lrt-rerank")
+    r = subprocess.run([str(exe), "serve", "--model", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert str(tmp_path / "model.onnx") in r.stderr
+
+
+# --- health, metrics, schema ----------------------------------------------------------------
+
+
+def test_health_is_503_until_the_model_is_loaded(encoder: CrossEncoder) -> None:
+    release = threading.Event()
+
+    def slow_loader() -> CrossEncoder:
+        release.wait(timeout=60)
+        return encoder
+
+    with TestClient(create_app(ServiceSettings(), loader=slow_loader)) as client:
+        r = client.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "loading"
+        assert client.post("/v1/rerank", json={"query": "q", "documents": ["d"]}).status_code == 503
+        release.set()
+        wait_ready(client)
+        assert client.post("/v1/rerank", json={"query": "q", "documents": ["d"]}).status_code == 200
+
+
+def test_health_reports_a_failed_load() -> None:
+    def failing_loader() -> CrossEncoder:
+        raise FileNotFoundError("/nowhere/model.onnx: not found")
+
+    with TestClient(create_app(ServiceSettings(), loader=failing_loader)) as client:
+        deadline = time.monotonic() + 10
+        while (body := client.get("/health").json())["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert client.get("/health").status_code == 503
+        assert body == {"status": "failed", "error": "FileNotFoundError: /nowhere/model.onnx: not found"}
+
+
+def test_metrics(client: TestClient, encoder: CrossEncoder) -> None:
+    body = {"query": QUERY, "documents": DOCS}
+    assert client.post("/v1/rerank", json=body).status_code == 200
+    assert client.post("/v1/rerank", json=body).status_code == 200
+    assert client.post("/v1/rerank", json={"query": QUERY}).status_code == 422
+    assert client.post("/rerank", json={"query": QUERY, "texts": DOCS[:3]}).status_code == 200
+    assert client.get("/nowhere").status_code == 404
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    ok = {"route": "/v1/rerank", "method": "POST", "status": "200"}
+    assert metric(text, "lrt_rerank_requests_total", **ok) == 2
+    assert metric(text, "lrt_rerank_requests_total", **{**ok, "status": "422"}) == 1
+    assert metric(text, "lrt_rerank_requests_total", route="/rerank", method="POST", status="200") == 1
+    assert metric(text, "lrt_rerank_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert metric(text, "lrt_rerank_request_duration_seconds_count", **ok) == 2
+    assert metric(text, "lrt_rerank_batch_size_count") == 3
+    assert metric(text, "lrt_rerank_batch_size_sum") == 2 * len(DOCS) + 3
+    # The second identical request and the TEI one are served by the in-process cache.
+    assert metric(text, "lrt_rerank_cache_misses_total", tier="local") == len(DOCS)
+    assert metric(text, "lrt_rerank_cache_hits_total", tier="local") == len(DOCS) + 3
+    assert metric(text, "lrt_rerank_cache_entries") == len(DOCS)
+    assert metric(text, "lrt_rerank_cache_evictions_total") == 0
+    info = [k for k in metric_samples(text) if k[0] == "lrt_rerank_model_info"]
+    assert len(info) == 1
+    labels = dict(info[0][1])
+    assert labels["sha256"] == encoder.fingerprint and labels["name"]
+    assert labels["max_length"] == str(encoder.max_length)
+
+
+def test_cache_capacity_is_respected(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(cache_capacity=5)
+    assert client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+    text = client.get("/metrics").text
+    assert metric(text, "lrt_rerank_cache_entries") == 5
+    assert metric(text, "lrt_rerank_cache_evictions_total") == len(DOCS) - 5
+
+
+def test_openapi_schema_describes_the_api(make_client: Callable[..., TestClient]) -> None:
+    schema = make_client(max_documents=250).get("/openapi.json").json()
+    assert {"/v1/rerank", "/rerank", "/health", "/metrics"} <= set(schema["paths"])
+    components = schema["components"]["schemas"]
+
+    def request_schema(path: str) -> dict:
+        ref = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        return components[ref.rsplit("/", 1)[1]]
+
+    cohere = request_schema("/v1/rerank")
+    assert {"query", "documents", "top_n", "return_documents", "raw_scores"} <= set(cohere["properties"])
+    assert set(cohere["required"]) == {"query", "documents"}
+    assert cohere["properties"]["documents"]["maxItems"] == 250
+    tei = request_schema("/rerank")
+    assert {"query", "texts", "raw_scores", "return_text", "truncate"} <= set(tei["properties"])
+    assert tei["properties"]["texts"]["maxItems"] == 250
+    result = components["CohereResult"]["properties"]
+    assert result["relevance_score"]["type"] == "number"
+    assert "sigmoid" in schema["info"]["description"]
+    assert "422" in schema["paths"]["/v1/rerank"]["post"]["responses"]
+    assert "HTTPBearer" in components.get("securitySchemes", schema["components"].get("securitySchemes", {}))
+
+
+# --- Redis tier -----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_redis_tier_shares_scores_between_replicas(
+    make_client: Callable[..., TestClient], redis_server: RedisServer, encoder: CrossEncoder
+) -> None:
+    redis_server.client().flushdb()
+    query = QUERY + " (redis replicas)"
+    order, logits = expected_ranking(encoder, query, DOCS)
+    first = make_client(redis_url=redis_server.url)
+    a = first.post("/v1/rerank", json={"query": query, "documents": DOCS, "raw_scores": True}).json()
+    keys = redis_server.client().keys(KEY_PREFIX + b"*")
+    assert len(keys) == len(set(DOCS))
+    assert all(0 < redis_server.client().ttl(k) <= 86_400 for k in keys)
+    second = make_client(redis_url=redis_server.url)  # a fresh process-local cache: another replica
+    b = second.post("/v1/rerank", json={"query": query, "documents": DOCS, "raw_scores": True}).json()
+    assert a["results"] == b["results"]
+    assert [x["index"] for x in b["results"]] == order
+    np.testing.assert_allclose([x["relevance_score"] for x in b["results"]], logits[order], rtol=1e-6)
+    text = second.get("/metrics").text
+    assert metric(text, "lrt_rerank_cache_hits_total", tier="redis") == len(DOCS)
+    assert metric(text, "lrt_rerank_cache_misses_total", tier="local") == len(DOCS)
+    assert metric(first.get("/metrics").text, "lrt_rerank_cache_misses_total", tier="redis") == len(DOCS)
+
+
+@pytest.mark.integration
+def test_requests_succeed_when_redis_goes_away(
+    make_client: Callable[..., TestClient], tmp_path: Path, encoder: CrossEncoder
+) -> None:
+    server = RedisServer(tmp_path / "redis.log")
+    server.start()
+    try:
+        client = make_client(redis_url=server.url, redis_backoff_s=0.5)
+        ask = lambda q: client.post("/rerank", json={"query": q, "texts": DOCS, "raw_scores": True})  # noqa: E731
+        assert ask("first").status_code == 200
+        server.stop()
+        r = ask("while redis is down")
+        assert r.status_code == 200
+        order, logits = expected_ranking(encoder, "while redis is down", DOCS)
+        assert [x["index"] for x in r.json()] == order
+        np.testing.assert_allclose([x["score"] for x in r.json()], logits[order], rtol=1e-6)
+        assert metric(client.get("/metrics").text, "lrt_rerank_redis_errors_total") == 1
+        # Within the back-off period Redis is not tried again.
+        assert ask("still down").status_code == 200
+        assert metric(client.get("/metrics").text, "lrt_rerank_redis_errors_total") == 1
+        server.start()
+        time.sleep(0.6)
+        assert ask("redis is back").status_code == 200
+        assert metric(client.get("/metrics").text, "lrt_rerank_redis_errors_total") == 1
+        assert len(server.client().keys(KEY_PREFIX + b"*")) == len(set(DOCS))
+    finally:
+        server.stop()
+
+
+# --- real `lrt-rerank serve` processes --------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_real_server_auth_and_wire_format(rerank_server: ServeProcess, encoder: CrossEncoder) -> None:
+    url = rerank_server.url + "/v1/rerank"
+    body = {"query": QUERY, "documents": DOCS, "return_documents": True}
+    assert httpx.post(url, json=body).status_code == 401
+    r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200
+    order, logits = expected_ranking(encoder, QUERY, DOCS)
+    assert [x["index"] for x in r.json()["results"]] == order
+    np.testing.assert_allclose([x["relevance_score"] for x in r.json()["results"]], sigmoid(logits[order]), rtol=1e-6)
+    assert re.search(r"score;dur=\d", r.headers["server-timing"])
+    assert httpx.get(rerank_server.url + "/health").json() == {"status": "ok"}
+
+
+@pytest.mark.integration
+def test_real_server_rejects_large_bodies_by_length_and_by_stream(rerank_server: ServeProcess) -> None:
+    url = rerank_server.url + "/v1/rerank"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    big = json.dumps({"query": "q", "documents": ["x" * 1000] * 1100}).encode()
+    assert len(big) > 1 << 20
+    assert httpx.post(url, content=big, headers=headers).status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 64 * 1024):
+            yield big[i : i + 64 * 1024]
+
+    # A generator body goes out with Transfer-Encoding: chunked and no Content-Length.
+    r = httpx.post(url, content=chunks(), headers=headers)
+    assert r.status_code == 413
+    small = json.dumps({"query": "q", "documents": ["x"]}).encode()
+    assert httpx.post(url, content=iter([small[:5], small[5:]]), headers=headers).status_code == 200
+
+
+@pytest.mark.integration
+def test_graceful_shutdown_finishes_in_flight_requests(
+    start_server: Callable[[list[str]], ServeProcess], encoder: CrossEncoder
+) -> None:
+    server = start_server([])
+    server.wait_ready()
+    docs = [f"{i}: " + " ".join(DOCS) * 3 for i in range(300)]  # long passages: a slow request
+    result: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        result["r"] = httpx.post(server.url + "/v1/rerank", json={"query": QUERY, "documents": docs}, timeout=300)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while metric(httpx.get(server.url + "/metrics").text, "lrt_rerank_requests_in_progress", route="/v1/rerank") < 1:
+        assert time.monotonic() < deadline, "the slow request never started"
+        time.sleep(0.01)
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(timeout=300)
+    assert result["r"].status_code == 200
+    assert len(result["r"].json()["results"]) == len(docs)
+    assert server.proc.wait(timeout=60) == 0
+
+
+@pytest.mark.integration
+def test_multiple_workers(start_server: Callable[[list[str]], ServeProcess], encoder: CrossEncoder) -> None:
+    server = start_server(["--workers", "2"])
+    server.wait_ready()
+    order, logits = expected_ranking(encoder, QUERY, DOCS)
+    n = 6
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        for _ in range(n):
+            # Each worker loads its own model; a worker still loading answers 503.
+            while (r := http.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True})).status_code == 503:
+                time.sleep(0.1)
+            assert r.status_code == 200
+            assert [x["index"] for x in r.json()] == order
+            np.testing.assert_allclose([x["score"] for x in r.json()], logits[order], rtol=1e-6)
+        text = http.get("/metrics").text
+    # The metrics of all workers are summed, whichever worker answers /metrics.
+    assert metric(text, "lrt_rerank_requests_total", route="/rerank", method="POST", status="200") == n
+    assert server.stop() == 0
