@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lrt_rerank import CrossEncoder, ScoreCache
+from lrt_rerank import CrossEncoder, ModelError, ScoreCache, models
 from lrt_rerank.service_cache import RedisScoreTier, RedisSettings, TwoTierScorer
 from lrt_rerank.service_limits import BodySizeLimitMiddleware
 from lrt_rerank.service_metrics import MetricsMiddleware, ServiceMetrics
@@ -80,18 +80,14 @@ EncoderLoader = Callable[[], CrossEncoder]
 
 
 def resolve_model_dir(model: str) -> Path:
-    """The model directory for ``--model``: "default" or a directory holding a cross-encoder."""
-    if model == "default":
-        from lrt_rerank.models import default_model_dir
-
-        return Path(default_model_dir("cross-encoder"))
-    path = Path(model)
-    for name in ("model.onnx", "tokenizer.json", "card.json"):
+    """The cross-encoder directory for ``--model``: a directory, or "default" (built on first use)."""
+    path = models.resolve_model_dir(model, "cross-encoder")
+    for name in (models.MODEL, models.TOKENIZER):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name}: not found (--model must be a model directory or 'default')")
-    kind = json.loads((path / "card.json").read_text()).get("kind")
-    if kind != "cross-encoder":
-        raise ValueError(f"{path / 'card.json'}: kind is {kind!r}, the rerank service needs a 'cross-encoder'")
+            raise ModelError(f"{path / name}: not found (--model must be a model directory or 'default')")
+    card = models.ModelCard.read(path)
+    if card.kind != "cross-encoder":
+        raise ModelError(f"{path / models.CARD}: kind is {card.kind!r}; the rerank service needs a cross-encoder")
     return path
 
 
@@ -132,7 +128,7 @@ class Engine:
                     backoff_initial_s=self.settings.redis_backoff_s,
                 )
             )
-        name = str(encoder.card.get("name") or Path(encoder.model_dir).name)
+        name = encoder.name
         self.metrics.set_model(name, encoder.fingerprint, encoder.max_length)
         self.scorer = TwoTierScorer(encoder, self.cache, self._redis)
         log.info("model %s (sha256 %s) loaded from %s", name, encoder.fingerprint, encoder.model_dir)

@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from lrt_rerank import LrtError
     from lrt_rerank.service import SETTINGS_ENV, ServiceSettings, resolve_model_dir
 
     for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring"):
@@ -87,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Resolved once here, so workers do not each build the default model.
         settings = replace(settings, model=str(resolve_model_dir(settings.model)))
-    except (OSError, ValueError) as err:
+    except (OSError, LrtError) as err:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
     os.environ[SETTINGS_ENV] = settings.to_env()

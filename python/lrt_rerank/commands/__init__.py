@@ -1,0 +1,1 @@
+"""Sub-commands of the ``lrt-rerank`` CLI, one module per area."""
