@@ -171,7 +171,7 @@ def test_embedded_index_persists_and_searches(index_dir: Path) -> None:
     from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 
     stage = EmbeddedFirstStage.open(index_dir)
-    assert stage.search("which animal purrs", 1, "bm25")[0].id == "cat"
+    assert stage.search("felines that purr", 1, "bm25")[0].id == "cat"
     assert stage.search("a hot drink made from leaves", 1, "dense")[0].id == "tea"
     fused = stage.search("dogs barking", 5, "rrf")
     assert fused[0].id == "dog" and [c.rank for c in fused] == list(range(1, len(fused) + 1))

@@ -91,6 +91,11 @@ class CrossEncoder:
     def batch_size(self) -> int:
         return self._core.batch_size
 
+    @property
+    def batches_run(self) -> int:
+        """Batches run through the ONNX session since load (the load-time probe counts one)."""
+        return self._core.batches_run
+
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Raw logits (float32), one per passage, in input order."""
         if not isinstance(query, str):

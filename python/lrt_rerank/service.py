@@ -36,6 +36,8 @@ from lrt_rerank.service_schemas import (
     CohereRerankResponse,
     CohereResult,
     CohereResultDocument,
+    ErrorResponse,
+    HealthResponse,
     TeiResult,
     request_models,
 )
@@ -43,7 +45,6 @@ from lrt_rerank.service_schemas import (
 log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "LRT_RERANK_SERVICE_SETTINGS"
-API_KEY_ENV = "LRT_RERANK_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -115,19 +116,19 @@ class Engine:
         """Load the model (blocking; runs in a worker thread)."""
         try:
             encoder = self._loader()
+            if self.settings.redis_url:
+                self._redis = RedisScoreTier(
+                    RedisSettings(
+                        url=self.settings.redis_url,
+                        ttl_s=self.settings.redis_ttl_s,
+                        socket_timeout_s=self.settings.redis_timeout_s,
+                        backoff_initial_s=self.settings.redis_backoff_s,
+                    )
+                )
         except Exception as err:  # reported by /health and the log; the process keeps answering 503
             self.load_error = f"{type(err).__name__}: {err}"
             log.exception("loading the model failed")
             return
-        if self.settings.redis_url:
-            self._redis = RedisScoreTier(
-                RedisSettings(
-                    url=self.settings.redis_url,
-                    ttl_s=self.settings.redis_ttl_s,
-                    socket_timeout_s=self.settings.redis_timeout_s,
-                    backoff_initial_s=self.settings.redis_backoff_s,
-                )
-            )
         name = encoder.name
         self.metrics.set_model(name, encoder.fingerprint, encoder.max_length)
         self.scorer = TwoTierScorer(encoder, self.cache, self._redis)
@@ -189,7 +190,7 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     it runs in a worker thread after start-up. The application owns the process's ScoreCache."""
     metrics = ServiceMetrics()
     engine = Engine(settings, metrics, loader or default_loader(settings))
-    models = request_models(settings.max_documents)
+    schemas = request_models(settings.max_documents)
     bearer = HTTPBearer(auto_error=False, description="The key given to `lrt-rerank serve --api-key`.")
 
     @asynccontextmanager
@@ -206,8 +207,7 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     app = FastAPI(title="lrt-rerank", version=_version(), description=DESCRIPTION, lifespan=lifespan)
 
     def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if settings.api_key is None:
-            return
+        assert settings.api_key is not None
         if credentials is None or not secrets.compare_digest(
             credentials.credentials.encode(), settings.api_key.encode()
         ):
@@ -223,14 +223,23 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
         errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
-    cohere_request = models.cohere
-    tei_request = models.tei
+    cohere_request = schemas.cohere
+    tei_request = schemas.tei
+    # Only a service started with an API key requires (and documents) bearer auth.
+    rerank_dependencies = [Depends(authorize)] if settings.api_key is not None else []
+    rerank_responses: dict[int | str, dict[str, Any]] = {
+        413: {"model": ErrorResponse, "description": f"Request body over {settings.max_body_bytes} bytes."},
+        503: {"model": ErrorResponse, "description": "The model is not loaded yet."},
+    }
+    if settings.api_key is not None:
+        rerank_responses[401] = {"model": ErrorResponse, "description": "Missing or wrong API key."}
 
     @app.post(
         "/v1/rerank",
         response_model=CohereRerankResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(authorize)],
+        dependencies=rerank_dependencies,
+        responses=rerank_responses,
         summary="Rerank documents (Cohere-compatible)",
     )
     async def cohere_rerank(body: cohere_request, response: Response) -> CohereRerankResponse:  # type: ignore[valid-type]
@@ -252,7 +261,8 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
         "/rerank",
         response_model=list[TeiResult],
         response_model_exclude_none=True,
-        dependencies=[Depends(authorize)],
+        dependencies=rerank_dependencies,
+        responses=rerank_responses,
         summary="Rerank texts (text-embeddings-inference-compatible)",
     )
     async def tei_rerank(body: tei_request, response: Response) -> list[TeiResult]:  # type: ignore[valid-type]
@@ -261,8 +271,10 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
 
     @app.get(
         "/health",
+        response_model=HealthResponse,
+        response_model_exclude_none=True,
+        responses={503: {"model": HealthResponse, "description": "The model is loading, or loading it failed."}},
         summary="Readiness: 200 once the model is loaded, 503 before (or if loading failed)",
-        responses={503: {"description": "The model is not loaded (yet)."}},
     )
     async def health() -> JSONResponse:
         if engine.scorer is not None:
@@ -271,7 +283,12 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
             return JSONResponse({"status": "failed", "error": engine.load_error}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format."}},
+        summary="Prometheus metrics",
+    )
     async def prometheus_metrics() -> Response:
         body, content_type = metrics.exposition()
         return Response(content=body, media_type=content_type)

@@ -14,6 +14,7 @@ they are built per application by :func:`request_models`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,15 @@ class CohereResult(BaseModel):
 class CohereRerankResponse(BaseModel):
     id: str = Field(description="A unique id for this response.")
     results: list[CohereResult] = Field(description="Documents sorted by `relevance_score`, descending.")
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "failed"] = Field(description="`ok` once the model is loaded.")
+    error: str | None = Field(default=None, description="Why loading the model failed (status `failed` only).")
 
 
 class TeiResult(BaseModel):

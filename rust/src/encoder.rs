@@ -6,6 +6,7 @@
 //! each batch padded to its own longest sequence, and results are written back in input order.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
@@ -59,6 +60,8 @@ pub struct BatchOutput {
 
 pub struct OnnxModel {
     session: Mutex<Session>,
+    /// Number of batches run through the session since load (probes included).
+    runs: AtomicU64,
     path: PathBuf,
     feeds_token_type_ids: bool,
     output_rank: usize,
@@ -128,7 +131,7 @@ impl OnnxModel {
             }
         };
         let feeds_token_type_ids = names.iter().any(|n| n == "token_type_ids");
-        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), feeds_token_type_ids, output_rank })
+        Ok(Self { session: Mutex::new(session), runs: AtomicU64::new(0), path: path.to_path_buf(), feeds_token_type_ids, output_rank })
     }
 
     pub fn path(&self) -> &Path {
@@ -141,6 +144,10 @@ impl OnnxModel {
 
     pub fn output_rank(&self) -> usize {
         self.output_rank
+    }
+
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// Run one batch padded to its own longest sequence.
@@ -169,6 +176,7 @@ impl OnnxModel {
             .session
             .lock()
             .map_err(|_| CoreError::Inference("session lock poisoned by an earlier panic".into()))?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
         let outputs = session.run(inputs).map_err(infer)?;
         let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(infer)?;
         Ok(BatchOutput { shape: out_shape.to_vec(), data: data.to_vec(), mask, seq_len })
@@ -304,9 +312,10 @@ impl BiEncoderCore {
     pub fn load(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<Self> {
         let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
         let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
+        // An embedding of one dimension is a score, not an embedding: a cross-encoder graph.
         let ok = match model.output_rank() {
-            3 => out.shape.len() == 3 && out.shape[0] == 1,
-            2 => out.shape.len() == 2 && out.shape[0] == 1,
+            3 => out.shape.len() == 3 && out.shape[0] == 1 && out.shape[2] > 1,
+            2 => out.shape.len() == 2 && out.shape[0] == 1 && out.shape[1] > 1,
             _ => false,
         };
         if !ok {

@@ -169,6 +169,11 @@ impl PyCrossEncoder {
     fn feeds_token_type_ids(&self) -> bool {
         self.inner.model().feeds_token_type_ids()
     }
+    /// Batches run through the ONNX session since load (the load-time probe included).
+    #[getter]
+    fn batches_run(&self) -> u64 {
+        self.inner.model().runs()
+    }
 
     /// Raw logits (float32) for each passage, in input order. With a cache, only misses run.
     fn score<'py>(&self, py: Python<'py>, query: String, passages: Vec<String>) -> PyResult<Bound<'py, PyArray1<f32>>> {

@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import redis
     import uvicorn
 
     from lrt_rerank import LrtError
@@ -88,7 +89,9 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Resolved once here, so workers do not each build the default model.
         settings = replace(settings, model=str(resolve_model_dir(settings.model)))
-    except (OSError, LrtError) as err:
+        if settings.redis_url:
+            redis.Redis.from_url(settings.redis_url).close()  # parses the URL; connects lazily
+    except (OSError, ValueError, LrtError) as err:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
     os.environ[SETTINGS_ENV] = settings.to_env()

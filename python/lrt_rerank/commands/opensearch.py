@@ -1,0 +1,164 @@
+"""`lrt-rerank opensearch up | down | status | index | pipeline`: a local OpenSearch node and its index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:9200"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from lrt_rerank.opensearch.node import DEFAULT_VERSION
+
+    parser = sub.add_parser(
+        "opensearch",
+        help="run a local OpenSearch node (Maven Central artifacts), index a dataset, install the rerank pipeline",
+        description="A single-node OpenSearch with k-NN, ml-commons and neural-search, built from Maven Central artifacts.",
+    )
+    actions = parser.add_subparsers(dest="opensearch_command", required=True, metavar="{up,down,status,index,pipeline}")
+
+    def node_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--version", default=DEFAULT_VERSION, help="OpenSearch version (default: %(default)s)")
+        p.add_argument("--port", type=int, default=9200, help="HTTP port on 127.0.0.1 (default: %(default)s)")
+        p.add_argument("--work-dir", type=Path, help="artifact cache and node home (default: $LRT_OPENSEARCH_WORK or opensearch/.work)")
+
+    up = actions.add_parser("up", help="download (first time), assemble and start the node; wait for green/yellow")
+    node_args(up)
+    up.add_argument("--heap-mb", type=int, default=1024, help="JVM heap in MB, at most 1024 (default: %(default)s)")
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the node (default: %(default)s)")
+    up.set_defaults(func=cmd_up)
+
+    down = actions.add_parser("down", help="stop the node started by `up`")
+    node_args(down)
+    down.set_defaults(func=cmd_down)
+
+    st = actions.add_parser("status", help="is the node running, and its health; exit 1 when it is not running")
+    node_args(st)
+    st.add_argument("--json", action="store_true", help="print a JSON object")
+    st.set_defaults(func=cmd_status)
+
+    index = actions.add_parser(
+        "index",
+        help="index a BEIR dataset: text fields + knn_vector (lucene HNSW) of bi-encoder embeddings",
+        description="Create the index (mapping from opensearch/index-mapping.json) and bulk-load corpus.jsonl with embeddings.",
+    )
+    index.add_argument("--dataset", required=True, type=Path, help="BEIR folder with corpus.jsonl")
+    index.add_argument("--index", required=True, help="index name")
+    index.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default: %(default)s)")
+    index.add_argument("--bi-encoder", type=Path, help="bi-encoder model directory (default: the default bi-encoder)")
+    index.add_argument("--batch-size", type=int, default=64, help="documents per embedding and bulk batch (default: %(default)s)")
+    index.add_argument("--recreate", action="store_true", help="delete the index first if it exists")
+    index.set_defaults(func=cmd_index)
+
+    pipe = actions.add_parser(
+        "pipeline",
+        help="install the RRF search pipelines and the ml-commons model that calls the rerank service",
+        description="Idempotent: cluster settings, connector, model (registered and deployed), search pipelines.",
+    )
+    pipe.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default: %(default)s)")
+    pipe.add_argument("--service-url", default="http://127.0.0.1:8000", help="rerank service base URL (default: %(default)s)")
+    pipe.add_argument("--api-key", help="bearer key of the rerank service, if it requires one")
+    pipe.add_argument("--read-timeout", type=int, default=5, help="seconds the connector waits for the service (default: %(default)s)")
+    pipe.set_defaults(func=cmd_pipeline)
+
+
+def _spec(args: argparse.Namespace, **extra: object):  # -> NodeSpec
+    from lrt_rerank.opensearch.node import NodeSpec
+
+    options: dict[str, object] = {"version": args.version, "port": args.port, **extra}
+    if args.work_dir is not None:
+        options["work_dir"] = args.work_dir
+    return NodeSpec(**options)  # type: ignore[arg-type]
+
+
+def _fail(action: str, exc: Exception) -> int:
+    print(f"lrt-rerank opensearch {action}: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from lrt_rerank.opensearch.node import NodeError, up
+    from lrt_rerank.opensearch.templates import TemplateError
+
+    started = time.monotonic()
+    try:
+        state = up(_spec(args, heap_mb=args.heap_mb), timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
+    except (NodeError, TemplateError, ValueError) as exc:
+        return _fail("up", exc)
+    print(f"OpenSearch {state.version} {state.health} at {state.url} (pid {state.pid}); ready in {time.monotonic() - started:.1f} s")
+    print(f"log: {state.log_path}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from lrt_rerank.opensearch.node import down
+
+    try:
+        stopped = down(_spec(args))
+    except (ValueError, OSError) as exc:
+        return _fail("down", exc)
+    print("stopped" if stopped else "not running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lrt_rerank.opensearch.node import status
+
+    try:
+        state = status(_spec(args))
+    except ValueError as exc:
+        return _fail("status", exc)
+    if args.json:
+        print(json.dumps(state.to_json()))
+    elif state.running:
+        print(f"running: pid {state.pid}, OpenSearch {state.version}, health {state.health}, {state.url}\nlog: {state.log_path}")
+    else:
+        print(f"not running ({state.url}); home {state.home}")
+    return 0 if state.running else 1
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from lrt_rerank import BiEncoder
+    from lrt_rerank.datasets import DatasetError, load_corpus
+    from lrt_rerank.models import default_model_dir
+    from lrt_rerank.opensearch.client import connect
+    from lrt_rerank.opensearch.indexing import IndexingError, index_documents
+    from lrt_rerank.opensearch.templates import TemplateError
+
+    if args.batch_size < 1:
+        return _fail("index", ValueError("--batch-size must be at least 1"))
+    started = time.monotonic()
+    try:
+        corpus = load_corpus(args.dataset / "corpus.jsonl")
+        encoder = BiEncoder.load(str(args.bi_encoder or default_model_dir("bi-encoder")))
+        client = connect(args.url)
+        report = index_documents(client, args.index, corpus.values(), encoder, batch_size=args.batch_size, recreate=args.recreate)
+    except (DatasetError, IndexingError, TemplateError, ValueError, ConnectionError) as exc:
+        return _fail("index", exc)
+    for failure in report.failures[:20]:
+        print(f"  document {failure.doc_id}: {failure.reason}", file=sys.stderr)
+    if len(report.failures) > 20:
+        print(f"  ... and {len(report.failures) - 20} more failures", file=sys.stderr)
+    print(
+        f"indexed {report.indexed} of {report.total} documents into {args.index} at {args.url} "
+        f"in {time.monotonic() - started:.1f} s ({len(report.failures)} failed)"
+    )
+    return 0 if not report.failures else 1
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from lrt_rerank.opensearch.client import connect
+    from lrt_rerank.opensearch.pipeline import PipelineError, install_pipeline
+
+    try:
+        installed = install_pipeline(
+            connect(args.url), service_url=args.service_url, api_key=args.api_key, read_timeout_s=args.read_timeout
+        )
+    except (PipelineError, ValueError, ConnectionError) as exc:
+        return _fail("pipeline", exc)
+    print(json.dumps(installed.to_json(), indent=2))
+    return 0

@@ -1,0 +1,171 @@
+"""Creating the search index and bulk-loading documents with their bi-encoder embeddings.
+
+The mapping (``opensearch/index-mapping.json``) holds ``title`` and ``text``, ``content`` (title
+and text joined exactly as :attr:`Document.full_text`: what BM25 matches and what the
+re-ranker reads), and ``embedding``, a ``knn_vector`` on the ``lucene`` engine (HNSW), whose
+dimension is set from the bi-encoder. The analyzer reproduces the embedded first stage's BM25
+tokenization (runs of word characters, lower-cased, English stop words, tokens of two or more
+characters) and the similarity its BM25 parameters (k1 1.5, b 0.75).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from opensearchpy import OpenSearch
+from opensearchpy.helpers import streaming_bulk
+from tqdm.auto import tqdm
+
+from lrt_rerank.datasets import Document
+from lrt_rerank.opensearch import templates
+
+MAPPING_TEMPLATE = "index-mapping.json"
+VECTOR_FIELD = "embedding"
+CONTENT_FIELD = "content"
+TEXT_FIELDS = ("title", "text", CONTENT_FIELD)
+
+
+class Embedder(Protocol):
+    """What indexing needs from a ``BiEncoder``."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> Any: ...
+
+
+class IndexingError(RuntimeError):
+    """The index cannot be created or is incompatible with the documents/encoder."""
+
+
+@dataclass(frozen=True)
+class IndexFailure:
+    doc_id: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    index: str
+    total: int = 0
+    indexed: int = 0
+    failures: list[IndexFailure] = field(default_factory=list)
+
+
+def index_body(dim: int) -> dict[str, Any]:
+    """The create-index body from the template, with the vector dimension set to ``dim``."""
+    if dim < 1:
+        raise ValueError(f"vector dimension must be >= 1, got {dim}")
+    body = templates.load(MAPPING_TEMPLATE)
+    try:
+        body["mappings"]["properties"][VECTOR_FIELD]["dimension"] = dim
+    except (KeyError, TypeError):
+        raise templates.TemplateError(
+            f"{templates.assets_dir() / MAPPING_TEMPLATE}: no mappings.properties.{VECTOR_FIELD} object"
+        ) from None
+    return body
+
+
+def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False) -> bool:
+    """Create ``name`` from the template; return False when a compatible index already exists.
+
+    An existing index is kept when its vector dimension is ``dim``; with ``recreate`` it is
+    deleted and created again. Otherwise :class:`IndexingError` explains the mismatch.
+    """
+    if client.indices.exists(index=name):
+        if recreate:
+            client.indices.delete(index=name)
+        else:
+            existing = vector_dimension(client, name)
+            if existing != dim:
+                raise IndexingError(
+                    f"index {name!r} exists with {VECTOR_FIELD} dimension {existing}, but the bi-encoder gives {dim}; "
+                    "recreate it (--recreate)"
+                )
+            return False
+    client.indices.create(index=name, body=index_body(dim))
+    return True
+
+
+def vector_dimension(client: OpenSearch, name: str) -> int | None:
+    """The ``knn_vector`` dimension of index ``name``, or None when it has no such field."""
+    mapping = client.indices.get_mapping(index=name)
+    properties = next(iter(mapping.values()))["mappings"].get("properties", {})
+    vector = properties.get(VECTOR_FIELD)
+    if not vector or vector.get("type") != "knn_vector":
+        return None
+    return int(vector["dimension"])
+
+
+def index_documents(
+    client: OpenSearch,
+    name: str,
+    documents: Iterable[Document],
+    encoder: Embedder,
+    batch_size: int = 64,
+    recreate: bool = False,
+    progress: bool = True,
+) -> IndexReport:
+    """Create the index if needed and bulk-load ``documents`` (``_id`` = document id) with embeddings.
+
+    Documents go in corpus order (ties in BM25 then break as in the embedded first stage).
+    A document the cluster rejects is recorded in ``report.failures`` with the reason and the
+    load goes on; the index is refreshed at the end.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    docs = list(documents)
+    create_index(client, name, int(encoder.dim), recreate=recreate)
+    report = IndexReport(index=name, total=len(docs))
+    actions = _actions(name, docs, encoder, batch_size)
+    with tqdm(total=len(docs), desc=f"Indexing into {name}", unit="doc", disable=not progress) as bar:
+        for ok, item in streaming_bulk(
+            client,
+            actions,
+            chunk_size=batch_size,
+            raise_on_error=False,
+            raise_on_exception=False,
+            max_retries=2,
+        ):
+            result = next(iter(item.values()))
+            if ok:
+                report.indexed += 1
+            else:
+                report.failures.append(IndexFailure(str(result.get("_id")), _reason(result)))
+            bar.update(1)
+    client.indices.refresh(index=name)
+    return report
+
+
+def document_source(document: Document, vector: Sequence[float]) -> dict[str, Any]:
+    return {
+        "doc_id": document.id,
+        "title": document.title,
+        "text": document.text,
+        CONTENT_FIELD: document.full_text,
+        VECTOR_FIELD: list(vector),
+    }
+
+
+def _actions(name: str, docs: list[Document], encoder: Embedder, batch_size: int) -> Iterator[dict[str, Any]]:
+    for offset in range(0, len(docs), batch_size):
+        batch = docs[offset : offset + batch_size]
+        vectors = np.asarray(encoder.embed([d.full_text for d in batch]), dtype=np.float32)
+        if vectors.shape != (len(batch), encoder.dim):
+            raise IndexingError(f"bi-encoder returned shape {vectors.shape} for {len(batch)} texts (expected dim {encoder.dim})")
+        for document, vector in zip(batch, vectors.tolist()):
+            yield {"_op_type": "index", "_index": name, "_id": document.id, "_source": document_source(document, vector)}
+
+
+def _reason(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        caused = error.get("caused_by", {})
+        detail = f" (caused by {caused.get('type')}: {caused.get('reason')})" if caused else ""
+        return f"{error.get('type')}: {error.get('reason')}{detail}"
+    if error:
+        return str(error)
+    return f"status {result.get('status')}"

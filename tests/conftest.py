@@ -1,0 +1,66 @@
+"""Shared fixtures: model directories built by the project's own converter, data paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("LRT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "nfcorpus" / "corpus.jsonl").is_file():
+        pytest.fail(f"benchmark data not found at {SHARED_DATA} (set LRT_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bi_encoder_dir() -> Path:
+    from lrt_rerank.models import default_model_dir
+
+    return default_model_dir("bi-encoder")
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir() -> Path:
+    """The full 6-layer MiniLM-shaped cross-encoder (placeholder head)."""
+    from lrt_rerank.models import PLACEHOLDER_CROSS_ENCODER_NAME, build_minilm_model, model_home
+
+    path = model_home() / PLACEHOLDER_CROSS_ENCODER_NAME
+    if not (path / "card.json").is_file():
+        build_minilm_model(path, "cross-encoder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer cross-encoder at 64 tokens: fast enough for many-passage tests."""
+    from lrt_rerank.models import build_minilm_model
+
+    return build_minilm_model(tmp_path_factory.mktemp("models") / "ce-2l", "cross-encoder", num_layers=2, max_length=64)
+
+
+@pytest.fixture(scope="session")
+def nfcorpus_sample(shared_data: Path) -> tuple[list[str], list[str]]:
+    """(queries, passages): 8 test queries and 60 real NFCorpus documents (title + text)."""
+    docs: list[str] = []
+    with open(shared_data / "nfcorpus" / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            d = json.loads(line)
+            docs.append(f"{d.get('title', '')} {d['text']}".strip())
+            if len(docs) == 60:
+                break
+    queries: list[str] = []
+    with open(shared_data / "nfcorpus" / "queries.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            queries.append(json.loads(line)["text"])
+            if len(queries) == 8:
+                break
+    return queries, docs
