@@ -2,9 +2,10 @@
 
 Starts the service (default model unless --model), then:
 
-1. overhead: one client, requests one at a time; each request is sent over HTTP and then scored
-   in this process with ``CrossEncoder.rerank`` on the same (query, passages), alternating, so
-   HTTP + JSON overhead = HTTP latency - in-process latency of the same work, same run;
+1. overhead: one client, requests one at a time; each request is sent over HTTP and then
+   re-ranked in this process with ``CrossEncoder.rerank`` on the same (query, passages),
+   alternating; then both again, now with every score cached on both sides, so HTTP + JSON
+   overhead = HTTP latency - in-process latency of the same request in the same run;
 2. load, unique queries: N concurrent clients for D seconds (at most --max-requests);
 3. load, 50% repeated queries: the same, but half the requests repeat an earlier request of the
    phase (served by the score cache).
@@ -40,7 +41,7 @@ import bm25s
 import numpy as np
 import Stemmer
 
-from lrt_rerank import CrossEncoder
+from lrt_rerank import CrossEncoder, ScoreCache
 from lrt_rerank.datasets import load_corpus, load_queries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,8 @@ def build_requests(data: Path, k: int) -> list[RerankRequest]:
     docs = list(corpus.values())
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([d.full_text for d in docs], stopwords="en", stemmer=stemmer, show_progress=False))
+    corpus_tokens = bm25s.tokenize([d.full_text for d in docs], stopwords="en", stemmer=stemmer, show_progress=False)
+    retriever.index(corpus_tokens, show_progress=False)
     texts = list(dict.fromkeys(queries.values()))
     ids, _ = retriever.retrieve(
         bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), k=k, show_progress=False
@@ -250,23 +252,40 @@ def run_load(
     return PhaseResult(name, clients, wall, samples, rss, before, server.cache_metrics(), repeated=source.repeated)
 
 
-def run_overhead(server: Server, encoder: CrossEncoder, reqs: list[RerankRequest]) -> tuple[list[float], list[float], list[Sample]]:
-    """HTTP latency and in-process latency of the same requests, alternating, one at a time."""
+@dataclass
+class Overhead:
+    """Latencies (s) of the same requests over HTTP and in-process, cold (model runs) and warm
+    (every score cached, so what remains is the HTTP + JSON path)."""
+
+    http_cold: list[float] = field(default_factory=list)
+    local_cold: list[float] = field(default_factory=list)
+    server_score_cold: list[float] = field(default_factory=list)
+    http_warm: list[float] = field(default_factory=list)
+    local_warm: list[float] = field(default_factory=list)
+
+
+def run_overhead(server: Server, encoder: CrossEncoder, reqs: list[RerankRequest]) -> Overhead:
+    """Each request over HTTP then in-process (an encoder with its own ScoreCache), twice:
+    the first time nothing is cached, the second time everything is."""
     conn = server.connect()
-    http_s: list[float] = []
-    local_s: list[float] = []
-    samples: list[Sample] = []
+    out = Overhead()
     for req in reqs:
-        s = rerank_over_http(conn, req)
-        if not s.ok:
-            raise SystemExit(f"overhead phase: request failed: {s.error}")
-        samples.append(s)
-        http_s.append(s.latency_s)
-        start = time.perf_counter()
-        encoder.rerank(req.query, req.passages)
-        local_s.append(time.perf_counter() - start)
+        for http_s, local_s in ((out.http_cold, out.local_cold), (out.http_warm, out.local_warm)):
+            # A fresh connection, opened outside the timing: the in-process run in between can
+            # outlast the server's keep-alive timeout (uvicorn: 5 s).
+            conn.close()
+            conn.connect()
+            s = rerank_over_http(conn, req)
+            if not s.ok:
+                raise SystemExit(f"overhead phase: request failed: {s.error}")
+            http_s.append(s.latency_s)
+            if http_s is out.http_cold:
+                out.server_score_cold.append(s.server_score_s)
+            start = time.perf_counter()
+            encoder.rerank(req.query, req.passages)
+            local_s.append(time.perf_counter() - start)
     conn.close()
-    return http_s, local_s, samples
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -293,14 +312,19 @@ def machine() -> str:
 def report(
     args: argparse.Namespace,
     encoder: CrossEncoder,
-    overhead: tuple[list[float], list[float], list[Sample]],
+    overhead: Overhead,
     phases: list[PhaseResult],
     exit_code: int,
     load_avg: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> str:
-    http_s, local_s, samples = overhead
-    paired = [h - loc for h, loc in zip(http_s, local_s, strict=True)]
-    server_overhead = [s.latency_s - s.server_score_s for s in samples]
+    o = overhead
+
+    def row(label: str, values: list[float]) -> str:
+        return f"| {label} | {ms(pct(values, 50))} | {ms(pct(values, 95))} | {ms(pct(values, 99))} |"
+
+    def diff(a: list[float], b: list[float]) -> list[float]:
+        return [x - y for x, y in zip(a, b, strict=True)]
+
     lines = [
         SECTION_BEGIN,
         "## Rerank HTTP service load test (`benches/loadtest.py`)",
@@ -313,19 +337,22 @@ def report(
         f"- requests: POST /v1/rerank, NFCorpus query + BM25 top-{args.passages} passages (title + text), "
         "every response checked (200, one result per passage)",
         f"- command: `python benches/loadtest.py {' '.join(sys.argv[1:])}`".rstrip() + "; server: "
-        f"`lrt-rerank serve --cache-capacity {args.cache_capacity}` (1 worker), load generator in the same machine",
+        f"`lrt-rerank serve --cache-capacity {args.cache_capacity}` (1 worker), load generator on the same machine",
         "",
-        f"### HTTP + JSON overhead ({len(http_s)} requests, one at a time, HTTP and in-process alternating)",
+        f"### HTTP + JSON overhead ({len(o.http_cold)} requests, one at a time, HTTP and in-process alternating)",
+        "",
+        "Cold: nothing cached, the model scores all passages. Warm: the same request again, every score cached "
+        "(server and in-process alike), so the difference is the HTTP + JSON path itself.",
         "",
         "| | p50 ms | p95 ms | p99 ms |",
         "|---|---:|---:|---:|",
-        f"| over HTTP (client: encode, POST, decode) | {ms(pct(http_s, 50))} | {ms(pct(http_s, 95))} | {ms(pct(http_s, 99))} |",
-        f"| in-process `CrossEncoder.rerank` | {ms(pct(local_s, 50))} | {ms(pct(local_s, 95))} | {ms(pct(local_s, 99))} |",
-        f"| difference of the percentiles | {ms(pct(http_s, 50) - pct(local_s, 50))} | "
-        f"{ms(pct(http_s, 95) - pct(local_s, 95))} | {ms(pct(http_s, 99) - pct(local_s, 99))} |",
-        f"| per request: HTTP − in-process | {ms(pct(paired, 50))} | {ms(pct(paired, 95))} | {ms(pct(paired, 99))} |",
-        f"| per request: HTTP − server scoring time (Server-Timing) | {ms(pct(server_overhead, 50))} | "
-        f"{ms(pct(server_overhead, 95))} | {ms(pct(server_overhead, 99))} |",
+        row("cold, over HTTP (client: encode, POST, decode)", o.http_cold),
+        row("cold, in-process `CrossEncoder.rerank`", o.local_cold),
+        row("cold, per request: HTTP − server scoring time (Server-Timing)", diff(o.http_cold, o.server_score_cold)),
+        row("cold, per request: HTTP − in-process (two separate model runs: noisy)", diff(o.http_cold, o.local_cold)),
+        row("warm, over HTTP", o.http_warm),
+        row("warm, in-process", o.local_warm),
+        row("**warm, per request: HTTP − in-process**", diff(o.http_warm, o.local_warm)),
         "",
         f"### Load: {args.clients} concurrent clients, {args.duration:g} s per phase (at most {args.max_requests} requests)",
         "",
@@ -345,12 +372,18 @@ def report(
         )
     lines += [
         "",
-        f"Server exit code after SIGTERM: {exit_code}. RSS sampled every 0.5 s from /proc. "
+        f"Server exit status after SIGTERM: {exit_status(exit_code)}. RSS sampled every 0.5 s from /proc. "
         "Latency is measured by the client from JSON encoding to the decoded response; the server queue "
         "is the wait for a scoring slot (Server-Timing).",
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def exit_status(code: int) -> str:
+    if code == -signal.SIGTERM:
+        return "terminated by SIGTERM after uvicorn's graceful shutdown (uvicorn re-raises the signal)"
+    return str(code)
 
 
 def write_section(path: Path, section: str) -> None:
@@ -382,13 +415,13 @@ def main() -> int:
     load_before = os.getloadavg()
     print(f"building requests from {args.data} ...", flush=True)
     reqs = build_requests(args.data, args.passages)
-    encoder = CrossEncoder.load(None if args.model == "default" else args.model)
+    encoder = CrossEncoder.load(None if args.model == "default" else args.model, cache=ScoreCache(100_000))
     server = Server(str(encoder.model_dir), args.cache_capacity, Path("/tmp") / f"loadtest-serve-{os.getpid()}.log")
     try:
         server.wait_ready()
-        warm, reqs = reqs[:3], reqs[3:]
+        warmup, reqs = reqs[:3], reqs[3:]
         conn = server.connect()
-        for req in warm:
+        for req in warmup:
             rerank_over_http(conn, req)
             encoder.rerank(req.query, req.passages)
         conn.close()
@@ -413,7 +446,7 @@ def main() -> int:
     if not args.no_write:
         write_section(args.results, section)
         print(f"written to {args.results}")
-    return 1 if any(p.errors for p in phases) or code != 0 else 0
+    return 1 if any(p.errors for p in phases) or code not in (0, -signal.SIGTERM) else 0
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # third-party libraries (onnxruntime's quantizer among them) log chattily to the root logger
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lrt_rerank").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--kind", choices=KINDS, required=True)
     d.set_defaults(func=_default)
 
+    q = msub.add_parser("quantize", help="dynamic INT8 quantization of a model directory")
+    q.add_argument("src", type=Path)
+    q.add_argument("dst", type=Path)
+    q.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
+    q.set_defaults(func=_quantize)
+
     s = msub.add_parser("show", help="print a model directory's card")
     s.add_argument("model_dir", type=Path)
     s.set_defaults(func=_show)
@@ -38,6 +44,13 @@ def _build(args: argparse.Namespace) -> int:
 
 def _default(args: argparse.Namespace) -> int:
     print(default_model_dir(args.kind))
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from lrt_rerank.quantize import quantize_model_dir
+
+    print(quantize_model_dir(args.src, args.dst, per_channel=not args.per_tensor))
     return 0
 
 

