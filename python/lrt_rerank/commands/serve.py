@@ -46,7 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-body-bytes", type=int, default=1 << 20, help="request body size limit (default: %(default)s)"
     )
-    p.add_argument("--threads", type=int, help="intra-op threads of the model (default: the core's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads of each worker's model (default: the CPU count divided by --workers, at least 1)",
+    )
     p.add_argument(
         "--max-concurrent-scoring",
         type=int,
@@ -71,8 +75,8 @@ def serve(args: argparse.Namespace) -> int:
     from lrt_rerank import LrtError
     from lrt_rerank.service import SETTINGS_ENV, ServiceSettings, resolve_model_dir
 
-    for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring"):
-        if getattr(args, name) < 1:
+    for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"lrt-rerank serve: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     settings = ServiceSettings(
@@ -83,7 +87,7 @@ def serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         redis_ttl_s=args.redis_ttl,
         cache_capacity=args.cache_capacity,
-        threads=args.threads,
+        threads=args.threads or max(1, (os.cpu_count() or 1) // args.workers),
         max_concurrent_scoring=args.max_concurrent_scoring,
     )
     try:
