@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lrt_rerank import CrossEncoder, ScoreCache
 from lrt_rerank.commands.pipeline import cached_index
 from lrt_rerank.datasets import load_dataset
@@ -73,7 +72,9 @@ def test_rerank_top50(benchmark, setup: Setup) -> None:
 def test_pipeline(benchmark, setup: Setup) -> None:
     pipeline = Pipeline(setup.stage, setup.reranker, rerank_depth=50)
     queries = _cycle(setup.queries)
-    benchmark.pedantic(lambda: pipeline.search(next(queries), k=10), rounds=RERANK_ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(
+        lambda: pipeline.search(next(queries), k=10), rounds=RERANK_ROUNDS, iterations=1, warmup_rounds=1
+    )
 
 
 class _Precomputed(FirstStage):

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from lrt_rerank.commands import pipeline as commands
 
 DOCS = {
@@ -101,7 +100,9 @@ def test_search_incompatible_index(index: Path, tmp_path: Path, capsys: pytest.C
     assert "format version 0 is not supported" in err and "lrt-rerank index" in err
 
 
-def test_eval_json_lines_and_plot(dataset: Path, index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_json_lines_and_plot(
+    dataset: Path, index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plot = tmp_path / "tradeoff.png"
     assert run_cli("eval", "--dataset", str(dataset), "--index", str(index), "--json", "--plot", str(plot)) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -133,7 +134,9 @@ def test_eval_bad_dataset_names_file_and_line(tmp_path: Path, index: Path, capsy
     assert "dev.tsv: missing" in capsys.readouterr().err
 
 
-def test_demo_runs_and_reuses_its_index(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_and_reuses_its_index(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # the demo on the tiny dataset: the bundled NFCorpus takes minutes to index
     monkeypatch.setattr(commands, "bundled_dataset_dir", lambda: dataset)
     monkeypatch.setattr(commands, "cache_home", lambda: tmp_path)

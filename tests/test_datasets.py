@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from lrt_rerank.datasets import DatasetError, load_dataset, load_qrels
 
 CORPUS = [
@@ -25,7 +24,9 @@ QUERIES = [
 
 def write_dataset(root: Path, qrels_lines: list[str], newline: str = "\n", corpus: list[dict] | None = None) -> Path:
     (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_bytes(newline.join(json.dumps(d) for d in (corpus or CORPUS)).encode() + newline.encode())
+    (root / "corpus.jsonl").write_bytes(
+        newline.join(json.dumps(d) for d in (corpus or CORPUS)).encode() + newline.encode()
+    )
     (root / "queries.jsonl").write_bytes(newline.join(json.dumps(q) for q in QUERIES).encode() + newline.encode())
     body = newline.join(["query-id\tcorpus-id\tscore", *qrels_lines]) + newline
     (root / "qrels" / "test.tsv").write_bytes(body.encode())
@@ -94,7 +95,9 @@ def test_duplicate_document_id(tmp_path: Path) -> None:
         load_dataset(root)
 
 
-def test_unknown_documents_and_queries_warn_with_counts_and_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_documents_and_queries_warn_with_counts_and_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     qrels = [*GOOD_QRELS, "q1\tghost1\t1", "q2\tghost2\t1", "q2\tghost1\t2", "q9\td1\t1"]
     root = write_dataset(tmp_path / "ds", qrels)
     with caplog.at_level(logging.WARNING, logger="lrt_rerank.datasets"):

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from lrt_rerank.evaluate import (
     SystemResult,
     json_lines,
@@ -67,10 +66,18 @@ def test_latency_percentiles_interpolate() -> None:
 
 
 def _results() -> list[SystemResult]:
-    fast = SystemResult("bm25", {"MRR@10": 0.5, "NDCG@5": 0.3, "NDCG@10": 0.25, "R@50": 0.2},
-                        {"first_stage": [1.0, 3.0], "rerank": [0.0, 0.0], "total": [1.0, 3.0]}, 2)
-    slow = SystemResult("rrf+rerank", {"MRR@10": 0.6, "NDCG@5": 0.4, "NDCG@10": 0.35, "R@50": 0.3},
-                        {"first_stage": [2.0, 2.0], "rerank": [100.0, 200.0], "total": [102.0, 202.0]}, 2)
+    fast = SystemResult(
+        "bm25",
+        {"MRR@10": 0.5, "NDCG@5": 0.3, "NDCG@10": 0.25, "R@50": 0.2},
+        {"first_stage": [1.0, 3.0], "rerank": [0.0, 0.0], "total": [1.0, 3.0]},
+        2,
+    )
+    slow = SystemResult(
+        "rrf+rerank",
+        {"MRR@10": 0.6, "NDCG@5": 0.4, "NDCG@10": 0.35, "R@50": 0.3},
+        {"first_stage": [2.0, 2.0], "rerank": [100.0, 200.0], "total": [102.0, 202.0]},
+        2,
+    )
     return [fast, slow]
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lrt_rerank.datasets import Document
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System, check_system
 from lrt_rerank.pipeline import Pipeline, RerankStatus

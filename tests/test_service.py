@@ -478,7 +478,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(
     # A generous grace period: the point is that in-flight work finishes, on a busy machine too.
     server = start_server(["--graceful-timeout", "600"])
     server.wait_ready()
-    docs = [f"{i}: " + " ".join(DOCS) * 3 for i in range(100)]  # long passages: a slow request
+    docs = [f"{i}: " + " ".join(DOCS) * 3 for i in range(64)]  # long passages: a slow request
     result: dict[str, httpx.Response] = {}
 
     def send() -> None:

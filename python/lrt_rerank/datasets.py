@@ -165,7 +165,9 @@ def load_qrels(path: Path) -> Qrels:
     return qrels
 
 
-def drop_unknown(qrels: Qrels, doc_ids: set[str] | dict[str, Document], query_ids: set[str] | dict[str, str], source: Path) -> Qrels:
+def drop_unknown(
+    qrels: Qrels, doc_ids: set[str] | dict[str, Document], query_ids: set[str] | dict[str, str], source: Path
+) -> Qrels:
     """Remove judgments naming documents or queries that do not exist, warning once with the counts."""
     kept: Qrels = {}
     unknown_docs: set[str] = set()

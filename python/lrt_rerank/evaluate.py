@@ -54,7 +54,9 @@ def reciprocal_rank(ranking: Sequence[str], judged: Mapping[str, int], k: int = 
 
 def ndcg(ranking: Sequence[str], judged: Mapping[str, int], k: int) -> float:
     """NDCG@k with gain 2^grade - 1 and discount log2(rank + 1); 0 when nothing is relevant."""
-    dcg = sum(_gain(judged.get(doc_id, 0)) / math.log2(position + 1) for position, doc_id in enumerate(ranking[:k], start=1))
+    dcg = sum(
+        _gain(judged.get(doc_id, 0)) / math.log2(position + 1) for position, doc_id in enumerate(ranking[:k], start=1)
+    )
     ideal_grades = sorted((grade for grade in judged.values() if grade > 0), reverse=True)[:k]
     ideal = sum(_gain(grade) / math.log2(position + 1) for position, grade in enumerate(ideal_grades, start=1))
     return dcg / ideal if ideal > 0 else 0.0
@@ -77,7 +79,9 @@ def query_metrics(ranking: Sequence[str], judged: Mapping[str, int]) -> dict[str
     }
 
 
-def score_run(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], query_ids: Iterable[str]) -> dict[str, float]:
+def score_run(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], query_ids: Iterable[str]
+) -> dict[str, float]:
     """Mean of each metric over ``query_ids``; a query missing from ``run`` scores 0."""
     totals = dict.fromkeys(METRICS, 0.0)
     count = 0
@@ -95,7 +99,7 @@ def latency_percentiles(samples_ms: Sequence[float]) -> dict[int, float]:
     if not samples_ms:
         return dict.fromkeys(PERCENTILES, 0.0)
     values = np.percentile(np.asarray(samples_ms, dtype=np.float64), PERCENTILES)
-    return {p: float(v) for p, v in zip(PERCENTILES, values)}
+    return {p: float(v) for p, v in zip(PERCENTILES, values, strict=True)}
 
 
 @dataclass
@@ -154,11 +158,18 @@ def plot_tradeoff(results: Sequence[SystemResult], path: str | Path, title: str 
         p95 = result.percentiles("total")[95]
         mrr = result.metrics["MRR@10"]
         axes.scatter([p95], [mrr], s=60)
-        axes.annotate(SYSTEM_LABELS.get(result.system, result.system), (p95, mrr), textcoords="offset points", xytext=(6, 6))
+        axes.annotate(
+            SYSTEM_LABELS.get(result.system, result.system), (p95, mrr), textcoords="offset points", xytext=(6, 6)
+        )
     axes.set_xlabel("p95 latency per query (ms)")
     axes.set_ylabel("MRR@10")
     axes.set_title(title or "Quality vs latency")
-    if results and max(r.percentiles("total")[95] for r in results) / max(min(r.percentiles("total")[95] for r in results), 1e-3) > 50:
+    if (
+        results
+        and max(r.percentiles("total")[95] for r in results)
+        / max(min(r.percentiles("total")[95] for r in results), 1e-3)
+        > 50
+    ):
         axes.set_xscale("log")
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
@@ -180,10 +191,14 @@ def _run_first_stage_system(
         timings.append((time.perf_counter() - start) * 1000.0)
         run[query_id] = [candidate.id for candidate in candidates]
     metrics = score_run(run, dataset.qrels, query_ids)
-    return SystemResult(system, metrics, {"first_stage": timings, "rerank": [0.0] * len(timings), "total": timings}, len(query_ids))
+    return SystemResult(
+        system, metrics, {"first_stage": timings, "rerank": [0.0] * len(timings), "total": timings}, len(query_ids)
+    )
 
 
-def _run_pipeline(pipeline: Pipeline, dataset: Dataset, query_ids: Sequence[str], depth: int, progress: bool) -> SystemResult:
+def _run_pipeline(
+    pipeline: Pipeline, dataset: Dataset, query_ids: Sequence[str], depth: int, progress: bool
+) -> SystemResult:
     run: dict[str, list[str]] = {}
     stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     pipeline.run(dataset.queries[query_ids[0]], k=depth)  # warm-up, not timed

@@ -6,7 +6,8 @@ followed by any remaining candidates in first-stage order.
 
 Budget: ``budget_ms`` bounds the whole call. The time left after the first stage is spent
 re-ranking candidates in chunks, in first-stage order, as long as the next chunk is expected
-to finish in time (the expectation is a running average of the re-ranker's cost per passage).
+to finish in time (the expectation is a pessimistic running estimate of the re-ranker's cost
+per passage, learnt from earlier calls; the very first chunk is tried without one).
 What did not fit keeps its first-stage order below the re-ranked part; each hit says whether it
 was re-ranked and the result says why re-ranking stopped.
 
@@ -181,13 +182,18 @@ class Pipeline:
             raise ValueError("re-ranker returned a non-finite score")
         per_passage = (time.perf_counter() - began) * 1000.0 / len(passages)
         previous = self._ms_per_passage
-        self._ms_per_passage = per_passage if previous is None else 0.7 * previous + 0.3 * per_passage
+        # Pessimistic running estimate: a slower chunk is believed at once, a faster one (say,
+        # served from the score cache) only lowers the estimate gradually.
+        if previous is None or per_passage > previous:
+            self._ms_per_passage = per_passage
+        else:
+            self._ms_per_passage = 0.7 * previous + 0.3 * per_passage
         return raw.tolist()
 
 
 def _merge(candidates: Sequence[Candidate], scores: Sequence[float]) -> list[Hit]:
     """Re-ranked prefix sorted by score (ties keep first-stage order), then the rest unchanged."""
-    head = sorted(zip(candidates, scores), key=lambda pair: (-pair[1], pair[0].rank))
+    head = sorted(zip(candidates, scores, strict=False), key=lambda pair: (-pair[1], pair[0].rank))
     ordered = [(c, s, True) for c, s in head] + [(c, c.score, False) for c in candidates[len(scores) :]]
     return [
         Hit(c.id, float(score), rank, c.rank, c.score, reranked)

@@ -92,7 +92,7 @@ class RedisScoreTier:
                 self._failed("MGET", err)
             else:
                 self._succeeded()
-        found = [None if v is None else float(v) for v in values]
+        found = [_parse_score(v) for v in values]
         hits = sum(v is not None for v in found)
         with self._lock:
             self.hits += hits
@@ -114,6 +114,16 @@ class RedisScoreTier:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _parse_score(value: bytes | None) -> float | None:
+    """A stored score, or None for a missing or unreadable value (a miss)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 class TwoTierScorer:

@@ -46,7 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="index a BEIR dataset: text fields + knn_vector (lucene HNSW) of bi-encoder embeddings",
         description="Create the index (mapping from opensearch/index-mapping.json) and bulk-load corpus.jsonl with embeddings.",
     )
-    index.add_argument("--dataset", required=True, type=Path, help="BEIR folder with corpus.jsonl")
+    source = index.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", type=Path, help="BEIR folder with corpus.jsonl (documents are embedded now)")
+    source.add_argument(
+        "--from-embedded-index",
+        type=Path,
+        metavar="DIR",
+        help="load the documents and embeddings of an index built by `lrt-rerank index` (no re-embedding)",
+    )
     index.add_argument("--index", required=True, help="index name")
     index.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default: %(default)s)")
     index.add_argument("--bi-encoder", type=Path, help="bi-encoder model directory (default: the default bi-encoder)")
@@ -122,8 +129,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from lrt_rerank import BiEncoder
     from lrt_rerank.datasets import DatasetError, load_corpus
+    from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
     from lrt_rerank.models import default_model_dir
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
@@ -133,11 +143,20 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _fail("index", ValueError("--batch-size must be at least 1"))
     started = time.monotonic()
     try:
-        corpus = load_corpus(args.dataset / "corpus.jsonl")
-        encoder = BiEncoder.load(str(args.bi_encoder or default_model_dir("bi-encoder")))
+        model_dir = args.bi_encoder or default_model_dir("bi-encoder")
+        vectors = None
+        if args.from_embedded_index is not None:
+            stage = EmbeddedFirstStage.open(args.from_embedded_index, model_dir=model_dir)
+            documents = stage.documents
+            vectors = np.load(args.from_embedded_index / EMBEDDINGS, allow_pickle=False)
+        else:
+            documents = list(load_corpus(args.dataset / "corpus.jsonl").values())
+        encoder = BiEncoder.load(str(model_dir))
         client = connect(args.url)
-        report = index_documents(client, args.index, corpus.values(), encoder, batch_size=args.batch_size, recreate=args.recreate)
-    except (DatasetError, IndexingError, TemplateError, ValueError, ConnectionError) as exc:
+        report = index_documents(
+            client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors
+        )
+    except (DatasetError, IndexFormatError, IndexingError, TemplateError, ValueError, ConnectionError) as exc:
         return _fail("index", exc)
     for failure in report.failures[:20]:
         print(f"  document {failure.doc_id}: {failure.reason}", file=sys.stderr)

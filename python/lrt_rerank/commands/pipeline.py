@@ -43,13 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser(
         "search",
         help="search an index and re-rank the top candidates",
-        description="Hybrid (RRF of BM25 and dense) search over an index built by `lrt-rerank index`, re-ranked by a cross-encoder.",
+        description=(
+            "Hybrid (RRF of BM25 and dense) search over an index built by `lrt-rerank index`, "
+            "re-ranked by a cross-encoder."
+        ),
     )
     search.add_argument("index_dir", type=Path, help="index directory")
     search.add_argument("query", help="query text")
     search.add_argument("--k", type=int, default=10, help="hits to show (default: %(default)s)")
     _add_reranker_args(search)
-    search.add_argument("--budget-ms", type=float, help="latency budget for the whole search; what does not fit keeps first-stage order")
+    search.add_argument(
+        "--budget-ms", type=float, help="latency budget for the whole search; what does not fit keeps first-stage order"
+    )
     search.add_argument("--json", action="store_true", help="print hits as JSON lines instead of a table")
     search.set_defaults(func=cmd_search, command_name="search")
 
@@ -61,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "re-rank and total) of BM25, dense, RRF (top 100 each) and RRF + re-ranker."
         ),
     )
-    ev.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    ev.add_argument(
+        "--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)"
+    )
     ev.add_argument("--split", default="test", help="qrels split to evaluate (default: %(default)s)")
     _add_reranker_args(ev)
     ev.add_argument(
@@ -85,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--rerank-queries",
         type=int,
-        default=40,
+        default=20,
         help="queries used for the RRF vs RRF + re-ranker comparison (default: %(default)s; 0 = all 323)",
     )
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo index")
@@ -133,7 +140,9 @@ def cached_index(dataset: Dataset, progress: bool = True, rebuild: bool = False)
     renamed into place, so an interrupted build never leaves a half index behind.
     """
     model_dir = default_model_dir("bi-encoder")
-    key_source = "|".join([file_sha256(dataset.path / "corpus.jsonl"), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
+    key_source = "|".join(
+        [file_sha256(dataset.path / "corpus.jsonl"), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)]
+    )
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     target = cache_home() / "indexes" / f"{dataset.name}-{key}"
     if target.is_dir() and not rebuild:
@@ -153,8 +162,12 @@ def _open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
     if args.first_stage != "embedded":
         if not args.first_stage.startswith(("http://", "https://")):
             raise ValueError(f"--first-stage {args.first_stage}: expected 'embedded' or an http(s) URL of OpenSearch")
-        from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
-
+        try:
+            from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f"--first-stage {args.first_stage}: the OpenSearch first stage is not available ({exc})"
+            ) from exc
         return OpenSearchFirstStage.connect(args.first_stage, args.opensearch_index or dataset.name)
     if args.index is None:
         return cached_index(dataset)
@@ -180,7 +193,13 @@ def _snippet(text: str, width: int = 70) -> str:
 
 
 # ----------------------------------------------------------------------------------- commands
-USER_ERRORS: tuple[type[Exception], ...] = (DatasetError, IndexFormatError, FileNotFoundError, FileExistsError, ValueError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DatasetError,
+    IndexFormatError,
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+)
 """Bad input: reported as one line on stderr with exit code 2, not a traceback."""
 
 
@@ -213,13 +232,22 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
     reranker = load_reranker(args.reranker)
-    result = Pipeline(stage, reranker, rerank_depth=args.rerank_depth).run(args.query, k=args.k, budget_ms=args.budget_ms)
+    result = Pipeline(stage, reranker, rerank_depth=args.rerank_depth).run(
+        args.query, k=args.k, budget_ms=args.budget_ms
+    )
     if args.json:
         for hit in result.hits:
             print(json.dumps({**hit.__dict__, "title": stage.document(hit.id).title}))
         return 0
     rows = [
-        [str(h.rank), h.id, f"{h.score:.4f}", str(h.first_stage_rank), "yes" if h.reranked else "no", _snippet(stage.document(h.id).full_text)]
+        [
+            str(h.rank),
+            h.id,
+            f"{h.score:.4f}",
+            str(h.first_stage_rank),
+            "yes" if h.reranked else "no",
+            _snippet(stage.document(h.id).full_text),
+        ]
         for h in result.hits
     ]
     _print_rows(rows, ["rank", "id", "score", "first-stage rank", "re-ranked", "text"])
@@ -250,7 +278,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         stage.close()
     if not args.json:
-        print(f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, re-rank depth {args.rerank_depth}")
+        print(
+            f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, "
+            f"re-rank depth {args.rerank_depth}"
+        )
         print(markdown_table(results))
     if args.plot is not None:
         plot_tradeoff(results, args.plot, title=f"{dataset.name} ({args.split}, {len(query_ids)} queries)")
@@ -294,7 +325,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rerank_results = evaluate(
             dataset, stage, reranker, rerank_depth=args.rerank_depth, query_ids=subset, systems=("rrf", RERANKED_SYSTEM)
         )
-        scope = f"the first {len(subset)} of {len(query_ids)} queries (for time; --rerank-queries 0 runs all)" if len(subset) < len(query_ids) else f"all {len(subset)} queries"
+        scope = (
+            f"the first {len(subset)} of {len(query_ids)} queries (for time; --rerank-queries 0 runs all)"
+            if len(subset) < len(query_ids)
+            else f"all {len(subset)} queries"
+        )
         print(f"RRF vs RRF + re-ranker (top {args.rerank_depth} re-ranked), {scope}:")
         print(markdown_table(rerank_results) + "\n")
     print(f"Demo finished in {time.perf_counter() - started:.0f} s.")
@@ -317,7 +352,10 @@ def _show_query(pipeline: Pipeline, stage: EmbeddedFirstStage, dataset: Dataset,
     judged = dataset.qrels.get(query_id, {})
     first = stage.search(query, shown, "rrf")
     result = pipeline.run(query, k=shown)
-    print(f"\n  Query {query_id}: {query!r}  ({result.first_stage_ms:.0f} ms first stage, {result.rerank_ms:.0f} ms re-rank)")
+    print(
+        f"\n  Query {query_id}: {query!r}  "
+        f"({result.first_stage_ms:.0f} ms first stage, {result.rerank_ms:.0f} ms re-rank)"
+    )
     rows = []
     for position in range(shown):
         left = first[position] if position < len(first) else None
@@ -326,7 +364,9 @@ def _show_query(pipeline: Pipeline, stage: EmbeddedFirstStage, dataset: Dataset,
             [
                 str(position + 1),
                 _mark(left.id, judged, stage) if left else "",
-                _mark(right.id, judged, stage) + (f"  (was #{right.first_stage_rank})" if right else "") if right else "",
+                _mark(right.id, judged, stage) + (f"  (was #{right.first_stage_rank})" if right else "")
+                if right
+                else "",
             ]
         )
     _print_rows(rows, ["#", "first stage (RRF)", "re-ranked"])
@@ -336,4 +376,3 @@ def _show_query(pipeline: Pipeline, stage: EmbeddedFirstStage, dataset: Dataset,
 def _mark(doc_id: str, judged: dict[str, int], stage: EmbeddedFirstStage) -> str:
     star = "*" if judged.get(doc_id, 0) > 0 else " "
     return f"{star} {doc_id}: {_snippet(stage.document(doc_id).title or stage.document(doc_id).text, 48)}"
-

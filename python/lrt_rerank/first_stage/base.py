@@ -10,6 +10,9 @@ Back-ends: :class:`~lrt_rerank.first_stage.embedded.EmbeddedFirstStage` (in-proc
 directory on disk) and the OpenSearch one (a cluster). A new back-end subclasses
 :class:`FirstStage` and implements :meth:`FirstStage.search` and :meth:`FirstStage.get_texts`;
 ``close`` is optional.
+
+``lrt-rerank eval --first-stage URL`` opens the OpenSearch back-end as
+``lrt_rerank.first_stage.opensearch.OpenSearchFirstStage.connect(url, index_name)``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class FirstStage(ABC):
         Raises ``KeyError`` naming the first id that is not in the index.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release connections or files; the default holds nothing."""
 
     def __enter__(self) -> FirstStage:

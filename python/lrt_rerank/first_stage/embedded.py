@@ -14,6 +14,7 @@ refused. An index written by another format version is refused with a clear erro
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ from tqdm.auto import tqdm
 from lrt_rerank.datasets import Document
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System, check_system
 from lrt_rerank.models import default_model_dir, file_sha256
+
+# bm25s pins its logger at DEBUG on import; let it follow the application's logging level instead.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 FORMAT = "lrt-rerank-embedded-index"
 FORMAT_VERSION = 1
@@ -118,13 +122,23 @@ class EmbeddedFirstStage(FirstStage):
 
         with (out / DOCS).open("w", encoding="utf-8") as handle:
             for document in docs:
-                handle.write(json.dumps({"_id": document.id, "title": document.title, "text": document.text}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"_id": document.id, "title": document.title, "text": document.text}, ensure_ascii=False)
+                    + "\n"
+                )
 
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "documents": len(docs),
-            "bm25": {"library": "bm25s", "k1": retriever.k1, "b": retriever.b, "method": retriever.method, "stopwords": STOPWORDS, "stemmer": STEMMER},
+            "bm25": {
+                "library": "bm25s",
+                "k1": retriever.k1,
+                "b": retriever.b,
+                "method": retriever.method,
+                "stopwords": STOPWORDS,
+                "stemmer": STEMMER,
+            },
             "dense": {
                 "model_dir": str(resolved_model_dir.resolve()),
                 "model_sha256": file_sha256(resolved_model_dir / "model.onnx"),
@@ -138,7 +152,9 @@ class EmbeddedFirstStage(FirstStage):
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
-    def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, encoder: Any = None) -> EmbeddedFirstStage:
+    def open(
+        cls, index_dir: str | Path, model_dir: str | Path | None = None, encoder: Any = None
+    ) -> EmbeddedFirstStage:
         """Load an index built by :meth:`build`.
 
         The bi-encoder comes from ``encoder``, else ``model_dir``, else the directory recorded
@@ -170,7 +186,11 @@ class EmbeddedFirstStage(FirstStage):
 
         embeddings = np.load(path / EMBEDDINGS, allow_pickle=False)
         documents = _read_docs(path / DOCS)
-        if embeddings.ndim != 2 or embeddings.shape != (manifest["documents"], dense["dim"]) or len(documents) != manifest["documents"]:
+        if (
+            embeddings.ndim != 2
+            or embeddings.shape != (manifest["documents"], dense["dim"])
+            or len(documents) != manifest["documents"]
+        ):
             raise IndexFormatError(
                 f"{path}: inconsistent index (manifest says {manifest['documents']} documents of dim {dense['dim']}, "
                 f"found embeddings {embeddings.shape} and {len(documents)} stored documents); rebuild it"
@@ -207,7 +227,9 @@ class EmbeddedFirstStage(FirstStage):
         return self.documents[position]
 
     def _bm25(self, query: str, k: int) -> list[Candidate]:
-        tokens = bm25s.tokenize(query, stopwords=STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False)[0]
+        tokens = bm25s.tokenize(
+            query, stopwords=STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
+        )[0]
         if not tokens:
             return []
         scores = self._retriever.get_scores(tokens)
@@ -270,7 +292,9 @@ def read_manifest(index_dir: Path) -> dict[str, Any]:
     if not index_dir.is_dir():
         raise IndexFormatError(f"{index_dir}: no such index directory (build one with `lrt-rerank index`)")
     if not manifest_path.is_file():
-        raise IndexFormatError(f"{manifest_path}: missing; {index_dir} is not an lrt-rerank index or its build did not finish")
+        raise IndexFormatError(
+            f"{manifest_path}: missing; {index_dir} is not an lrt-rerank index or its build did not finish"
+        )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -294,5 +318,7 @@ def _read_docs(path: Path) -> list[Document]:
                 record = json.loads(line)
                 documents.append(Document(record["_id"], record["title"], record["text"]))
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise IndexFormatError(f"{path}:{number}: corrupt document store line ({exc}); rebuild the index") from exc
+                raise IndexFormatError(
+                    f"{path}:{number}: corrupt document store line ({exc}); rebuild the index"
+                ) from exc
     return documents

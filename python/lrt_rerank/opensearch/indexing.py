@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +24,8 @@ from lrt_rerank.datasets import Document
 from lrt_rerank.opensearch import templates
 
 MAPPING_TEMPLATE = "index-mapping.json"
+META_KEY = "lrt_rerank"
+"""Key under the mapping's ``_meta``: vector dimension and the bi-encoder's model.onnx sha256."""
 VECTOR_FIELD = "embedding"
 CONTENT_FIELD = "content"
 TEXT_FIELDS = ("title", "text", CONTENT_FIELD)
@@ -55,8 +58,11 @@ class IndexReport:
     failures: list[IndexFailure] = field(default_factory=list)
 
 
-def index_body(dim: int) -> dict[str, Any]:
-    """The create-index body from the template, with the vector dimension set to ``dim``."""
+def index_body(dim: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The create-index body from the template, with the vector dimension set to ``dim``.
+
+    ``meta`` is stored under ``mappings._meta.lrt_rerank`` (see :func:`index_meta`).
+    """
     if dim < 1:
         raise ValueError(f"vector dimension must be >= 1, got {dim}")
     body = templates.load(MAPPING_TEMPLATE)
@@ -66,10 +72,19 @@ def index_body(dim: int) -> dict[str, Any]:
         raise templates.TemplateError(
             f"{templates.assets_dir() / MAPPING_TEMPLATE}: no mappings.properties.{VECTOR_FIELD} object"
         ) from None
+    body["mappings"]["_meta"] = {META_KEY: {"dim": dim, **(meta or {})}}
     return body
 
 
-def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False) -> bool:
+def index_meta(client: OpenSearch, name: str) -> dict[str, Any]:
+    """What :func:`index_body` recorded in the index mapping's ``_meta`` ({} for other indexes)."""
+    mapping = client.indices.get_mapping(index=name)
+    meta = next(iter(mapping.values()))["mappings"].get("_meta", {})
+    recorded = meta.get(META_KEY, {})
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False, meta: dict[str, Any] | None = None) -> bool:
     """Create ``name`` from the template; return False when a compatible index already exists.
 
     An existing index is kept when its vector dimension is ``dim``; with ``recreate`` it is
@@ -86,7 +101,7 @@ def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False
                     "recreate it (--recreate)"
                 )
             return False
-    client.indices.create(index=name, body=index_body(dim))
+    client.indices.create(index=name, body=index_body(dim, meta))
     return True
 
 
@@ -108,19 +123,25 @@ def index_documents(
     batch_size: int = 64,
     recreate: bool = False,
     progress: bool = True,
+    vectors: np.ndarray | None = None,
 ) -> IndexReport:
     """Create the index if needed and bulk-load ``documents`` (``_id`` = document id) with embeddings.
 
-    Documents go in corpus order (ties in BM25 then break as in the embedded first stage).
-    A document the cluster rejects is recorded in ``report.failures`` with the reason and the
-    load goes on; the index is refreshed at the end.
+    Embeddings come from ``encoder``, or from ``vectors`` (one row per document, in order,
+    made by the same ``encoder``, e.g. an embedded index's ``embeddings.npy``). Documents go in
+    corpus order (ties in BM25 then break as in the embedded first stage). A document the
+    cluster rejects is recorded in ``report.failures`` with the reason and the load goes on;
+    the index is refreshed at the end.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     docs = list(documents)
-    create_index(client, name, int(encoder.dim), recreate=recreate)
+    dim = int(encoder.dim)
+    if vectors is not None and vectors.shape != (len(docs), dim):
+        raise IndexingError(f"precomputed vectors have shape {vectors.shape}; expected ({len(docs)}, {dim}) for these documents")
+    create_index(client, name, dim, recreate=recreate, meta=encoder_meta(encoder))
     report = IndexReport(index=name, total=len(docs))
-    actions = _actions(name, docs, encoder, batch_size)
+    actions = _actions(name, docs, encoder, batch_size, vectors)
     with tqdm(total=len(docs), desc=f"Indexing into {name}", unit="doc", disable=not progress) as bar:
         for ok, item in streaming_bulk(
             client,
@@ -150,10 +171,25 @@ def document_source(document: Document, vector: Sequence[float]) -> dict[str, An
     }
 
 
-def _actions(name: str, docs: list[Document], encoder: Embedder, batch_size: int) -> Iterator[dict[str, Any]]:
+def encoder_meta(encoder: Embedder) -> dict[str, Any]:
+    """The bi-encoder's identity for the index ``_meta``: model.onnx sha256 when it has a model_dir."""
+    from lrt_rerank.models import file_sha256
+
+    model_dir = getattr(encoder, "model_dir", None)
+    if model_dir is None:
+        return {}
+    return {"bi_encoder": Path(model_dir).name, "bi_encoder_sha256": file_sha256(Path(model_dir) / "model.onnx")}
+
+
+def _actions(
+    name: str, docs: list[Document], encoder: Embedder, batch_size: int, precomputed: np.ndarray | None
+) -> Iterator[dict[str, Any]]:
     for offset in range(0, len(docs), batch_size):
         batch = docs[offset : offset + batch_size]
-        vectors = np.asarray(encoder.embed([d.full_text for d in batch]), dtype=np.float32)
+        if precomputed is not None:
+            vectors = np.asarray(precomputed[offset : offset + batch_size], dtype=np.float32)
+        else:
+            vectors = np.asarray(encoder.embed([d.full_text for d in batch]), dtype=np.float32)
         if vectors.shape != (len(batch), encoder.dim):
             raise IndexingError(f"bi-encoder returned shape {vectors.shape} for {len(batch)} texts (expected dim {encoder.dim})")
         for document, vector in zip(batch, vectors.tolist()):

@@ -1,0 +1,133 @@
+"""``lrt-rerank train teacher|distill`` and ``lrt-rerank export`` (need the ``train`` extra: torch, transformers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("lrt_rerank.train")
+
+DEFAULT_DATASET = Path("../shared/data/nfcorpus")
+
+
+def _layer_map(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers {text!r}: expected comma-separated layer numbers, e.g. 0,5") from None
+
+
+def _common(p: argparse.ArgumentParser, out_default: str, max_length: int, negatives: int, epochs: float, lr: float) -> None:
+    p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="BEIR dataset folder with qrels/train.tsv and qrels/dev.tsv (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path(out_default), help="checkpoint directory to write (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=max_length, help="tokens per (query, passage) pair (default: %(default)s)")
+    p.add_argument("--negatives", type=int, default=negatives, help="hard negatives per positive (default: %(default)s)")
+    p.add_argument("--negative-depth", type=int, default=50, help="negatives are drawn from this many RRF candidates (default: %(default)s)")
+    p.add_argument("--groups-per-query", type=int, default=1, help="positives (groups) per train query and epoch (default: %(default)s)")
+    p.add_argument("--train-queries", type=int, default=0, help="use only the first N train queries (0 = all)")
+    p.add_argument("--epochs", type=float, default=epochs, help="passes over the groups (default: %(default)s)")
+    p.add_argument("--batch-groups", type=int, default=4, help="groups per optimizer step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=lr, help="encoder learning rate, warm-up then linear decay (default: %(default)s)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the scoring head (default: %(default)s)")
+    p.add_argument("--warmup", type=float, default=0.1, help="share of the steps spent warming up (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on the dev subset every N steps (0 = only at the end)")
+    p.add_argument("--dev-queries", type=int, default=40, help="dev queries for model selection (default: %(default)s)")
+    p.add_argument("--dev-depth", type=int, default=30, help="RRF candidates re-ranked per dev query (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=13, help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = sub.add_parser("train", help="train re-rankers (needs the train extra: pip install .[train])")
+    tsub = train.add_subparsers(dest="train_command", metavar="RECIPE", required=True)
+
+    teacher = tsub.add_parser("teacher", help="fine-tune a 6-layer cross-encoder from all-MiniLM-L6-v2 on train qrels + hard negatives")
+    _common(teacher, "runs/teacher", max_length=128, negatives=7, epochs=1.0, lr=5e-5)
+    teacher.add_argument("--layers", type=int, default=6, help="backbone layers to keep (default: %(default)s)")
+    teacher.set_defaults(func=cmd_teacher)
+
+    student = tsub.add_parser("distill", help="distill the LRT: fewer layers of the teacher, taught by its scores")
+    _common(student, "runs/lrt", max_length=128, negatives=7, epochs=1.0, lr=1e-4)
+    student.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint directory (from `train teacher`)")
+    student.add_argument("--layers", type=_layer_map, default=[0, 5], help="teacher layers the student keeps, e.g. 0,5 (default: 0,5)")
+    student.add_argument("--kd-weight", type=float, default=0.7, help="weight of the distillation loss against the label loss (default: %(default)s)")
+    student.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the distillation loss (default: %(default)s)")
+    student.set_defaults(func=cmd_distill)
+
+    export = sub.add_parser("export", help="checkpoint -> ONNX model directory (fused, FP32) and its INT8 copy")
+    export.add_argument("checkpoint", type=Path, help="checkpoint directory from `train teacher` or `train distill`")
+    export.add_argument("--out", type=Path, required=True, help="FP32 model directory to write")
+    export.add_argument("--int8", type=Path, help="also write the INT8 (dynamic, per-channel) model directory here")
+    export.add_argument("--max-length", type=int, help="card max_length (default: the training max length)")
+    export.add_argument("--name", help="model name in the card (default: the output folder name)")
+    export.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
+    export.set_defaults(func=cmd_export)
+
+
+def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-def]
+    from lrt_rerank.train.loop import LoopConfig
+    from lrt_rerank.train.recipes import Recipe
+
+    if not (args.dataset / "qrels" / "train.tsv").is_file():
+        raise FileNotFoundError(f"{args.dataset / 'qrels' / 'train.tsv'}: --dataset needs train (and dev) qrels")
+    loop = LoopConfig(
+        lr=args.lr, head_lr=args.head_lr, warmup=args.warmup, batch_groups=args.batch_groups, epochs=args.epochs,
+        eval_every=args.eval_every, seed=args.seed,
+        kd_weight=getattr(args, "kd_weight", 0.0), temperature=getattr(args, "temperature", 1.0),
+    )
+    return Recipe(
+        dataset=args.dataset, out=args.out, layers=layers, max_length=args.max_length, negatives=args.negatives,
+        negative_depth=args.negative_depth, groups_per_query=args.groups_per_query, train_queries=args.train_queries,
+        dev_queries=args.dev_queries, dev_depth=args.dev_depth, threads=args.threads, loop=loop,
+    )
+
+
+def _train_imports() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError(f"training needs the train extra (pip install 'lrt-rerank[train]'): {exc}") from exc
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    _train_imports()
+    from lrt_rerank.train.recipes import train_teacher
+
+    out = train_teacher(_recipe(args, args.layers), progress=not args.quiet)
+    print(out)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    _train_imports()
+    from lrt_rerank.train.recipes import distill
+
+    out = distill(_recipe(args, len(args.layers)), args.teacher, args.layers, progress=not args.quiet)
+    print(out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _train_imports()
+    from lrt_rerank.train.export import quantize, write_model_dir
+
+    meta_path = args.checkpoint / "lrt-train.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: not a training checkpoint")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    max_length = args.max_length or int(meta["recipe"]["max_length"])
+    out = write_model_dir(args.checkpoint, args.out, args.name or args.out.name, max_length, {}, optimize=not args.no_optimize)
+    print(out)
+    if args.int8:
+        print(quantize(out, args.int8))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(0)

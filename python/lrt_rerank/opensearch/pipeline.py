@@ -1,0 +1,244 @@
+"""Search pipelines for the hybrid query, and the ml-commons model that calls the rerank service.
+
+Two search pipelines (bodies in ``opensearch/search-pipeline-*.json``):
+
+``lrt-rrf``         ``score-ranker-processor``: RRF (rank_constant 60) of the hybrid sub-queries.
+``lrt-rrf-rerank``  the same, then a ``rerank`` response processor of type ``ml_opensearch``
+                    that re-scores the returned hits with an ml-commons *remote* model. The
+                    model's HTTP connector posts to the service's Cohere-compatible
+                    ``POST /v1/rerank`` through ml-commons' built-in
+                    ``connector.pre_process.cohere.rerank`` / ``connector.post_process.cohere.rerank``.
+
+Failure tolerance (what OpenSearch 2.19 offers, all used here): the connector's
+``client_config`` bounds each call (``connection_timeout`` ms, ``read_timeout`` s, no retries),
+and ``ignore_failure: true`` on the response processor makes a failed re-rank (service down,
+slow, or answering an error) log a warning in the node log and return the RRF hits unchanged.
+
+:func:`install_pipeline` is idempotent. Connector and model are named after a hash of their
+configuration (service URL, timeouts, API key), so a re-run finds and reuses them (deploying
+the model if it is not deployed) and a changed configuration gets a new connector and model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import NotFoundError, TransportError
+
+from lrt_rerank.opensearch import templates
+
+RRF_PIPELINE = "lrt-rrf"
+RERANK_PIPELINE = "lrt-rrf-rerank"
+MODEL_PREFIX = "lrt-rerank"
+ML = "/_plugins/_ml"
+DEPLOY_TIMEOUT_S = 60.0
+
+
+class PipelineError(RuntimeError):
+    """Installing the pipeline failed; the message names the step and OpenSearch's answer."""
+
+
+@dataclass(frozen=True)
+class InstalledPipeline:
+    rrf_pipeline: str
+    rerank_pipeline: str
+    connector_id: str
+    model_id: str
+    model_name: str
+    service_url: str
+
+    def to_json(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+def ensure_rrf_pipeline(client: OpenSearch, name: str = RRF_PIPELINE) -> str:
+    """Create or update the RRF-only search pipeline (needs only neural-search); return its name."""
+    _request(client, "PUT", f"/_search/pipeline/{name}", templates.load("search-pipeline-rrf.json"), f"creating search pipeline {name}")
+    return name
+
+
+def install_pipeline(
+    client: OpenSearch,
+    service_url: str = "http://127.0.0.1:8000",
+    api_key: str | None = None,
+    read_timeout_s: int = 5,
+    connection_timeout_ms: int = 1000,
+    rrf_pipeline: str = RRF_PIPELINE,
+    rerank_pipeline: str = RERANK_PIPELINE,
+) -> InstalledPipeline:
+    """Install everything the server-side re-rank needs; safe to run again.
+
+    1. cluster settings: the service URL added to the trusted connector endpoints, private
+       (loopback) addresses allowed, models allowed on non-ML nodes;
+    2. a connector to ``service_url``/v1/rerank and a remote model on it, registered and deployed;
+    3. the ``lrt-rrf`` and ``lrt-rrf-rerank`` search pipelines.
+    """
+    base = _service_base(service_url)
+    if read_timeout_s < 1:
+        raise ValueError(f"read_timeout_s must be >= 1 (ml-commons counts whole seconds), got {read_timeout_s}")
+    if connection_timeout_ms < 1:
+        raise ValueError(f"connection_timeout_ms must be >= 1, got {connection_timeout_ms}")
+    _apply_cluster_settings(client, base)
+    connector = connector_body(base, api_key, read_timeout_s, connection_timeout_ms)
+    name = connector["name"]
+    connector_id = _find_one(client, "connectors", name) or _create_connector(client, connector)
+    model_id = _find_one(client, "models", name) or _register_model(client, name, connector_id)
+    _deploy(client, model_id)
+    ensure_rrf_pipeline(client, rrf_pipeline)
+    body = templates.load("search-pipeline-rerank.json")
+    try:
+        rerank = next(p["rerank"] for p in body["response_processors"] if "rerank" in p)
+        rerank["ml_opensearch"]["model_id"] = model_id
+    except (KeyError, StopIteration, TypeError):
+        raise templates.TemplateError(
+            f"{templates.assets_dir() / 'search-pipeline-rerank.json'}: needs a response_processors[].rerank.ml_opensearch object"
+        ) from None
+    _request(client, "PUT", f"/_search/pipeline/{rerank_pipeline}", body, f"creating search pipeline {rerank_pipeline}")
+    return InstalledPipeline(rrf_pipeline, rerank_pipeline, connector_id, model_id, name, base)
+
+
+def uninstall_pipeline(client: OpenSearch, installed: InstalledPipeline) -> None:
+    """Remove what :func:`install_pipeline` created for one service: the rerank pipeline, the
+    model (undeployed first) and its connector. The shared RRF pipeline and cluster settings stay."""
+    steps = [
+        ("DELETE", f"/_search/pipeline/{installed.rerank_pipeline}"),
+        ("POST", f"{ML}/models/{installed.model_id}/_undeploy"),
+        ("DELETE", f"{ML}/models/{installed.model_id}"),
+        ("DELETE", f"{ML}/connectors/{installed.connector_id}"),
+    ]
+    for method, path in steps:
+        try:
+            client.transport.perform_request(method, path)
+        except NotFoundError:
+            continue
+        except TransportError as exc:
+            raise PipelineError(f"uninstalling: {method} {path} failed with {exc.status_code}: {exc.info or exc.error}") from exc
+
+
+def connector_body(service_url: str, api_key: str | None, read_timeout_s: int, connection_timeout_ms: int) -> dict[str, Any]:
+    """The connector from ``opensearch/connector.json`` with URL, timeouts, key and a content-derived name."""
+    body = templates.load("connector.json")
+    body["parameters"]["service_url"] = service_url
+    body["client_config"]["read_timeout"] = read_timeout_s
+    body["client_config"]["connection_timeout"] = connection_timeout_ms
+    # ml-commons requires a non-empty credential map even when the service needs no key.
+    body["credential"] = {"api_key": api_key or "unused"}
+    if api_key:
+        for action in body["actions"]:
+            action["headers"]["Authorization"] = "Bearer ${credential.api_key}"
+    fingerprint = hashlib.sha256(json.dumps({**body, "name": None}, sort_keys=True).encode()).hexdigest()[:12]
+    body["name"] = f"{MODEL_PREFIX}-{fingerprint}"
+    return body
+
+
+def trusted_endpoint_regex(service_url: str) -> str:
+    """A regex admitting exactly ``service_url``'s scheme, host and port."""
+    return "^" + re.escape(_service_base(service_url)) + "/.*$"
+
+
+# ---------------------------------------------------------------------------------- steps
+def _service_base(service_url: str) -> str:
+    parts = urlsplit(service_url.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"service URL {service_url!r}: expected http(s)://host:port")
+    if parts.path or parts.query:
+        raise ValueError(f"service URL {service_url!r}: give the base URL only (the connector adds /v1/rerank)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _apply_cluster_settings(client: OpenSearch, base: str) -> None:
+    body = templates.load("cluster-settings.json")
+    key = "plugins.ml_commons.trusted_connector_endpoints_regex"
+    current = client.cluster.get_settings(include_defaults=True, flat_settings=True)
+    existing: list[str] = []
+    for section in ("transient", "persistent", "defaults"):
+        if key in current.get(section, {}):
+            existing = list(current[section][key])
+            break
+    regex = trusted_endpoint_regex(base)
+    body["persistent"][key] = existing if regex in existing else [*existing, regex]
+    _request(client, "PUT", "/_cluster/settings", body, "applying ml-commons cluster settings")
+
+
+def _find_one(client: OpenSearch, kind: str, name: str) -> str | None:
+    """Id of the connector/model called ``name`` (the oldest, if several), or None."""
+    query: dict[str, Any] = {"bool": {"filter": [{"term": {"name.keyword": name}}]}}
+    if kind == "models":
+        query["bool"]["must_not"] = [{"exists": {"field": "chunk_number"}}]
+    body = {"size": 10, "query": query, "sort": [{"created_time": {"order": "asc", "unmapped_type": "long"}}]}
+    try:
+        found = _request(client, "POST", f"{ML}/{kind}/_search", body, f"searching {kind} named {name}")
+    except PipelineError as exc:
+        if "index_not_found" in str(exc):  # no connector/model was ever created
+            return None
+        raise
+    hits = found.get("hits", {}).get("hits", [])
+    return str(hits[0]["_id"]) if hits else None
+
+
+def _create_connector(client: OpenSearch, body: dict[str, Any]) -> str:
+    created = _request(client, "POST", f"{ML}/connectors/_create", body, "creating the rerank connector")
+    return str(created["connector_id"])
+
+
+def _register_model(client: OpenSearch, name: str, connector_id: str) -> str:
+    body = templates.load("model.json")
+    body["name"] = name
+    body["connector_id"] = connector_id
+    registered = _request(client, "POST", f"{ML}/models/_register", body, f"registering model {name}")
+    model_id = registered.get("model_id")
+    if model_id is None:
+        model_id = _wait_task(client, str(registered["task_id"]), f"registering model {name}").get("model_id")
+    if model_id is None:
+        raise PipelineError(f"registering model {name}: no model_id in the answer {registered}")
+    return str(model_id)
+
+
+def _deploy(client: OpenSearch, model_id: str) -> None:
+    """Deploy the model unless it is deployed; wait for the deploy task and the DEPLOYED state."""
+    if _model_state(client, model_id) == "DEPLOYED":
+        return
+    step = f"deploying model {model_id}"
+    answer = _request(client, "POST", f"{ML}/models/{model_id}/_deploy", None, step)
+    if "task_id" in answer:
+        _wait_task(client, str(answer["task_id"]), step)
+    deadline = time.monotonic() + 10.0
+    while (state := _model_state(client, model_id)) != "DEPLOYED":
+        if time.monotonic() > deadline:
+            raise PipelineError(f"{step}: the deploy task finished but the model is {state}; see the node log")
+        time.sleep(0.2)
+
+
+def _model_state(client: OpenSearch, model_id: str) -> str | None:
+    try:
+        model = client.transport.perform_request("GET", f"{ML}/models/{model_id}")
+    except NotFoundError:
+        raise PipelineError(f"model {model_id} disappeared while being deployed") from None
+    return model.get("model_state")
+
+
+def _wait_task(client: OpenSearch, task_id: str, step: str) -> dict[str, Any]:
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        task = _request(client, "GET", f"{ML}/tasks/{task_id}", None, step)
+        if task.get("state") == "COMPLETED":
+            return task
+        if task.get("state") == "FAILED":
+            raise PipelineError(f"{step}: task {task_id} failed: {task.get('error')}")
+        time.sleep(0.5)
+    raise PipelineError(f"{step}: task {task_id} did not finish in {DEPLOY_TIMEOUT_S:.0f} s")
+
+
+def _request(client: OpenSearch, method: str, path: str, body: dict[str, Any] | None, step: str) -> dict[str, Any]:
+    try:
+        answer = client.transport.perform_request(method, path, body=body)
+    except TransportError as exc:
+        raise PipelineError(f"{step}: {method} {path} failed with {exc.status_code}: {exc.info or exc.error}") from exc
+    return answer if isinstance(answer, dict) else {}

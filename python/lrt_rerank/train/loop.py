@@ -1,0 +1,170 @@
+"""The listwise training loop shared by the teacher and the distilled student.
+
+Each step takes ``batch_groups`` groups of (query, positive, negatives...) and minimises
+
+* teacher (labels only): cross-entropy of the positive under a softmax over its group;
+* student (distillation): ``kd_weight`` * T^2 * KL(softmax(teacher/T) || softmax(student/T))
+  over the group + (1 - ``kd_weight``) * the same cross-entropy on the label.
+
+AdamW with linear warm-up then linear decay; the head (scale, bias, mixer) learns faster than
+the encoder. Seeded: the same data, seed and thread count give the same model. Model selection:
+the state with the best dev MRR@10 among the evaluations (every ``eval_every`` steps and at the end).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lrt_rerank.datasets import Dataset
+from lrt_rerank.train.data import Group, PairEncoder, passage_text
+from lrt_rerank.train.model import PairScorer
+
+logger = logging.getLogger(__name__)
+
+HEAD_PARAMS = ("scale", "bias", "mixer.weight")
+
+
+@dataclass
+class LoopConfig:
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    batch_groups: int = 4
+    epochs: float = 1.0
+    eval_every: int = 0
+    kd_weight: float = 0.0
+    temperature: float = 1.0
+    seed: int = 13
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    pairs: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_dev: float = float("nan")
+
+    def summary(self) -> dict[str, object]:
+        data = asdict(self)
+        data["losses"] = [round(x, 4) for x in self.losses[:: max(1, len(self.losses) // 50)]]
+        return data
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model: PairScorer, cfg: LoopConfig) -> torch.optim.Optimizer:
+    head, decay, no_decay = [], [], []
+    for name, param in model.named_parameters():
+        if name in HEAD_PARAMS:
+            head.append(param)
+        elif name.endswith("bias") or "LayerNorm" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
+            {"params": head, "weight_decay": 0.0, "lr": cfg.head_lr},
+        ]
+    )
+
+
+def train_listwise(
+    model: PairScorer,
+    encoder: PairEncoder,
+    dataset: Dataset,
+    groups: Sequence[Group],
+    cfg: LoopConfig,
+    teacher_scores: dict[str, dict[str, float]] | None = None,
+    evaluate: Callable[[PairScorer], float] | None = None,
+    progress: bool = True,
+) -> LoopResult:
+    """Train ``model`` in place on ``groups``; with ``evaluate`` the best dev state is restored at the end."""
+    if cfg.kd_weight > 0 and teacher_scores is None:
+        raise ValueError("kd_weight > 0 needs teacher scores")
+    if not groups:
+        raise ValueError("no training groups (too few judged queries or candidates)")
+    seed_everything(cfg.seed)
+    steps = max(1, int(round(len(groups) * cfg.epochs / cfg.batch_groups)))
+    warmup = max(1, int(steps * cfg.warmup))
+    optimizer = _optimizer(model, cfg)
+    bases = [g["lr"] for g in optimizer.param_groups]
+    rng = random.Random(cfg.seed)
+    order: list[Group] = []
+    result = LoopResult(steps=steps, pairs=0, seconds=0.0)
+    best_state: dict[str, torch.Tensor] | None = None
+    started = time.perf_counter()
+
+    def run_eval(step: int) -> None:
+        nonlocal best_state
+        if evaluate is None:
+            return
+        score = evaluate(model)
+        result.evaluations.append({"step": step, "dev_mrr@10": round(score, 4)})
+        logger.info("step %d: dev MRR@10 %.4f", step, score)
+        if best_state is None or score > result.best_dev:
+            result.best_dev, result.best_step = score, step
+            best_state = copy.deepcopy(model.state_dict())
+
+    bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
+    for step in bar:
+        model.train()
+        batch: list[Group] = []
+        while len(batch) < cfg.batch_groups:
+            if not order:
+                order = list(groups)
+                rng.shuffle(order)
+            batch.append(order.pop())
+        size = 1 + len(batch[0].negatives)
+        queries = [dataset.queries[g.query_id] for g in batch for _ in range(size)]
+        doc_ids = [d for g in batch for d in (g.positive, *g.negatives)]
+        inputs = encoder.encode(queries, [passage_text(dataset, d) for d in doc_ids])
+        logits = model(**inputs).view(len(batch), size)
+        labels = torch.zeros(len(batch), dtype=torch.long)
+        loss = nn.functional.cross_entropy(logits, labels)
+        if cfg.kd_weight > 0 and teacher_scores is not None:
+            target = torch.tensor(
+                [[teacher_scores[g.query_id][d] for d in (g.positive, *g.negatives)] for g in batch], dtype=logits.dtype
+            )
+            t = cfg.temperature
+            kd = nn.functional.kl_div(
+                nn.functional.log_softmax(logits / t, dim=-1), nn.functional.log_softmax(target / t, dim=-1), log_target=True, reduction="batchmean"
+            ) * (t * t)
+            loss = cfg.kd_weight * kd + (1.0 - cfg.kd_weight) * loss
+        factor = step / warmup if step <= warmup else max(0.0, (steps - step) / max(1, steps - warmup))
+        for group, base in zip(optimizer.param_groups, bases):
+            group["lr"] = base * factor
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        result.losses.append(float(loss.detach()))
+        result.pairs += len(doc_ids)
+        window = result.losses[-20:]
+        bar.set_postfix(loss=f"{sum(window) / len(window):.3f}", pairs_s=f"{result.pairs / (time.perf_counter() - started):.1f}")
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
+            run_eval(step)
+    run_eval(steps)
+    if best_state is not None and result.best_step != steps:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - started
+    return result

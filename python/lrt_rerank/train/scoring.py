@@ -1,0 +1,83 @@
+"""Scoring first-stage candidate lists with a torch scorer, and dev/test metrics of the re-ranked lists.
+
+Metrics come from :mod:`lrt_rerank.evaluate` (the project's one implementation). The
+interpolation helpers combine the re-ranker's z-scored logits with the z-scored RRF rank score,
+the way the weight is chosen on dev and recorded in the model card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lrt_rerank.datasets import Dataset
+from lrt_rerank.evaluate import score_run
+from lrt_rerank.train.data import Candidates, PairEncoder, passage_text
+from lrt_rerank.train.model import PairScorer
+
+ScoreFn = Callable[[str, list[str]], np.ndarray]
+
+
+def torch_score_fn(model: PairScorer, encoder: PairEncoder, batch_size: int = 32) -> ScoreFn:
+    """``(query, passages) -> logits`` with the model in eval mode, passages sorted by length per batch."""
+
+    def score(query: str, passages: list[str]) -> np.ndarray:
+        model.eval()
+        order = sorted(range(len(passages)), key=lambda i: len(passages[i]))
+        out = np.empty(len(passages), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = encoder.encode([query] * len(idx), [passages[i] for i in idx])
+                out[idx] = model(**batch).float().numpy()
+        return out
+
+    return score
+
+
+def score_candidates(
+    score: ScoreFn, dataset: Dataset, candidates: Candidates, query_ids: Sequence[str], depth: int, progress: bool = True, desc: str = "scoring"
+) -> dict[str, np.ndarray]:
+    """Re-ranker logits for the first ``depth`` candidates of each query."""
+    out: dict[str, np.ndarray] = {}
+    for qid in tqdm(query_ids, desc=desc, disable=not progress, leave=False):
+        ids = candidates.ids[qid][:depth]
+        out[qid] = np.asarray(score(dataset.queries[qid], [passage_text(dataset, d) for d in ids]), dtype=np.float64) if ids else np.zeros(0)
+    return out
+
+
+def _z(values: np.ndarray) -> np.ndarray:
+    if values.size < 2:
+        return np.zeros_like(values)
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
+def reranked_run(candidates: Candidates, logits: dict[str, np.ndarray], weight: float = 1.0) -> dict[str, list[str]]:
+    """Re-ranked lists: ``weight`` * z(logit) + (1 - weight) * z(RRF score), z over the re-ranked
+    candidates of the query; the tail beyond them keeps its first-stage order."""
+    run: dict[str, list[str]] = {}
+    for qid, scores in logits.items():
+        ids = candidates.ids[qid]
+        n = scores.size
+        prior = np.asarray(candidates.scores[qid][:n], dtype=np.float64)
+        combined = weight * _z(scores) + (1.0 - weight) * _z(prior)
+        order = sorted(range(n), key=lambda i: (-combined[i], i))
+        run[qid] = [ids[i] for i in order] + list(ids[n:])
+    return run
+
+
+def metrics_for(dataset: Dataset, run: dict[str, list[str]]) -> dict[str, float]:
+    return score_run(run, dataset.qrels, list(run))
+
+
+def best_weight(
+    dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray], grid: Sequence[float] = tuple(np.round(np.arange(0.0, 1.0001, 0.05), 2))
+) -> tuple[float, dict[float, float]]:
+    """The interpolation weight with the best MRR@10 (ties: the larger weight) and the whole curve."""
+    curve = {float(w): metrics_for(dataset, reranked_run(candidates, logits, float(w)))["MRR@10"] for w in grid}
+    best = max(curve, key=lambda w: (round(curve[w], 6), w))
+    return best, curve

@@ -1,0 +1,93 @@
+"""The local OpenSearch node built from Maven Central artifacts (`lrt-rerank opensearch up|down|status`)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from opensearch_fixtures import OPENSEARCH_PORT, OpenSearchNode
+
+from lrt_rerank.opensearch.node import NodeError, NodeSpec, find_java_home, resolve_artifacts, status, up
+
+pytestmark = pytest.mark.integration
+
+
+def test_node_has_core_modules_and_plugins(opensearch_node: OpenSearchNode) -> None:
+    client = opensearch_node.client
+    assert client.info()["version"]["number"].startswith("2.19.")
+    (node,) = client.nodes.info(metric="plugins,jvm")["nodes"].values()
+    assert {m["name"] for m in node["modules"]} >= {"transport-netty4", "lang-painless", "analysis-common"}
+    assert {p["name"] for p in node["plugins"]} == {
+        "opensearch-job-scheduler",
+        "opensearch-ml",
+        "opensearch-knn",
+        "opensearch-neural-search",
+    }
+    assert node["jvm"]["mem"]["heap_max_in_bytes"] <= 1 << 30
+    assert client.cluster.health()["status"] in ("green", "yellow")
+    settings = client.cluster.get_settings(include_defaults=True, flat_settings=True)
+    merged = {**settings["defaults"], **settings["persistent"], **settings["transient"]}
+    assert merged["cluster.routing.allocation.disk.threshold_enabled"] == "false"
+
+
+def test_painless_runs_from_the_assembled_module(opensearch_node: OpenSearchNode) -> None:
+    answer = opensearch_node.client.transport.perform_request(
+        "POST", "/_scripts/painless/_execute", body={"script": {"source": "params.a * 2", "params": {"a": 21}}}
+    )
+    assert answer["result"] == "42"
+
+
+def test_up_is_idempotent_and_status_reports_the_running_node(opensearch_node: OpenSearchNode) -> None:
+    spec = NodeSpec(port=OPENSEARCH_PORT)
+    before = status(spec)
+    again = up(spec)
+    assert before.running and again.running
+    assert again.pid == before.pid
+    assert again.health in ("green", "yellow")
+    assert again.url == opensearch_node.url
+
+
+def test_missing_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("OPENSEARCH_JAVA_HOME", raising=False)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(NodeError, match="Java not found"):
+        find_java_home()
+
+
+def test_java_home_without_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENSEARCH_JAVA_HOME", str(tmp_path))
+    with pytest.raises(NodeError, match=r"OPENSEARCH_JAVA_HOME=.*no bin/java"):
+        find_java_home()
+
+
+def test_missing_maven_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(NodeError, match="Maven not found"):
+        resolve_artifacts(NodeSpec(work_dir=tmp_path), lambda _message: None)
+
+
+def test_failed_start_names_the_node_log() -> None:
+    """A node that cannot bind its port fails `up` with the node's error lines and its log path."""
+    main = NodeSpec()
+    work = main.work_dir / "test-failed-start"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if (main.work_dir / "m2").is_dir():
+        (work / "m2").symlink_to(main.work_dir / "m2")  # reuse the downloads
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            spec = NodeSpec(port=taken.getsockname()[1], heap_mb=256, work_dir=work)
+            with pytest.raises(NodeError) as failure:
+                up(spec, timeout=300.0)
+        assert "Address already in use" in str(failure.value)
+        assert failure.value.log_path is not None and failure.value.log_path.is_file()
+        assert str(failure.value.log_path) in str(failure.value)
+        assert not status(spec).running
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
