@@ -34,7 +34,7 @@ from lrt_rerank.pipeline import Pipeline
 DATA = Path(os.environ.get("LRT_RERANK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DATASETS = ("nfcorpus", "msmarco-sample")
 QUERIES = 20
-RERANK_ROUNDS = 20
+RERANK_ROUNDS = 10
 
 
 @dataclass

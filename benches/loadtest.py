@@ -40,12 +40,11 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import Stemmer
-
 from lrt_rerank import CrossEncoder, ScoreCache
 from lrt_rerank.datasets import load_corpus, load_queries
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nfcorpus"
+DEFAULT_DATA = Path(os.environ.get("LRT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "nfcorpus"
 SECTION_BEGIN = "<!-- loadtest.py: begin -->"
 SECTION_END = "<!-- loadtest.py: end -->"
 
@@ -146,7 +145,9 @@ class Server:
         _, _, body = request(self.connect(), "GET", "/metrics")
         out: dict[str, float] = {}
         for line in body.decode().splitlines():
-            m = re.match(r'lrt_rerank_cache_(hits_total|misses_total|evictions_total|entries)(\{tier="local"\})? (\S+)', line)
+            m = re.match(
+                r'lrt_rerank_cache_(hits_total|misses_total|evictions_total|entries)(\{tier="local"\})? (\S+)', line
+            )
             if m:
                 out[m.group(1).removesuffix("_total")] = float(m.group(3))
         return out
@@ -158,7 +159,9 @@ class Server:
         return code
 
 
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
     conn.request(method, path, body=body, headers=headers)
     resp = conn.getresponse()
@@ -212,9 +215,7 @@ class RequestSource:
             return req
 
 
-def run_load(
-    server: Server, name: str, source: RequestSource, clients: int, duration_s: float
-) -> PhaseResult:
+def run_load(server: Server, name: str, source: RequestSource, clients: int, duration_s: float) -> PhaseResult:
     samples: list[Sample] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + duration_s
@@ -345,7 +346,7 @@ def report(
         "the default cross-encoder is an untrained placeholder: latency is real, rankings are not",
         f"- requests: POST /v1/rerank, NFCorpus query + BM25 top-{args.passages} passages (title + text), "
         "every response checked (200, one result per passage)",
-        f"- command: `python benches/loadtest.py {' '.join(sys.argv[1:])}`".rstrip() + "; server: "
+        f"- command: `{' '.join(['python', 'benches/loadtest.py', *sys.argv[1:]])}`; server: "
         f"`lrt-rerank serve --cache-capacity {args.cache_capacity}` (1 worker), load generator on the same machine",
         "",
         f"### HTTP + JSON overhead ({len(o.http_cold)} requests, one at a time, HTTP and in-process alternating)",
@@ -365,7 +366,8 @@ def report(
         row("warm, in-process", o.local_warm),
         row("**warm, per request: HTTP − in-process**", diff(o.http_warm, o.local_warm)),
         "",
-        f"### Load: {args.clients} concurrent clients, {args.duration:g} s per phase (at most {args.max_requests} requests)",
+        f"### Load: {args.clients} concurrent clients, {args.duration:g} s per phase "
+        f"(at most {args.max_requests} requests)",
         "",
         "| phase | requests | errors | throughput req/s | p50 ms | p95 ms | p99 ms | server queue p50 ms | "
         "local cache hits / misses / evictions | cache entries | server RSS MiB min / max / last |",
@@ -443,7 +445,10 @@ def main() -> int:
         reqs = reqs[n:]
         half = len(reqs) // 2
         phases = []
-        for name, pool, repeat, seed in (("unique queries", reqs[:half], 0.0, 1), (f"{args.repeat:.0%} repeated queries", reqs[half:], args.repeat, 2)):
+        for name, pool, repeat, seed in (
+            ("unique queries", reqs[:half], 0.0, 1),
+            (f"{args.repeat:.0%} repeated queries", reqs[half:], args.repeat, 2),
+        ):
             print(f"load phase: {name}, {args.clients} clients, {args.duration:g} s ...", flush=True)
             source = RequestSource(pool, repeat, args.max_requests, seed)
             phases.append(run_load(server, name, source, args.clients, args.duration))

@@ -22,16 +22,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
-from service_fixtures import API_KEY, RedisServer, ServeProcess
-
 from lrt_rerank import CrossEncoder
 from lrt_rerank.commands.serve import register
 from lrt_rerank.service import ServiceSettings, create_app
 from lrt_rerank.service_cache import KEY_PREFIX
 from lrt_rerank.service_schemas import CohereRerankResponse, CohereResult
+from prometheus_client.parser import text_string_to_metric_families
+from service_fixtures import API_KEY, RedisServer, ServeProcess
 
 QUERY = "does vitamin D supplementation lower the risk of breast cancer?"
 DOCS = [
@@ -211,7 +209,9 @@ def test_malformed_or_missing_fields_are_422_naming_the_field(client: TestClient
         ["body", "top_n"]
     ]
     assert error_locs(client.post("/rerank", json={"query": 3, "texts": ["a"]})) == [["body", "query"]]
-    bad_json = client.post("/v1/rerank", content=b'{"query": "q", "documents": [', headers={"content-type": "application/json"})
+    bad_json = client.post(
+        "/v1/rerank", content=b'{"query": "q", "documents": [', headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 422
     assert bad_json.json()["detail"][0]["type"] == "json_invalid"
 
@@ -508,7 +508,9 @@ def test_multiple_workers(start_server: Callable[[list[str]], ServeProcess], enc
     with httpx.Client(base_url=server.url, timeout=120) as http:
         for _ in range(n):
             # Each worker loads its own model; a worker still loading answers 503.
-            while (r := http.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True})).status_code == 503:
+            while (
+                r := http.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True})
+            ).status_code == 503:
                 time.sleep(0.1)
             assert r.status_code == 200
             assert [x["index"] for x in r.json()] == order

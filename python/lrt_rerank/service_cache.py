@@ -1,8 +1,9 @@
 """Two-tier score cache of the rerank service.
 
 Tier 1 is the in-process Rust ``ScoreCache``: every request of a process shares it (the
-``CrossEncoder`` itself runs without a cache; :class:`TwoTierScorer` consults the tiers in order). Tier 2 is optional Redis (redis-py), shared by every replica and worker.
-Both are keyed by the core's hash of (model fingerprint, query, passage).
+``CrossEncoder`` itself runs without a cache; :class:`TwoTierScorer` consults the tiers in
+order). Tier 2 is optional Redis (redis-py), shared by every replica and worker. Both are
+keyed by the core's hash of (model fingerprint, query, passage).
 
 Redis is best effort: on any Redis error the request goes on as a cache miss, and Redis is
 left alone for a back-off period (doubling up to a cap) so a dead or slow Redis costs at most

@@ -43,7 +43,10 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "lrt_rerank_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r
+            "lrt_rerank_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "lrt_rerank_request_duration_seconds",

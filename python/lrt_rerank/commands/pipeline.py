@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--rerank-queries",
         type=int,
-        default=20,
+        default=10,
         help="queries used for the RRF vs RRF + re-ranker comparison (default: %(default)s; 0 = all 323)",
     )
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo index")

@@ -36,16 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="require `Authorization: Bearer KEY` on the rerank routes (default: $LRT_RERANK_API_KEY, else none)",
     )
     p.add_argument("--redis-url", help="shared Redis score cache, e.g. redis://127.0.0.1:6379/0 (default: none)")
-    p.add_argument("--redis-ttl", type=int, default=86_400, help="seconds a score lives in Redis (default: %(default)s)")
+    p.add_argument(
+        "--redis-ttl", type=int, default=86_400, help="seconds a score lives in Redis (default: %(default)s)"
+    )
     p.add_argument(
         "--cache-capacity", type=int, default=100_000, help="in-process score cache entries (default: %(default)s)"
     )
     p.add_argument(
         "--max-documents", type=int, default=1000, help="documents allowed per request (default: %(default)s)"
     )
-    p.add_argument(
-        "--max-body-bytes", type=int, default=1 << 20, help="request body size limit (default: %(default)s)"
-    )
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size limit (default: %(default)s)")
     p.add_argument(
         "--threads",
         type=int,

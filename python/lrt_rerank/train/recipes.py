@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, load_or_mine, passage_text
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
-from lrt_rerank.train.model import PairScorer, from_backbone, keep_layers, load_checkpoint
+from lrt_rerank.train.model import META_FILE, PairScorer, from_backbone, keep_layers, load_checkpoint
 from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
 
 logger = logging.getLogger(__name__)
@@ -113,18 +114,28 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
 
 
 def teacher_scores_for(
-    teacher: PairScorer, encoder: PairEncoder, dataset: Dataset, groups: list[Group], progress: bool = True
+    teacher_dir: Path, max_length: int, dataset: Dataset, groups: list[Group], threads: int, progress: bool = True
 ) -> dict[str, dict[str, float]]:
-    """The teacher's logits for every (query, passage) of ``groups``, one query at a time."""
+    """The teacher's logits for every (query, passage) of ``groups``.
+
+    The teacher is exported to a temporary fused ONNX directory and scored by the project's own
+    engine (``CrossEncoder``), several times faster than torch on the CPU; the export checks that
+    the ONNX logits equal the torch ones.
+    """
+    from lrt_rerank import CrossEncoder
+    from lrt_rerank.train.export import write_model_dir
+
     wanted: dict[str, set[str]] = {}
     for g in groups:
         wanted.setdefault(g.query_id, set()).update((g.positive, *g.negatives))
-    score = torch_score_fn(teacher, encoder, batch_size=32)
     out: dict[str, dict[str, float]] = {}
-    for qid in tqdm(sorted(wanted), desc="teacher scores", disable=not progress):
-        ids = sorted(wanted[qid])
-        logits = score(dataset.queries[qid], [passage_text(dataset, d) for d in ids])
-        out[qid] = {d: float(x) for d, x in zip(ids, logits)}
+    with tempfile.TemporaryDirectory(prefix="lrt-teacher-") as tmp:
+        model_dir = write_model_dir(teacher_dir, Path(tmp) / "teacher", "teacher", max_length, {})
+        scorer = CrossEncoder.load(str(model_dir), threads=threads, batch_size=16)
+        for qid in tqdm(sorted(wanted), desc="teacher scores", disable=not progress):
+            ids = sorted(wanted[qid])
+            logits = scorer.score(dataset.queries[qid], [passage_text(dataset, d) for d in ids])
+            out[qid] = {d: float(x) for d, x in zip(ids, logits)}
     return out
 
 
@@ -132,7 +143,7 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     """Train the LRT: ``layer_map`` layers of the teacher, taught by its scores (listwise KL) and the labels."""
     train, train_cands, dev, dev_cands = _prepare(recipe, progress)
     seed_everything(recipe.loop.seed)
-    teacher, teacher_meta = load_checkpoint(teacher_dir)
+    teacher_meta = json.loads((teacher_dir / META_FILE).read_text(encoding="utf-8"))
     teacher_length = int(teacher_meta.get("recipe", {}).get("max_length", recipe.max_length))
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
     cache = recipe.out.parent / ".candidates" / f"teacher-scores-{_fingerprint(teacher_dir)}-{recipe.loop.seed}-{len(groups)}.json"
@@ -140,7 +151,7 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
         scores = json.loads(cache.read_text(encoding="utf-8"))
     else:
         started = time.perf_counter()
-        scores = teacher_scores_for(teacher, PairEncoder(teacher_dir / "tokenizer.json", teacher_length), train, groups, progress)
+        scores = teacher_scores_for(teacher_dir, teacher_length, train, groups, recipe.threads, progress)
         logger.info("teacher scored %d queries in %.0f s", len(scores), time.perf_counter() - started)
         cache.write_text(json.dumps(scores), encoding="utf-8")
     student, _ = load_checkpoint(teacher_dir)
@@ -152,7 +163,7 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     result = train_listwise(student, encoder, train, groups, recipe.loop, teacher_scores=scores, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
     return _finish(
         student, teacher_dir / "tokenizer.json", recipe, "student", result, fs,
-        {"teacher": str(teacher_dir), "teacher_layers": teacher.num_layers, "layer_map": layer_map, "teacher_max_length": teacher_length},
+        {"teacher": str(teacher_dir), "teacher_layers": int(teacher_meta["recipe"]["layers"]), "layer_map": layer_map, "teacher_max_length": teacher_length},
     )
 
 

@@ -1,0 +1,152 @@
+"""The model factory: training makes the loss fall, export round-trips, INT8 ranks like FP32, and
+the shipped default re-ranker matches its card.
+
+The training/export tests need the [train] extra (torch, transformers); CI installs it and sets
+LRT_REQUIRE_TRAIN=1, which turns a missing torch into a failure instead of a skip. The
+shipped-model tests need only the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrt_rerank import CrossEncoder
+from lrt_rerank.models import CARD, MODEL, PACKAGED_DIR, default_model_dir, file_sha256
+
+SHIPPED = PACKAGED_DIR / "lrt-nfcorpus-int8"
+MAX_SHIPPED_BYTES = 25 * 1024 * 1024
+
+
+def _need_torch() -> None:
+    if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    else:
+        pytest.importorskip("torch")
+        pytest.importorskip("transformers")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+# ------------------------------------------------------------------------------ shipped model
+def test_shipped_model_matches_its_card() -> None:
+    card = json.loads((SHIPPED / CARD).read_text(encoding="utf-8"))
+    assert card["kind"] == "cross-encoder"
+    assert card["sha256"] == file_sha256(SHIPPED / MODEL)
+    assert card["quantization"]["weights"] == "int8, per channel"
+    assert card["parameters"] > 1_000_000 and card["layers"] >= 1
+    assert "NFCorpus" in json.dumps(card["metrics"]) or "nfcorpus" in json.dumps(card["metrics"])
+    total = sum(p.stat().st_size for p in SHIPPED.iterdir() if p.is_file())
+    assert total <= MAX_SHIPPED_BYTES, f"{SHIPPED}: {total} bytes, more than the 25 MB wheel budget"
+
+
+def test_default_cross_encoder_is_the_shipped_lrt() -> None:
+    assert default_model_dir("cross-encoder") == SHIPPED
+    ce = CrossEncoder.load()
+    assert Path(ce.model_dir) == SHIPPED
+    assert ce.fingerprint == json.loads((SHIPPED / CARD).read_text(encoding="utf-8"))["sha256"]
+    scores = ce.score(
+        "vitamin D supplementation and bone fractures",
+        [
+            "Vitamin D supplementation and fracture prevention in older adults: a randomised trial of daily vitamin D.",
+            "The migration of monarch butterflies across North America follows the seasons.",
+        ],
+    )
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    assert scores[0] > scores[1]
+
+
+# ------------------------------------------------------------------------- training & export
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer scorer from the MiniLM backbone (layers 0 and 5), head perturbed so every term matters."""
+    _need_torch()
+    import torch
+
+    from lrt_rerank.train.model import from_backbone
+
+    torch.manual_seed(0)
+    model, tokenizer = from_backbone(layer_map=[0, 5])
+    with torch.no_grad():
+        model.mixer.weight.normal_(0.0, 0.05)
+        model.bias.fill_(0.25)
+    return model.save(tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer, {"recipe": {"max_length": 64, "layers": 2}})
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from lrt_rerank.train.export import quantize, write_model_dir
+
+    root = tmp_path_factory.mktemp("export")
+    fp32 = write_model_dir(tiny_checkpoint, root / "fp32", "tiny", 64, {})
+    return fp32, quantize(fp32, root / "int8")
+
+
+@pytest.mark.train
+def test_few_training_steps_make_the_loss_fall(nfcorpus_sample: tuple[list[str], list[str]]) -> None:
+    _need_torch()
+    import torch
+
+    from lrt_rerank.datasets import Dataset, Document
+    from lrt_rerank.train.data import Group, PairEncoder
+    from lrt_rerank.train.loop import LoopConfig, train_listwise
+    from lrt_rerank.train.model import from_backbone
+
+    queries, passages = nfcorpus_sample
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(passages[:24])}
+    dataset = Dataset(Path("tiny"), "train", corpus, {f"q{i}": q for i, q in enumerate(queries[:4])}, {})
+    # each query's positive is a passage the untrained model has no reason to prefer
+    groups = [Group(f"q{i}", f"d{i * 6 + 5}", tuple(f"d{i * 6 + j}" for j in range(5))) for i in range(4)]
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model, tokenizer = from_backbone(layer_map=[0, 5])
+    cfg = LoopConfig(lr=2e-4, head_lr=1e-2, warmup=0.1, batch_groups=4, epochs=10, seed=1)
+    result = train_listwise(model, PairEncoder(tokenizer, 48), dataset, groups, cfg, progress=False)
+    assert result.steps == 10 and result.pairs == 10 * 4 * 6
+    assert np.mean(result.losses[-3:]) < 0.5 * np.mean(result.losses[:2]), result.losses
+
+
+@pytest.mark.train
+def test_export_reproduces_torch_logits(tiny_checkpoint: Path, exported: tuple[Path, Path]) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from lrt_rerank.train.data import PairEncoder
+    from lrt_rerank.train.model import load_checkpoint
+
+    fp32, _ = exported
+    card = json.loads((fp32 / CARD).read_text(encoding="utf-8"))
+    assert card["onnx"]["fused_ops"].get("Attention") == 2, card["onnx"]["fused_ops"]
+    assert card["sha256"] == file_sha256(fp32 / MODEL)
+
+    model, _ = load_checkpoint(tiny_checkpoint, attn="eager")
+    model.eval()
+    query = "does dietary fibre protect against colon cancer?"
+    passages = ["Fibre", "Dietary fibre intake and colorectal cancer risk in a prospective cohort. " * 8, "Coffee and sleep quality."]
+    batch = PairEncoder(fp32 / "tokenizer.json", 64).encode([query] * 3, passages)  # shapes unlike the export probe
+    with torch.no_grad():
+        reference = model(**batch).numpy()
+    session = ort.InferenceSession(str(fp32 / MODEL), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {k: v.numpy() for k, v in batch.items()})[0].reshape(-1)
+    np.testing.assert_allclose(onnx_logits, reference, atol=1e-4, rtol=0)
+    engine = CrossEncoder.load(fp32).score(query, passages)  # the Rust engine: its own tokenizer and batching
+    np.testing.assert_allclose(engine, reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.train
+def test_int8_ranks_like_fp32(exported: tuple[Path, Path], nfcorpus_sample: tuple[list[str], list[str]]) -> None:
+    fp32, int8 = exported
+    assert (int8 / MODEL).stat().st_size < 0.4 * (fp32 / MODEL).stat().st_size
+    queries, passages = nfcorpus_sample
+    full, quant = CrossEncoder.load(fp32), CrossEncoder.load(int8)
+    correlations = [_spearman(full.score(q, passages[:30]), quant.score(q, passages[:30])) for q in queries[:4]]
+    assert min(correlations) >= 0.95, correlations
