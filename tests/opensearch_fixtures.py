@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from opensearchpy import OpenSearch
-from service_fixtures import ServeProcess, free_port
-
 from lrt_rerank.datasets import Dataset, load_dataset
 from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage
+from opensearchpy import OpenSearch
+from service_fixtures import ServeProcess, free_port
 
 OPENSEARCH_PORT = int(os.environ.get("LRT_OPENSEARCH_PORT", "9200"))
 SERVICE_API_KEY = "os-test-key-81d3"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import pwd
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
+from lrt_rerank.opensearch.node import (
+    NodeError,
+    NodeSpec,
+    check_traversable,
+    find_java_home,
+    resolve_artifacts,
+    status,
+    up,
+)
 from opensearch_fixtures import OPENSEARCH_PORT, OpenSearchNode
-
-from lrt_rerank.opensearch.node import NodeError, NodeSpec, find_java_home, resolve_artifacts, status, up
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +75,19 @@ def test_missing_maven_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NodeError, match="Maven not found"):
         resolve_artifacts(NodeSpec(work_dir=tmp_path), lambda _message: None)
+
+
+def test_node_home_the_service_user_cannot_reach_is_reported() -> None:
+    nobody = pwd.getpwnam("nobody")
+    check_traversable(NodeSpec().home, nobody)  # the default work dir is reachable
+    locked = NodeSpec().work_dir / "test-locked"  # pytest's own tmp dirs are 0700 already
+    shutil.rmtree(locked, ignore_errors=True)
+    locked.mkdir(mode=0o700, parents=True)
+    try:
+        with pytest.raises(NodeError, match=r"test-locked \(mode 0o700\) does not let user 'nobody'.*LRT_OPENSEARCH_WORK"):
+            check_traversable(locked / "work" / "node-2.19.6", nobody)
+    finally:
+        locked.rmdir()
 
 
 def test_failed_start_names_the_node_log() -> None:

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode
-from service_fixtures import ServeProcess
-
 from lrt_rerank import CrossEncoder
 from lrt_rerank.cli import main
 from lrt_rerank.datasets import Dataset, Document
@@ -31,6 +28,8 @@ from lrt_rerank.opensearch import (
 )
 from lrt_rerank.opensearch.pipeline import trusted_endpoint_regex
 from lrt_rerank.opensearch.searcher import embed_query
+from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode
+from service_fixtures import ServeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +38,15 @@ QUERIES = ("statin use and breast cancer survival", 'does "milk" cause mucus?', 
 
 
 @pytest.fixture(scope="module")
-def installed(opensearch_node: OpenSearchNode, opensearch_rerank_service: ServeProcess) -> InstalledPipeline:
-    # A generous read timeout: this test compares orders and must not fail open on a busy CPU.
-    return install_pipeline(
+def installed(opensearch_node: OpenSearchNode, opensearch_rerank_service: ServeProcess) -> Iterator[InstalledPipeline]:
+    # A generous read timeout: the tests compare orders and must not fail open on a busy CPU.
+    pipeline = install_pipeline(
         opensearch_node.client, service_url=opensearch_rerank_service.url, api_key=SERVICE_API_KEY, read_timeout_s=120
     )
+    try:
+        yield pipeline
+    finally:
+        uninstall_pipeline(opensearch_node.client, pipeline)
 
 
 @pytest.fixture
@@ -96,8 +99,8 @@ def test_cli_indexes_a_dataset_folder(opensearch_node: OpenSearchNode, tmp_path:
     corpus = [{"_id": "a", "title": "Milk", "text": "Milk and mucus."}, {"_id": "b", "text": "Statins lower cholesterol."}]
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
     try:
-        code = main(["opensearch", "index", "--dataset", str(tmp_path), "--index", "lrt-test-cli", "--url", opensearch_node.url, "--recreate"])
-        assert code == 0
+        argv = ["opensearch", "index", "--dataset", str(tmp_path), "--index", "lrt-test-cli", "--url", opensearch_node.url]
+        assert main([*argv, "--recreate"]) == 0
         assert "indexed 2 of 2 documents" in capsys.readouterr().out
         assert opensearch_node.client.count(index="lrt-test-cli")["count"] == 2
     finally:
@@ -113,7 +116,7 @@ def test_first_stage_adapter_serves_three_systems_and_texts(
         hits = stage.search(QUERIES[0], 15, system)
         assert len(hits) == 15
         assert [h.rank for h in hits] == list(range(1, 16))
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+        assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
     ids = [h.id for h in stage.search(QUERIES[0], 5, "rrf")]
     assert stage.get_texts(ids) == embedded_nfcorpus.get_texts(ids)
     assert stage.search("   ", 10) == []
@@ -175,6 +178,18 @@ def test_install_pipeline_is_idempotent(
     assert rerank["ml_opensearch"]["model_id"] == installed.model_id and rerank["ignore_failure"] is True
     settings = client.cluster.get_settings(flat_settings=True)["persistent"]
     assert trusted_endpoint_regex(opensearch_rerank_service.url) in settings["plugins.ml_commons.trusted_connector_endpoints_regex"]
+
+
+def test_cli_installs_the_same_pipeline(
+    opensearch_node: OpenSearchNode,
+    opensearch_rerank_service: ServeProcess,
+    installed: InstalledPipeline,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["opensearch", "pipeline", "--url", opensearch_node.url, "--service-url", opensearch_rerank_service.url]
+    argv += ["--api-key", SERVICE_API_KEY, "--read-timeout", "120"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == installed.to_json()
 
 
 def test_server_side_rerank_gives_the_client_side_order(

@@ -7,6 +7,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lrt_rerank.opensearch.node import NodeSpec
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 
@@ -73,13 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pipe.set_defaults(func=cmd_pipeline)
 
 
-def _spec(args: argparse.Namespace, **extra: object):  # -> NodeSpec
+def _spec(args: argparse.Namespace, heap_mb: int | None = None) -> NodeSpec:
     from lrt_rerank.opensearch.node import NodeSpec
 
-    options: dict[str, object] = {"version": args.version, "port": args.port, **extra}
-    if args.work_dir is not None:
-        options["work_dir"] = args.work_dir
-    return NodeSpec(**options)  # type: ignore[arg-type]
+    spec = NodeSpec(version=args.version, port=args.port, **({"work_dir": args.work_dir} if args.work_dir else {}))
+    return spec if heap_mb is None else NodeSpec(spec.version, spec.port, heap_mb, spec.work_dir)
 
 
 def _fail(action: str, exc: Exception) -> int:

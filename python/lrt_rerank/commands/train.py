@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
-
-logger = logging.getLogger("lrt_rerank.train")
 
 DEFAULT_DATASET = Path("../shared/data/nfcorpus")
 
@@ -127,7 +123,3 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(quantize(out, args.int8))
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig(level=logging.INFO)
-    sys.exit(0)

@@ -192,7 +192,7 @@ def _actions(
             vectors = np.asarray(encoder.embed([d.full_text for d in batch]), dtype=np.float32)
         if vectors.shape != (len(batch), encoder.dim):
             raise IndexingError(f"bi-encoder returned shape {vectors.shape} for {len(batch)} texts (expected dim {encoder.dim})")
-        for document, vector in zip(batch, vectors.tolist()):
+        for document, vector in zip(batch, vectors.tolist(), strict=True):
             yield {"_op_type": "index", "_index": name, "_id": document.id, "_source": document_source(document, vector)}
 
 

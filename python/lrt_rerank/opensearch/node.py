@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lrt_rerank.opensearch.templates import assets_dir
 
@@ -179,10 +180,12 @@ def up(spec: NodeSpec | None = None, timeout: float = 300.0, progress: Progress 
                 "stop it with `lrt-rerank opensearch down` (and the same --port it was started with) first",
                 spec.log_path,
             )
+        run_as = _service_user()
+        if run_as is not None:
+            check_traversable(spec.home, run_as)
         java_home = find_java_home()
         _install(spec, java_home, say)
         _write_config(spec)
-        run_as = _service_user()
         if run_as is not None:
             _chown_tree(spec.home, run_as)
         say(f"starting OpenSearch {spec.version} on {spec.url} (heap {spec.heap_mb} MB, log {spec.log_path})")
@@ -479,7 +482,7 @@ def _wait_gone(pid: int, seconds: float) -> None:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _root_info(url: str) -> dict[str, object] | None:
+def _root_info(url: str) -> dict[str, Any] | None:
     try:
         info = _get_json(url + "/", 3.0)
     except (OSError, ValueError):
@@ -487,13 +490,13 @@ def _root_info(url: str) -> dict[str, object] | None:
     return info if isinstance(info, dict) and "version" in info else None
 
 
-def _check_ours(spec: NodeSpec, info: dict[str, object]) -> None:
+def _check_ours(spec: NodeSpec, info: dict[str, Any]) -> None:
     name = info.get("cluster_name")
     if name != CLUSTER_NAME:
         raise NodeError(f"{spec.url} is already served by another cluster ({name!r}); stop it or pick another port")
 
 
-def _get_json(url: str, timeout: float) -> dict[str, object]:
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback URL built here)
         data = json.loads(response.read().decode("utf-8"))
     if not isinstance(data, dict):
@@ -529,6 +532,26 @@ def _service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(name)
     except KeyError:
         raise NodeError(f"running as root and user {name!r} does not exist; set LRT_OPENSEARCH_USER to an unprivileged user") from None
+
+
+def check_traversable(home: Path, user: pwd.struct_passwd) -> None:
+    """The JVM runs as ``user``: every existing directory above the node home must let it pass."""
+    for directory in reversed(home.resolve().parents):
+        if not directory.exists():
+            break  # the rest is created by `up`, with the usual permissions
+        st = directory.stat()
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid == user.pw_gid:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            raise NodeError(
+                f"{directory} (mode {oct(st.st_mode & 0o777)}) does not let user {user.pw_name!r}, which runs OpenSearch "
+                "under root, reach the node home; set LRT_OPENSEARCH_WORK (or --work-dir) to a directory below "
+                "world-traversable ones, e.g. /var/tmp/lrt-rerank-opensearch"
+            )
 
 
 def _chown_tree(root: Path, user: pwd.struct_passwd) -> None:

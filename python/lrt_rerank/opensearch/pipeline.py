@@ -39,6 +39,7 @@ RERANK_PIPELINE = "lrt-rrf-rerank"
 MODEL_PREFIX = "lrt-rerank"
 ML = "/_plugins/_ml"
 DEPLOY_TIMEOUT_S = 60.0
+TRUSTED_KEY = "plugins.ml_commons.trusted_connector_endpoints_regex"
 
 
 class PipelineError(RuntimeError):
@@ -106,7 +107,8 @@ def install_pipeline(
 
 def uninstall_pipeline(client: OpenSearch, installed: InstalledPipeline) -> None:
     """Remove what :func:`install_pipeline` created for one service: the rerank pipeline, the
-    model (undeployed first) and its connector. The shared RRF pipeline and cluster settings stay."""
+    model (undeployed first), its connector and the service's trusted-endpoint regex. The shared
+    RRF pipeline and the other cluster settings stay."""
     steps = [
         ("DELETE", f"/_search/pipeline/{installed.rerank_pipeline}"),
         ("POST", f"{ML}/models/{installed.model_id}/_undeploy"),
@@ -120,6 +122,11 @@ def uninstall_pipeline(client: OpenSearch, installed: InstalledPipeline) -> None
             continue
         except TransportError as exc:
             raise PipelineError(f"uninstalling: {method} {path} failed with {exc.status_code}: {exc.info or exc.error}") from exc
+    trusted = _trusted_endpoints(client)
+    regex = trusted_endpoint_regex(installed.service_url)
+    if regex in trusted:
+        body = {"persistent": {TRUSTED_KEY: [r for r in trusted if r != regex]}}
+        _request(client, "PUT", "/_cluster/settings", body, "removing the trusted endpoint")
 
 
 def connector_body(service_url: str, api_key: str | None, read_timeout_s: int, connection_timeout_ms: int) -> dict[str, Any]:
@@ -155,16 +162,19 @@ def _service_base(service_url: str) -> str:
 
 def _apply_cluster_settings(client: OpenSearch, base: str) -> None:
     body = templates.load("cluster-settings.json")
-    key = "plugins.ml_commons.trusted_connector_endpoints_regex"
-    current = client.cluster.get_settings(include_defaults=True, flat_settings=True)
-    existing: list[str] = []
-    for section in ("transient", "persistent", "defaults"):
-        if key in current.get(section, {}):
-            existing = list(current[section][key])
-            break
+    existing = _trusted_endpoints(client)
     regex = trusted_endpoint_regex(base)
-    body["persistent"][key] = existing if regex in existing else [*existing, regex]
+    body["persistent"][TRUSTED_KEY] = existing if regex in existing else [*existing, regex]
     _request(client, "PUT", "/_cluster/settings", body, "applying ml-commons cluster settings")
+
+
+def _trusted_endpoints(client: OpenSearch) -> list[str]:
+    """The effective trusted connector endpoint regexes (transient, else persistent, else default)."""
+    current = client.cluster.get_settings(include_defaults=True, flat_settings=True)
+    for section in ("transient", "persistent", "defaults"):
+        if TRUSTED_KEY in current.get(section, {}):
+            return list(current[section][TRUSTED_KEY])
+    return []
 
 
 def _find_one(client: OpenSearch, kind: str, name: str) -> str | None:

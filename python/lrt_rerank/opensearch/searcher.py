@@ -102,6 +102,9 @@ class HybridSearcher:
         self.bi_encoder = bi_encoder
         self.reranker = reranker
         self.cache = None if cache is None or getattr(reranker, "cache", None) is cache else cache
+        self._fingerprint: str | None = getattr(reranker, "fingerprint", None)
+        if self.cache is not None and self._fingerprint is None:
+            raise ValueError("a separate score cache needs a re-ranker with a `fingerprint` (the model's sha256) for its keys")
         self.depth = depth
         self.pipeline = pipeline
 
@@ -135,13 +138,13 @@ class HybridSearcher:
         assert self.reranker is not None
         if self.cache is None:
             return [float(s) for s in np.asarray(self.reranker.score(query, passages), dtype=np.float32)]
-        fingerprint = str(getattr(self.reranker, "fingerprint"))
+        fingerprint = str(self._fingerprint)
         cached = self.cache.get_many(fingerprint, query, passages)
         missing = [i for i, score in enumerate(cached) if score is None]
         if missing:
             fresh = np.asarray(self.reranker.score(query, [passages[i] for i in missing]), dtype=np.float32)
             self.cache.put_many(fingerprint, query, [passages[i] for i in missing], [float(s) for s in fresh])
-            for i, score in zip(missing, fresh):
+            for i, score in zip(missing, fresh, strict=True):
                 cached[i] = float(score)
         return [float(score) for score in cached if score is not None]
 

@@ -31,7 +31,7 @@ from lrt_rerank.train.model import PairScorer
 
 logger = logging.getLogger(__name__)
 
-HEAD_PARAMS = ("scale", "bias", "mixer.weight")
+HEAD_PARAMS = ("scale", "bias", "lexical", "mixer.weight")
 
 
 @dataclass

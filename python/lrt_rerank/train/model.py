@@ -6,11 +6,14 @@ all-MiniLM-L6-v2 was trained as a bi-encoder with mean pooling and cosine simila
 (ARCHITECTURE.md, pitfalls). The head here reuses what the backbone already knows: it mean-pools
 the jointly encoded query tokens (token type 0) and passage tokens (type 1) separately and scores
 
-    logit = scale * cos(mean_query, mean_passage) + w . mean_all + bias
+    logit = scale * cos(mean_query, mean_passage) + lexical * match + w . mean_all + bias
 
 with ``w`` starting at zero, so the untrained model already ranks roughly like the bi-encoder
 while every layer attends across query and passage (a true cross-encoder) and fine-tuning
-can move away from it. The ONNX graph exported from this module computes exactly this from
+can move away from it. ``match`` is an exact-match signal computed from the token ids (as in
+DRMM/KNRM-style rankers): the IDF-weighted share of query word pieces that occur in the
+passage, IDF taken from the training corpus (a fixed [vocab] table in the head). It brings
+the lexical evidence a short CPU fine-tune cannot learn from scratch. The ONNX graph exported from this module computes exactly this from
 ``input_ids``, ``attention_mask`` and ``token_type_ids``; it outputs ``logits`` [batch, 1].
 
 A checkpoint directory holds ``config.json`` + ``model.safetensors`` (transformers BertModel),
@@ -47,6 +50,8 @@ class PairScorer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
         self.mixer = nn.Linear(hidden, 1, bias=False)
         nn.init.zeros_(self.mixer.weight)
+        self.lexical = nn.Parameter(torch.zeros(()))
+        self.register_buffer("idf", torch.zeros(encoder.config.vocab_size))
 
     @property
     def num_layers(self) -> int:
@@ -63,7 +68,14 @@ class PairScorer(nn.Module):
         p = (states * passage.unsqueeze(-1)).sum(1) / passage.sum(1, keepdim=True).clamp(min=1.0)
         pooled = (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
         cosine = nn.functional.cosine_similarity(q, p, dim=-1, eps=1e-6)
-        return self.scale * cosine + self.mixer(pooled).squeeze(-1) + self.bias
+        return self.scale * cosine + self.lexical * self.exact_match(input_ids, query, passage) + self.mixer(pooled).squeeze(-1) + self.bias
+
+    def exact_match(self, input_ids: torch.Tensor, query: torch.Tensor, passage: torch.Tensor) -> torch.Tensor:
+        """IDF-weighted share of the query's word pieces that also occur in the passage, in [0, 1]."""
+        same = (input_ids.unsqueeze(2) == input_ids.unsqueeze(1)).to(query.dtype)  # [b, i, j]
+        found = (same * passage.unsqueeze(1)).amax(dim=2)  # query position i matches some passage token
+        weight = self.idf[input_ids] * query
+        return (weight * found).sum(1) / weight.sum(1).clamp(min=1e-6)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -72,7 +84,8 @@ class PairScorer(nn.Module):
     def save(self, out_dir: Path, tokenizer_src: Path, meta: dict[str, Any]) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(str(out_dir), safe_serialization=True)
-        head = {"scale": self.scale.detach().clone(), "bias": self.bias.detach().clone(), "mixer.weight": self.mixer.weight.detach().clone()}
+        head = {name: getattr(self, name).detach().clone() for name in ("scale", "bias", "lexical", "idf")}
+        head["mixer.weight"] = self.mixer.weight.detach().clone()
         save_file(head, str(out_dir / HEAD_FILE))
         if tokenizer_src.resolve() != (out_dir / TOKENIZER).resolve():
             write_clean_tokenizer(tokenizer_src, out_dir / TOKENIZER)
@@ -105,7 +118,36 @@ def load_checkpoint(path: Path, attn: str = "sdpa") -> tuple[PairScorer, dict[st
         model.scale.copy_(head["scale"])
         model.bias.copy_(head["bias"])
         model.mixer.weight.copy_(head["mixer.weight"])
+        if "idf" in head:
+            model.idf.copy_(head["idf"])
+            model.lexical.copy_(head["lexical"])
     return model, meta
+
+
+def corpus_idf(tokenizer_path: Path, texts: list[str], vocab_size: int) -> torch.Tensor:
+    """BM25-style IDF of every word piece over ``texts``: log(1 + (N - df + 0.5) / (df + 0.5)); 0 for special tokens."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    df = torch.zeros(vocab_size, dtype=torch.float64)
+    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
+        df[torch.tensor(sorted(set(encoding.ids)), dtype=torch.long)] += 1
+    n = len(texts)
+    idf = torch.log1p((n - df + 0.5) / (df + 0.5)).to(torch.float32)
+    for token in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            idf[token_id] = 0.0
+    return idf
+
+
+def set_lexical(model: PairScorer, idf: torch.Tensor, weight: float) -> None:
+    """Install the IDF table and the starting weight of the exact-match term."""
+    with torch.no_grad():
+        model.idf.copy_(idf)
+        model.lexical.fill_(weight)
 
 
 def keep_layers(model: PairScorer, layer_map: list[int]) -> None:
