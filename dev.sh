@@ -44,7 +44,10 @@ setup() {
 }
 
 run_tests() {
-  apt_install redis-server
+  apt_install redis-server openjdk-17-jdk-headless maven
+  # The OpenSearch node runs as `nobody` when we are root: keep its home (and the Maven cache of its
+  # artifacts, reused by later runs on the same machine) where that user can reach it.
+  export LRT_OPENSEARCH_WORK="${LRT_OPENSEARCH_WORK:-/var/tmp/lrt-rerank-opensearch}"
   setup "test,train"
   log "cargo test (pure-Rust modules) and clippy"
   cargo test --release --quiet

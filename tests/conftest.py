@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LRT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["service_fixtures", "opensearch_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def bi_encoder_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cross_encoder_dir() -> Path:
+def minilm_cross_encoder_dir() -> Path:
     """The full 6-layer MiniLM-shaped cross-encoder (placeholder head)."""
     from lrt_rerank.models import PLACEHOLDER_CROSS_ENCODER_NAME, build_minilm_model, model_home
 

@@ -82,6 +82,15 @@ def test_search_table_and_json(index: Path, capsys: pytest.CaptureFixture[str]) 
     assert {"id", "score", "rank", "first_stage_rank", "reranked", "title"} <= set(hits[0])
 
 
+def test_search_zero_budget_keeps_first_stage_order(index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("search", str(index), "purring cats", "--k", "3", "--budget-ms", "0") == 0
+    out = capsys.readouterr().out
+    assert "re-rank: out_of_budget (0 re-ranked)" in out
+    assert run_cli("search", str(index), "purring cats", "--k", "3", "--budget-ms", "0", "--json") == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [h["first_stage_rank"] for h in hits] == [1, 2, 3] and not any(h["reranked"] for h in hits)
+
+
 def test_search_empty_query_prints_no_hits(index: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("search", str(index), "   ", "--json") == 0
     assert capsys.readouterr().out == ""

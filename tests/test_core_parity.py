@@ -42,13 +42,13 @@ def padded(encodings: list, with_types: bool) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ce(cross_encoder_dir: Path) -> CrossEncoder:
-    return CrossEncoder.load(cross_encoder_dir, threads=2)
+def ce(minilm_cross_encoder_dir: Path) -> CrossEncoder:
+    return CrossEncoder.load(minilm_cross_encoder_dir, threads=2)
 
 
-def test_cross_encoder_token_ids_match_reference(ce: CrossEncoder, cross_encoder_dir: Path, nfcorpus_sample) -> None:
+def test_cross_encoder_token_ids_match_reference(ce: CrossEncoder, minilm_cross_encoder_dir: Path, nfcorpus_sample) -> None:
     queries, docs = nfcorpus_sample
-    tok = reference_tokenizer(cross_encoder_dir, 256, pair=True)
+    tok = reference_tokenizer(minilm_cross_encoder_dir, 256, pair=True)
     passages = docs[:20] + ["", "emoji 🎉🔥 and CJK 日本語 한국어", "ctrl\x00\x07\x1b chars\ttab"]
     ours = ce.encode(queries[0], passages)
     for (ids, types), p in zip(ours, passages):
@@ -59,11 +59,11 @@ def test_cross_encoder_token_ids_match_reference(ce: CrossEncoder, cross_encoder
 
 
 def test_cross_encoder_scores_and_ranking_match_reference(
-    ce: CrossEncoder, cross_encoder_dir: Path, nfcorpus_sample
+    ce: CrossEncoder, minilm_cross_encoder_dir: Path, nfcorpus_sample
 ) -> None:
     queries, docs = nfcorpus_sample
-    tok = reference_tokenizer(cross_encoder_dir, 256, pair=True)
-    sess = reference_session(cross_encoder_dir)
+    tok = reference_tokenizer(minilm_cross_encoder_dir, 256, pair=True)
+    sess = reference_session(minilm_cross_encoder_dir)
     for q in queries[:3]:
         passages = docs[:50]
         encs = tok.encode_batch([(q, p) for p in passages])
@@ -96,11 +96,11 @@ def test_bi_encoder_matches_reference(bi_encoder_dir: Path, nfcorpus_sample) -> 
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
-def test_query_longer_than_max_length_falls_back_to_longest_first(small_cross_encoder_dir: Path) -> None:
-    ce = CrossEncoder.load(small_cross_encoder_dir, threads=1)
+def test_query_longer_than_max_length_falls_back_to_longest_first(small_minilm_cross_encoder_dir: Path) -> None:
+    ce = CrossEncoder.load(small_minilm_cross_encoder_dir, threads=1)
     long_query = "protein " * 200
     (ids, _), = ce.encode(long_query, ["short passage"])
-    tok = Tokenizer.from_file(str(small_cross_encoder_dir / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(small_minilm_cross_encoder_dir / "tokenizer.json"))
     tok.no_padding()
     tok.enable_truncation(64, strategy="longest_first")
     assert ids == tok.encode(long_query, "short passage").ids

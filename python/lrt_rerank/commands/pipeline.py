@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import wraps
 from importlib import resources
 from pathlib import Path
@@ -237,7 +238,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     if args.json:
         for hit in result.hits:
-            print(json.dumps({**hit.__dict__, "title": stage.document(hit.id).title}))
+            print(json.dumps({**asdict(hit), "title": stage.document(hit.id).title}))
         return 0
     rows = [
         [

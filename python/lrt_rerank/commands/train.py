@@ -44,13 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     teacher = tsub.add_parser("teacher", help="fine-tune a 6-layer cross-encoder from all-MiniLM-L6-v2 on train qrels + hard negatives")
     _common(teacher, "runs/teacher", max_length=128, negatives=7, epochs=1.0, lr=5e-5)
     teacher.add_argument("--layers", type=int, default=6, help="backbone layers to keep (default: %(default)s)")
+    teacher.add_argument("--lexical-init", type=float, default=15.0, help="starting weight of the exact-match term (default: %(default)s, chosen on dev)")
     teacher.set_defaults(func=cmd_teacher)
 
     student = tsub.add_parser("distill", help="distill the LRT: fewer layers of the teacher, taught by its scores")
     _common(student, "runs/lrt", max_length=128, negatives=7, epochs=1.0, lr=1e-4)
     student.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint directory (from `train teacher`)")
     student.add_argument("--layers", type=_layer_map, default=[0, 5], help="teacher layers the student keeps, e.g. 0,5 (default: 0,5)")
-    student.add_argument("--kd-weight", type=float, default=0.7, help="weight of the distillation loss against the label loss (default: %(default)s)")
+    student.add_argument("--kd-weight", type=float, default=0.5, help="weight of the distillation loss against the label loss (default: %(default)s)")
     student.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the distillation loss (default: %(default)s)")
     student.set_defaults(func=cmd_distill)
 
@@ -79,6 +80,7 @@ def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-d
         dataset=args.dataset, out=args.out, layers=layers, max_length=args.max_length, negatives=args.negatives,
         negative_depth=args.negative_depth, groups_per_query=args.groups_per_query, train_queries=args.train_queries,
         dev_queries=args.dev_queries, dev_depth=args.dev_depth, threads=args.threads, loop=loop,
+        lexical_init=getattr(args, "lexical_init", 15.0),
     )
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, load_or_mine, passage_text
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
-from lrt_rerank.train.model import META_FILE, PairScorer, from_backbone, keep_layers, load_checkpoint
+from lrt_rerank.train.model import META_FILE, PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
 from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Recipe:
     dev_depth: int = 30
     threads: int = 2
     freeze_embeddings: bool = True
+    lexical_init: float = 15.0
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
     train, train_cands, dev, dev_cands = _prepare(recipe, progress)
     seed_everything(recipe.loop.seed)
     model, tokenizer = from_backbone(num_layers=recipe.layers)
+    set_lexical(model, corpus_idf(tokenizer, [d.full_text for d in train.corpus.values()], model.encoder.config.vocab_size), recipe.lexical_init)
     _freeze(model, recipe.freeze_embeddings)
     encoder = PairEncoder(tokenizer, recipe.max_length)
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
