@@ -387,7 +387,10 @@ def report(
         "",
         f"Server exit status after SIGTERM: {exit_status(exit_code)}. RSS sampled every 0.5 s from /proc. "
         "Latency is measured by the client from JSON encoding to the decoded response; the server queue "
-        "is the wait for a scoring slot (Server-Timing).",
+        "is the wait for a scoring slot (Server-Timing). The clients form a closed loop: each sends its next "
+        f"request when the last one returns, so with {args.clients} clients and one model session per process "
+        "a request waits for about the other clients' scoring before its own; latency under load is "
+        "queueing, and throughput is the figure to compare across machines.",
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"

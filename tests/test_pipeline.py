@@ -250,3 +250,17 @@ def test_pipeline_with_real_cross_encoder(index_dir: Path) -> None:
     texts = stage.get_texts([h.id for h in result.hits[:3]])
     expected = encoder.score("cats", texts)
     assert [h.score for h in result.hits[:3]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_pipeline_reports_the_rerankers_cache(index_dir: Path) -> None:
+    from lrt_rerank import CrossEncoder, ScoreCache
+    from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
+
+    cache = ScoreCache(capacity=100)
+    pipeline = Pipeline(EmbeddedFirstStage.open(index_dir), CrossEncoder.load(cache=cache), rerank_depth=3)
+    first = pipeline.search("green tea", k=3)
+    second = pipeline.search("green tea", k=3)
+    assert [h.id for h in first] == [h.id for h in second]
+    assert [h.score for h in first] == pytest.approx([h.score for h in second])
+    stats = pipeline.cache_stats()
+    assert stats is not None and stats["hits"] == 3 and stats["misses"] == 3

@@ -67,15 +67,16 @@ def test_default_cross_encoder_is_the_shipped_lrt() -> None:
 
 # ------------------------------------------------------------------------- training & export
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, nfcorpus_sample: tuple[list[str], list[str]]) -> Path:
     """A 2-layer scorer from the MiniLM backbone (layers 0 and 5), head perturbed so every term matters."""
     _need_torch()
     import torch
 
-    from lrt_rerank.train.model import from_backbone
+    from lrt_rerank.train.model import corpus_idf, from_backbone, set_lexical
 
     torch.manual_seed(0)
     model, tokenizer = from_backbone(layer_map=[0, 5])
+    set_lexical(model, corpus_idf(tokenizer, nfcorpus_sample[1], model.encoder.config.vocab_size), 4.0)
     with torch.no_grad():
         model.mixer.weight.normal_(0.0, 0.05)
         model.bias.fill_(0.25)
@@ -131,10 +132,14 @@ def test_export_reproduces_torch_logits(tiny_checkpoint: Path, exported: tuple[P
     model, _ = load_checkpoint(tiny_checkpoint, attn="eager")
     model.eval()
     query = "does dietary fibre protect against colon cancer?"
-    passages = ["Fibre", "Dietary fibre intake and colorectal cancer risk in a prospective cohort. " * 8, "Coffee and sleep quality."]
-    batch = PairEncoder(fp32 / "tokenizer.json", 64).encode([query] * 3, passages)  # shapes unlike the export probe
+    passages = ["Fibre", "Dietary fibre intake and colorectal cancer risk in a prospective cohort. " * 8, "Coffee and sleep quality.", "colon"]
+    batch = PairEncoder(fp32 / "tokenizer.json", 64).encode([query] * len(passages), passages)  # shapes unlike the export probe
     with torch.no_grad():
         reference = model(**batch).numpy()
+        mask = batch["attention_mask"].float()
+        passage = batch["token_type_ids"].float() * mask
+        match = model.exact_match(batch["input_ids"], mask - passage, passage).numpy()
+    assert match[0] > 0 and match[2] == 0 and match[1] > match[3] > 0, match  # the exact-match term is live
     session = ort.InferenceSession(str(fp32 / MODEL), providers=["CPUExecutionProvider"])
     onnx_logits = session.run(None, {k: v.numpy() for k, v in batch.items()})[0].reshape(-1)
     np.testing.assert_allclose(onnx_logits, reference, atol=1e-4, rtol=0)

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
-from lrt_rerank.first_stage.base import SYSTEMS, FirstStage
+from lrt_rerank.first_stage.base import SYSTEMS, FirstStage, System, check_system
 from lrt_rerank.pipeline import Pipeline, Reranker
 
 METRICS: tuple[str, ...] = ("MRR@10", "NDCG@5", "NDCG@10", "R@50")
@@ -180,7 +180,7 @@ def plot_tradeoff(results: Sequence[SystemResult], path: str | Path, title: str 
 
 
 def _run_first_stage_system(
-    first_stage: FirstStage, system: str, dataset: Dataset, query_ids: Sequence[str], depth: int, progress: bool
+    first_stage: FirstStage, system: System, dataset: Dataset, query_ids: Sequence[str], depth: int, progress: bool
 ) -> SystemResult:
     run: dict[str, list[str]] = {}
     timings: list[float] = []
@@ -245,7 +245,7 @@ def evaluate(
             pipeline = Pipeline(first_stage, reranker, rerank_depth=rerank_depth, candidates=depth)
             results.append(_run_pipeline(pipeline, dataset, ids, depth, progress))
         else:
-            results.append(_run_first_stage_system(first_stage, system, dataset, ids, depth, progress))
+            results.append(_run_first_stage_system(first_stage, check_system(system), dataset, ids, depth, progress))
         if on_result is not None:
             on_result(results[-1])
     return results

@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import Candidate, FirstStage
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ class Pipeline:
         reranker: an object with ``score(query, passages) -> array`` (e.g. ``CrossEncoder``);
             ``None`` returns the first-stage order.
         rerank_depth: how many of the top first-stage candidates to re-rank.
-        cache: the ``ScoreCache`` the re-ranker was loaded with, kept for ``cache_stats()``;
-            lookups happen inside the re-ranker.
+        cache: the ``ScoreCache`` the re-ranker was loaded with (default: the re-ranker's
+            ``cache`` attribute, if any), reported by ``cache_stats()``; lookups happen inside
+            the re-ranker.
         candidates: how many first-stage candidates to fetch (at least ``k`` and ``rerank_depth``).
         chunk_size: passages scored per step when a budget is set.
     """
@@ -90,7 +92,7 @@ class Pipeline:
         first_stage: FirstStage,
         reranker: Reranker | None = None,
         rerank_depth: int = 50,
-        cache: object | None = None,
+        cache: ScoreCache | None = None,
         candidates: int = 100,
         chunk_size: int = 16,
     ) -> None:
@@ -101,7 +103,7 @@ class Pipeline:
         self.first_stage = first_stage
         self.reranker = reranker
         self.rerank_depth = rerank_depth
-        self.cache = cache
+        self.cache: ScoreCache | None = cache if cache is not None else getattr(reranker, "cache", None)
         self.candidates = candidates
         self.chunk_size = chunk_size
         self._ms_per_passage: float | None = None
@@ -135,9 +137,17 @@ class Pipeline:
             total_ms=(end - start) * 1000.0,
         )
 
-    def cache_stats(self) -> dict[str, object] | None:
-        stats = getattr(self.cache, "stats", None)
-        return stats() if callable(stats) else None
+    def cache_stats(self) -> dict[str, int] | None:
+        """Counters of the score cache (hits, misses, evictions, entries, capacity), or None without one."""
+        if self.cache is None:
+            return None
+        return {
+            "hits": self.cache.hits,
+            "misses": self.cache.misses,
+            "evictions": self.cache.evictions,
+            "entries": len(self.cache),
+            "capacity": self.cache.capacity,
+        }
 
     def _rerank(
         self, query: str, top: Sequence[Candidate], start: float, budget_ms: float | None

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,10 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     teacher_meta = json.loads((teacher_dir / META_FILE).read_text(encoding="utf-8"))
     teacher_length = int(teacher_meta.get("recipe", {}).get("max_length", recipe.max_length))
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
+    loop = recipe.loop
+    if loop.epochs < 1.0:  # the teacher scores only the groups the student will see (groups are shuffled)
+        groups = groups[: math.ceil(len(groups) * loop.epochs)]
+        loop = replace(loop, epochs=1.0)
     cache = recipe.out.parent / ".candidates" / f"teacher-scores-{_fingerprint(teacher_dir)}-{recipe.loop.seed}-{len(groups)}.json"
     if cache.is_file():
         scores = json.loads(cache.read_text(encoding="utf-8"))
@@ -162,7 +167,7 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     encoder = PairEncoder(teacher_dir / "tokenizer.json", recipe.max_length)
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
     logger.info("student: layers %s of the teacher, %d groups, max length %d", layer_map, len(groups), recipe.max_length)
-    result = train_listwise(student, encoder, train, groups, recipe.loop, teacher_scores=scores, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
+    result = train_listwise(student, encoder, train, groups, loop, teacher_scores=scores, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
     return _finish(
         student, teacher_dir / "tokenizer.json", recipe, "student", result, fs,
         {"teacher": str(teacher_dir), "teacher_layers": int(teacher_meta["recipe"]["layers"]), "layer_map": layer_map, "teacher_max_length": teacher_length},
