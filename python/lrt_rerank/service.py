@@ -168,7 +168,10 @@ class Engine:
         values = logits[order].astype(np.float64)
         if not raw_scores:
             values = 1.0 / (1.0 + np.exp(-values))
-        return [(int(i), float(v)) for i, v in zip(order, values, strict=True)]
+        # At most 9 significant digits: enough to round-trip a float32 score exactly, and short
+        # enough that OpenSearch ml-commons' JSON parser reads a Double, not a BigDecimal (a
+        # number over 18 characters breaks its Cohere rerank post-process function).
+        return [(int(i), float(f"{v:.9g}")) for i, v in zip(order, values, strict=True)]
 
 
 DESCRIPTION = f"""
