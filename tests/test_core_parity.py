@@ -96,11 +96,11 @@ def test_bi_encoder_matches_reference(bi_encoder_dir: Path, nfcorpus_sample) -> 
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
-def test_query_longer_than_max_length_falls_back_to_longest_first(small_minilm_cross_encoder_dir: Path) -> None:
-    ce = CrossEncoder.load(small_minilm_cross_encoder_dir, threads=1)
+def test_query_longer_than_max_length_falls_back_to_longest_first(small_cross_encoder_dir: Path) -> None:
+    ce = CrossEncoder.load(small_cross_encoder_dir, threads=1)
     long_query = "protein " * 200
     (ids, _), = ce.encode(long_query, ["short passage"])
-    tok = Tokenizer.from_file(str(small_minilm_cross_encoder_dir / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(small_cross_encoder_dir / "tokenizer.json"))
     tok.no_padding()
     tok.enable_truncation(64, strategy="longest_first")
     assert ids == tok.encode(long_query, "short passage").ids

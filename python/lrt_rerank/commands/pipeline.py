@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--rerank-queries",
         type=int,
-        default=10,
+        default=50,
         help="queries used for the RRF vs RRF + re-ranker comparison (default: %(default)s; 0 = all 323)",
     )
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo index")
@@ -338,14 +338,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _describe_reranker(reranker: Any) -> None:
-    card = getattr(reranker, "card", None) or {}
+    """Name, shape and what the model card says about quality; a loud note for an untrained head."""
+    card: dict[str, Any] = getattr(reranker, "card", None) or {}
     print(f"      {getattr(reranker, 'model_dir', 'custom re-ranker')}")
-    if card:
-        print(f"      card: {json.dumps({k: card[k] for k in list(card)[:6]})}")
-    print(
-        "      Note: until a trained re-ranker ships, the default cross-encoder has an untrained scoring head:\n"
-        "      its latency is real, its ranking quality is not. Expect the re-ranked rows to be worse.\n"
-    )
+    shape = {key: card[key] for key in ("name", "layers", "max_length", "parameters") if key in card}
+    if shape:
+        print(f"      {json.dumps(shape)}")
+    if card.get("description"):
+        print(f"      {card['description']}")
+    if "UNTRAINED" in json.dumps(card.get("provenance", {})):
+        print(
+            "      Note: this cross-encoder has an UNTRAINED scoring head (a placeholder): its latency is real,\n"
+            "      its ranking is not. Expect the re-ranked rows to be worse than the first stage."
+        )
+    print()
 
 
 def _show_query(pipeline: Pipeline, stage: EmbeddedFirstStage, dataset: Dataset, query_id: str, shown: int = 5) -> None:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -154,7 +153,10 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
         groups = groups[: math.ceil(len(groups) * loop.epochs)]
         loop = replace(loop, epochs=1.0)
     cache = recipe.out.parent / ".candidates" / f"teacher-scores-{_fingerprint(teacher_dir)}-{recipe.loop.seed}-{len(groups)}.json"
-    if cache.is_file():
+    scores: dict[str, dict[str, float]] | None = None
+    if loop.kd_weight <= 0:
+        logger.info("kd weight 0: the student learns from the labels only; the teacher gives its layers")
+    elif cache.is_file():
         scores = json.loads(cache.read_text(encoding="utf-8"))
     else:
         started = time.perf_counter()
@@ -179,9 +181,3 @@ def _fingerprint(checkpoint: Path) -> str:
 
     return file_sha256(checkpoint / "model.safetensors")[:12]
 
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (no ties expected in float logits)."""
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
