@@ -38,7 +38,8 @@ def test_cache_key_separates_fields() -> None:
 
 def test_cross_encoder_scores_only_misses(small_cross_encoder_dir: Path) -> None:
     cache = ScoreCache(capacity=1000)
-    ce = CrossEncoder.load(small_cross_encoder_dir, threads=2, batch_size=4, cache=cache)
+    # one session: batch counts are then ceil(misses / batch_size)
+    ce = CrossEncoder.load(small_cross_encoder_dir, threads=1, batch_size=4, cache=cache)
     plain = CrossEncoder.load(small_cross_encoder_dir, threads=2, batch_size=4)
     passages = [f"passage number {i} about fibre and health" for i in range(10)]
     first = ce.score("fibre", passages)

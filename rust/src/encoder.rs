@@ -6,7 +6,7 @@
 //! each batch padded to its own longest sequence, and results are written back in input order.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
@@ -59,7 +59,9 @@ pub struct BatchOutput {
 }
 
 pub struct OnnxModel {
-    session: Mutex<Session>,
+    /// One session per worker; each runs with `intra_threads` threads. Batches of one call are
+    /// spread over the sessions in parallel (see `run_many`).
+    sessions: Vec<Mutex<Session>>,
     /// Number of batches run through the session since load (probes included).
     runs: AtomicU64,
     path: PathBuf,
@@ -70,7 +72,8 @@ pub struct OnnxModel {
 const ID_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
 impl OnnxModel {
-    pub fn load(path: &Path, threads: usize) -> Result<Self> {
+    /// `sessions` sessions of `intra_threads` intra-op threads each.
+    pub fn load(path: &Path, sessions: usize, intra_threads: usize) -> Result<Self> {
         if !path.is_file() {
             return Err(CoreError::model(path, "model file not found"));
         }
@@ -79,18 +82,23 @@ impl OnnxModel {
             return Err(CoreError::model(path, "model file is empty"));
         }
         let env = environment()?;
-        let threads = threads.max(1);
         let fail = |what: &str, e: String| CoreError::model(path, format!("{what}: {e}"));
-        let session = Session::builder(env)
-            .map_err(|e| fail("cannot create a session", e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| fail("cannot set the optimisation level", e.to_string()))?
-            .with_intra_threads(threads)
-            .map_err(|e| fail("cannot set intra-op threads", e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| fail("cannot set inter-op threads", e.to_string()))?
-            .commit_from_file(path)
-            .map_err(|e| fail("not a loadable ONNX model", e.to_string()))?;
+        let count = sessions.max(1);
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let session = Session::builder(env)
+                .map_err(|e| fail("cannot create a session", e.to_string()))?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(|e| fail("cannot set the optimisation level", e.to_string()))?
+                .with_intra_threads(intra_threads.max(1))
+                .map_err(|e| fail("cannot set intra-op threads", e.to_string()))?
+                .with_inter_threads(1)
+                .map_err(|e| fail("cannot set inter-op threads", e.to_string()))?
+                .commit_from_file(path)
+                .map_err(|e| fail("not a loadable ONNX model", e.to_string()))?;
+            sessions.push(session);
+        }
+        let session = &sessions[0];
 
         let mut names = Vec::new();
         for input in session.inputs() {
@@ -131,7 +139,7 @@ impl OnnxModel {
             }
         };
         let feeds_token_type_ids = names.iter().any(|n| n == "token_type_ids");
-        Ok(Self { session: Mutex::new(session), runs: AtomicU64::new(0), path: path.to_path_buf(), feeds_token_type_ids, output_rank })
+        Ok(Self { sessions: sessions.into_iter().map(Mutex::new).collect(), runs: AtomicU64::new(0), path: path.to_path_buf(), feeds_token_type_ids, output_rank })
     }
 
     pub fn path(&self) -> &Path {
@@ -150,8 +158,58 @@ impl OnnxModel {
         self.runs.load(Ordering::Relaxed)
     }
 
-    /// Run one batch padded to its own longest sequence.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Run one batch padded to its own longest sequence, on the first session.
     pub fn run_batch(&self, batch: &[&Encoded], pad_id: i64) -> Result<BatchOutput> {
+        self.run_batch_on(0, batch, pad_id)
+    }
+
+    /// Run many batches, spread over the sessions by as many worker threads (a batch at a time,
+    /// taken from a shared counter); outputs come back in batch order.
+    pub fn run_many(&self, batches: &[Vec<&Encoded>], pad_id: i64) -> Result<Vec<BatchOutput>> {
+        let workers = self.sessions.len().min(batches.len());
+        if workers <= 1 {
+            return batches.iter().map(|b| self.run_batch_on(0, b, pad_id)).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<BatchOutput>>>> = batches.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for w in 0..workers {
+                let (next, slots) = (&next, &slots);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= batches.len() {
+                        break;
+                    }
+                    let out = self.run_batch_on(w, &batches[i], pad_id);
+                    let failed = out.is_err();
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(out);
+                    }
+                    if failed {
+                        next.store(batches.len(), Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let mut outs = Vec::with_capacity(batches.len());
+        for slot in slots {
+            match slot.into_inner() {
+                Ok(Some(out)) => outs.push(out?),
+                Ok(None) => {} // skipped after an earlier failure, which is reported below
+                Err(_) => return Err(CoreError::Inference("a worker panicked".into())),
+            }
+        }
+        if outs.len() != batches.len() {
+            return Err(CoreError::Inference("a batch failed".into()));
+        }
+        Ok(outs)
+    }
+
+    fn run_batch_on(&self, session_idx: usize, batch: &[&Encoded], pad_id: i64) -> Result<BatchOutput> {
         let b = batch.len();
         let seq_len = batch.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![pad_id; b * seq_len];
@@ -172,8 +230,7 @@ impl OnnxModel {
         if self.feeds_token_type_ids {
             inputs.push(("token_type_ids".into(), Tensor::from_array((shape, types)).map_err(infer)?.into()));
         }
-        let mut session = self
-            .session
+        let mut session = self.sessions[session_idx % self.sessions.len()]
             .lock()
             .map_err(|_| CoreError::Inference("session lock poisoned by an earlier panic".into()))?;
         self.runs.fetch_add(1, Ordering::Relaxed);
@@ -199,11 +256,23 @@ impl Batching {
     }
 }
 
-/// Sort the indices of `encs` by token count (stable) and cut them into batches.
-pub fn length_sorted_batches(encs: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..encs.len()).collect();
+/// Sort the indices of `encs` by token count (stable) and cut them into batches of equal size
+/// (at most `batch_size`); the batch count is a multiple of `workers` where there are enough
+/// items, so parallel sessions get equal shares.
+pub fn length_sorted_batches(encs: &[Encoded], batch_size: usize, workers: usize) -> Vec<Vec<usize>> {
+    let n = encs.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let workers = workers.max(1);
+    let mut count = n.div_ceil(batch_size.max(1));
+    if n >= workers {
+        count = count.div_ceil(workers) * workers;
+    }
+    let size = n.div_ceil(count);
+    let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| encs[i].len());
-    order.chunks(batch_size).map(|c| c.to_vec()).collect()
+    order.chunks(size).map(|c| c.to_vec()).collect()
 }
 
 /// Padded token count a batching produces: the sum over batches of size × longest.
@@ -253,7 +322,9 @@ fn load_parts(dir: &Path, max_length: usize, threads: usize, batch_size: usize) 
     let batching = Batching::new(batch_size)?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = TextTokenizer::from_file(&tok_path, max_length)?;
-    let model = OnnxModel::load(&dir.join("model.onnx"), threads)?;
+    // One single-threaded session per core, batches run in parallel: on small transformer graphs
+    // this beats one session with intra-op threads, which synchronise on every operator.
+    let model = OnnxModel::load(&dir.join("model.onnx"), threads, 1)?;
     Ok((model, tokenizer, batching))
 }
 
@@ -288,9 +359,10 @@ impl CrossEncoderCore {
         for (w, window) in passages.chunks(self.batching.window).enumerate() {
             let base = w * self.batching.window;
             let encs = self.tokenizer.encode_pairs(query, window)?;
-            for batch in length_sorted_batches(&encs, self.batching.batch_size) {
-                let refs: Vec<&Encoded> = batch.iter().map(|&i| &encs[i]).collect();
-                let out = self.model.run_batch(&refs, self.tokenizer.pad_id())?;
+            let batches = length_sorted_batches(&encs, self.batching.batch_size, self.model.sessions());
+            let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
+            let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
+            for (batch, out) in batches.iter().zip(outs) {
                 if out.data.len() != batch.len() {
                     return Err(CoreError::Inference(format!(
                         "{}: expected {} logits, got output shape {:?}",
@@ -351,9 +423,10 @@ impl BiEncoderCore {
         for (w, window) in texts.chunks(self.batching.window).enumerate() {
             let base = w * self.batching.window;
             let encs = self.tokenizer.encode_texts(window)?;
-            for batch in length_sorted_batches(&encs, self.batching.batch_size) {
-                let refs: Vec<&Encoded> = batch.iter().map(|&i| &encs[i]).collect();
-                let out = self.model.run_batch(&refs, self.tokenizer.pad_id())?;
+            let batches = length_sorted_batches(&encs, self.batching.batch_size, self.model.sessions());
+            let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
+            let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
+            for (batch, out) in batches.iter().zip(outs) {
                 let got_dim = out.shape.last().copied().unwrap_or(0);
                 if got_dim != dim as i64 || out.shape[0] != batch.len() as i64 {
                     return Err(CoreError::Inference(format!(
@@ -415,10 +488,18 @@ mod tests {
     #[test]
     fn batches_are_length_sorted_and_cover_every_index() {
         let encs: Vec<Encoded> = [5, 1, 9, 3, 7, 2].iter().map(|&n| enc(n)).collect();
-        let batches = length_sorted_batches(&encs, 4);
-        assert_eq!(batches, vec![vec![1, 5, 3, 0], vec![4, 2]]);
-        // padded: 4 × 5 + 2 × 9 = 38, against 6 × 9 = 54 padding to the longest of all
-        assert_eq!(padded_tokens(&encs, &batches), 38);
+        // 6 items, at most 4 per batch: two equal batches of 3, shortest first
+        let batches = length_sorted_batches(&encs, 4, 1);
+        assert_eq!(batches, vec![vec![1, 5, 3], vec![0, 4, 2]]);
+        // padded: 3 × 3 + 3 × 9 = 36, against 6 × 9 = 54 padding to the longest of all
+        assert_eq!(padded_tokens(&encs, &batches), 36);
+        // 3 workers: the batch count becomes a multiple of 3
+        assert_eq!(length_sorted_batches(&encs, 4, 3).len(), 3);
+        // 5 items, batch 16, 2 workers: sizes 3 + 2
+        let five: Vec<Encoded> = (1..=5).map(enc).collect();
+        let sizes: Vec<usize> = length_sorted_batches(&five, 16, 2).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 2]);
+        assert!(length_sorted_batches(&[], 16, 2).is_empty());
     }
 
     #[test]

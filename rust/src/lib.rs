@@ -205,7 +205,7 @@ impl PyCrossEncoder {
         py.detach(move || {
             let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
             let encs = inner.tokenizer().encode_pairs(&query, &refs)?;
-            let batches = encoder::length_sorted_batches(&encs, inner.batching().batch_size);
+            let batches = encoder::length_sorted_batches(&encs, inner.batching().batch_size, inner.model().sessions());
             let real: usize = encs.iter().map(|e| e.len()).sum();
             let longest = encs.iter().map(|e| e.len()).max().unwrap_or(0);
             Ok((encoder::padded_tokens(&encs, &batches), longest * encs.len(), real))
