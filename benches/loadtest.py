@@ -342,8 +342,8 @@ def report(
         f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- machine: {machine()}; 1-min load average {load_avg[0][0]:.2f} before, {load_avg[1][0]:.2f} after "
         "(the machine is shared: other jobs' CPU use shows up in these figures)",
-        f"- model: `{encoder.name}` (sha256 {encoder.fingerprint[:12]}…), max_length {encoder.max_length}; "
-        "the default cross-encoder is an untrained placeholder: latency is real, rankings are not",
+        f"- model: `{encoder.name}` (sha256 {encoder.fingerprint[:12]}…), max_length {encoder.max_length}, "
+        f"{encoder.card.get('layers', '?')} layers",
         f"- requests: POST /v1/rerank, NFCorpus query + BM25 top-{args.passages} passages (title + text), "
         "every response checked (200, one result per passage)",
         f"- command: `{' '.join(['python', 'benches/loadtest.py', *sys.argv[1:]])}`; server: "
