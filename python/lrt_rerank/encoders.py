@@ -25,15 +25,18 @@ def _check_texts(name: str, texts: Sequence[str]) -> list[str]:
     return out
 
 
-def _load_card(model_dir: Path, kind: str) -> ModelCard:
-    if not model_dir.is_dir():
-        raise _core.ModelError(f"{model_dir}: model directory not found")
-    card = ModelCard.read(model_dir)
+def _open_model_dir(model_dir: PathLike | None, kind: str) -> tuple[Path, ModelCard]:
+    """Load the runtime, resolve ``model_dir`` (None/"default": the default of ``kind``) and read its card."""
+    ensure_runtime()
+    path = resolve_model_dir(model_dir, kind)
+    if not path.is_dir():
+        raise _core.ModelError(f"{path}: model directory not found")
+    card = ModelCard.read(path)
     if card.kind != kind:
-        raise _core.ModelError(f"{model_dir / 'card.json'}: this is a {card.kind} model, expected a {kind}")
-    if not (model_dir / MODEL).is_file():
-        raise _core.ModelError(f"{model_dir / MODEL}: model file not found")
-    return card
+        raise _core.ModelError(f"{path / 'card.json'}: this is a {card.kind} model, expected a {kind}")
+    if not (path / MODEL).is_file():
+        raise _core.ModelError(f"{path / MODEL}: model file not found")
+    return path, card
 
 
 class CrossEncoder:
@@ -60,9 +63,7 @@ class CrossEncoder:
         cache: _core.ScoreCache | None = None,
     ) -> "CrossEncoder":
         """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default)."""
-        ensure_runtime()
-        path = resolve_model_dir(model_dir, "cross-encoder")
-        card = _load_card(path, "cross-encoder")
+        path, card = _open_model_dir(model_dir, "cross-encoder")
         fingerprint = file_sha256(path / MODEL)
         core = _core.CrossEncoderCore(
             str(path),
@@ -93,7 +94,7 @@ class CrossEncoder:
 
     @property
     def batches_run(self) -> int:
-        """Batches run through the ONNX session since load (the load-time probe counts one)."""
+        """Batches run through the ONNX sessions since load (the load-time probe counts one)."""
         return self._core.batches_run
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
@@ -141,9 +142,7 @@ class BiEncoder:
         batch_size: int | None = None,
     ) -> "BiEncoder":
         """Load a bi-encoder directory (``None`` or ``"default"``: all-MiniLM-L6-v2)."""
-        ensure_runtime()
-        path = resolve_model_dir(model_dir, "bi-encoder")
-        card = _load_card(path, "bi-encoder")
+        path, card = _open_model_dir(model_dir, "bi-encoder")
         core = _core.BiEncoderCore(str(path), max_length or card.max_length, threads=threads, batch_size=batch_size or 32)
         return cls(core, path, card)
 

@@ -69,3 +69,12 @@ def check_system(system: str) -> System:
     if system not in SYSTEMS:
         raise ValueError(f"unknown first-stage system {system!r}; expected one of {', '.join(SYSTEMS)}")
     return system  # type: ignore[return-value]
+
+
+def wants_search(query: str, k: int, system: str) -> bool:
+    """Shared argument checks of ``FirstStage.search``: raise ``ValueError`` for an unknown
+    system or ``k < 1``; return False when the query is empty or blank (the answer is ``[]``)."""
+    check_system(system)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return bool(query.strip())

@@ -27,7 +27,7 @@ import Stemmer
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Document
-from lrt_rerank.first_stage.base import Candidate, FirstStage, System, check_system
+from lrt_rerank.first_stage.base import Candidate, FirstStage, System, wants_search
 from lrt_rerank.models import default_model_dir, file_sha256
 
 # bm25s pins its logger at DEBUG on import; let it follow the application's logging level instead.
@@ -200,10 +200,7 @@ class EmbeddedFirstStage(FirstStage):
 
     # ------------------------------------------------------------------------------- search
     def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:
-        check_system(system)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if not query.strip():
+        if not wants_search(query, k, system):
             return []
         if system == "bm25":
             return self._bm25(query, k)

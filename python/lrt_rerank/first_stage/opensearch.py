@@ -21,7 +21,7 @@ import numpy as np
 from opensearchpy import OpenSearch
 
 from lrt_rerank.datasets import Document
-from lrt_rerank.first_stage.base import Candidate, FirstStage, System, check_system
+from lrt_rerank.first_stage.base import Candidate, FirstStage, System, wants_search
 from lrt_rerank.first_stage.embedded import FUSION_DEPTH
 from lrt_rerank.opensearch.client import connect
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder, index_meta
@@ -73,10 +73,7 @@ class OpenSearchFirstStage(FirstStage):
         return cls(client, index, encoder)
 
     def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:
-        check_system(system)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if not query.strip():
+        if not wants_search(query, k, system):
             return []
         if system == "bm25":
             hits = self._search(search_body(match_query(query), k))
