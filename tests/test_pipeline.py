@@ -93,6 +93,44 @@ def test_equal_scores_keep_first_stage_order() -> None:
     assert all(h.reranked for h in hits)
 
 
+class CardScorer(LengthScorer):
+    """A re-ranker whose model card asks for interpolation with the first stage."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.card = {"interpolation": {"weight": weight}}
+
+
+def _expected_interpolated(n: int, weight: float) -> list[str]:
+    """Independent computation: length logit + weight * standardised 1/rank first-stage score."""
+    logits = np.arange(1, n + 1, dtype=np.float64)
+    prior = 1.0 / np.arange(1, n + 1, dtype=np.float64)
+    final = logits + weight * (prior - prior.mean()) / prior.std()
+    order = sorted(range(n), key=lambda i: (-final[i], i))
+    return [f"doc{i}" for i in order]
+
+
+def test_card_interpolation_weight_is_applied() -> None:
+    hits = Pipeline(ListFirstStage(20), CardScorer(8.0), rerank_depth=20).search("q", k=20)
+    expected = _expected_interpolated(20, 8.0)
+    assert [h.id for h in hits] == expected
+    assert expected != [f"doc{i}" for i in range(19, -1, -1)]  # the weight changes the order
+    assert hits[0].score == pytest.approx(1 + 8.0 * (1 - np.mean(1 / np.arange(1, 21))) / np.std(1 / np.arange(1, 21)))
+
+
+def test_explicit_interpolation_overrides_the_card() -> None:
+    hits = Pipeline(ListFirstStage(20), CardScorer(8.0), rerank_depth=20, interpolation=0.0).search("q", k=20)
+    assert [h.id for h in hits] == [f"doc{i}" for i in range(19, -1, -1)]
+    hits = Pipeline(ListFirstStage(20), LengthScorer(), rerank_depth=20, interpolation=3.0).search("q", k=20)
+    assert [h.id for h in hits] == _expected_interpolated(20, 3.0)
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), "heavy"])
+def test_bad_interpolation_weight_names_the_field(weight: object) -> None:
+    with pytest.raises(ValueError, match="interpolation"):
+        Pipeline(ListFirstStage(5), CardScorer(weight))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("query", ["", "   ", "\t\n"])
 def test_empty_query_returns_nothing_without_searching(query: str) -> None:
     first_stage = ListFirstStage(10)

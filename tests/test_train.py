@@ -8,6 +8,7 @@ shipped-model tests need only the engine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from lrt_rerank import CrossEncoder
+from lrt_rerank.datasets import Dataset, Document
 from lrt_rerank.models import CARD, MODEL, PACKAGED_DIR, default_model_dir, file_sha256
 
 SHIPPED = PACKAGED_DIR / "lrt-nfcorpus-int8"
@@ -97,7 +99,6 @@ def test_few_training_steps_make_the_loss_fall(nfcorpus_sample: tuple[list[str],
     _need_torch()
     import torch
 
-    from lrt_rerank.datasets import Dataset, Document
     from lrt_rerank.train.data import Group, PairEncoder
     from lrt_rerank.train.loop import LoopConfig, train_listwise
     from lrt_rerank.train.model import from_backbone
@@ -156,3 +157,108 @@ def test_int8_ranks_like_fp32(exported: tuple[Path, Path], nfcorpus_sample: tupl
     correlations = [_spearman(full.score(q, passages[:30]), quant.score(q, passages[:30])) for q in queries]
     # the fixed sample: 8 queries x 30 passages; the shipped LRT measured 0.997 mean / 0.983 min over NFCorpus test
     assert np.mean(correlations) >= 0.95 and min(correlations) >= 0.9, correlations
+
+
+# ------------------------------------------------------------------- training data & residual
+def _toy_dataset(n_docs: int = 12) -> Dataset:
+    corpus = {f"d{i}": Document(f"d{i}", "", f"passage number {i}") for i in range(n_docs)}
+    return Dataset(Path("toy"), "train", corpus, {"q1": "query one", "q2": "query two"}, {"q1": {"d2": 1, "d7": 1, "d9": 2}, "q2": {"d11": 1}})
+
+
+def test_groups_take_positives_and_negatives_from_the_reranked_depth() -> None:
+    from lrt_rerank.train.data import Candidates, build_groups
+
+    dataset = _toy_dataset()
+    ranked = [f"d{i}" for i in range(12)]
+    candidates = Candidates({"q1": ranked, "q2": ranked}, {"q1": [1.0 / (r + 1) for r in range(12)], "q2": [1.0 / (r + 1) for r in range(12)]})
+    groups = build_groups(dataset, candidates, negatives=3, negative_depth=8, groups_per_query=4, seed=3)
+    # q2's only positive (d11) lies below the depth: the re-ranker never sees it, so q2 gives no group
+    assert {g.query_id for g in groups} == {"q1"} and len(groups) == 4
+    head = set(ranked[:8])
+    for g in groups:
+        assert g.positive in {"d2", "d7"}  # judged and within the depth (d9 is deeper)
+        assert set(g.negatives) <= head - {"d2", "d7"} and len(set(g.negatives)) == 3
+    assert {g.positive for g in groups} == {"d2", "d7"}  # both positives used before any repeats
+
+
+def test_first_stage_priors_standardise_the_reranked_head() -> None:
+    from lrt_rerank.train.data import Candidates, first_stage_priors
+
+    scores = [0.05, 0.04, 0.02, 0.01, 0.005]
+    priors = first_stage_priors(Candidates({"q": ["a", "b", "c", "d", "e"]}, {"q": scores}), depth=3)["q"]
+    head = np.array(scores[:3])
+    expected = (np.array(scores) - head.mean()) / head.std()
+    assert [priors[d] for d in "abcde"] == pytest.approx(list(expected))
+    assert priors["not-retrieved"] == pytest.approx(expected.min())
+
+
+@pytest.mark.train
+def test_residual_training_adds_the_weighted_prior_to_the_loss(nfcorpus_sample: tuple[list[str], list[str]]) -> None:
+    _need_torch()
+    import torch
+
+    from lrt_rerank.train.data import Group, PairEncoder
+    from lrt_rerank.train.loop import LoopConfig, train_listwise
+    from lrt_rerank.train.model import from_backbone
+
+    queries, passages = nfcorpus_sample
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(passages[:6])}
+    dataset = Dataset(Path("tiny"), "train", corpus, {"q0": queries[0]}, {})
+    groups = [Group("q0", "d5", tuple(f"d{j}" for j in range(5)))]
+    torch.set_num_threads(2)
+    model, tokenizer = from_backbone(layer_map=[0])
+    encoder = PairEncoder(tokenizer, 32)
+    frozen = LoopConfig(lr=0.0, head_lr=0.0, batch_groups=1, epochs=1, seed=1)
+    plain = train_listwise(model, encoder, dataset, groups, frozen, progress=False).losses[0]
+    favour = {"q0": {"d5": 3.0, **{f"d{j}": -1.0 for j in range(5)}}}
+    residual = dataclasses.replace(frozen, prior_weight=2.0)
+    helped = train_listwise(model, encoder, dataset, groups, residual, priors=favour, progress=False).losses[0]
+    assert helped < plain - 1.0, (plain, helped)  # a prior that favours the positive lowers the loss
+    with pytest.raises(ValueError, match="prior"):
+        train_listwise(model, encoder, dataset, groups, residual, progress=False)
+
+
+# ---------------------------------------------------------------------------------- report
+@pytest.mark.train
+def test_report_chooses_the_weight_on_dev_and_writes_the_card(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from lrt_rerank.evaluate import score_run
+    from lrt_rerank.train.report import Split, build_report, markdown, write_card_figures
+
+    texts = {
+        "d0": "Vitamin D supplementation lowers fracture risk in older adults.",
+        "d1": "Monarch butterflies migrate across North America.",
+        "d2": "Fibre intake and colorectal cancer: a cohort study of dietary fibre.",
+        "d3": "Coffee drinking and sleep quality in students.",
+    }
+    queries = {"v": "vitamin D and fractures", "f": "dietary fibre and colon cancer"}
+    root = tmp_path / "toy"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": t}) + "\n" for k, t in texts.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in queries.items()))
+    for split in ("dev", "test"):
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nv\td0\t1\nf\td2\t1\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # the first stage ranks the relevant passage last for both queries
+    first_stage = {"v": [["d1", 0.04], ["d3", 0.03], ["d2", 0.02], ["d0", 0.01]], "f": [["d3", 0.04], ["d1", 0.03], ["d0", 0.02], ["d2", 0.01]]}
+    for split in ("dev", "test"):
+        (cache / f"candidates-toy-{split}.json").write_text(json.dumps(first_stage))
+    _, int8 = exported
+    model_dir = tmp_path / "model"
+    shutil.copytree(int8, model_dir)
+    report = build_report({"tiny": model_dir}, [Split(root, "dev", "tune"), Split(root, "test", "test")], cache, threads=1, progress=False)
+    fs_row, model_row = report["splits"]["toy/test"]["rows"]
+    qrels = {"v": {"d0": 1}, "f": {"d2": 1}}
+    assert fs_row["MRR@10"] == pytest.approx(score_run({q: [d for d, _ in r] for q, r in first_stage.items()}, qrels, list(qrels))["MRR@10"])
+    assert fs_row["MRR@10"] == pytest.approx(0.25)
+    curve = report["weights"]["tiny"]["curve"]
+    chosen = report["weights"]["tiny"]["weight"]
+    assert curve[str(chosen)] == max(curve.values())
+    assert model_row["interpolated"]["weight"] == chosen and model_row["rerank_p95_ms"] > 0
+    assert "toy/test" in markdown(report)
+    write_card_figures(model_dir, "tiny", report)
+    card = json.loads((model_dir / CARD).read_text(encoding="utf-8"))
+    assert card["interpolation"]["weight"] == chosen and card["sha256"] == file_sha256(model_dir / MODEL)
+    assert CrossEncoder.load(model_dir).card["interpolation"]["weight"] == chosen

@@ -4,6 +4,11 @@
 top ``rerank_depth`` of them with the re-ranker, and returns hits sorted by re-ranker score,
 followed by any remaining candidates in first-stage order.
 
+Interpolation: a re-ranker trained as a residual of the first stage says so in its model card
+(``interpolation.weight`` > 0); the re-ranked score is then ``logit + weight * z(first-stage
+score)`` over the re-ranked candidates (:mod:`lrt_rerank.interpolation`). ``interpolation=``
+overrides the card; 0 ranks by the logit alone.
+
 Budget: ``budget_ms`` bounds the whole call. The time left after the first stage is spent
 re-ranking candidates in chunks, in first-stage order, as long as the next chunk is expected
 to finish in time (the expectation is a pessimistic running estimate of the re-ranker's cost
@@ -29,6 +34,7 @@ import numpy.typing as npt
 
 from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import Candidate, FirstStage
+from lrt_rerank.interpolation import card_weight, combine
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +58,8 @@ class RerankStatus(str, Enum):
 
 @dataclass(frozen=True)
 class Hit:
-    """One result. ``score`` is the re-ranker score when ``reranked``, else the first-stage score."""
+    """One result. ``score`` is the re-ranked score when ``reranked`` (the re-ranker's, interpolated with
+    the first-stage score when the pipeline interpolates), else the first-stage score."""
 
     id: str
     score: float
@@ -85,6 +92,8 @@ class Pipeline:
             the re-ranker.
         candidates: how many first-stage candidates to fetch (at least ``k`` and ``rerank_depth``).
         chunk_size: passages scored per step when a budget is set.
+        interpolation: weight of the first-stage score in the re-ranked score (see the module
+            docstring); default: the re-ranker's model card (``card`` attribute), else 0.
     """
 
     def __init__(
@@ -95,7 +104,13 @@ class Pipeline:
         cache: ScoreCache | None = None,
         candidates: int = 100,
         chunk_size: int = 16,
+        interpolation: float | None = None,
     ) -> None:
+        if interpolation is None:
+            card = getattr(reranker, "card", None)
+            interpolation = card_weight(card) if isinstance(card, dict) else 0.0
+        if not np.isfinite(interpolation) or interpolation < 0:
+            raise ValueError(f"interpolation must be a finite number >= 0, got {interpolation}")
         if rerank_depth < 0:
             raise ValueError(f"rerank_depth must be >= 0, got {rerank_depth}")
         if chunk_size < 1:
@@ -106,6 +121,7 @@ class Pipeline:
         self.cache: ScoreCache | None = cache if cache is not None else getattr(reranker, "cache", None)
         self.candidates = candidates
         self.chunk_size = chunk_size
+        self.interpolation = float(interpolation)
         self._ms_per_passage: float | None = None
 
     def search(self, query: str, k: int = 10, budget_ms: float | None = None) -> list[Hit]:
@@ -126,6 +142,9 @@ class Pipeline:
         first_stage_ms = (first_stage_done - start) * 1000.0
 
         scores, status = self._rerank(query, candidates[: self.rerank_depth], start, budget_ms)
+        if scores and self.interpolation > 0:
+            prior = [c.score for c in candidates[: len(scores)]]
+            scores = combine(scores, prior, self.interpolation).tolist()
         hits = _merge(candidates, scores)[:k]
         end = time.perf_counter()
         return SearchResult(

@@ -16,6 +16,15 @@ def _layer_map(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--layers {text!r}: expected comma-separated layer numbers, e.g. 0,5") from None
 
 
+def _labelled_dir(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep or not label.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"--model {text!r}: expected LABEL=DIR, e.g. 'LRT INT8=runs/lrt-int8'")
+    if not (Path(path) / "card.json").is_file():
+        raise argparse.ArgumentTypeError(f"--model {text!r}: {Path(path) / 'card.json'} not found (not a model directory)")
+    return label.strip(), Path(path)
+
+
 def _common(p: argparse.ArgumentParser, out_default: str, max_length: int, negatives: int, epochs: float, lr: float) -> None:
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="BEIR dataset folder with qrels/train.tsv and qrels/dev.tsv (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path(out_default), help="checkpoint directory to write (default: %(default)s)")
@@ -33,6 +42,10 @@ def _common(p: argparse.ArgumentParser, out_default: str, max_length: int, negat
     p.add_argument("--dev-queries", type=int, default=40, help="dev queries for model selection (default: %(default)s)")
     p.add_argument("--dev-depth", type=int, default=30, help="RRF candidates re-ranked per dev query (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--prior-weight", type=float, default=0.0,
+        help="train as a residual of the first stage: the loss sees logit + W * z(RRF score) (default: %(default)s = logit alone)",
+    )
     p.add_argument("--seed", type=int, default=13, help="random seed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -64,6 +77,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
     export.set_defaults(func=cmd_export)
 
+    report = tsub.add_parser("report", help="re-rank dev/test/out-of-domain with model directories; choose interpolation on dev; write figures")
+    report.add_argument("--model", action="append", type=_labelled_dir, required=True, metavar="LABEL=DIR",
+                        help="a model directory to report, e.g. 'LRT INT8=runs/lrt-int8' (repeat; rows keep this order)")
+    report.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="in-domain BEIR dataset: dev tunes, test reports (default: %(default)s)")
+    report.add_argument("--ood", type=Path, action="append", default=[], help="out-of-domain BEIR dataset(s), test split (repeatable)")
+    report.add_argument("--cache", type=Path, default=Path("runs/.candidates"), help="where first-stage candidates are cached (default: %(default)s)")
+    report.add_argument("--threads", type=int, default=2, help="engine threads per model (default: %(default)s)")
+    report.add_argument("--out", type=Path, required=True, help="JSON report to write (a Markdown table is printed)")
+    report.add_argument("--write-cards", action="store_true", help="also record each model's figures and dev-chosen weight in its card.json")
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
+    report.set_defaults(func=cmd_report)
+
 
 def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-def]
     from lrt_rerank.train.loop import LoopConfig
@@ -73,7 +98,7 @@ def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-d
         raise FileNotFoundError(f"{args.dataset / 'qrels' / 'train.tsv'}: --dataset needs train (and dev) qrels")
     loop = LoopConfig(
         lr=args.lr, head_lr=args.head_lr, warmup=args.warmup, batch_groups=args.batch_groups, epochs=args.epochs,
-        eval_every=args.eval_every, seed=args.seed,
+        eval_every=args.eval_every, seed=args.seed, prior_weight=args.prior_weight,
         kd_weight=getattr(args, "kd_weight", 0.0), temperature=getattr(args, "temperature", 1.0),
     )
     return Recipe(
@@ -125,3 +150,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(quantize(out, args.int8))
     return 0
 
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lrt_rerank.train.report import Split, build_report, markdown, write_card_figures
+
+    models = dict(args.model)
+    if len(models) != len(args.model):
+        raise ValueError("--model labels must be unique")
+    splits = [Split(args.dataset, "dev", "tune"), Split(args.dataset, "test", "test")] + [Split(d, "test", "out-of-domain") for d in args.ood]
+    report = build_report(models, splits, args.cache, threads=args.threads, progress=not args.quiet)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.write_cards:
+        for label, path in models.items():
+            write_card_figures(path, label, report)
+    print(markdown(report))
+    return 0

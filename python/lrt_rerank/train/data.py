@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset, load_dataset
 from lrt_rerank.first_stage.base import FirstStage
+from lrt_rerank.interpolation import standardise
 
 CANDIDATE_DEPTH = 100
 
@@ -117,6 +119,33 @@ def load_or_mine(dataset_dir: Path, split: str, cache_dir: Path, progress: bool 
     return dataset, candidates
 
 
+def first_stage_priors(candidates: Candidates, depth: int) -> dict[str, dict[str, float]]:
+    """z(first-stage score) of every candidate, standardised over the query's top ``depth`` (what is
+    re-ranked at run time); deeper candidates extend the same scale, and a judged document the first
+    stage missed (not in the list) gets the lowest candidate's value."""
+    priors: dict[str, dict[str, float]] = {}
+    for qid, ids in candidates.ids.items():
+        scores = np.asarray(candidates.scores[qid], dtype=np.float64)
+        head = scores[:depth]
+        std = float(head.std()) if head.size > 1 else 0.0
+        z = (scores - head.mean()) / std if std > 0 else np.zeros_like(scores)
+        z[: head.size] = standardise(head)  # the exact run-time values for what gets re-ranked
+        floor = float(z.min()) if z.size else 0.0
+        priors[qid] = _DefaultPrior(floor, {d: float(v) for d, v in zip(ids, z)})
+    return priors
+
+
+class _DefaultPrior(dict):  # type: ignore[type-arg]
+    """A query's priors: documents outside the candidate list read as the lowest candidate."""
+
+    def __init__(self, floor: float, values: dict[str, float]) -> None:
+        super().__init__(values)
+        self.floor = floor
+
+    def __missing__(self, key: str) -> float:
+        return self.floor
+
+
 def passage_text(dataset: Dataset, doc_id: str) -> str:
     return dataset.corpus[doc_id].full_text
 
@@ -131,24 +160,23 @@ def build_groups(
 ) -> list[Group]:
     """Listwise groups: for each query, ``groups_per_query`` (positive, ``negatives`` hard negatives).
 
-    Positives are the query's judged documents (grade > 0), those the first stage ranks highest
-    first; negatives are sampled without replacement from the first ``negative_depth`` RRF
-    candidates minus the judged ones. Queries with too few negatives are skipped.
+    Both come from the first ``negative_depth`` RRF candidates, the list the re-ranker sees at run
+    time: positives are judged documents (grade > 0) among them (sampled without replacement,
+    repeated only when there are fewer than ``groups_per_query``), negatives are sampled from
+    the unjudged ones. A positive from deeper in the list would teach the model to prefer what
+    the first stage ranks low, however it looks. Queries without a positive in that depth, or
+    with too few negatives, are skipped.
     """
     rng = random.Random(seed)
     groups: list[Group] = []
     for qid, ranked in candidates.ids.items():
         judged = dataset.qrels.get(qid, {})
-        positives = [d for d, g in judged.items() if g > 0]
-        if not positives:
+        head = ranked[:negative_depth]
+        positives = [d for d in head if judged.get(d, 0) > 0]
+        pool = [d for d in head if d not in judged]
+        if not positives or len(pool) < negatives:
             continue
-        rank = {d: i for i, d in enumerate(ranked)}
-        positives.sort(key=lambda d: (rank.get(d, len(ranked)), d))
-        pool = [d for d in ranked[:negative_depth] if d not in judged]
-        if len(pool) < negatives:
-            continue
-        found = [d for d in positives if d in rank]
-        chosen = rng.sample(found, min(groups_per_query, len(found))) if found else []
+        chosen = rng.sample(positives, min(groups_per_query, len(positives)))
         while len(chosen) < groups_per_query:
             chosen.append(rng.choice(positives))
         for positive in chosen:

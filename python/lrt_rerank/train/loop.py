@@ -6,9 +6,14 @@ Each step takes ``batch_groups`` groups of (query, positive, negatives...) and m
 * student (distillation): ``kd_weight`` * T^2 * KL(softmax(teacher/T) || softmax(student/T))
   over the group + (1 - ``kd_weight``) * the same cross-entropy on the label.
 
+With ``prior_weight`` > 0 the model is trained as a residual of the first stage: the loss sees
+``logit + prior_weight * z(first-stage score)`` (:func:`lrt_rerank.interpolation.combine`), so the
+model spends its capacity on what the first stage ranks wrong, and is used the same way at run time.
+
 AdamW with linear warm-up then linear decay; the head (scale, bias, mixer) learns faster than
 the encoder. Seeded: the same data, seed and thread count give the same model. Model selection:
-the state with the best dev MRR@10 among the evaluations (every ``eval_every`` steps and at the end).
+the state with the best dev MRR@10 among the evaluations (with ``eval_every``: before the first
+step, every ``eval_every`` steps and at the end; otherwise only at the end).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class LoopConfig:
     eval_every: int = 0
     kd_weight: float = 0.0
     temperature: float = 1.0
+    prior_weight: float = 0.0
     seed: int = 13
 
 
@@ -95,12 +101,15 @@ def train_listwise(
     groups: Sequence[Group],
     cfg: LoopConfig,
     teacher_scores: dict[str, dict[str, float]] | None = None,
+    priors: dict[str, dict[str, float]] | None = None,
     evaluate: Callable[[PairScorer], float] | None = None,
     progress: bool = True,
 ) -> LoopResult:
     """Train ``model`` in place on ``groups``; with ``evaluate`` the best dev state is restored at the end."""
     if cfg.kd_weight > 0 and teacher_scores is None:
         raise ValueError("kd_weight > 0 needs teacher scores")
+    if cfg.prior_weight > 0 and priors is None:
+        raise ValueError("prior_weight > 0 needs first-stage priors")
     if not groups:
         raise ValueError("no training groups (too few judged queries or candidates)")
     seed_everything(cfg.seed)
@@ -125,6 +134,8 @@ def train_listwise(
             result.best_dev, result.best_step = score, step
             best_state = copy.deepcopy(model.state_dict())
 
+    if cfg.eval_every:
+        run_eval(0)  # the starting point competes too: training that only hurts keeps the initial state
     bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
     for step in bar:
         model.train()
@@ -139,12 +150,17 @@ def train_listwise(
         doc_ids = [d for g in batch for d in (g.positive, *g.negatives)]
         inputs = encoder.encode(queries, [passage_text(dataset, d) for d in doc_ids])
         logits = model(**inputs).view(len(batch), size)
+        if cfg.prior_weight > 0 and priors is not None:
+            offset = [[priors[g.query_id][d] for d in (g.positive, *g.negatives)] for g in batch]
+            logits = logits + cfg.prior_weight * torch.tensor(offset, dtype=logits.dtype)
         labels = torch.zeros(len(batch), dtype=torch.long)
         loss = nn.functional.cross_entropy(logits, labels)
         if cfg.kd_weight > 0 and teacher_scores is not None:
             target = torch.tensor(
                 [[teacher_scores[g.query_id][d] for d in (g.positive, *g.negatives)] for g in batch], dtype=logits.dtype
             )
+            if cfg.prior_weight > 0 and priors is not None:  # the teacher is read the way it is used: with the prior
+                target = target + cfg.prior_weight * torch.tensor(offset, dtype=logits.dtype)
             t = cfg.temperature
             kd = nn.functional.kl_div(
                 nn.functional.log_softmax(logits / t, dim=-1), nn.functional.log_softmax(target / t, dim=-1), log_target=True, reduction="batchmean"

