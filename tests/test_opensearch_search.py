@@ -214,8 +214,10 @@ def test_client_side_rerank_through_the_service_matches_in_process(
     client = opensearch_node.client
     local = HybridSearcher(client, opensearch_nfcorpus, bi_encoder, CrossEncoder.load(str(cross_encoder_dir)), depth=DEPTH)
     remote = HybridSearcher(
-        client, opensearch_nfcorpus, bi_encoder, RemoteReranker(opensearch_rerank_service.url, SERVICE_API_KEY, timeout_s=120), depth=DEPTH
+        client, opensearch_nfcorpus, bi_encoder, RemoteReranker(opensearch_rerank_service.url, SERVICE_API_KEY, timeout_s=120), depth=DEPTH,
+        interpolation=local.interpolation,  # the remote scores are bare logits; the card's weight is applied here, as in-process
     )
+    assert local.interpolation > 0
     a, b = local.search(QUERIES[1]), remote.search(QUERIES[1])
     assert a.reranked and b.reranked
     assert [h.id for h in a.hits] == [h.id for h in b.hits]

@@ -102,9 +102,9 @@ class CardScorer(LengthScorer):
 
 
 def _expected_interpolated(n: int, weight: float) -> list[str]:
-    """Independent computation: length logit + weight * standardised 1/rank first-stage score."""
+    """Independent computation: length logit + weight * standardised -log(first-stage position)."""
     logits = np.arange(1, n + 1, dtype=np.float64)
-    prior = 1.0 / np.arange(1, n + 1, dtype=np.float64)
+    prior = -np.log(np.arange(1, n + 1, dtype=np.float64))
     final = logits + weight * (prior - prior.mean()) / prior.std()
     order = sorted(range(n), key=lambda i: (-final[i], i))
     return [f"doc{i}" for i in order]
@@ -115,7 +115,9 @@ def test_card_interpolation_weight_is_applied() -> None:
     expected = _expected_interpolated(20, 8.0)
     assert [h.id for h in hits] == expected
     assert expected != [f"doc{i}" for i in range(19, -1, -1)]  # the weight changes the order
-    assert hits[0].score == pytest.approx(1 + 8.0 * (1 - np.mean(1 / np.arange(1, 21))) / np.std(1 / np.arange(1, 21)))
+    prior = -np.log(np.arange(1, 21))
+    top = int(expected[0][3:])
+    assert hits[0].score == pytest.approx(top + 1 + 8.0 * (prior[top] - prior.mean()) / prior.std())
 
 
 def test_explicit_interpolation_overrides_the_card() -> None:
@@ -282,12 +284,21 @@ def test_pipeline_with_real_cross_encoder(index_dir: Path) -> None:
 
     stage = EmbeddedFirstStage.open(index_dir)
     encoder = CrossEncoder.load()
-    result = Pipeline(stage, encoder, rerank_depth=3).run("cats", k=5)
+    result = Pipeline(stage, encoder, rerank_depth=3, interpolation=0.0).run("cats", k=5)
     assert result.status is RerankStatus.COMPLETE
     assert [h.reranked for h in result.hits] == [True, True, True, False, False]
     texts = stage.get_texts([h.id for h in result.hits[:3]])
     expected = encoder.score("cats", texts)
     assert [h.score for h in result.hits[:3]] == pytest.approx(expected.tolist(), abs=1e-5)
+    # the default model's card asks for interpolation with the first-stage order
+    weight = encoder.card["interpolation"]["weight"]
+    prior = -np.log(np.arange(1, 4))
+    z = (prior - prior.mean()) / prior.std()
+    hits = Pipeline(stage, encoder, rerank_depth=3).run("cats", k=5).hits[:3]
+    in_order = sorted(hits, key=lambda h: h.first_stage_rank)  # scored as one batch, as the pipeline does (INT8)
+    logits = encoder.score("cats", stage.get_texts([h.id for h in in_order]))
+    for hit, logit in zip(in_order, logits, strict=True):
+        assert hit.score == pytest.approx(float(logit) + weight * z[hit.first_stage_rank - 1], abs=1e-4)
 
 
 def test_pipeline_reports_the_rerankers_cache(index_dir: Path) -> None:

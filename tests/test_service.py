@@ -106,6 +106,22 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 # --- wire formats ---------------------------------------------------------------------------
 
 
+def test_first_stage_order_applies_the_cards_interpolation(client: TestClient, encoder: CrossEncoder) -> None:
+    weight = encoder.card["interpolation"]["weight"]
+    assert weight > 0  # the default model ships with a dev-chosen weight
+    logits = encoder.score(QUERY, DOCS).astype(np.float64)
+    prior = -np.log(np.arange(1, len(DOCS) + 1))  # independent of lrt_rerank.interpolation
+    combined = (logits + weight * (prior - prior.mean()) / prior.std()).astype(np.float32)
+    order = sorted(range(len(DOCS)), key=lambda i: (-combined[i], i))
+    assert order != expected_ranking(encoder, QUERY, DOCS)[0]  # the prior matters on this list
+    body = {"query": QUERY, "documents": DOCS, "raw_scores": True, "first_stage_order": True}
+    cohere = client.post("/v1/rerank", json=body).json()
+    assert [x["index"] for x in cohere["results"]] == order
+    np.testing.assert_allclose([x["relevance_score"] for x in cohere["results"]], combined[order], rtol=1e-6)
+    tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "first_stage_order": True}).json()
+    assert [x["index"] for x in tei] == order
+
+
 def test_cohere_rerank_matches_in_process_scoring(client: TestClient, encoder: CrossEncoder) -> None:
     order, logits = expected_ranking(encoder, QUERY, DOCS)
     r = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})

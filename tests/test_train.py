@@ -184,12 +184,12 @@ def test_groups_take_positives_and_negatives_from_the_reranked_depth() -> None:
 def test_first_stage_priors_standardise_the_reranked_head() -> None:
     from lrt_rerank.train.data import Candidates, first_stage_priors
 
-    scores = [0.05, 0.04, 0.02, 0.01, 0.005]
+    scores = [0.05, 0.04, 0.02, 0.01, 0.005]  # only the order matters
     priors = first_stage_priors(Candidates({"q": ["a", "b", "c", "d", "e"]}, {"q": scores}), depth=3)["q"]
-    head = np.array(scores[:3])
-    expected = (np.array(scores) - head.mean()) / head.std()
+    values = -np.log(np.arange(1, 6))
+    expected = (values - values[:3].mean()) / values[:3].std()
     assert [priors[d] for d in "abcde"] == pytest.approx(list(expected))
-    assert priors["not-retrieved"] == pytest.approx(expected.min())
+    assert priors["not-retrieved"] == pytest.approx(expected[-1])
 
 
 @pytest.mark.train

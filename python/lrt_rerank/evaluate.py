@@ -221,8 +221,11 @@ def evaluate(
     progress: bool = True,
     on_result: Callable[[SystemResult], None] | None = None,
     systems: Sequence[str] = (*SYSTEMS, RERANKED_SYSTEM),
+    interpolation: float | None = None,
 ) -> list[SystemResult]:
     """Evaluate BM25, dense and RRF (top ``depth`` each) and, with a re-ranker, RRF + re-ranker.
+
+    ``interpolation`` is the pipeline's weight of the first-stage score (default: the model card's).
 
     ``query_ids`` defaults to every query of the split with a relevant judgment. ``systems``
     selects among ``bm25``, ``dense``, ``rrf`` and ``rrf+rerank`` (the last only runs with a
@@ -242,7 +245,7 @@ def evaluate(
         if system == RERANKED_SYSTEM:
             if reranker is None:
                 continue
-            pipeline = Pipeline(first_stage, reranker, rerank_depth=rerank_depth, candidates=depth)
+            pipeline = Pipeline(first_stage, reranker, rerank_depth=rerank_depth, candidates=depth, interpolation=interpolation)
             results.append(_run_pipeline(pipeline, dataset, ids, depth, progress))
         else:
             results.append(_run_first_stage_system(first_stage, check_system(system), dataset, ids, depth, progress))

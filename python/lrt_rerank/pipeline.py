@@ -5,8 +5,8 @@ top ``rerank_depth`` of them with the re-ranker, and returns hits sorted by re-r
 followed by any remaining candidates in first-stage order.
 
 Interpolation: a re-ranker trained as a residual of the first stage says so in its model card
-(``interpolation.weight`` > 0); the re-ranked score is then ``logit + weight * z(first-stage
-score)`` over the re-ranked candidates (:mod:`lrt_rerank.interpolation`). ``interpolation=``
+(``interpolation.weight`` > 0); the re-ranked score is then ``logit + weight * prior(first-stage
+position)`` over the re-ranked candidates (:mod:`lrt_rerank.interpolation`). ``interpolation=``
 overrides the card; 0 ranks by the logit alone.
 
 Budget: ``budget_ms`` bounds the whole call. The time left after the first stage is spent
@@ -143,8 +143,7 @@ class Pipeline:
 
         scores, status = self._rerank(query, candidates[: self.rerank_depth], start, budget_ms)
         if scores and self.interpolation > 0:
-            prior = [c.score for c in candidates[: len(scores)]]
-            scores = combine(scores, prior, self.interpolation).tolist()
+            scores = combine(scores, self.interpolation).tolist()
         hits = _merge(candidates, scores)[:k]
         end = time.perf_counter()
         return SearchResult(

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lrt_rerank import CrossEncoder, ModelError, ScoreCache, models
+from lrt_rerank.interpolation import card_weight, combine
 from lrt_rerank.service_cache import RedisScoreTier, RedisSettings, TwoTierScorer
 from lrt_rerank.service_limits import BodySizeLimitMiddleware
 from lrt_rerank.service_metrics import MetricsMiddleware, ServiceMetrics
@@ -111,6 +112,7 @@ class Engine:
         self.load_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.max_concurrent_scoring)
         self._redis: RedisScoreTier | None = None
+        self.interpolation = 0.0
 
     def load(self) -> None:
         """Load the model (blocking; runs in a worker thread)."""
@@ -131,6 +133,7 @@ class Engine:
             return
         name = encoder.name
         self.metrics.set_model(name, encoder.fingerprint, encoder.max_length)
+        self.interpolation = card_weight(getattr(encoder, "card", None) or {})
         self.scorer = TwoTierScorer(encoder, self.cache, self._redis)
         log.info("model %s (sha256 %s) loaded from %s", name, encoder.fingerprint, encoder.model_dir)
 
@@ -151,9 +154,13 @@ class Engine:
         return scores, start - queued_at, done - start
 
     async def rank(
-        self, query: str, passages: list[str], top_n: int | None, raw_scores: bool, response: Response
+        self, query: str, passages: list[str], top_n: int | None, raw_scores: bool, response: Response, first_stage_order: bool = False
     ) -> list[tuple[int, float]]:
-        """(index, score) pairs, best first (ties by index), at most ``top_n`` of them."""
+        """(index, score) pairs, best first (ties by index), at most ``top_n`` of them.
+
+        With ``first_stage_order`` the passages are taken to be in first-stage order and the score
+        is the card's interpolation of the logit with that order (:func:`lrt_rerank.interpolation.combine`).
+        """
         if self.scorer is None:
             raise HTTPException(status_code=503, detail="model not loaded yet")
         self.metrics.batch_size.observe(len(passages))
@@ -164,6 +171,8 @@ class Engine:
         )
         self.metrics.score_seconds.observe(scoring)
         response.headers["Server-Timing"] = f"queue;dur={queued * 1000:.3f}, score;dur={scoring * 1000:.3f}"
+        if first_stage_order and self.interpolation > 0:
+            logits = combine(logits, self.interpolation).astype(np.float32)  # float32 like the logits: exact on the wire
         order = np.argsort(-logits, kind="stable")[:top_n]
         values = logits[order].astype(np.float64)
         if not raw_scores:
@@ -247,7 +256,7 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     )
     async def cohere_rerank(body: cohere_request, response: Response) -> CohereRerankResponse:  # type: ignore[valid-type]
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
-        ranked = await engine.rank(body.query, texts, body.top_n, body.raw_scores, response)
+        ranked = await engine.rank(body.query, texts, body.top_n, body.raw_scores, response, body.first_stage_order)
         return CohereRerankResponse(
             id=str(uuid.uuid4()),
             results=[
@@ -269,7 +278,7 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
         summary="Rerank texts (text-embeddings-inference-compatible)",
     )
     async def tei_rerank(body: tei_request, response: Response) -> list[TeiResult]:  # type: ignore[valid-type]
-        ranked = await engine.rank(body.query, body.texts, None, body.raw_scores, response)
+        ranked = await engine.rank(body.query, body.texts, None, body.raw_scores, response, body.first_stage_order)
         return [TeiResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
 
     @app.get(

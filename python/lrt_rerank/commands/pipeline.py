@@ -20,6 +20,7 @@ from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
+from lrt_rerank.interpolation import card_weight
 from lrt_rerank.models import default_model_dir, file_sha256, model_home
 from lrt_rerank.pipeline import Pipeline, Reranker
 
@@ -107,6 +108,13 @@ def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
         help="cross-encoder: 'default', 'none' (first stage only) or a model directory (default: %(default)s)",
     )
     parser.add_argument("--rerank-depth", type=int, default=50, help="candidates to re-rank (default: %(default)s)")
+    parser.add_argument(
+        "--interpolation",
+        type=float,
+        default=None,
+        metavar="W",
+        help="re-ranked score = logit + W * z(-log first-stage rank); default: the weight in the model card (0 = logit alone)",
+    )
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -233,7 +241,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
     reranker = load_reranker(args.reranker)
-    result = Pipeline(stage, reranker, rerank_depth=args.rerank_depth).run(
+    result = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation).run(
         args.query, k=args.k, budget_ms=args.budget_ms
     )
     if args.json:
@@ -274,14 +282,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             reranker,
             rerank_depth=args.rerank_depth,
             query_ids=query_ids,
+            interpolation=args.interpolation,
             on_result=(lambda r: print(json.dumps(r.to_json()), flush=True)) if args.json else None,
         )
     finally:
         stage.close()
     if not args.json:
+        weight = args.interpolation if args.interpolation is not None else card_weight(getattr(reranker, "card", None) or {})
         print(
             f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, "
-            f"re-rank depth {args.rerank_depth}"
+            f"re-rank depth {args.rerank_depth}" + (f", interpolation weight {weight:g}" if reranker is not None else "")
         )
         print(markdown_table(results))
     if args.plot is not None:
@@ -311,7 +321,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("      none (--reranker none): first stage only\n")
     else:
         _describe_reranker(reranker)
-    pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth)
+    pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation)
 
     print("[3/4] Sample queries: first stage (RRF) vs re-ranked; '*' marks a judged-relevant document")
     for query_id in [q for q in DEMO_SAMPLE_QUERIES if q in dataset.queries] or query_ids[:3]:
@@ -324,7 +334,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if reranker is not None:
         subset = query_ids if args.rerank_queries <= 0 else query_ids[: args.rerank_queries]
         rerank_results = evaluate(
-            dataset, stage, reranker, rerank_depth=args.rerank_depth, query_ids=subset, systems=("rrf", RERANKED_SYSTEM)
+            dataset, stage, reranker, rerank_depth=args.rerank_depth, query_ids=subset, systems=("rrf", RERANKED_SYSTEM),
+            interpolation=args.interpolation,
         )
         scope = (
             f"the first {len(subset)} of {len(query_ids)} queries (for time; --rerank-queries 0 runs all)"
@@ -346,6 +357,9 @@ def _describe_reranker(reranker: Any) -> None:
         print(f"      {json.dumps(shape)}")
     if card.get("description"):
         print(f"      {card['description']}")
+    weight = card_weight(card)
+    if weight > 0:
+        print(f"      re-ranked score = logit + {weight:g} * z(-log first-stage rank) (weight chosen on {card['interpolation'].get('chosen_on', '?')})")
     if "UNTRAINED" in json.dumps(card.get("provenance", {})):
         print(
             "      Note: this cross-encoder has an UNTRAINED scoring head (a placeholder): its latency is real,\n"

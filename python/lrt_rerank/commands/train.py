@@ -44,7 +44,7 @@ def _common(p: argparse.ArgumentParser, out_default: str, max_length: int, negat
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument(
         "--prior-weight", type=float, default=0.0,
-        help="train as a residual of the first stage: the loss sees logit + W * z(RRF score) (default: %(default)s = logit alone)",
+        help="train as a residual of the first stage: the loss sees logit + W * z(-log first-stage rank) (default: %(default)s = logit alone)",
     )
     p.add_argument("--seed", type=int, default=13, help="random seed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from opensearchpy import OpenSearch
 
+from lrt_rerank.interpolation import card_weight, combine
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE, RRF_PIPELINE
 from lrt_rerank.opensearch.queries import hybrid_body
@@ -83,6 +84,9 @@ class HybridSearcher:
             Not needed when the re-ranker was loaded with this cache: it looks it up itself.
         depth: hits the hybrid query returns and the re-ranker scores.
         pipeline: the RRF search pipeline (``lrt-rrf``, see ``ensure_rrf_pipeline``).
+        interpolation: weight of the RRF order in the re-ranked score (:mod:`lrt_rerank.interpolation`);
+            default: the re-ranker's model card (``card``), else 0. The server-side pipeline gets the
+            same from the service (its connector sends ``first_stage_order``).
     """
 
     def __init__(
@@ -94,7 +98,13 @@ class HybridSearcher:
         cache: Cache | None = None,
         depth: int = 50,
         pipeline: str = RRF_PIPELINE,
+        interpolation: float | None = None,
     ) -> None:
+        if interpolation is None:
+            card = getattr(reranker, "card", None)
+            interpolation = card_weight(card) if isinstance(card, dict) else 0.0
+        if not np.isfinite(interpolation) or interpolation < 0:
+            raise ValueError(f"interpolation must be a finite number >= 0, got {interpolation}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.client = client
@@ -107,6 +117,7 @@ class HybridSearcher:
             raise ValueError("a separate score cache needs a re-ranker with a `fingerprint` (the model's sha256) for its keys")
         self.depth = depth
         self.pipeline = pipeline
+        self.interpolation = float(interpolation)
 
     def first_stage(self, query: str, depth: int | None = None) -> list[dict[str, Any]]:
         """The RRF hits (raw OpenSearch hits with ``_source``), best first."""
@@ -127,6 +138,8 @@ class HybridSearcher:
             passages = [str(hit["_source"].get(CONTENT_FIELD, "")) for hit in raw[: self.depth]]
             try:
                 scores = self._score(query, passages)
+                if self.interpolation > 0:
+                    scores = [float(x) for x in combine(scores, self.interpolation).astype(np.float32)]  # as the service sends it
             except Exception as exc:  # noqa: BLE001 - fail open on any re-ranker error
                 error = f"{type(exc).__name__}: {exc}"
                 logger.warning("re-ranking failed (%s); returning the first-stage (RRF) order", error)

@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset, load_dataset
 from lrt_rerank.first_stage.base import FirstStage
-from lrt_rerank.interpolation import standardise
+from lrt_rerank.interpolation import rank_prior
 
 CANDIDATE_DEPTH = 100
 
@@ -120,23 +119,19 @@ def load_or_mine(dataset_dir: Path, split: str, cache_dir: Path, progress: bool 
 
 
 def first_stage_priors(candidates: Candidates, depth: int) -> dict[str, dict[str, float]]:
-    """z(first-stage score) of every candidate, standardised over the query's top ``depth`` (what is
-    re-ranked at run time); deeper candidates extend the same scale, and a judged document the first
-    stage missed (not in the list) gets the lowest candidate's value."""
+    """``prior(position)`` of every candidate (:func:`lrt_rerank.interpolation.rank_prior`), standardised
+    over the query's top ``depth`` (what is re-ranked at run time); deeper candidates extend the same
+    scale, and a document the first stage did not return reads as the last candidate."""
     priors: dict[str, dict[str, float]] = {}
     for qid, ids in candidates.ids.items():
-        scores = np.asarray(candidates.scores[qid], dtype=np.float64)
-        head = scores[:depth]
-        std = float(head.std()) if head.size > 1 else 0.0
-        z = (scores - head.mean()) / std if std > 0 else np.zeros_like(scores)
-        z[: head.size] = standardise(head)  # the exact run-time values for what gets re-ranked
-        floor = float(z.min()) if z.size else 0.0
-        priors[qid] = _DefaultPrior(floor, {d: float(v) for d, v in zip(ids, z)})
+        values = rank_prior(len(ids), depth)
+        floor = float(values[-1]) if values.size else 0.0
+        priors[qid] = _DefaultPrior(floor, {d: float(v) for d, v in zip(ids, values)})
     return priors
 
 
 class _DefaultPrior(dict):  # type: ignore[type-arg]
-    """A query's priors: documents outside the candidate list read as the lowest candidate."""
+    """A query's priors: documents outside the candidate list read as the last candidate."""
 
     def __init__(self, floor: float, values: dict[str, float]) -> None:
         super().__init__(values)

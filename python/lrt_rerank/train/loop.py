@@ -7,7 +7,7 @@ Each step takes ``batch_groups`` groups of (query, positive, negatives...) and m
   over the group + (1 - ``kd_weight``) * the same cross-entropy on the label.
 
 With ``prior_weight`` > 0 the model is trained as a residual of the first stage: the loss sees
-``logit + prior_weight * z(first-stage score)`` (:func:`lrt_rerank.interpolation.combine`), so the
+``logit + prior_weight * prior(first-stage position)`` (:func:`lrt_rerank.interpolation.combine`), so the
 model spends its capacity on what the first stage ranks wrong, and is used the same way at run time.
 
 AdamW with linear warm-up then linear decay; the head (scale, bias, mixer) learns faster than

@@ -2,7 +2,7 @@
 with each model directory through the engine (``CrossEncoder``), on the tuning split, the test
 split and an out-of-domain dataset, and write the figures into a JSON report and the model cards.
 
-* The interpolation weight (``logit + w * z(first-stage score)``, :mod:`lrt_rerank.interpolation`)
+* The interpolation weight (``logit + w * prior(first-stage position)``, :mod:`lrt_rerank.interpolation`)
   of each model is chosen on the tuning split (dev) only, then applied unchanged on test and out
   of domain; both the pure re-ranked order and the interpolated one are reported.
 * Latency: the models take turns on each query's 50 passages (warm-up first, not timed), so a
@@ -100,7 +100,7 @@ def build_report(
     cards = {label: json.loads((path / "card.json").read_text(encoding="utf-8")) for label, path in models.items()}
     report: dict[str, Any] = {
         "protocol": f"re-rank the RRF(BM25, dense) top-{DEPTH} of the embedded first stage; interpolation "
-        "logit + w * z(first-stage score), w chosen per model on the tuning split over "
+        "logit + w * z(-log first-stage rank), w chosen per model on the tuning split over "
         f"{list(WEIGHT_GRID)}; latency = one CrossEncoder.score call on a query's {DEPTH} passages, models interleaved",
         "threads": threads,
         "models": {label: {"dir": str(path), "sha256": cards[label].get("sha256")} for label, path in models.items()},
@@ -145,7 +145,7 @@ def write_card_figures(model_dir: Path, label: str, report: dict[str, Any]) -> N
     chosen = report["weights"][label]
     card["interpolation"] = {
         "weight": chosen["weight"],
-        "formula": "logit + weight * z(first-stage score), z over the re-ranked candidates of one query (lrt_rerank.interpolation)",
+        "formula": "logit + weight * z(-log r), r = first-stage position, z over the re-ranked candidates of one query (lrt_rerank.interpolation)",
         "chosen_on": chosen["chosen_on"],
         "curve_mrr@10": chosen["curve"],
     }

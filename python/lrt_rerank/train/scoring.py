@@ -1,7 +1,7 @@
 """Scoring first-stage candidate lists with a torch scorer, and dev/test metrics of the re-ranked lists.
 
 Metrics come from :mod:`lrt_rerank.evaluate` (the project's one implementation). The
-interpolation helpers add the z-scored RRF score to the re-ranker's logits
+interpolation helpers add the first-stage position prior to the re-ranker's logits
 (:mod:`lrt_rerank.interpolation`), the way the weight is chosen on dev and recorded in the model card.
 """
 
@@ -20,7 +20,7 @@ from lrt_rerank.train.data import Candidates, PairEncoder, passage_text
 from lrt_rerank.train.model import PairScorer
 
 ScoreFn = Callable[[str, list[str]], np.ndarray]
-WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 
 
 def torch_score_fn(model: PairScorer, encoder: PairEncoder, batch_size: int = 32) -> ScoreFn:
@@ -52,13 +52,13 @@ def score_candidates(
 
 
 def reranked_run(candidates: Candidates, logits: dict[str, np.ndarray], weight: float = 0.0) -> dict[str, list[str]]:
-    """Re-ranked lists by ``logit + weight * z(RRF score)`` (:func:`lrt_rerank.interpolation.combine`, z over
-    the re-ranked candidates of the query; weight 0 is the logit alone); the tail keeps its first-stage order."""
+    """Re-ranked lists by ``logit + weight * prior(first-stage position)`` (:func:`lrt_rerank.interpolation.combine`;
+    weight 0 is the logit alone); the tail beyond the re-ranked candidates keeps its first-stage order."""
     run: dict[str, list[str]] = {}
     for qid, scores in logits.items():
         ids = candidates.ids[qid]
         n = scores.size
-        combined = combine(scores, candidates.scores[qid][:n], weight)
+        combined = combine(scores, weight)
         order = sorted(range(n), key=lambda i: (-combined[i], i))
         run[qid] = [ids[i] for i in order] + list(ids[n:])
     return run
