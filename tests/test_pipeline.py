@@ -173,6 +173,16 @@ def test_budget_reranks_what_fits_and_flags_the_rest() -> None:
     assert sorted(h.id for h in result.hits) == sorted(f"doc{i}" for i in range(100))
 
 
+def test_cold_pipeline_probes_before_spending_its_budget() -> None:
+    from lrt_rerank.pipeline import PROBE_PASSAGES
+
+    scorer = LengthScorer(delay_s=0.02)  # 20 ms per passage, unknown to a fresh pipeline
+    result = Pipeline(ListFirstStage(100), scorer, rerank_depth=50, chunk_size=16).run("q", k=100, budget_ms=100)
+    # a probe of 4 (about 80 ms), then at most what the learnt cost says fits in what is left; never a blind chunk of 16
+    assert PROBE_PASSAGES <= scorer.passages_scored <= PROBE_PASSAGES + 2
+    assert result.status is RerankStatus.PARTIAL and result.reranked == scorer.passages_scored
+
+
 def test_generous_budget_is_complete() -> None:
     result = Pipeline(ListFirstStage(60), LengthScorer(), rerank_depth=50).run("q", k=10, budget_ms=60_000)
     assert result.status is RerankStatus.COMPLETE and result.reranked == 50

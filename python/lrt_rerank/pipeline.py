@@ -12,7 +12,8 @@ overrides the card; 0 ranks by the logit alone.
 Budget: ``budget_ms`` bounds the whole call. The time left after the first stage is spent
 re-ranking candidates in chunks, in first-stage order, as long as the next chunk is expected
 to finish in time (the expectation is a pessimistic running estimate of the re-ranker's cost
-per passage, learnt from earlier calls; the very first chunk is tried without one).
+per passage, learnt from earlier calls). Before any estimate exists, the first chunk is a probe of
+``PROBE_PASSAGES`` passages, so a cold pipeline overshoots its budget by at most that much.
 What did not fit keeps its first-stage order below the re-ranked part; each hit says whether it
 was re-ranked and the result says why re-ranking stopped.
 
@@ -37,6 +38,8 @@ from lrt_rerank.first_stage.base import Candidate, FirstStage
 from lrt_rerank.interpolation import card_weight, combine
 
 logger = logging.getLogger(__name__)
+
+PROBE_PASSAGES = 4  # the first budgeted chunk, scored before the cost per passage is known
 
 
 class Reranker(Protocol):
@@ -198,7 +201,7 @@ class Pipeline:
         if remaining_ms <= 0:
             return 0
         if self._ms_per_passage is None or self._ms_per_passage <= 0:
-            return self.chunk_size
+            return min(self.chunk_size, PROBE_PASSAGES)
         return min(self.chunk_size, int(remaining_ms / self._ms_per_passage))
 
     def _score(self, reranker: Reranker, query: str, passages: list[str]) -> list[float]:
