@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lrt_rerank.commands import pipeline as commands
 
@@ -80,6 +81,24 @@ def test_search_table_and_json(index: Path, capsys: pytest.CaptureFixture[str]) 
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(hits) == 3 and all(h["reranked"] for h in hits)
     assert {"id", "score", "rank", "first_stage_rank", "reranked", "title"} <= set(hits[0])
+
+
+def test_search_interpolation_flag_overrides_the_card(index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def hits(*extra: str) -> list[dict[str, object]]:
+        assert run_cli("search", str(index), "purring cats", "--k", "8", "--json", *extra) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    from lrt_rerank import CrossEncoder
+
+    bare = {h["id"]: float(h["score"]) for h in hits("--interpolation", "0")}  # type: ignore[arg-type]
+    card_weight = CrossEncoder.load().card["interpolation"]["weight"]
+    for weight, extra in ((3.0, ("--interpolation", "3")), (card_weight, ())):  # the card's weight by default
+        weighted = hits(*extra)
+        prior = -np.log(np.arange(1, len(weighted) + 1))
+        z = (prior - prior.mean()) / prior.std()
+        for h in weighted:  # logit + weight * z(-log first-stage rank), computed here independently
+            expected = bare[str(h["id"])] + weight * z[int(h["first_stage_rank"]) - 1]  # type: ignore[arg-type]
+            assert float(h["score"]) == pytest.approx(expected, abs=1e-4)  # type: ignore[arg-type]
 
 
 def test_search_zero_budget_keeps_first_stage_order(index: Path, capsys: pytest.CaptureFixture[str]) -> None:
