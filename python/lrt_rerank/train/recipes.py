@@ -54,13 +54,13 @@ class Recipe:
         return data
 
 
-def _dev_evaluator(dataset: Dataset, candidates: Candidates, recipe: Recipe, encoder: PairEncoder):  # type: ignore[no-untyped-def]
+def _dev_evaluator(dataset: Dataset, candidates: Candidates, recipe: Recipe, encoder: PairEncoder, progress: bool):  # type: ignore[no-untyped-def]
     rng = random.Random(recipe.loop.seed)
     qids = sorted(candidates.ids)
     qids = rng.sample(qids, min(recipe.dev_queries, len(qids)))
 
     def evaluate(model: PairScorer) -> float:
-        logits = score_candidates(torch_score_fn(model, encoder), dataset, candidates, qids, recipe.dev_depth, desc="dev")
+        logits = score_candidates(torch_score_fn(model, encoder), dataset, candidates, qids, recipe.dev_depth, desc="dev", progress=progress)
         return metrics_for(dataset, reranked_run(candidates, logits, recipe.loop.prior_weight))["MRR@10"]
 
     first_stage = metrics_for(dataset, {q: candidates.ids[q] for q in qids})["MRR@10"]
@@ -114,7 +114,7 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
     _freeze(model, recipe.freeze_embeddings)
     encoder = PairEncoder(tokenizer, recipe.max_length)
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
-    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
+    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
     logger.info("teacher: %d groups of %d pairs, %d layers, max length %d", len(groups), 1 + recipe.negatives, recipe.layers, recipe.max_length)
     result = train_listwise(
         model, encoder, train, groups, recipe.loop, priors=_priors(recipe, train_cands), evaluate=evaluate if recipe.dev_queries else None, progress=progress
@@ -174,7 +174,7 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     keep_layers(student, layer_map)
     _freeze(student, recipe.freeze_embeddings)
     encoder = PairEncoder(teacher_dir / "tokenizer.json", recipe.max_length)
-    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder)
+    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
     logger.info("student: layers %s of the teacher, %d groups, max length %d", layer_map, len(groups), recipe.max_length)
     result = train_listwise(
         student, encoder, train, groups, loop, teacher_scores=scores, priors=_priors(recipe, train_cands),
