@@ -55,3 +55,13 @@ def card_weight(card: dict[str, object]) -> float:
     if not np.isfinite(weight) or weight < 0:
         raise ValueError(f"card.json: field 'interpolation.weight' must be a finite number >= 0, got {weight}")
     return weight
+
+
+def resolve_weight(reranker: object, interpolation: float | None) -> float:
+    """The weight to use: ``interpolation`` when given, else the re-ranker's card (``card`` attribute), else 0."""
+    if interpolation is None:
+        card = getattr(reranker, "card", None)
+        interpolation = card_weight(card) if isinstance(card, dict) else 0.0
+    if not np.isfinite(interpolation) or interpolation < 0:
+        raise ValueError(f"interpolation must be a finite number >= 0, got {interpolation}")
+    return float(interpolation)

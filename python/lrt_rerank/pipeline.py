@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import Candidate, FirstStage
-from lrt_rerank.interpolation import card_weight, combine
+from lrt_rerank.interpolation import combine, resolve_weight
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +109,6 @@ class Pipeline:
         chunk_size: int = 16,
         interpolation: float | None = None,
     ) -> None:
-        if interpolation is None:
-            card = getattr(reranker, "card", None)
-            interpolation = card_weight(card) if isinstance(card, dict) else 0.0
-        if not np.isfinite(interpolation) or interpolation < 0:
-            raise ValueError(f"interpolation must be a finite number >= 0, got {interpolation}")
         if rerank_depth < 0:
             raise ValueError(f"rerank_depth must be >= 0, got {rerank_depth}")
         if chunk_size < 1:
@@ -124,7 +119,7 @@ class Pipeline:
         self.cache: ScoreCache | None = cache if cache is not None else getattr(reranker, "cache", None)
         self.candidates = candidates
         self.chunk_size = chunk_size
-        self.interpolation = float(interpolation)
+        self.interpolation = resolve_weight(reranker, interpolation)
         self._ms_per_passage: float | None = None
 
     def search(self, query: str, k: int = 10, budget_ms: float | None = None) -> list[Hit]:

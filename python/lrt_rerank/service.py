@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lrt_rerank import CrossEncoder, ModelError, ScoreCache, models
-from lrt_rerank.interpolation import card_weight, combine
+from lrt_rerank.interpolation import combine, resolve_weight
 from lrt_rerank.service_cache import RedisScoreTier, RedisSettings, TwoTierScorer
 from lrt_rerank.service_limits import BodySizeLimitMiddleware
 from lrt_rerank.service_metrics import MetricsMiddleware, ServiceMetrics
@@ -133,7 +133,7 @@ class Engine:
             return
         name = encoder.name
         self.metrics.set_model(name, encoder.fingerprint, encoder.max_length)
-        self.interpolation = card_weight(getattr(encoder, "card", None) or {})
+        self.interpolation = resolve_weight(encoder, None)
         self.scorer = TwoTierScorer(encoder, self.cache, self._redis)
         log.info("model %s (sha256 %s) loaded from %s", name, encoder.fingerprint, encoder.model_dir)
 

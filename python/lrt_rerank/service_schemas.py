@@ -24,6 +24,12 @@ SCORES_DOC = (
     "raw logit instead (any real number). Both orders are identical; ties keep input order."
 )
 
+FIRST_STAGE_ORDER_DOC = (
+    "Extension: the documents are in first-stage order, best first (as an OpenSearch rerank "
+    "processor sends them). The score then includes the model card's interpolation with that "
+    "order: logit + w * z(-log position) (lrt_rerank.interpolation; w = 0 for models without one)."
+)
+
 
 class CohereDocument(BaseModel):
     """A document given as an object; only `text` is read, other fields are ignored."""
@@ -81,14 +87,7 @@ class CohereRerankRequestBase(BaseModel):
     raw_scores: bool = Field(
         default=False, description="Extension to Cohere's API: return raw logits instead of sigmoid scores."
     )
-    first_stage_order: bool = Field(
-        default=False,
-        description=(
-            "Extension: the documents are in first-stage order, best first (as an OpenSearch rerank "
-            "processor sends them). The score then includes the model card's interpolation with that "
-            "order: logit + w * z(-log position) (lrt_rerank.interpolation; w = 0 for models without one)."
-        ),
-    )
+    first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
 
 
 class TeiRerankRequestBase(BaseModel):
@@ -97,14 +96,7 @@ class TeiRerankRequestBase(BaseModel):
     query: str = Field(description="The search query.")
     texts: list[str]
     raw_scores: bool = Field(default=False, description="Return raw logits instead of sigmoid scores.")
-    first_stage_order: bool = Field(
-        default=False,
-        description=(
-            "Extension: the documents are in first-stage order, best first (as an OpenSearch rerank "
-            "processor sends them). The score then includes the model card's interpolation with that "
-            "order: logit + w * z(-log position) (lrt_rerank.interpolation; w = 0 for models without one)."
-        ),
-    )
+    first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
     return_text: bool = Field(default=False, description="Echo each text in the results.")
     truncate: bool = Field(
         default=False,

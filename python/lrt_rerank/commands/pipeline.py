@@ -20,7 +20,7 @@ from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
-from lrt_rerank.interpolation import card_weight
+from lrt_rerank.interpolation import card_weight, resolve_weight
 from lrt_rerank.models import default_model_dir, file_sha256, model_home
 from lrt_rerank.pipeline import Pipeline, Reranker
 
@@ -288,7 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         stage.close()
     if not args.json:
-        weight = args.interpolation if args.interpolation is not None else card_weight(getattr(reranker, "card", None) or {})
+        weight = resolve_weight(reranker, args.interpolation)
         print(
             f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, "
             f"re-rank depth {args.rerank_depth}" + (f", interpolation weight {weight:g}" if reranker is not None else "")

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from opensearchpy import OpenSearch
 
-from lrt_rerank.interpolation import card_weight, combine
+from lrt_rerank.interpolation import combine, resolve_weight
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE, RRF_PIPELINE
 from lrt_rerank.opensearch.queries import hybrid_body
@@ -100,11 +100,6 @@ class HybridSearcher:
         pipeline: str = RRF_PIPELINE,
         interpolation: float | None = None,
     ) -> None:
-        if interpolation is None:
-            card = getattr(reranker, "card", None)
-            interpolation = card_weight(card) if isinstance(card, dict) else 0.0
-        if not np.isfinite(interpolation) or interpolation < 0:
-            raise ValueError(f"interpolation must be a finite number >= 0, got {interpolation}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.client = client
@@ -117,7 +112,7 @@ class HybridSearcher:
             raise ValueError("a separate score cache needs a re-ranker with a `fingerprint` (the model's sha256) for its keys")
         self.depth = depth
         self.pipeline = pipeline
-        self.interpolation = float(interpolation)
+        self.interpolation = resolve_weight(reranker, interpolation)
 
     def first_stage(self, query: str, depth: int | None = None) -> list[dict[str, Any]]:
         """The RRF hits (raw OpenSearch hits with ``_source``), best first."""

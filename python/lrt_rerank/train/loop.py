@@ -150,17 +150,19 @@ def train_listwise(
         doc_ids = [d for g in batch for d in (g.positive, *g.negatives)]
         inputs = encoder.encode(queries, [passage_text(dataset, d) for d in doc_ids])
         logits = model(**inputs).view(len(batch), size)
+        prior = None
         if cfg.prior_weight > 0 and priors is not None:
             offset = [[priors[g.query_id][d] for d in (g.positive, *g.negatives)] for g in batch]
-            logits = logits + cfg.prior_weight * torch.tensor(offset, dtype=logits.dtype)
+            prior = cfg.prior_weight * torch.tensor(offset, dtype=logits.dtype)
+            logits = logits + prior
         labels = torch.zeros(len(batch), dtype=torch.long)
         loss = nn.functional.cross_entropy(logits, labels)
         if cfg.kd_weight > 0 and teacher_scores is not None:
             target = torch.tensor(
                 [[teacher_scores[g.query_id][d] for d in (g.positive, *g.negatives)] for g in batch], dtype=logits.dtype
             )
-            if cfg.prior_weight > 0 and priors is not None:  # the teacher is read the way it is used: with the prior
-                target = target + cfg.prior_weight * torch.tensor(offset, dtype=logits.dtype)
+            if prior is not None:  # the teacher is read the way it is used: with the prior
+                target = target + prior
             t = cfg.temperature
             kd = nn.functional.kl_div(
                 nn.functional.log_softmax(logits / t, dim=-1), nn.functional.log_softmax(target / t, dim=-1), log_target=True, reduction="batchmean"
