@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lrt_rerank import _core
-from lrt_rerank.models import MODEL, ModelCard, file_sha256, resolve_model_dir
+from lrt_rerank.calibration import Calibration
+from lrt_rerank.models import CARD, MODEL, ModelCard, file_sha256, resolve_model_dir
 from lrt_rerank.runtime import ensure_runtime
 
 PathLike = str | os.PathLike[str]
@@ -45,6 +46,9 @@ class CrossEncoder:
     Concurrency: ``score`` releases the GIL. Concurrent calls tokenize in parallel, then queue
     for the model's ONNX Runtime session; each run uses ``threads`` intra-op threads (default:
     all cores), so one call at a time already uses the whole machine.
+
+    ``score`` gives the model's raw scores (logits); ``relevance`` maps them to calibrated
+    probabilities with the card's calibration (:mod:`lrt_rerank.calibration`).
     """
 
     def __init__(self, core: _core.CrossEncoderCore, model_dir: Path, card: ModelCard, cache: _core.ScoreCache | None):
@@ -52,6 +56,7 @@ class CrossEncoder:
         self.model_dir = model_dir
         self.card = card.data
         self.cache = cache
+        self._calibration = Calibration.from_card(card.data, model_dir / CARD)
 
     @classmethod
     def load(
@@ -102,6 +107,23 @@ class CrossEncoder:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         return self._core.score(query, _check_texts("passages", passages))
+
+    @property
+    def calibration(self) -> Calibration:
+        """The score-to-probability mapping in use: (a, b) of ``sigmoid(a * score + b)`` and their source.
+
+        From the card's ``calibration`` (a Platt fit, see ``lrt-rerank models calibrate``); a card
+        without one uses its ``activation`` ("sigmoid" and "identity" both give sigmoid(score)).
+        """
+        return self._calibration
+
+    def relevance(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities of relevance (float64 in [0, 1]), one per passage, in input order.
+
+        ``sigmoid(a * score + b)`` of :meth:`score`, with (a, b) from :attr:`calibration`: monotone
+        in the score, so it ranks exactly as the score does.
+        """
+        return self._calibration.apply(self.score(query, passages))
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]:
         """(index, score) pairs, score descending, ties by index."""

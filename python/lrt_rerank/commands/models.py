@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from lrt_rerank.models import KINDS, ModelCard, build_minilm_model, default_model_dir
+from lrt_rerank.models import CARD, KINDS, ModelCard, build_minilm_model, default_model_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("model_dir", type=Path)
     s.set_defaults(func=_show)
 
+    c = msub.add_parser(
+        "calibrate",
+        help="fit Platt scaling of a cross-encoder's scores on a judged split and write it into its card",
+        description=(
+            "Re-rank the first stage's top DEPTH candidates of each judged query of a split, label them from its "
+            "qrels (grade > 0: relevant), fit relevance = sigmoid(a * score + b), report ECE (10 equal-width bins) "
+            "and Brier before and after, and write 'calibration' into MODEL_DIR/card.json. Fitting on a test split "
+            "is refused; --report-only measures the card's calibration on any split and writes nothing."
+        ),
+    )
+    c.add_argument("model_dir", type=Path, help="cross-encoder model directory (its card.json gets the calibration)")
+    c.add_argument("--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    c.add_argument("--split", default="dev", help="qrels split (default: %(default)s; 'test' only with --report-only)")
+    c.add_argument("--depth", type=int, default=50, help="candidates per query, as re-ranked at run time (default: %(default)s)")
+    c.add_argument("--queries", type=int, help="use only the first N judged queries (default: all)")
+    c.add_argument("--report-only", action="store_true", help="measure the card's calibration; fit and write nothing")
+    c.add_argument("--first-stage", default="embedded", help="'embedded' (default, as in `eval`) or an OpenSearch URL")
+    c.add_argument("--index", type=Path, help="embedded index directory (built there if absent; default: the cached one)")
+    c.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
+    c.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    c.set_defaults(func=_calibrate)
+
 
 def _build(args: argparse.Namespace) -> int:
     out = build_minilm_model(args.out, args.kind, num_layers=args.layers, max_length=args.max_length, seed=args.seed)
@@ -56,4 +79,37 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     print(json.dumps(ModelCard.read(args.model_dir).data, indent=2))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from lrt_rerank import CrossEncoder, LrtError
+    from lrt_rerank.calibrate import collect, fit, measure, require_tuning_split
+    from lrt_rerank.calibration import write_calibration
+    from lrt_rerank.commands.pipeline import _open_first_stage
+    from lrt_rerank.datasets import load_dataset
+    from lrt_rerank.first_stage.embedded import IndexFormatError
+
+    try:
+        if not args.report_only:
+            require_tuning_split(args.split)  # before any work
+        for name in ("depth", "queries"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise ValueError(f"--{name} must be at least 1")
+        encoder = CrossEncoder.load(str(args.model_dir))
+        dataset = load_dataset(args.dataset, args.split)
+        stage = _open_first_stage(args, dataset)
+        try:
+            data = collect(encoder, dataset, stage, args.depth, dataset.eval_query_ids()[: args.queries])
+        finally:
+            stage.close()
+        report = measure(encoder, dataset, data, args.depth) if args.report_only else fit(encoder, dataset, data, args.depth)
+        if report.record is not None:
+            write_calibration(encoder.model_dir / CARD, report.record)
+    except (ValueError, FileNotFoundError, LrtError, IndexFormatError) as exc:
+        print(f"lrt-rerank models calibrate: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.dumps() if args.json else report.table())
+    if report.record is not None:
+        print(f"calibration written to {encoder.model_dir / CARD}", file=sys.stderr)
     return 0
