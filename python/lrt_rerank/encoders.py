@@ -148,7 +148,8 @@ class CrossEncoder:
 
 
 class BiEncoder:
-    """Embeds texts: mean pooling over the attention mask, L2-normalised float32 rows."""
+    """Embeds texts as float32 rows: the card's pooling (mean over the attention mask, or [CLS]),
+    L2-normalised unless the card says ``normalize: false``."""
 
     def __init__(self, core: _core.BiEncoderCore, model_dir: Path, card: ModelCard):
         self._core = core
@@ -165,7 +166,14 @@ class BiEncoder:
     ) -> "BiEncoder":
         """Load a bi-encoder directory (``None`` or ``"default"``: all-MiniLM-L6-v2)."""
         path, card = _open_model_dir(model_dir, "bi-encoder")
-        core = _core.BiEncoderCore(str(path), max_length or card.max_length, threads=threads, batch_size=batch_size or 32)
+        core = _core.BiEncoderCore(
+            str(path),
+            max_length or card.max_length,
+            threads=threads,
+            batch_size=batch_size or 32,
+            pooling=card.pooling,
+            normalize=card.normalize,
+        )
         return cls(core, path, card)
 
     @property
@@ -177,7 +185,7 @@ class BiEncoder:
         return self._core.max_length
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 array (n, dim) with L2-normalised rows."""
+        """float32 array (n, dim), pooled as the card says; rows L2-normalised unless ``normalize`` is off."""
         return self._core.embed(_check_texts("texts", texts))
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:

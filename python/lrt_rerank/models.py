@@ -1,7 +1,7 @@
 """Model directories: ``model.onnx`` + ``tokenizer.json`` + ``card.json``.
 
 The card is a small JSON object: ``kind`` ("cross-encoder" | "bi-encoder"), ``max_length``,
-``pooling``, ``provenance`` and, where known, ``parameters``, ``layers``, ``metrics`` and
+``pooling`` (bi-encoders: "mean" | "cls"), ``normalize`` (bi-encoders, default true), ``provenance`` and, where known, ``parameters``, ``layers``, ``metrics`` and
 ``sha256`` (of model.onnx).
 
 Default models are made by this package's own tools from the all-MiniLM-L6-v2 weights that
@@ -27,6 +27,7 @@ from lrt_rerank import _core
 from lrt_rerank.convert import BertConfig, build_bert_onnx, count_parameters
 
 KINDS = ("cross-encoder", "bi-encoder")
+POOLINGS = ("mean", "cls")
 CARD = "card.json"
 MODEL = "model.onnx"
 TOKENIZER = "tokenizer.json"
@@ -42,6 +43,8 @@ class ModelCard:
     kind: str
     max_length: int
     pooling: str
+    #: bi-encoders: whether embeddings are L2-normalised (sentence-transformers' Normalize module)
+    normalize: bool
     data: dict[str, Any]
 
     @classmethod
@@ -62,9 +65,12 @@ class ModelCard:
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 4:
             raise _core.ModelError(f"{path}: field 'max_length' must be an integer >= 4, got {max_length!r}")
         pooling = data.get("pooling", "cls" if kind == "cross-encoder" else "mean")
-        if kind == "bi-encoder" and pooling != "mean":
-            raise _core.ModelError(f"{path}: field 'pooling' must be 'mean' for a bi-encoder, got {pooling!r}")
-        return cls(kind=kind, max_length=max_length, pooling=pooling, data=data)
+        if kind == "bi-encoder" and pooling not in POOLINGS:
+            raise _core.ModelError(f"{path}: field 'pooling' must be one of {POOLINGS} for a bi-encoder, got {pooling!r}")
+        normalize = data.get("normalize", True)
+        if not isinstance(normalize, bool):
+            raise _core.ModelError(f"{path}: field 'normalize' must be true or false, got {normalize!r}")
+        return cls(kind=kind, max_length=max_length, pooling=pooling, normalize=normalize, data=data)
 
 
 def file_sha256(path: Path) -> str:
@@ -167,7 +173,12 @@ def default_model_dir(kind: str) -> Path:
 
 
 def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Path:
-    """``None`` or ``"default"`` → the default model of ``kind``; anything else is a path."""
+    """``None`` or ``"default"`` → the default model of ``kind``; a Hugging Face snapshot folder → its
+    import under ``<model home>/imported`` (made once per snapshot content); anything else is a path."""
     if model_dir is None or str(model_dir) == "default":
         return default_model_dir(kind)
-    return Path(model_dir)
+    from lrt_rerank.importers import imported_model_dir, is_snapshot  # importers import this module
+
+
+    path = Path(model_dir)
+    return imported_model_dir(path, kind) if is_snapshot(path) else path

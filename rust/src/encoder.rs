@@ -289,10 +289,31 @@ pub struct CrossEncoderCore {
     batching: Batching,
 }
 
+/// How a bi-encoder turns token embeddings into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the attention mask.
+    Mean,
+    /// The first token's ([CLS]) embedding.
+    Cls,
+}
+
+impl Pooling {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "mean" => Ok(Self::Mean),
+            "cls" => Ok(Self::Cls),
+            other => Err(CoreError::InvalidArgument(format!("pooling must be 'mean' or 'cls', got {other:?}"))),
+        }
+    }
+}
+
 pub struct BiEncoderCore {
     model: OnnxModel,
     tokenizer: TextTokenizer,
     batching: Batching,
+    pooling: Pooling,
+    normalize: bool,
 }
 
 /// Run a probe of `max_length` tokens using the tokenizer's largest id: a tokenizer whose
@@ -381,7 +402,14 @@ impl CrossEncoderCore {
 }
 
 impl BiEncoderCore {
-    pub fn load(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<Self> {
+    pub fn load(
+        dir: &Path,
+        max_length: usize,
+        threads: usize,
+        batch_size: usize,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Self> {
         let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
         let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
         // An embedding of one dimension is a score, not an embedding: a cross-encoder graph.
@@ -399,7 +427,7 @@ impl BiEncoderCore {
                 ),
             ));
         }
-        Ok(Self { model, tokenizer, batching })
+        Ok(Self { model, tokenizer, batching, pooling, normalize })
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -410,6 +438,14 @@ impl BiEncoderCore {
         &self.model
     }
 
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub fn normalize(&self) -> bool {
+        self.normalize
+    }
+
     /// Embedding dimension, read from a probe output.
     pub fn dim(&self) -> Result<usize> {
         let enc = Encoded { ids: vec![0, 0], type_ids: vec![0, 0] };
@@ -417,7 +453,8 @@ impl BiEncoderCore {
         out.shape.last().and_then(|&d| usize::try_from(d).ok()).ok_or_else(|| CoreError::Inference("empty output shape".into()))
     }
 
-    /// Mean-pooled (over the attention mask), L2-normalised embeddings, row-major (n × dim).
+    /// Pooled (mean over the attention mask, or the first token) and, if the model asks for it,
+    /// L2-normalised embeddings, row-major (n × dim). A pooled output [batch, dim] is taken as is.
     pub fn embed(&self, texts: &[&str], dim: usize) -> Result<Vec<f32>> {
         let mut out_rows = vec![0f32; texts.len() * dim];
         for (w, window) in texts.chunks(self.batching.window).enumerate() {
@@ -428,26 +465,47 @@ impl BiEncoderCore {
             let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
             for (batch, out) in batches.iter().zip(outs) {
                 let got_dim = out.shape.last().copied().unwrap_or(0);
-                if got_dim != dim as i64 || out.shape[0] != batch.len() as i64 {
+                let expected_len = match out.shape.len() {
+                    3 => batch.len() * out.seq_len * dim,
+                    2 => batch.len() * dim,
+                    _ => usize::MAX,
+                };
+                if got_dim != dim as i64
+                    || out.shape.first().copied() != Some(batch.len() as i64)
+                    || (out.shape.len() == 3 && out.shape[1] != out.seq_len as i64)
+                    || out.data.len() != expected_len
+                {
                     return Err(CoreError::Inference(format!(
-                        "{}: unexpected output shape {:?} for a batch of {} (dim {dim})",
+                        "{}: unexpected output shape {:?} for a batch of {} sequences of {} tokens (dim {dim})",
                         self.model.path().display(),
                         out.shape,
-                        batch.len()
+                        batch.len(),
+                        out.seq_len
                     )));
                 }
                 for (j, &i) in batch.iter().enumerate() {
                     let row = &mut out_rows[(base + i) * dim..(base + i + 1) * dim];
-                    if out.shape.len() == 3 {
-                        mean_pool(&out, j, dim, row);
-                    } else {
-                        row.copy_from_slice(&out.data[j * dim..(j + 1) * dim]);
+                    pool_row(&out, j, dim, self.pooling, row);
+                    if self.normalize {
+                        l2_normalise(row);
                     }
-                    l2_normalise(row);
                 }
             }
         }
         Ok(out_rows)
+    }
+}
+
+/// Pool row `row` of a checked batch output into `dst`: token embeddings [batch, seq, dim] by
+/// `pooling`; an already pooled output [batch, dim] is copied.
+fn pool_row(out: &BatchOutput, row: usize, dim: usize, pooling: Pooling, dst: &mut [f32]) {
+    match (out.shape.len(), pooling) {
+        (3, Pooling::Mean) => mean_pool(out, row, dim, dst),
+        (3, Pooling::Cls) => {
+            let start = row * out.seq_len * dim;
+            dst.copy_from_slice(&out.data[start..start + dim]);
+        }
+        _ => dst.copy_from_slice(&out.data[row * dim..(row + 1) * dim]),
     }
 }
 
@@ -511,6 +569,24 @@ mod tests {
         assert_eq!(row, vec![2.0, 0.0]);
         l2_normalise(&mut row);
         assert_eq!(row, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn cls_pooling_takes_each_rows_first_token() {
+        // two rows, seq 2, dim 2
+        let out = BatchOutput {
+            shape: vec![2, 2, 2],
+            data: vec![1.0, 2.0, 9.0, 9.0, 3.0, 4.0, 7.0, 7.0],
+            mask: vec![1, 1, 1, 0],
+            seq_len: 2,
+        };
+        let mut row = vec![0.0; 2];
+        pool_row(&out, 1, 2, Pooling::Cls, &mut row);
+        assert_eq!(row, vec![3.0, 4.0]);
+        let mut row = vec![0.0; 2]; // mean pooling accumulates into a zeroed row
+        pool_row(&out, 1, 2, Pooling::Mean, &mut row);
+        assert_eq!(row, vec![3.0, 4.0]); // the padded token is ignored
+        assert!(Pooling::parse("max").is_err());
     }
 
     #[test]

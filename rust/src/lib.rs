@@ -242,7 +242,7 @@ fn score_with_cache(
     Ok(scores)
 }
 
-/// Bi-encoder session: mean-pooled, L2-normalised embeddings.
+/// Bi-encoder session: mean- or CLS-pooled embeddings, L2-normalised unless asked not to be.
 #[pyclass(name = "BiEncoderCore", module = "lrt_rerank._core", frozen)]
 struct PyBiEncoder {
     inner: Arc<encoder::BiEncoderCore>,
@@ -252,12 +252,21 @@ struct PyBiEncoder {
 #[pymethods]
 impl PyBiEncoder {
     #[new]
-    #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32))]
-    fn new(py: Python<'_>, model_dir: PathBuf, max_length: usize, threads: Option<usize>, batch_size: usize) -> PyResult<Self> {
+    #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32, pooling = "mean", normalize = true))]
+    fn new(
+        py: Python<'_>,
+        model_dir: PathBuf,
+        max_length: usize,
+        threads: Option<usize>,
+        batch_size: usize,
+        pooling: &str,
+        normalize: bool,
+    ) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(default_threads);
+        let pooling = encoder::Pooling::parse(pooling).map_err(to_py)?;
         let (inner, dim) = py
             .detach(|| {
-                let core = encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size)?;
+                let core = encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size, pooling, normalize)?;
                 let dim = core.dim()?;
                 Ok::<_, CoreError>((core, dim))
             })
@@ -277,8 +286,19 @@ impl PyBiEncoder {
     fn feeds_token_type_ids(&self) -> bool {
         self.inner.model().feeds_token_type_ids()
     }
+    #[getter]
+    fn pooling(&self) -> &'static str {
+        match self.inner.pooling() {
+            encoder::Pooling::Mean => "mean",
+            encoder::Pooling::Cls => "cls",
+        }
+    }
+    #[getter]
+    fn normalize(&self) -> bool {
+        self.inner.normalize()
+    }
 
-    /// float32 array (n, dim), rows L2-normalised.
+    /// float32 array (n, dim), pooled as the model asks, rows L2-normalised unless `normalize` is off.
     fn embed<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let inner = self.inner.clone();
         let dim = self.dim;

@@ -69,6 +69,7 @@ impl TextTokenizer {
             .get_padding()
             .map(|p| i64::from(p.pad_id))
             .or_else(|| base.token_to_id("[PAD]").map(i64::from))
+            .or_else(|| base.token_to_id("<pad>").map(i64::from))
             .unwrap_or(0);
         let only_second = with_truncation(base.clone(), path, max_length, TruncationStrategy::OnlySecond)?;
         let longest_first = with_truncation(base, path, max_length, TruncationStrategy::LongestFirst)?;
