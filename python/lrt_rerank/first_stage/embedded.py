@@ -234,7 +234,7 @@ class EmbeddedFirstStage(FirstStage):
         return _top_k(scores, k, self.documents, minimum=0.0)
 
     def _dense(self, query: str, k: int) -> list[Candidate]:
-        vector = np.asarray(self._encoder.embed([query]), dtype=np.float32).reshape(-1)
+        vector = np.asarray(self._encoder.embed_queries([query]), dtype=np.float32).reshape(-1)
         scores = self._embeddings @ vector
         return _top_k(scores, k, self.documents, minimum=None)
 

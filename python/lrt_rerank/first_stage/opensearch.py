@@ -95,7 +95,7 @@ class OpenSearchFirstStage(FirstStage):
         self.client.close()
 
     def _embed(self, query: str) -> list[float]:
-        vector = np.asarray(self.encoder.embed([query]), dtype=np.float32).reshape(-1)
+        vector = np.asarray(self.encoder.embed_queries([query]), dtype=np.float32).reshape(-1)
         return vector.tolist()
 
     def _search(self, body: dict[str, Any], pipeline: str | None = None) -> list[dict[str, Any]]:

@@ -32,12 +32,14 @@ TEXT_FIELDS = ("title", "text", CONTENT_FIELD)
 
 
 class Embedder(Protocol):
-    """What indexing needs from a ``BiEncoder``."""
+    """What indexing and query embedding need from a ``BiEncoder``."""
 
     @property
     def dim(self) -> int: ...
 
     def embed(self, texts: list[str]) -> Any: ...
+
+    def embed_queries(self, queries: list[str]) -> Any: ...
 
 
 class IndexingError(RuntimeError):

@@ -190,4 +190,4 @@ def search_server_side(
 
 
 def embed_query(bi_encoder: Embedder, query: str) -> list[float]:
-    return np.asarray(bi_encoder.embed([query]), dtype=np.float32).reshape(-1).tolist()
+    return np.asarray(bi_encoder.embed_queries([query]), dtype=np.float32).reshape(-1).tolist()
