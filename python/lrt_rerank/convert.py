@@ -1,11 +1,17 @@
-"""Build BERT-family ONNX graphs straight from safetensors weights, without torch.
+"""Build transformer-encoder ONNX graphs straight from checkpoint tensors, without torch.
 
-The graph is written with the `onnx` package (opset 17) in the classic attention pattern
-(MatMul → Softmax → MatMul), so ONNX Runtime's transformer optimizer can fuse it. Two heads:
+Four encoder families share one graph builder: BERT/MiniLM (``bert``), ELECTRA (``electra``),
+RoBERTa/XLM-RoBERTa (``roberta``, ``xlm-roberta``) and DistilBERT (``distilbert``). The graph is
+written with the `onnx` package (opset 17) in the classic attention pattern
+(MatMul → Softmax → MatMul), so ONNX Runtime's transformer optimizer can fuse it.
 
-- ``bi-encoder``: outputs ``last_hidden_state`` [batch, seq, hidden]; the engine mean-pools.
-- ``cross-encoder``: takes ``token_type_ids`` and outputs ``logits`` [batch, 1] from a linear
-  head over the [CLS] state (weights given, or seeded random for a placeholder).
+Outputs:
+
+- no head (bi-encoder): ``last_hidden_state`` [batch, seq, hidden]; the engine pools.
+- a head (cross-encoder): ``logits`` [batch, 1]. :func:`sequence_classification_head` is the
+  exact head of transformers' ``*ForSequenceClassification`` class of the family (with two labels
+  the graph outputs ``logit[1] - logit[0]``); :func:`linear_cls_head` is a bare linear layer on
+  [CLS] (the MiniLM placeholder).
 """
 
 from __future__ import annotations
@@ -14,17 +20,44 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from lrt_rerank import _core
+
 OPSET = 17
+MODEL_TYPES = ("bert", "electra", "roberta", "xlm-roberta", "distilbert")
+#: Families whose position ids start at ``pad_token_id + 1`` and which have no token types.
+ROBERTA_TYPES = ("roberta", "xlm-roberta")
+#: ``hidden_act`` values and the GELU/ReLU form they compute (as in transformers.activations).
+ACTIVATIONS = {
+    "gelu": "gelu-erf",
+    "gelu_python": "gelu-erf",
+    "gelu_new": "gelu-tanh",
+    "gelu_pytorch_tanh": "gelu-tanh",
+    "gelu_python_tanh": "gelu-tanh",
+    "relu": "relu",
+}
+#: Additive attention bias on padded positions.
+MASK_BIAS = -10000.0
+
+
+def _int(raw: Mapping[str, Any], key: str, path: Path) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _core.ModelError(f"{path}: field {key!r} must be an integer, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
-class BertConfig:
+class EncoderConfig:
+    """What the graph builder needs from a transformers ``config.json``."""
+
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -32,25 +65,178 @@ class BertConfig:
     intermediate_size: int
     max_position: int
     layer_norm_eps: float
+    model_type: str = "bert"
+    hidden_act: str = "gelu"
+    type_vocab_size: int = 2
+    pad_token_id: int = 0
+    #: ELECTRA's embedding width (projected to ``hidden_size``); None: ``hidden_size``.
+    embedding_size: int | None = None
 
     @classmethod
-    def from_file(cls, path: Path) -> "BertConfig":
+    def from_dict(cls, raw: Mapping[str, Any], path: Path) -> "EncoderConfig":
+        """Read a config.json object; ``path`` names the file in errors."""
+        model_type = raw.get("model_type")
+        if model_type not in MODEL_TYPES:
+            raise _core.ModelError(
+                f"{path}: model_type {model_type!r} is not supported (supported: {', '.join(MODEL_TYPES)})"
+            )
+        position = raw.get("position_embedding_type", "absolute")
+        if position != "absolute":
+            raise _core.ModelError(f"{path}: position_embedding_type {position!r} is not supported (only 'absolute')")
+        if model_type == "distilbert":
+            if raw.get("sinusoidal_pos_embds"):
+                raise _core.ModelError(f"{path}: sinusoidal_pos_embds is not supported")
+            config = cls(
+                vocab_size=_int(raw, "vocab_size", path),
+                hidden_size=_int(raw, "dim", path),
+                num_layers=_int(raw, "n_layers", path),
+                num_heads=_int(raw, "n_heads", path),
+                intermediate_size=_int(raw, "hidden_dim", path),
+                max_position=_int(raw, "max_position_embeddings", path),
+                layer_norm_eps=1e-12,  # fixed in DistilBERT
+                model_type=model_type,
+                hidden_act=str(raw.get("activation", "gelu")),
+                type_vocab_size=0,
+                pad_token_id=int(raw.get("pad_token_id") or 0),
+            )
+        else:
+            config = cls(
+                vocab_size=_int(raw, "vocab_size", path),
+                hidden_size=_int(raw, "hidden_size", path),
+                num_layers=_int(raw, "num_hidden_layers", path),
+                num_heads=_int(raw, "num_attention_heads", path),
+                intermediate_size=_int(raw, "intermediate_size", path),
+                max_position=_int(raw, "max_position_embeddings", path),
+                layer_norm_eps=float(raw.get("layer_norm_eps", 1e-12)),
+                model_type=model_type,
+                hidden_act=str(raw.get("hidden_act", "gelu")),
+                type_vocab_size=int(raw.get("type_vocab_size", 2)),
+                pad_token_id=int(raw.get("pad_token_id") or 0),
+                embedding_size=int(raw["embedding_size"]) if model_type == "electra" and "embedding_size" in raw else None,
+            )
+        act_key = "activation" if model_type == "distilbert" else "hidden_act"
+        if config.hidden_act not in ACTIVATIONS:
+            raise _core.ModelError(
+                f"{path}: {act_key} {config.hidden_act!r} is not supported (supported: {', '.join(ACTIVATIONS)})"
+            )
+        if config.hidden_size % config.num_heads:
+            raise _core.ModelError(
+                f"{path}: hidden size {config.hidden_size} is not a multiple of the {config.num_heads} attention heads"
+            )
+        if config.max_tokens < 4:
+            raise _core.ModelError(f"{path}: max_position_embeddings {config.max_position} leaves under 4 positions")
+        return config
+
+    @classmethod
+    def from_file(cls, path: Path) -> "EncoderConfig":
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read a BERT config.json: {exc}") from exc
-        try:
-            return cls(
-                vocab_size=int(raw["vocab_size"]),
-                hidden_size=int(raw["hidden_size"]),
-                num_layers=int(raw["num_hidden_layers"]),
-                num_heads=int(raw["num_attention_heads"]),
-                intermediate_size=int(raw["intermediate_size"]),
-                max_position=int(raw["max_position_embeddings"]),
-                layer_norm_eps=float(raw.get("layer_norm_eps", 1e-12)),
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _core.ModelError(f"{path}: cannot read config.json: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise _core.ModelError(f"{path}: must hold a JSON object")
+        return cls.from_dict({"model_type": "bert", **raw}, path)
+
+    @property
+    def position_offset(self) -> int:
+        """First position id: ``pad_token_id + 1`` for RoBERTa-family models, else 0."""
+        return self.pad_token_id + 1 if self.model_type in ROBERTA_TYPES else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest sequence the position table covers."""
+        return self.max_position - self.position_offset
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def has_token_types(self) -> bool:
+        """Whether the model distinguishes segments (BERT, ELECTRA); RoBERTa's single type is a constant."""
+        return self.model_type in ("bert", "electra") and self.type_vocab_size > 1
+
+
+#: The name the MiniLM tools and tests use.
+BertConfig = EncoderConfig
+
+
+def load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as float32 numpy arrays (errors name the file)."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, TypeError, ValueError) as exc:
+        raise _core.ModelError(f"{path}: cannot read safetensors weights (truncated or not safetensors?): {exc}") from exc
+    return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+
+
+_BERT_LAYER = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "o": "attention.output.dense",
+    "ln1": "attention.output.LayerNorm",
+    "ff1": "intermediate.dense",
+    "ff2": "output.dense",
+    "ln2": "output.LayerNorm",
+}
+_DISTILBERT_LAYER = {
+    "q": "attention.q_lin",
+    "k": "attention.k_lin",
+    "v": "attention.v_lin",
+    "o": "attention.out_lin",
+    "ln1": "sa_layer_norm",
+    "ff1": "ffn.lin1",
+    "ff2": "ffn.lin2",
+    "ln2": "output_layer_norm",
+}
+#: Attribute of the base model inside ``*ForSequenceClassification`` (the state-dict prefix).
+_BASE_PREFIX = {"bert": "bert.", "electra": "electra.", "roberta": "roberta.", "xlm-roberta": "roberta.", "distilbert": "distilbert."}
+
+
+class Checkpoint:
+    """Named tensors of one checkpoint, looked up with or without the base-model prefix.
+
+    Legacy ``gamma``/``beta`` LayerNorm names are read as ``weight``/``bias`` (as transformers does).
+    Every lookup checks the shape; errors name the tensor and the file.
+    """
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], source: Path, model_type: str) -> None:
+        self.source = source
+        self.model_type = model_type
+        self.tensors = {self._modern(k): v for k, v in tensors.items()}
+        prefix = _BASE_PREFIX[model_type]
+        self.prefix = prefix if f"{prefix}embeddings.word_embeddings.weight" in self.tensors else ""
+        self.used: set[str] = set()
+
+    @staticmethod
+    def _modern(key: str) -> str:
+        if key.endswith(".gamma"):
+            return key[: -len("gamma")] + "weight"
+        if key.endswith(".beta"):
+            return key[: -len("beta")] + "bias"
+        return key
+
+    def top(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A tensor outside the base model (a classification head)."""
+        if key not in self.tensors:
+            raise _core.ModelError(f"{self.source}: tensor {key!r} not found (is this a {self.model_type} checkpoint?)")
+        value = self.tensors[key]
+        self.used.add(key)
+        if tuple(value.shape) != shape:
+            raise _core.ModelError(
+                f"{self.source}: tensor {key!r} has shape {list(value.shape)}, config.json implies {list(shape)}"
             )
-        except KeyError as exc:
-            raise ValueError(f"{path}: missing field {exc.args[0]!r}") from exc
+        return value.astype(np.float32)
+
+    def base(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A tensor of the base model (``embeddings.…``, ``encoder.…``, ``pooler.…``)."""
+        return self.top(self.prefix + key, shape)
+
+    @property
+    def parameters(self) -> int:
+        """Number of weights in the tensors looked up so far (those a built graph computes with)."""
+        return sum(int(self.tensors[k].size) for k in self.used)
 
 
 class _Graph:
@@ -85,128 +271,216 @@ class _Graph:
         b = self.const(f"{prefix}.bias", beta.astype(np.float32))
         return self.op("LayerNormalization", [x, g, b], axis=-1, epsilon=eps)
 
+    def scalar(self, name: str, value: float) -> str:
+        if not any(t.name == name for t in self.inits):
+            self.const(name, np.array(value, dtype=np.float32))
+        return name
 
-def _weights(weights: dict[str, np.ndarray], key: str, source: Path) -> np.ndarray:
-    for candidate in (key, f"bert.{key}"):
-        if candidate in weights:
-            return weights[candidate]
-    raise ValueError(f"{source}: tensor {key!r} not found (is this a BERT checkpoint?)")
+    def activation(self, x: str, form: str) -> str:
+        """``form``: 'gelu-erf' (exact), 'gelu-tanh' (tanh approximation), 'relu' or 'tanh'.
+
+        The GELUs are written as torch exports them, the patterns ORT fuses into Gelu / FastGelu.
+        """
+        if form == "relu":
+            return self.op("Relu", [x])
+        if form == "tanh":
+            return self.op("Tanh", [x])
+        half, one = self.scalar("half", 0.5), self.scalar("one_f", 1.0)
+        if form == "gelu-erf":
+            inner = self.op("Erf", [self.op("Div", [x, self.scalar("sqrt2", math.sqrt(2.0))])])
+        else:  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            cube = self.op("Pow", [x, self.scalar("three", 3.0)])
+            inner = self.op("Add", [x, self.op("Mul", [cube, self.scalar("gelu_coeff", 0.044715)])])
+            inner = self.op("Tanh", [self.op("Mul", [inner, self.scalar("sqrt_2_over_pi", math.sqrt(2.0 / math.pi))])])
+        return self.op("Mul", [self.op("Mul", [x, half]), self.op("Add", [inner, one])])
 
 
-def build_bert_onnx(
-    weights_path: Path,
-    config: BertConfig,
-    kind: str,
-    num_layers: int | None = None,
-    head: tuple[np.ndarray, np.ndarray] | None = None,
-    seed: int = 0,
-) -> onnx.ModelProto:
-    """Return an ONNX model for ``kind`` ('bi-encoder' or 'cross-encoder').
+#: Maps the final hidden state [batch, seq, hidden] to logits [batch, 1].
+Head = Callable[[_Graph, str], str]
 
-    ``num_layers`` keeps the first N encoder layers (a smaller, faster model). For a
-    cross-encoder, ``head`` is (weight [1, hidden], bias [1]); without it a seeded random head
-    is used (a placeholder whose scores carry no relevance signal).
+
+def _cls(g: _Graph, x: str) -> str:
+    return g.op("Gather", [x, g.const("cls_index", np.array(0, dtype=np.int64))], axis=1)  # [batch, hidden]
+
+
+def linear_cls_head(weight: np.ndarray, bias: np.ndarray) -> Head:
+    """``logits = [CLS] · weight.T + bias`` with weight [1, hidden], bias [1]."""
+
+    def head(g: _Graph, x: str) -> str:
+        return g.linear(_cls(g, x), weight, bias, "classifier")
+
+    return head
+
+
+def sequence_classification_head(ckpt: Checkpoint, config: EncoderConfig, num_labels: int) -> Head:
+    """The head of transformers' ``<Family>ForSequenceClassification`` on [CLS].
+
+    bert: pooler (dense, tanh) + classifier; electra: dense, exact GELU, out_proj; roberta /
+    xlm-roberta: dense, tanh, out_proj; distilbert: pre_classifier, ReLU, classifier. With two
+    labels the output is ``logit[1] - logit[0]`` (its sigmoid is the softmax of label 1).
     """
-    if kind not in ("bi-encoder", "cross-encoder"):
-        raise ValueError(f"kind must be 'bi-encoder' or 'cross-encoder', got {kind!r}")
-    try:
-        w = load_file(str(weights_path))
-    except Exception as exc:  # safetensors raises several error types
-        raise ValueError(f"{weights_path}: cannot read safetensors weights: {exc}") from exc
+    if num_labels not in (1, 2):
+        raise ValueError(f"num_labels must be 1 or 2, got {num_labels}")
+    h = config.hidden_size
+    dense, form, out = {
+        "bert": ("pooler.dense", "tanh", "classifier"),
+        "electra": ("classifier.dense", "gelu-erf", "classifier.out_proj"),
+        "roberta": ("classifier.dense", "tanh", "classifier.out_proj"),
+        "xlm-roberta": ("classifier.dense", "tanh", "classifier.out_proj"),
+        "distilbert": ("pre_classifier", "relu", "classifier"),
+    }[config.model_type]
+    get = ckpt.base if config.model_type == "bert" else ckpt.top  # BERT's pooler belongs to the base model
+    dense_w, dense_b = get(f"{dense}.weight", (h, h)), get(f"{dense}.bias", (h,))
+    out_w, out_b = ckpt.top(f"{out}.weight", (num_labels, h)), ckpt.top(f"{out}.bias", (num_labels,))
+
+    def head(g: _Graph, x: str) -> str:
+        pooled = g.activation(g.linear(_cls(g, x), dense_w, dense_b, dense), form)
+        logits = g.linear(pooled, out_w, out_b, out)  # [batch, num_labels]
+        if num_labels == 1:
+            return logits
+        pick = lambda i: g.op("Gather", [logits, g.const(f"label{i}", np.array([i], dtype=np.int64))], axis=1)  # noqa: E731
+        return g.op("Sub", [pick(1), pick(0)])  # [batch, 1]
+
+    return head
+
+
+def build_encoder_onnx(
+    ckpt: Checkpoint, config: EncoderConfig, head: Head | None, num_layers: int | None = None
+) -> onnx.ModelProto:
+    """The encoder of ``config.model_type`` with ``head`` (None: output ``last_hidden_state``).
+
+    ``num_layers`` keeps the first N encoder layers. ``token_type_ids`` is a graph input only for a
+    cross-encoder of a family with segment embeddings (BERT, ELECTRA); elsewhere type 0 is a constant.
+    """
     layers = config.num_layers if num_layers is None else num_layers
     if not 1 <= layers <= config.num_layers:
         raise ValueError(f"num_layers must be in 1..{config.num_layers}, got {layers}")
-    hidden, heads = config.hidden_size, config.num_heads
+    hidden, heads, inter = config.hidden_size, config.num_heads, config.intermediate_size
+    emb = config.embedding_width
     head_dim = hidden // heads
+    distil = config.model_type == "distilbert"
+    names = _DISTILBERT_LAYER if distil else _BERT_LAYER
+    layer_prefix = "transformer.layer" if distil else "encoder.layer"
+    feeds_types = head is not None and config.has_token_types
     g = _Graph()
-    get = lambda key: _weights(w, key, weights_path)  # noqa: E731
 
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"]),
     ]
-    if kind == "cross-encoder":
+    if feeds_types:
         inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "sequence"]))
 
-    # embeddings
-    word = g.const("embeddings.word", get("embeddings.word_embeddings.weight").astype(np.float32))
-    pos_table = g.const("embeddings.position", get("embeddings.position_embeddings.weight").astype(np.float32))
-    type_table = get("embeddings.token_type_embeddings.weight").astype(np.float32)
+    # embeddings: word + token type + position → LayerNorm (→ ELECTRA's projection). Where the token
+    # type is a constant 0, its row is folded into the position table, and RoBERTa's offset (position
+    # ids start at pad_token_id + 1) is sliced off it: the graph then has the pattern ORT fuses into
+    # EmbedLayerNormalization (position ids 0..seq-1, expanded to [batch, seq]).
+    positions_table = ckpt.base("embeddings.position_embeddings.weight", (config.max_position, emb))
+    positions_table = positions_table[config.position_offset :]
+    word = g.const("embeddings.word", ckpt.base("embeddings.word_embeddings.weight", (config.vocab_size, emb)))
     x = g.op("Gather", [word, "input_ids"], axis=0)
+    if config.type_vocab_size:
+        type_table = ckpt.base("embeddings.token_type_embeddings.weight", (config.type_vocab_size, emb))
+        if feeds_types:
+            x = g.op("Add", [x, g.op("Gather", [g.const("embeddings.token_type", type_table), "token_type_ids"], axis=0)])
+        else:
+            positions_table = positions_table + type_table[0]
+    one_i = g.const("one_scalar", np.array(1, dtype=np.int64))
     shape = g.op("Shape", ["input_ids"])
-    seq = g.op("Gather", [shape, g.const("one_scalar", np.array(1, dtype=np.int64))], axis=0)
-    positions = g.op(
-        "Range", [g.const("zero_scalar", np.array(0, dtype=np.int64)), seq, "one_scalar"]
-    )
-    x = g.op("Add", [x, g.op("Gather", [pos_table, positions], axis=0)])
-    if kind == "cross-encoder":
-        types = g.const("embeddings.token_type", type_table)
-        x = g.op("Add", [x, g.op("Gather", [types, "token_type_ids"], axis=0)])
-    else:
-        x = g.op("Add", [x, g.const("embeddings.token_type0", type_table[0])])
+    seq = g.op("Gather", [shape, one_i], axis=0)
+    positions = g.op("Range", [g.const("zero_scalar", np.array(0, dtype=np.int64)), seq, one_i])
+    positions = g.op("Expand", [g.op("Unsqueeze", [positions, g.const("axis0", np.array([0], dtype=np.int64))]), shape])
+    x = g.op("Add", [x, g.op("Gather", [g.const("embeddings.position", positions_table), positions], axis=0)])
     x = g.layer_norm(
-        x, get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"), "embeddings.ln", config.layer_norm_eps
+        x,
+        ckpt.base("embeddings.LayerNorm.weight", (emb,)),
+        ckpt.base("embeddings.LayerNorm.bias", (emb,)),
+        "embeddings.ln",
+        config.layer_norm_eps,
     )
+    if emb != hidden:
+        x = g.linear(
+            x,
+            ckpt.base("embeddings_project.weight", (hidden, emb)),
+            ckpt.base("embeddings_project.bias", (hidden,)),
+            "embeddings_project",
+        )
 
-    # additive attention mask [batch, 1, 1, seq]: 0 where attended, -10000 on padding
-    mask_f = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    inverted = g.op("Sub", [g.const("one_f", np.array(1.0, dtype=np.float32)), mask_f])
-    bias = g.op("Mul", [inverted, g.const("mask_neg", np.array(-10000.0, dtype=np.float32))])
-    bias = g.op("Unsqueeze", [bias, g.const("mask_axes", np.array([1, 2], dtype=np.int64))])
+    # additive attention mask [batch, 1, 1, seq]: 0 where attended, MASK_BIAS on padding; written as
+    # transformers' BERT exports it (Unsqueeze, Unsqueeze, Cast, Sub, Mul), the pattern ORT fuses into Attention
+    mask = g.op("Unsqueeze", ["attention_mask", g.const("axis1", np.array([1], dtype=np.int64))])
+    mask = g.op("Unsqueeze", [mask, g.const("axis2", np.array([2], dtype=np.int64))])
+    inverted = g.op("Sub", [g.scalar("one_f", 1.0), g.op("Cast", [mask], to=TensorProto.FLOAT)])
+    bias = g.op("Mul", [inverted, g.scalar("mask_neg", MASK_BIAS)])
 
     split_shape = g.const("split_heads_shape", np.array([0, 0, heads, head_dim], dtype=np.int64))
     merge_shape = g.const("merge_heads_shape", np.array([0, 0, hidden], dtype=np.int64))
-    scale = g.const("attn_scale", np.array(1.0 / math.sqrt(head_dim), dtype=np.float32))
-    half = g.const("half", np.array(0.5, dtype=np.float32))
-    one = "one_f"
-    inv_sqrt2 = g.const("inv_sqrt2", np.array(1.0 / math.sqrt(2.0), dtype=np.float32))
+    scale = g.scalar("attn_sqrt_head_dim", math.sqrt(head_dim))
+    ffn_form = ACTIVATIONS[config.hidden_act]
+
+    def linear(x: str, layer: str, part: str, out: int, inp: int) -> str:
+        key = f"{layer}.{names[part]}"
+        return g.linear(x, ckpt.base(f"{key}.weight", (out, inp)), ckpt.base(f"{key}.bias", (out,)), f"{layer}.{part}")
+
+    def layer_norm(x: str, layer: str, part: str) -> str:
+        key = f"{layer}.{names[part]}"
+        w, b = ckpt.base(f"{key}.weight", (hidden,)), ckpt.base(f"{key}.bias", (hidden,))
+        return g.layer_norm(x, w, b, f"{layer}.{part}", config.layer_norm_eps)
 
     for i in range(layers):
-        p = f"encoder.layer.{i}"
-        q = g.linear(x, get(f"{p}.attention.self.query.weight"), get(f"{p}.attention.self.query.bias"), f"{p}.q")
-        k = g.linear(x, get(f"{p}.attention.self.key.weight"), get(f"{p}.attention.self.key.bias"), f"{p}.k")
-        v = g.linear(x, get(f"{p}.attention.self.value.weight"), get(f"{p}.attention.self.value.bias"), f"{p}.v")
+        p = f"{layer_prefix}.{i}"
+        q = linear(x, p, "q", hidden, hidden)
+        k = linear(x, p, "k", hidden, hidden)
+        v = linear(x, p, "v", hidden, hidden)
         q = g.op("Transpose", [g.op("Reshape", [q, split_shape])], perm=[0, 2, 1, 3])
         k = g.op("Transpose", [g.op("Reshape", [k, split_shape])], perm=[0, 2, 3, 1])
         v = g.op("Transpose", [g.op("Reshape", [v, split_shape])], perm=[0, 2, 1, 3])
-        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), bias])
+        scores = g.op("Add", [g.op("Div", [g.op("MatMul", [q, k]), scale]), bias])  # Div, as torch exports it
         probs = g.op("Softmax", [scores], axis=-1)
         ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
         ctx = g.op("Reshape", [ctx, merge_shape])
-        attn = g.linear(ctx, get(f"{p}.attention.output.dense.weight"), get(f"{p}.attention.output.dense.bias"), f"{p}.o")
-        x = g.layer_norm(
-            g.op("Add", [attn, x]),
-            get(f"{p}.attention.output.LayerNorm.weight"),
-            get(f"{p}.attention.output.LayerNorm.bias"),
-            f"{p}.ln1",
-            config.layer_norm_eps,
-        )
-        ff = g.linear(x, get(f"{p}.intermediate.dense.weight"), get(f"{p}.intermediate.dense.bias"), f"{p}.ff1")
-        # exact (erf) GELU, as in BERT
-        gelu = g.op("Mul", [g.op("Mul", [ff, half]), g.op("Add", [g.op("Erf", [g.op("Mul", [ff, inv_sqrt2])]), one])])
-        ff = g.linear(gelu, get(f"{p}.output.dense.weight"), get(f"{p}.output.dense.bias"), f"{p}.ff2")
-        x = g.layer_norm(
-            g.op("Add", [ff, x]), get(f"{p}.output.LayerNorm.weight"), get(f"{p}.output.LayerNorm.bias"), f"{p}.ln2",
-            config.layer_norm_eps,
-        )
+        x = layer_norm(g.op("Add", [linear(ctx, p, "o", hidden, hidden), x]), p, "ln1")
+        ff = g.activation(linear(x, p, "ff1", inter, hidden), ffn_form)
+        x = layer_norm(g.op("Add", [linear(ff, p, "ff2", hidden, inter), x]), p, "ln2")
 
-    if kind == "bi-encoder":
+    kind = "bi-encoder" if head is None else "cross-encoder"
+    if head is None:
         g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
         outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden])]
     else:
-        if head is None:
-            rng = np.random.default_rng(seed)
-            head = (rng.normal(0.0, 0.02, size=(1, hidden)).astype(np.float32), np.zeros(1, dtype=np.float32))
-        cls = g.op("Gather", [x, "zero_scalar"], axis=1)  # [batch, hidden]
-        logits = g.linear(cls, head[0], head[1], "classifier")
-        g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="output"))
+        g.nodes.append(helper.make_node("Identity", [head(g, x)], ["logits"], name="output"))
         outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])]
 
-    graph = helper.make_graph(g.nodes, f"bert-{kind}", inputs, outputs, initializer=g.inits)
+    graph = helper.make_graph(g.nodes, f"{config.model_type}-{kind}", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lrt-rerank")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def build_bert_onnx(
+    weights_path: Path,
+    config: EncoderConfig,
+    kind: str,
+    num_layers: int | None = None,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """A BERT safetensors checkpoint as a bi-encoder or a cross-encoder with a linear [CLS] head.
+
+    For a cross-encoder, ``head`` is (weight [1, hidden], bias [1]); without it a seeded random
+    head is used (a placeholder whose scores carry no relevance signal).
+    """
+    if kind not in ("bi-encoder", "cross-encoder"):
+        raise ValueError(f"kind must be 'bi-encoder' or 'cross-encoder', got {kind!r}")
+    ckpt = Checkpoint(load_safetensors(weights_path), weights_path, "bert")
+    graph_head = None
+    if kind == "cross-encoder":
+        if head is None:
+            rng = np.random.default_rng(seed)
+            head = (rng.normal(0.0, 0.02, size=(1, config.hidden_size)).astype(np.float32), np.zeros(1, dtype=np.float32))
+        graph_head = linear_cls_head(*head)
+    return build_encoder_onnx(ckpt, config, graph_head, num_layers)
 
 
 def count_parameters(model: onnx.ModelProto) -> int:
