@@ -36,6 +36,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("model_dir", type=Path)
     s.set_defaults(func=_show)
 
+    i = msub.add_parser(
+        "import",
+        help="import a Hugging Face model folder (huggingface-cli download) into a model directory",
+        description=(
+            "Convert a BERT/MiniLM, ELECTRA, (XLM-)RoBERTa or DistilBERT snapshot (config.json + model.safetensors or "
+            "pytorch_model.bin, or an ONNX export; tokenizer.json, vocab.txt or sentencepiece.bpe.model) into "
+            "model.onnx + tokenizer.json + card.json, fused by ONNX Runtime's transformer optimizer. Prints DST."
+        ),
+    )
+    i.add_argument("src", type=Path, help="snapshot folder")
+    i.add_argument("--out", type=Path, required=True, help="output model directory (must not exist)")
+    i.add_argument("--kind", choices=KINDS, help="default: cross-encoder for *ForSequenceClassification, else bi-encoder")
+    i.add_argument("--int8", action="store_true", help="write the dynamic INT8 model (per channel) instead of FP32")
+    i.add_argument("--max-length", type=int, help="card max_length (default: min(positions, 512))")
+    i.set_defaults(func=_import)
+
     c = msub.add_parser(
         "calibrate",
         help="fit Platt scaling of a cross-encoder's scores on a judged split and write it into its card",
@@ -79,6 +95,18 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     print(json.dumps(ModelCard.read(args.model_dir).data, indent=2))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from lrt_rerank.importers import import_snapshot
+
+    try:
+        out = import_snapshot(args.src, args.out, kind=args.kind, int8=args.int8, max_length=args.max_length)
+    except FileExistsError as exc:
+        print(f"lrt-rerank models import: error: {exc}", file=sys.stderr)
+        return 1
+    print(out)
     return 0
 
 
