@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
 from lrt_rerank import BiEncoder, CrossEncoder, ModelError
@@ -237,7 +238,8 @@ def test_vocab_txt_snapshot_has_a_wordpiece_tokenizer(snapshots: dict[str, Tiny]
     ce = CrossEncoder.load(imported["distilbert"], max_length=MAX_LENGTH)
     ref = snapshots["distilbert"].tokenizer(QUERY, PASSAGES[0], truncation="only_second", max_length=MAX_LENGTH)
     assert ce.encode(QUERY, PASSAGES[:1])[0][0] == ref["input_ids"]
-    assert not ce._core.feeds_token_type_ids  # DistilBERT has no segment embeddings
+    graph = onnx.load(str(imported["distilbert"] / MODEL))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask"]  # no segment embeddings
 
 
 def test_imported_bi_encoder_reproduces_cls_pooling(snapshots: dict[str, Tiny], imported: dict[str, Path]) -> None:
@@ -380,8 +382,22 @@ def test_truncated_safetensors(snapshots: dict[str, Tiny], tmp_path: Path) -> No
     src = _broken(snapshots["bert1"], tmp_path)
     weights = src / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(ModelError, match=r"model\.safetensors: cannot read safetensors weights"):
+    with pytest.raises(ModelError, match=r"model\.safetensors: truncated"):
         import_snapshot(src, tmp_path / "out")
+
+
+def test_bfloat16_safetensors_are_read_as_float32(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from lrt_rerank.weights import read_safetensors
+
+    tensors = {"w": torch.randn(3, 4).to(torch.bfloat16), "h": torch.randn(5).half(), "ids": torch.arange(6)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    read = read_safetensors(tmp_path / "model.safetensors")
+    for name, value in tensors.items():
+        expected = value.float().numpy() if value.is_floating_point() else value.numpy()
+        assert read[name].dtype == expected.dtype
+        np.testing.assert_array_equal(read[name], expected)
 
 
 def test_missing_tensor(snapshots: dict[str, Tiny], tmp_path: Path) -> None:

@@ -25,10 +25,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from safetensors import SafetensorError
-from safetensors.numpy import load_file
 
 from lrt_rerank import _core
+from lrt_rerank.weights import read_safetensors
 
 OPSET = 17
 MODEL_TYPES = ("bert", "electra", "roberta", "xlm-roberta", "distilbert")
@@ -159,15 +158,6 @@ class EncoderConfig:
 
 #: The name the MiniLM tools and tests use.
 BertConfig = EncoderConfig
-
-
-def load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as float32 numpy arrays (errors name the file)."""
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, TypeError, ValueError) as exc:
-        raise _core.ModelError(f"{path}: cannot read safetensors weights (truncated or not safetensors?): {exc}") from exc
-    return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
 
 
 _BERT_LAYER = {
@@ -473,7 +463,7 @@ def build_bert_onnx(
     """
     if kind not in ("bi-encoder", "cross-encoder"):
         raise ValueError(f"kind must be 'bi-encoder' or 'cross-encoder', got {kind!r}")
-    ckpt = Checkpoint(load_safetensors(weights_path), weights_path, "bert")
+    ckpt = Checkpoint(read_safetensors(weights_path), weights_path, "bert")
     graph_head = None
     if kind == "cross-encoder":
         if head is None:

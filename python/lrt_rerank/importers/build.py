@@ -30,8 +30,8 @@ from lrt_rerank.importers.onnx_export import adapt_onnx_export
 from lrt_rerank.importers.optimize import optimize_in_place
 from lrt_rerank.importers.snapshot import IMPORTER_VERSION, Snapshot, architecture, key_of, open_snapshot
 from lrt_rerank.importers.tokenizer import write_tokenizer
-from lrt_rerank.importers.weights import read_weights
 from lrt_rerank.models import CARD, MODEL, TOKENIZER, file_sha256, model_home
+from lrt_rerank.weights import read_weights
 
 #: Longest sequence an imported model defaults to (all four families were trained at 512 or less).
 MAX_LENGTH_CAP = 512
@@ -96,14 +96,12 @@ def _graph(snap: Snapshot) -> tuple[onnx.ModelProto, str, int]:
 
 def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int, converter: str) -> dict[str, Any]:
     cross = snap.kind == "cross-encoder"
-    card: dict[str, Any] = {
-        "kind": snap.kind,
-        "name": out.name,
-        "max_length": max_length,
-        "pooling": "cls" if cross else snap.pooling.mode,  # type: ignore[union-attr]
-    }
-    if not cross:
-        card["normalize"] = snap.pooling.normalize  # type: ignore[union-attr]
+    card: dict[str, Any] = {"kind": snap.kind, "name": out.name, "max_length": max_length}
+    if cross:
+        card["pooling"] = "cls"
+    else:
+        assert snap.pooling is not None
+        card.update(pooling=snap.pooling.mode, normalize=snap.pooling.normalize)
     card.update(
         {
             "source": str(snap.root.resolve()),

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from lrt_rerank.convert import EncoderConfig
@@ -67,30 +69,52 @@ def parity_error(reference: Path, candidate: Path, batch: dict[str, np.ndarray])
     return float(np.max(np.abs(out - ref)) / max(1.0, float(np.max(np.abs(ref)))))
 
 
+def _contrib_ops(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in model.graph.node if n.domain == "com.microsoft").items()))
+
+
+@contextmanager
+def _quiet_optimizer() -> Iterator[None]:
+    """The optimizer warns that our graphs' producer is not "pytorch": true, and beside the point."""
+    log = logging.getLogger("onnxruntime.transformers.optimizer")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def optimize_in_place(model_path: Path, config: EncoderConfig, max_length: int) -> dict[str, Any]:
     """Replace ``model_path`` by its fused graph when that reproduces it; return the card's ``optimization``."""
     from onnxruntime.transformers import optimizer
 
+    before = _contrib_ops(onnx.load(str(model_path), load_external_data=False))
     try:
-        optimized = optimizer.optimize_model(
-            str(model_path), model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=1
-        )
+        with _quiet_optimizer():
+            optimized = optimizer.optimize_model(
+                str(model_path),
+                model_type="bert",
+                num_heads=config.num_heads,
+                hidden_size=config.hidden_size,
+                opt_level=1,
+            )
     except Exception as exc:  # the optimizer raises whatever its passes raise
         logger.warning("%s: transformer optimizer failed: %s", model_path, exc)
-        return {"fused": False, "reason": f"onnxruntime transformer optimizer failed: {exc}"}
-    ops = dict(sorted(Counter(n.op_type for n in optimized.model.graph.node if n.domain == "com.microsoft").items()))
-    if not ops:
-        return {"fused": False, "ops": {}, "reason": "no fusion pattern matched"}
+        return {"fused": bool(before), "ops": before, "reason": f"onnxruntime transformer optimizer failed: {exc}"}
+    ops = _contrib_ops(optimized.model)
+    if ops == before:
+        return {"fused": bool(before), "ops": before, "reason": "the optimizer found nothing (more) to fuse"}
     fused_path = model_path.with_name(f".fused-{model_path.name}")
     optimized.save_model_to_file(str(fused_path))
     error = parity_error(model_path, fused_path, probe_batch(config, max_length))
     if error > PARITY_RTOL:
         fused_path.unlink()
         return {
-            "fused": False,
-            "ops": ops,
-            "reason": f"the fused graph differs from the unfused one by {error:.2e} (relative, > {PARITY_RTOL:g}): "
-            "kept the unfused graph",
+            "fused": bool(before),
+            "ops": before,
+            "reason": f"the fused graph ({ops}) differs from the unfused one by {error:.2e} (relative, "
+            f"> {PARITY_RTOL:g}): kept the unfused graph",
         }
     os.replace(fused_path, model_path)
     return {"fused": True, "ops": ops, "parity_max_rel_error": error}
