@@ -99,6 +99,7 @@ class EncoderConfig:
                 pad_token_id=int(raw.get("pad_token_id") or 0),
             )
         else:
+            electra_width = model_type == "electra" and "embedding_size" in raw
             config = cls(
                 vocab_size=_int(raw, "vocab_size", path),
                 hidden_size=_int(raw, "hidden_size", path),
@@ -111,7 +112,7 @@ class EncoderConfig:
                 hidden_act=str(raw.get("hidden_act", "gelu")),
                 type_vocab_size=int(raw.get("type_vocab_size", 2)),
                 pad_token_id=int(raw.get("pad_token_id") or 0),
-                embedding_size=int(raw["embedding_size"]) if model_type == "electra" and "embedding_size" in raw else None,
+                embedding_size=_int(raw, "embedding_size", path) if electra_width else None,
             )
         act_key = "activation" if model_type == "distilbert" else "hidden_act"
         if config.hidden_act not in ACTIVATIONS:
@@ -181,7 +182,13 @@ _DISTILBERT_LAYER = {
     "ln2": "output_layer_norm",
 }
 #: Attribute of the base model inside ``*ForSequenceClassification`` (the state-dict prefix).
-_BASE_PREFIX = {"bert": "bert.", "electra": "electra.", "roberta": "roberta.", "xlm-roberta": "roberta.", "distilbert": "distilbert."}
+_BASE_PREFIX = {
+    "bert": "bert.",
+    "electra": "electra.",
+    "roberta": "roberta.",
+    "xlm-roberta": "roberta.",
+    "distilbert": "distilbert.",
+}
 
 
 class Checkpoint:
@@ -328,8 +335,8 @@ def sequence_classification_head(ckpt: Checkpoint, config: EncoderConfig, num_la
         logits = g.linear(pooled, out_w, out_b, out)  # [batch, num_labels]
         if num_labels == 1:
             return logits
-        pick = lambda i: g.op("Gather", [logits, g.const(f"label{i}", np.array([i], dtype=np.int64))], axis=1)  # noqa: E731
-        return g.op("Sub", [pick(1), pick(0)])  # [batch, 1]
+        label0, label1 = (g.const(f"label{i}", np.array([i], dtype=np.int64)) for i in (0, 1))
+        return g.op("Sub", [g.op("Gather", [logits, label1], axis=1), g.op("Gather", [logits, label0], axis=1)])
 
     return head
 
@@ -372,7 +379,8 @@ def build_encoder_onnx(
     if config.type_vocab_size:
         type_table = ckpt.base("embeddings.token_type_embeddings.weight", (config.type_vocab_size, emb))
         if feeds_types:
-            x = g.op("Add", [x, g.op("Gather", [g.const("embeddings.token_type", type_table), "token_type_ids"], axis=0)])
+            types = g.op("Gather", [g.const("embeddings.token_type", type_table), "token_type_ids"], axis=0)
+            x = g.op("Add", [x, types])
         else:
             positions_table = positions_table + type_table[0]
     one_i = g.const("one_scalar", np.array(1, dtype=np.int64))
@@ -468,7 +476,8 @@ def build_bert_onnx(
     if kind == "cross-encoder":
         if head is None:
             rng = np.random.default_rng(seed)
-            head = (rng.normal(0.0, 0.02, size=(1, config.hidden_size)).astype(np.float32), np.zeros(1, dtype=np.float32))
+            weight = rng.normal(0.0, 0.02, size=(1, config.hidden_size)).astype(np.float32)
+            head = (weight, np.zeros(1, dtype=np.float32))
         graph_head = linear_cls_head(*head)
     return build_encoder_onnx(ckpt, config, graph_head, num_layers)
 

@@ -55,7 +55,9 @@ def _tensor(path: Path, name: str, info: Any, body: np.ndarray) -> np.ndarray:
     except (KeyError, TypeError, ValueError) as exc:
         raise _core.ModelError(f"{path}: malformed header entry for tensor {name!r}: {info!r}") from exc
     if end > len(body):
-        raise _core.ModelError(f"{path}: truncated: tensor {name!r} ends at byte {end} of the data, the file holds {len(body)}")
+        raise _core.ModelError(
+            f"{path}: truncated: tensor {name!r} ends at byte {end} of the data, the file holds {len(body)}"
+        )
     raw = body[begin:end]
     if dtype == "BF16":  # the upper half of a float32
         array = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)

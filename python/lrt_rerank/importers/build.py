@@ -94,7 +94,8 @@ def _graph(snap: Snapshot) -> tuple[onnx.ModelProto, str, int]:
     return model, f"lrt_rerank.convert.build_encoder_onnx ({reader} -> ONNX opset 17)", ckpt.parameters
 
 
-def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int, converter: str) -> dict[str, Any]:
+def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int) -> dict[str, Any]:
+    """The card's facts from the snapshot's files (checked before the graph is built)."""
     cross = snap.kind == "cross-encoder"
     card: dict[str, Any] = {"kind": snap.kind, "name": out.name, "max_length": max_length}
     if cross:
@@ -116,7 +117,6 @@ def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int, c
             "hidden_size": snap.config.hidden_size,
             "provenance": {
                 "source": str(snap.root.resolve()),
-                "converter": converter,
                 "importer": f"lrt_rerank.importers, version {IMPORTER_VERSION}",
                 "head": HEADS[snap.config.model_type] if cross else "none: last_hidden_state, pooling in the engine",
             },
@@ -136,11 +136,10 @@ def _build(snap: Snapshot, digests: dict[str, str], tmp: Path, out: Path, max_le
             f"{snap.config_path}: vocab_size {snap.config.vocab_size} is smaller than the tokenizer's vocabulary "
             f"of {vocab} tokens ({snap.tokenizer})"
         )
-    model, converter, parameters = _graph(snap)
+    card = _card(snap, digests, out, length)
+    model, card["provenance"]["converter"], card["parameters"] = _graph(snap)
     onnx.save(model, str(tmp / MODEL))
     del model
-    card = _card(snap, digests, out, length, converter)
-    card["parameters"] = parameters
     card["optimization"] = optimize_in_place(tmp / MODEL, snap.config, length)
     card["sha256"] = file_sha256(tmp / MODEL)
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

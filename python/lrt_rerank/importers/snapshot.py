@@ -136,7 +136,8 @@ def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
     tokenizer = _first(src, TOKENIZER_FILES)
     if tokenizer is None:
         raise _core.ModelError(
-            f"{src / TOKENIZER_FILES[0]}: not found, nor {' or '.join(TOKENIZER_FILES[1:])}: the snapshot has no tokenizer"
+            f"{src / TOKENIZER_FILES[0]}: not found, nor {' or '.join(TOKENIZER_FILES[1:])}: "
+            "the snapshot has no tokenizer"
         )
     readme = src / README
     return Snapshot(

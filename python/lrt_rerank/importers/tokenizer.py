@@ -30,8 +30,9 @@ def _wordpiece(vocab: Path) -> Tokenizer:
     """What transformers' BertTokenizerFast builds from vocab.txt (its BertConverter)."""
     config_path = vocab.parent / TOKENIZER_CONFIG
     config = read_json(config_path) if config_path.is_file() else {}
-    cls, sep = _token(config, "cls_token", "[CLS]"), _token(config, "sep_token", "[SEP]")
-    unk, pad, mask = _token(config, "unk_token", "[UNK]"), _token(config, "pad_token", "[PAD]"), _token(config, "mask_token", "[MASK]")
+    cls, sep, unk, pad, mask = (
+        _token(config, f"{name}_token", f"[{name.upper()}]") for name in ("cls", "sep", "unk", "pad", "mask")
+    )
     try:
         tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab), unk_token=unk, max_input_chars_per_word=100))
     except Exception as exc:  # tokenizers raises a bare Exception for a bad file
