@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from lrt_rerank.commands.pipeline import add_dense_model_arg
 from lrt_rerank.models import CARD, KINDS, ModelCard, build_minilm_model, default_model_dir
 
 
@@ -71,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--first-stage", default="embedded", help="'embedded' (default, as in `eval`) or an OpenSearch URL")
     c.add_argument("--index", type=Path, help="embedded index directory (built there if absent; default: the cached one)")
     c.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
+    add_dense_model_arg(c)
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
     c.set_defaults(func=_calibrate)
 
