@@ -89,7 +89,7 @@ def collect(
         if result.status == RerankStatus.EMPTY:
             continue
         if result.status != RerankStatus.COMPLETE:
-            raise RuntimeError(f"query {query_id!r}: re-ranking ended with status {result.status.value!r} (see the log)")
+            raise RuntimeError(f"query {query_id!r}: re-ranking ended with status {result.status.value!r} (see log)")
         judged = dataset.qrels.get(query_id, {})
         for hit in result.hits:
             scores.append(hit.score)
@@ -188,5 +188,6 @@ def measure(encoder: CrossEncoder, dataset: Dataset, data: LabelledScores, depth
     rows = {RAW: Quality.of(sigmoid(data.scores), data.labels)}
     mapping = encoder.calibration
     if mapping.calibrated:
-        rows[f"card calibration (a={mapping.a:.4g}, b={mapping.b:.4g})"] = Quality.of(mapping.apply(data.scores), data.labels)
+        name = f"card calibration (a={mapping.a:.4g}, b={mapping.b:.4g})"
+        rows[name] = Quality.of(mapping.apply(data.scores), data.labels)
     return Report(dataset.name, dataset.split, depth, data, rows)

@@ -68,8 +68,8 @@ def is_test_split(split: str) -> bool:
     return split.strip().lower() == "test"
 
 
-def _check_pairs(probabilities_or_scores: npt.ArrayLike, labels: npt.ArrayLike, what: str) -> tuple[FloatArray, FloatArray]:
-    values = np.asarray(probabilities_or_scores, dtype=np.float64).reshape(-1)
+def _check_pairs(values_in: npt.ArrayLike, labels: npt.ArrayLike, what: str) -> tuple[FloatArray, FloatArray]:
+    values = np.asarray(values_in, dtype=np.float64).reshape(-1)
     targets = np.asarray(labels).reshape(-1)
     if values.size != targets.size:
         raise ValueError(f"{values.size} {what} but {targets.size} labels")

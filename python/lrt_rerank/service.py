@@ -4,6 +4,9 @@
 The model loads in a worker thread after start-up: ``GET /health`` answers 503 until it is
 ready and 200 after. Scoring runs in worker threads too (the core releases the GIL), never on
 the event loop.
+
+The cache tiers (in-process and Redis) hold raw logits; the model card's calibration turns them
+into the default scores after the lookup, so a cached score is calibrated exactly like a fresh one.
 """
 
 import json
@@ -39,6 +42,9 @@ from lrt_rerank.service_schemas import (
     CohereResultDocument,
     ErrorResponse,
     HealthResponse,
+    ModelCalibration,
+    ModelList,
+    ModelObject,
     TeiResult,
     request_models,
 )
@@ -82,14 +88,15 @@ EncoderLoader = Callable[[], CrossEncoder]
 
 
 def resolve_model_dir(model: str) -> Path:
-    """The cross-encoder directory for ``--model``: a directory, or "default" (built on first use)."""
+    """The cross-encoder source for ``--model``: "default" (built on first use), a model directory or a
+    Hugging Face snapshot folder. Only resolved here: what the folder holds is ``CrossEncoder.load``'s to
+    judge (it reads model directories and imports snapshots), so a folder without card.json is not
+    rejected here."""
     path = models.resolve_model_dir(model, "cross-encoder")
-    for name in (models.MODEL, models.TOKENIZER):
-        if not (path / name).is_file():
-            raise ModelError(f"{path / name}: not found (--model must be a model directory or 'default')")
-    card = models.ModelCard.read(path)
-    if card.kind != "cross-encoder":
-        raise ModelError(f"{path / models.CARD}: kind is {card.kind!r}; the rerank service needs a cross-encoder")
+    if not path.is_dir():
+        raise ModelError(
+            f"{path}: not a directory (--model must be a model directory, a Hugging Face snapshot or 'default')"
+        )
     return path
 
 
@@ -113,6 +120,7 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(settings.max_concurrent_scoring)
         self._redis: RedisScoreTier | None = None
         self.interpolation = 0.0
+        self.encoder: CrossEncoder | None = None
 
     def load(self) -> None:
         """Load the model (blocking; runs in a worker thread)."""
@@ -134,6 +142,7 @@ class Engine:
         name = encoder.name
         self.metrics.set_model(name, encoder.fingerprint, encoder.max_length)
         self.interpolation = resolve_weight(encoder, None)
+        self.encoder = encoder
         self.scorer = TwoTierScorer(encoder, self.cache, self._redis)
         log.info("model %s (sha256 %s) loaded from %s", name, encoder.fingerprint, encoder.model_dir)
 
@@ -158,10 +167,12 @@ class Engine:
     ) -> list[tuple[int, float]]:
         """(index, score) pairs, best first (ties by index), at most ``top_n`` of them.
 
-        With ``first_stage_order`` the passages are taken to be in first-stage order and the score
-        is the card's interpolation of the logit with that order (:func:`lrt_rerank.interpolation.combine`).
+        The order follows the logit, or with ``first_stage_order`` (the passages are in first-stage
+        order) the card's interpolation of the logit with that order (:func:`lrt_rerank.interpolation.combine`).
+        The score is the calibrated probability of the logit (:attr:`CrossEncoder.calibration`), also
+        under ``first_stage_order``; with ``raw_scores`` it is the value that sets the order.
         """
-        if self.scorer is None:
+        if self.scorer is None or self.encoder is None:
             raise HTTPException(status_code=503, detail="model not loaded yet")
         self.metrics.batch_size.observe(len(passages))
         if not passages:
@@ -171,12 +182,12 @@ class Engine:
         )
         self.metrics.score_seconds.observe(scoring)
         response.headers["Server-Timing"] = f"queue;dur={queued * 1000:.3f}, score;dur={scoring * 1000:.3f}"
+        ranking = logits
         if first_stage_order and self.interpolation > 0:
-            logits = combine(logits, self.interpolation).astype(np.float32)  # float32 like the logits: exact on the wire
-        order = np.argsort(-logits, kind="stable")[:top_n]
-        values = logits[order].astype(np.float64)
-        if not raw_scores:
-            values = 1.0 / (1.0 + np.exp(-values))
+            ranking = combine(logits, self.interpolation).astype(np.float32)  # float32 like the logits: exact on the wire
+        order = np.argsort(-ranking, kind="stable")[:top_n]
+        # The logits come from the cache tiers or the model, raw either way: calibrate here, after the cache.
+        values = ranking[order].astype(np.float64) if raw_scores else self.encoder.calibration.apply(logits[order])
         # At most 9 significant digits: enough to round-trip a float32 score exactly, and short
         # enough that OpenSearch ml-commons' JSON parser reads a Double, not a BigDecimal (a
         # number over 18 characters breaks its Cohere rerank post-process function).
@@ -188,12 +199,13 @@ Re-scores candidate passages for a query with a cross-encoder and returns them b
 
 * `POST /v1/rerank`: Cohere rerank API (v1) request and response shape.
 * `POST /rerank`: Hugging Face text-embeddings-inference rerank shape.
+* `GET /v1/models`: the served model, its card and the score calibration in use.
 
 {SCORES_DOC}
 
 Requests carry at most the configured number of documents (422 beyond it) and bodies of at
 most the configured size (413 beyond it). When the service runs with an API key, the rerank
-routes need `Authorization: Bearer <key>`; `/health`, `/metrics` and the schema stay open.
+routes and `/v1/models` need `Authorization: Bearer <key>`; `/health`, `/metrics` and the schema stay open.
 """
 
 
@@ -280,6 +292,29 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     async def tei_rerank(body: tei_request, response: Response) -> list[TeiResult]:  # type: ignore[valid-type]
         ranked = await engine.rank(body.query, body.texts, None, body.raw_scores, response, body.first_stage_order)
         return [TeiResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
+
+    @app.get(
+        "/v1/models",
+        response_model=ModelList,
+        dependencies=rerank_dependencies,
+        responses={k: v for k, v in rerank_responses.items() if k != 413},
+        summary="The served model: name, kind, card and score calibration (OpenAI/Cohere-like list)",
+    )
+    async def list_models() -> ModelList:
+        encoder = engine.encoder
+        if encoder is None:
+            raise HTTPException(status_code=503, detail="model not loaded yet")
+        return ModelList(
+            data=[
+                ModelObject(
+                    id=encoder.name,
+                    kind=str(encoder.card["kind"]),
+                    sha256=encoder.fingerprint,
+                    card=encoder.card,
+                    calibration=ModelCalibration(**encoder.calibration.to_json()),
+                )
+            ]
+        )
 
     @app.get(
         "/health",

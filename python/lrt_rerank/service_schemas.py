@@ -14,20 +14,26 @@ they are built per application by :func:`request_models`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCORES_DOC = (
-    "Scores are the cross-encoder's relevance logit passed through the logistic sigmoid by "
-    "default (a value in (0, 1), higher is more relevant). Send `raw_scores: true` to get the "
-    "raw logit instead (any real number). Both orders are identical; ties keep input order."
+    "By default a score is the calibrated probability that the document is relevant, in [0, 1]: "
+    "sigmoid(a * logit + b) of the cross-encoder's logit, with (a, b) fitted on a tuning split and "
+    "recorded in the model card's `calibration` (`GET /v1/models` shows them; a card without one "
+    "gives the logistic sigmoid of the logit, uncalibrated). Send `raw_scores: true` to get the raw "
+    "logit instead (any real number). Both orders are identical; ties keep input order. With "
+    "`first_stage_order` the order follows the interpolated value (see that field) while a default "
+    "score stays the calibrated probability of the model's own logit, so it need not decrease down "
+    "the list; `raw_scores` then returns the interpolated value that sets the order."
 )
 
 FIRST_STAGE_ORDER_DOC = (
     "Extension: the documents are in first-stage order, best first (as an OpenSearch rerank "
-    "processor sends them). The score then includes the model card's interpolation with that "
-    "order: logit + w * z(-log position) (lrt_rerank.interpolation; w = 0 for models without one)."
+    "processor sends them). The results are then ordered by the model card's interpolation with that "
+    "order: logit + w * z(-log position) (lrt_rerank.interpolation; w = 0 for models without one). "
+    "Default scores stay the calibrated probability of the logit; raw scores are the interpolated value."
 )
 
 
@@ -53,7 +59,10 @@ class CohereResult(BaseModel):
 
 class CohereRerankResponse(BaseModel):
     id: str = Field(description="A unique id for this response.")
-    results: list[CohereResult] = Field(description="Documents sorted by `relevance_score`, descending.")
+    results: list[CohereResult] = Field(
+        description="Documents best first: by `relevance_score`, descending, unless `first_stage_order` was sent "
+        "(then by the interpolated score)."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -63,6 +72,29 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "loading", "failed"] = Field(description="`ok` once the model is loaded.")
     error: str | None = Field(default=None, description="Why loading the model failed (status `failed` only).")
+
+
+class ModelCalibration(BaseModel):
+    formula: str = Field(description="How a default score is made from the model's logit.")
+    a: float = Field(description="Slope of the logit in the formula.")
+    b: float = Field(description="Intercept in the formula.")
+    calibrated: bool = Field(description="True when (a, b) come from a fit recorded in the card, not a bare sigmoid.")
+    source: str = Field(description="Where (a, b) come from.")
+    fitted_on: str | None = Field(default=None, description="dataset/split of the fit, when calibrated.")
+
+
+class ModelObject(BaseModel):
+    id: str = Field(description="The model's name (its card's `name`, else its directory's).")
+    object: Literal["model"] = "model"
+    kind: str = Field(description="The card's `kind`: always `cross-encoder` here.")
+    sha256: str = Field(description="sha256 of the model's ONNX graph.")
+    card: dict[str, Any] = Field(description="The whole model card (card.json).")
+    calibration: ModelCalibration = Field(description="The score calibration in use.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject] = Field(description="The served model (one).")
 
 
 class TeiResult(BaseModel):
@@ -85,7 +117,7 @@ class CohereRerankRequestBase(BaseModel):
         description="Accepted for compatibility with Cohere clients and ignored: the service serves one model.",
     )
     raw_scores: bool = Field(
-        default=False, description="Extension to Cohere's API: return raw logits instead of sigmoid scores."
+        default=False, description="Extension to Cohere's API: return raw logits instead of calibrated probabilities."
     )
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
 
@@ -95,7 +127,7 @@ class TeiRerankRequestBase(BaseModel):
 
     query: str = Field(description="The search query.")
     texts: list[str]
-    raw_scores: bool = Field(default=False, description="Return raw logits instead of sigmoid scores.")
+    raw_scores: bool = Field(default=False, description="Return raw logits instead of calibrated probabilities.")
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
     return_text: bool = Field(default=False, description="Echo each text in the results.")
     truncate: bool = Field(

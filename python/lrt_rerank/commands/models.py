@@ -64,13 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     c.add_argument("model_dir", type=Path, help="cross-encoder model directory (its card.json gets the calibration)")
-    c.add_argument("--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    c.add_argument(
+        "--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)"
+    )
     c.add_argument("--split", default="dev", help="qrels split (default: %(default)s; 'test' only with --report-only)")
-    c.add_argument("--depth", type=int, default=50, help="candidates per query, as re-ranked at run time (default: %(default)s)")
+    c.add_argument(
+        "--depth", type=int, default=50, help="candidates per query, as re-ranked at run time (default: %(default)s)"
+    )
     c.add_argument("--queries", type=int, help="use only the first N judged queries (default: all)")
     c.add_argument("--report-only", action="store_true", help="measure the card's calibration; fit and write nothing")
     c.add_argument("--first-stage", default="embedded", help="'embedded' (default, as in `eval`) or an OpenSearch URL")
-    c.add_argument("--index", type=Path, help="embedded index directory (built there if absent; default: the cached one)")
+    c.add_argument(
+        "--index", type=Path, help="embedded index directory (built there if absent; default: the cached one)"
+    )
     c.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
     add_dense_model_arg(c)
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -133,7 +139,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             data = collect(encoder, dataset, stage, args.depth, dataset.eval_query_ids()[: args.queries])
         finally:
             stage.close()
-        report = measure(encoder, dataset, data, args.depth) if args.report_only else fit(encoder, dataset, data, args.depth)
+        report = (measure if args.report_only else fit)(encoder, dataset, data, args.depth)
         if report.record is not None:
             write_calibration(encoder.model_dir / CARD, report.record)
     except (ValueError, FileNotFoundError, LrtError, IndexFormatError) as exc:

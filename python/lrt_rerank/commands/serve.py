@@ -17,13 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help=SERVE_HELP,
         description=(
-            "Serve POST /v1/rerank (Cohere shape), POST /rerank (TEI shape), GET /health and GET /metrics. "
-            "Scores are sigmoid(logit) unless a request asks for raw_scores."
+            "Serve POST /v1/rerank (Cohere shape), POST /rerank (TEI shape), GET /v1/models, GET /health and "
+            "GET /metrics. Scores are probabilities calibrated by the model card's calibration (sigmoid(logit) "
+            "for a card without one) unless a request asks for raw_scores."
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (default: %(default)s)")
-    p.add_argument("--model", default="default", help="cross-encoder model directory, or 'default' (default)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="cross-encoder model directory, Hugging Face snapshot folder, or 'default' (default)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -72,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     import redis
     import uvicorn
 
-    from lrt_rerank import LrtError
+    from lrt_rerank import CrossEncoder, LrtError
     from lrt_rerank.service import SETTINGS_ENV, ServiceSettings, resolve_model_dir
 
     for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring", "threads"):
@@ -91,8 +96,11 @@ def serve(args: argparse.Namespace) -> int:
         max_concurrent_scoring=args.max_concurrent_scoring,
     )
     try:
-        # Resolved once here, so workers do not each build the default model.
-        settings = replace(settings, model=str(resolve_model_dir(settings.model)))
+        # Loaded once here: a bad --model fails now, with its reason, and workers do not each build the
+        # default model or import a snapshot again (they load the directory CrossEncoder.load used).
+        probe = CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=1)
+        settings = replace(settings, model=str(probe.model_dir))
+        del probe
         if settings.redis_url:
             redis.Redis.from_url(settings.redis_url).close()  # parses the URL; connects lazily
     except (OSError, ValueError, LrtError) as err:
