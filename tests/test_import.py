@@ -107,7 +107,7 @@ def _save(model: Any, tokenizer: Any, path: Path, readme: str | None = LICENSE_R
 
 @pytest.fixture(scope="session")
 def snapshots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
-    """One snapshot per architecture: bert (1 and 2 labels), electra, xlm-roberta, distilbert, a bi-encoder."""
+    """One snapshot per family: bert (1 and 2 labels), electra, xlm-roberta, roberta, distilbert, a bi-encoder."""
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
@@ -117,6 +117,8 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
         DistilBertForSequenceClassification,
         ElectraConfig,
         ElectraForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
         XLMRobertaConfig,
         XLMRobertaForSequenceClassification,
         XLMRobertaTokenizer,
@@ -163,6 +165,16 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
         ),
         unigram,
         root / "xlmr",
+    )
+    out["roberta"] = _save(
+        RobertaForSequenceClassification(
+            RobertaConfig(
+                vocab_size=len(unigram), max_position_embeddings=MAX_LENGTH * 2 + 2, type_vocab_size=1, num_labels=2,
+                pad_token_id=1, bos_token_id=0, eos_token_id=2, **small,
+            )
+        ),
+        unigram,
+        root / "roberta",
     )
     distil = DistilBertConfig(
         vocab_size=n, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, num_labels=1,
@@ -216,7 +228,7 @@ def imported(snapshots: dict[str, Tiny], tmp_path_factory: pytest.TempPathFactor
     return {name: import_snapshot(tiny.path, out / name) for name, tiny in snapshots.items()}
 
 
-@pytest.mark.parametrize("name", ["bert1", "bert2", "electra", "xlmr", "distilbert"])
+@pytest.mark.parametrize("name", ["bert1", "bert2", "electra", "xlmr", "roberta", "distilbert"])
 def test_imported_cross_encoder_reproduces_transformers(
     name: str, snapshots: dict[str, Tiny], imported: dict[str, Path]
 ) -> None:
@@ -267,6 +279,18 @@ def test_imported_bi_encoder_reproduces_cls_pooling(snapshots: dict[str, Tiny], 
     ref = cls / np.linalg.norm(cls, axis=1, keepdims=True)
     ours = BiEncoder.load(imported["bi"], max_length=MAX_LENGTH).embed(texts)
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+
+
+def test_pytorch_model_bin_snapshot(snapshots: dict[str, Tiny], tmp_path: Path) -> None:
+    tiny = snapshots["bert2"]
+    src = _broken(tiny, tmp_path)
+    (src / "model.safetensors").unlink()
+    torch.save(tiny.model.state_dict(), str(src / "pytorch_model.bin"))
+    dst = import_snapshot(src, tmp_path / "out")
+    card = json.loads((dst / CARD).read_text(encoding="utf-8"))
+    assert "pytorch_model.bin" in card["files"] and "pytorch_model.bin" in card["provenance"]["converter"]
+    ce = CrossEncoder.load(dst, max_length=MAX_LENGTH)
+    assert_matches(ce.score(QUERY, PASSAGES), reference_scores(tiny, QUERY, PASSAGES))
 
 
 def test_onnx_only_snapshot(snapshots: dict[str, Tiny], tmp_path: Path) -> None:
@@ -385,6 +409,16 @@ def test_missing_tokenizer(snapshots: dict[str, Tiny], tmp_path: Path) -> None:
     src = _broken(snapshots["bert1"], tmp_path)
     (src / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match=r"tokenizer\.json: not found, nor vocab\.txt or sentencepiece\.bpe\.model"):
+        import_snapshot(src, tmp_path / "out")
+
+
+def test_sentencepiece_model_that_cannot_be_converted(snapshots: dict[str, Tiny], tmp_path: Path) -> None:
+    """Without tokenizer.json a sentencepiece model is converted by transformers + sentencepiece: missing
+    packages or a bad file are a ModelError naming the file."""
+    src = _broken(snapshots["xlmr"], tmp_path)
+    (src / "tokenizer.json").unlink()
+    (src / "sentencepiece.bpe.model").write_bytes(b"not a sentencepiece model")
+    with pytest.raises(ModelError, match=r"sentencepiece\.bpe\.model: "):
         import_snapshot(src, tmp_path / "out")
 
 

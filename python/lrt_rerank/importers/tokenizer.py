@@ -3,11 +3,12 @@
 ``tokenizer.json`` is copied; ``vocab.txt`` (WordPiece) is turned into one with the ``tokenizers``
 library, honouring ``tokenizer_config.json`` (``do_lower_case``, ``strip_accents``,
 ``tokenize_chinese_chars``, special tokens); ``sentencepiece.bpe.model`` is converted by
-transformers (the [train] extra).
+transformers (the [train] extra) with the sentencepiece package.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,14 @@ def _wordpiece(vocab: Path) -> Tokenizer:
 
 
 def _sentencepiece(model: Path) -> Tokenizer:
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:
+    missing = [name for name in ("transformers", "sentencepiece") if importlib.util.find_spec(name) is None]
+    if missing:
         raise _core.ModelError(
-            f"{model}: converting a sentencepiece model without tokenizer.json needs transformers: "
-            "pip install 'lrt-rerank[train]'"
-        ) from exc
+            f"{model}: converting a sentencepiece model without tokenizer.json needs {' and '.join(missing)}: "
+            "pip install 'lrt-rerank[train]' sentencepiece"
+        )
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(str(model.parent)).backend_tokenizer
     except Exception as exc:  # transformers raises many types (missing sentencepiece/protobuf, bad files)
