@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from lrt_rerank import CrossEncoder
+from lrt_rerank import CrossEncoder, ModelError
 from lrt_rerank.commands.serve import register
-from lrt_rerank.service import ServiceSettings, create_app
+from lrt_rerank.service import ServiceSettings, create_app, resolve_model_dir
 from lrt_rerank.service_cache import KEY_PREFIX
 from lrt_rerank.service_schemas import CohereRerankResponse, CohereResult
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,8 +44,11 @@ DOCS = [
 ]
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+def calibrated(encoder: CrossEncoder, logits: np.ndarray) -> np.ndarray:
+    """sigmoid(a * logit + b) with (a, b) read from the model's card.json, independently of lrt_rerank."""
+    card = json.loads((encoder.model_dir / "card.json").read_text())
+    a, b = card["calibration"]["a"], card["calibration"]["b"]
+    return 1.0 / (1.0 + np.exp(-(a * logits.astype(np.float64) + b)))
 
 
 def expected_ranking(encoder: CrossEncoder, query: str, docs: list[str]) -> tuple[list[int], np.ndarray]:
@@ -120,6 +123,10 @@ def test_first_stage_order_applies_the_cards_interpolation(client: TestClient, e
     np.testing.assert_allclose([x["relevance_score"] for x in cohere["results"]], combined[order], rtol=1e-6)
     tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "first_stage_order": True}).json()
     assert [x["index"] for x in tei] == order
+    # Without raw_scores the order is the same, and each score is the calibrated probability of the model's logit.
+    default = client.post("/v1/rerank", json={**body, "raw_scores": False}).json()["results"]
+    assert [x["index"] for x in default] == order
+    np.testing.assert_allclose([x["relevance_score"] for x in default], calibrated(encoder, logits[order]), rtol=1e-6)
 
 
 def test_cohere_rerank_matches_in_process_scoring(client: TestClient, encoder: CrossEncoder) -> None:
@@ -130,10 +137,35 @@ def test_cohere_rerank_matches_in_process_scoring(client: TestClient, encoder: C
     assert isinstance(body["id"], str) and body["id"]
     results = body["results"]
     assert [x["index"] for x in results] == order
-    np.testing.assert_allclose([x["relevance_score"] for x in results], sigmoid(logits[order]), rtol=1e-6)
+    np.testing.assert_allclose([x["relevance_score"] for x in results], calibrated(encoder, logits[order]), rtol=1e-6)
     assert all("document" not in x for x in results)
     scores = [x["relevance_score"] for x in results]
     assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= x <= 1.0 for x in scores)
+
+
+def test_relevance_is_a_probability_that_separates_on_and_off_topic(client: TestClient, encoder: CrossEncoder) -> None:
+    docs = ["cars", "Vitamin D supplementation raises serum 25-hydroxyvitamin D and may protect bone health."]
+    results = client.post("/v1/rerank", json={"query": "vitamin d", "documents": docs}).json()["results"]
+    relevance = {x["index"]: x["relevance_score"] for x in results}
+    assert all(0.0 <= v <= 1.0 for v in relevance.values())
+    assert relevance[0] < relevance[1]
+    raw = client.post("/v1/rerank", json={"query": "vitamin d", "documents": docs, "raw_scores": True}).json()
+    logits = encoder.score("vitamin d", docs)
+    order = [x["index"] for x in raw["results"]]
+    np.testing.assert_allclose([x["relevance_score"] for x in raw["results"]], logits[order], rtol=1e-6)
+    assert min(x["relevance_score"] for x in raw["results"]) > 1.0  # bare logits, not probabilities
+
+
+def test_cached_scores_are_calibrated_after_the_cache(client: TestClient, encoder: CrossEncoder) -> None:
+    query = QUERY + " (cache)"
+    order, logits = expected_ranking(encoder, query, DOCS)
+    first = client.post("/rerank", json={"query": query, "texts": DOCS}).json()
+    hits_before = metric(client.get("/metrics").text, "lrt_rerank_cache_hits_total", tier="local")
+    second = client.post("/rerank", json={"query": query, "texts": DOCS}).json()
+    assert metric(client.get("/metrics").text, "lrt_rerank_cache_hits_total", tier="local") == hits_before + len(DOCS)
+    assert second == first
+    np.testing.assert_allclose([x["score"] for x in second], calibrated(encoder, logits[order]), rtol=1e-6)
 
 
 def test_raw_scores_are_the_logits(client: TestClient, encoder: CrossEncoder) -> None:
@@ -167,7 +199,7 @@ def test_tei_rerank_shape(client: TestClient, encoder: CrossEncoder) -> None:
     body = r.json()
     assert [x["index"] for x in body] == order
     assert [x["text"] for x in body] == [DOCS[i] for i in order]
-    np.testing.assert_allclose([x["score"] for x in body], sigmoid(logits[order]), rtol=1e-6)
+    np.testing.assert_allclose([x["score"] for x in body], calibrated(encoder, logits[order]), rtol=1e-6)
     plain = client.post("/rerank", json={"query": QUERY, "texts": DOCS}).json()
     assert all(set(x) == {"index", "score"} for x in plain)
 
@@ -241,6 +273,25 @@ def test_body_over_limit_is_413(make_client: Callable[..., TestClient]) -> None:
     assert client.post("/v1/rerank", json={"query": "q", "documents": ["x" * 600]}).status_code == 200
 
 
+def test_models_endpoint_shows_the_card_and_its_calibration(
+    make_client: Callable[..., TestClient], encoder: CrossEncoder
+) -> None:
+    card = json.loads((encoder.model_dir / "card.json").read_text())
+    client = make_client(api_key="s3cret")
+    assert client.get("/v1/models").status_code == 401
+    r = client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and len(body["data"]) == 1
+    model = body["data"][0]
+    assert (model["id"], model["object"], model["kind"]) == (card["name"], "model", "cross-encoder")
+    assert model["sha256"] == encoder.fingerprint
+    assert model["card"] == card
+    calibration = model["calibration"]
+    assert (calibration["a"], calibration["b"]) == (card["calibration"]["a"], card["calibration"]["b"])
+    assert calibration["calibrated"] is True and calibration["fitted_on"] == "nfcorpus/dev"
+
+
 def test_api_key_required_when_configured(make_client: Callable[..., TestClient]) -> None:
     client = make_client(api_key="s3cret")
     body = {"query": QUERY, "documents": DOCS[:2]}
@@ -260,10 +311,21 @@ def test_serve_binds_loopback_by_default() -> None:
 
 
 def test_serve_rejects_a_directory_without_a_model(tmp_path: Path) -> None:
+    # An empty folder is neither a model directory nor a snapshot: CrossEncoder.load's error, before serving.
     exe = Path(sys.executable).with_name("lrt-rerank")
     r = subprocess.run([str(exe), "serve", "--model", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert str(tmp_path / "model.onnx") in r.stderr
+    assert str(tmp_path) in r.stderr
+    assert "Uvicorn running" not in r.stderr
+
+
+def test_model_resolution_leaves_a_folder_without_a_card_to_the_loader(tmp_path: Path) -> None:
+    # No card.json, model.onnx or tokenizer.json: resolving --model does not judge the folder (snapshots
+    # have none of them); CrossEncoder.load does, as the serve test above shows.
+    (tmp_path / "README.md").write_text("not a model directory")
+    assert resolve_model_dir(str(tmp_path)) == tmp_path
+    with pytest.raises(ModelError, match="not a directory"):
+        resolve_model_dir(str(tmp_path / "missing"))
 
 
 # --- health, metrics, schema ----------------------------------------------------------------
@@ -390,6 +452,13 @@ def test_redis_tier_shares_scores_between_replicas(
     assert a["results"] == b["results"]
     assert [x["index"] for x in b["results"]] == order
     np.testing.assert_allclose([x["relevance_score"] for x in b["results"]], logits[order], rtol=1e-6)
+    # Redis holds raw logits; a replica calibrates what it reads from there.
+    third = make_client(redis_url=redis_server.url)
+    c = third.post("/v1/rerank", json={"query": query, "documents": DOCS}).json()
+    assert metric(third.get("/metrics").text, "lrt_rerank_cache_hits_total", tier="redis") == len(DOCS)
+    np.testing.assert_allclose(
+        [x["relevance_score"] for x in c["results"]], calibrated(encoder, logits[order]), rtol=1e-6
+    )
     text = second.get("/metrics").text
     assert metric(text, "lrt_rerank_cache_hits_total", tier="redis") == len(DOCS)
     assert metric(text, "lrt_rerank_cache_misses_total", tier="local") == len(DOCS)
@@ -463,7 +532,12 @@ def test_real_server_auth_and_wire_format(rerank_server: ServeProcess, encoder: 
     assert r.status_code == 200
     order, logits = expected_ranking(encoder, QUERY, DOCS)
     assert [x["index"] for x in r.json()["results"]] == order
-    np.testing.assert_allclose([x["relevance_score"] for x in r.json()["results"]], sigmoid(logits[order]), rtol=1e-6)
+    np.testing.assert_allclose(
+        [x["relevance_score"] for x in r.json()["results"]], calibrated(encoder, logits[order]), rtol=1e-6
+    )
+    models = httpx.get(rerank_server.url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    card = json.loads((encoder.model_dir / "card.json").read_text())
+    assert models["data"][0]["calibration"]["a"] == card["calibration"]["a"]
     assert re.search(r"score;dur=\d", r.headers["server-timing"])
     assert httpx.get(rerank_server.url + "/health").json() == {"status": "ok"}
 
