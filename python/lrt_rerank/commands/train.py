@@ -60,10 +60,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     teacher.add_argument("--lexical-init", type=float, default=15.0, help="starting weight of the exact-match term (default: %(default)s, chosen on dev)")
     teacher.set_defaults(func=cmd_teacher)
 
-    student = tsub.add_parser("distill", help="distill the LRT: fewer layers of the teacher, taught by its scores")
+    student = tsub.add_parser("distill", help="distill the LRT: a few layers, taught by a teacher's scores")
     _common(student, "runs/lrt", max_length=128, negatives=7, epochs=1.0, lr=1e-4)
-    student.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint directory (from `train teacher`)")
-    student.add_argument("--layers", type=_layer_map, default=[0, 5], help="teacher layers the student keeps, e.g. 0,5 (default: 0,5)")
+    student.add_argument(
+        "--teacher", type=Path, required=True,
+        help="a checkpoint from `train teacher`, a cross-encoder model directory (card.json, FP32 or INT8, e.g. from "
+        "`models import`) or a Hugging Face snapshot folder; the last two are scored with their own tokenizer and max length",
+    )
+    student.add_argument(
+        "--layers", type=_layer_map, default=[0, 5],
+        help="layers the student keeps, of the teacher checkpoint or, for other teachers, of all-MiniLM-L6-v2, e.g. 0,5 (default: 0,5)",
+    )
+    student.add_argument(
+        "--lexical-init", type=float, default=15.0,
+        help="starting weight of the exact-match term of a student that starts from all-MiniLM-L6-v2 (default: %(default)s)",
+    )
     student.add_argument("--kd-weight", type=float, default=0.5, help="weight of the distillation loss against the label loss (default: %(default)s)")
     student.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the distillation loss (default: %(default)s)")
     student.set_defaults(func=cmd_distill)

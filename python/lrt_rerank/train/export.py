@@ -127,6 +127,7 @@ def write_model_dir(
         "parameters": model.parameter_count(),
         "onnx": {"opset": OPSET, "exporter": f"torch.onnx.export (TorchScript), torch {torch.__version__}", **info},
         "training": meta,
+        "provenance": {key: meta[key] for key in ("initialised_from", "teacher") if key in meta},
         "sha256": file_sha256(out_dir / MODEL),
         **card_extra,
     }

