@@ -224,7 +224,7 @@ class Checkpoint:
             raise _core.ModelError(
                 f"{self.source}: tensor {key!r} has shape {list(value.shape)}, config.json implies {list(shape)}"
             )
-        return value.astype(np.float32)
+        return np.asarray(value, dtype=np.float32)
 
     def base(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         """A tensor of the base model (``embeddings.…``, ``encoder.…``, ``pooler.…``)."""
