@@ -1,18 +1,16 @@
 """Read checkpoint tensors as numpy arrays: safetensors (no extra dependencies) or pytorch_model.bin (torch).
 
-The safetensors reader is this module's own (the format is an 8-byte header length, a JSON header,
-raw little-endian data) so that bfloat16 checkpoints, which numpy cannot represent, are widened to
-float32, and a truncated file is named as such.
+safetensors files are parsed by the ``safetensors`` package (``deserialize``, which checks the header
+and the data offsets); this module only turns each tensor's bytes into a numpy array, widening
+bfloat16, which numpy cannot represent, to float32.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError, deserialize
 
 from lrt_rerank import _core
 
@@ -29,46 +27,28 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
-        data = np.memmap(path, dtype=np.uint8, mode="r")
-    except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
+        content = path.read_bytes()
+    except OSError as exc:
         raise _core.ModelError(f"{path}: cannot read safetensors weights: {exc}") from exc
-    if len(data) < 8:
-        raise _core.ModelError(f"{path}: not a safetensors file ({len(data)} bytes)")
-    (size,) = struct.unpack("<Q", data[:8].tobytes())
     try:
-        header = json.loads(data[8 : 8 + size].tobytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _core.ModelError(f"{path}: not a safetensors file (truncated, or no JSON header): {exc}") from exc
-    if not isinstance(header, dict):
-        raise _core.ModelError(f"{path}: not a safetensors file (its header is not a JSON object)")
-    body = data[8 + size :]
-    tensors: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name != "__metadata__":
-            tensors[name] = _tensor(path, name, info, body)
-    return tensors
+        entries = deserialize(content)
+    except (SafetensorError, ValueError) as exc:
+        raise _core.ModelError(f"{path}: truncated or not a safetensors file: {exc}") from exc
+    return {name: _tensor(path, name, info) for name, info in entries}
 
 
-def _tensor(path: Path, name: str, info: Any, body: np.ndarray) -> np.ndarray:
-    try:
-        dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _core.ModelError(f"{path}: malformed header entry for tensor {name!r}: {info!r}") from exc
-    if end > len(body):
-        raise _core.ModelError(
-            f"{path}: truncated: tensor {name!r} ends at byte {end} of the data, the file holds {len(body)}"
-        )
-    raw = body[begin:end]
+def _tensor(path: Path, name: str, info: dict[str, object]) -> np.ndarray:
+    dtype, shape, raw = str(info["dtype"]).upper(), tuple(info["shape"]), bytes(info["data"])  # type: ignore[call-overload]
     if dtype == "BF16":  # the upper half of a float32
-        array = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
     elif dtype in _DTYPES:
-        array = raw.view(np.dtype(_DTYPES[dtype]).newbyteorder("<"))
+        array = np.frombuffer(raw, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
     else:
         raise _core.ModelError(f"{path}: tensor {name!r} has dtype {dtype}, which is not supported")
     try:
         array = array.reshape(shape)
     except ValueError as exc:
-        raise _core.ModelError(f"{path}: tensor {name!r}: {end - begin} bytes do not make shape {list(shape)}") from exc
+        raise _core.ModelError(f"{path}: tensor {name!r}: {len(raw)} bytes do not make shape {list(shape)}") from exc
     return array.astype(np.float32) if array.dtype.kind == "f" else np.array(array)
 
 
