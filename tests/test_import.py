@@ -466,3 +466,42 @@ def test_cli_import(snapshots: dict[str, Tiny], tmp_path: Path) -> None:
     assert (card["kind"], card["max_length"], card["model_type"]) == ("cross-encoder", 24, "electra")
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_int8_cross_encoder_import_keeps_each_querys_order(tmp_path: Path) -> None:
+    """A cross-encoder with trained encoder weights (all-MiniLM-L6-v2 as BertForSequenceClassification,
+    its pooler and a seeded classifier head) imported with ``int8=True``: per query, every pair of
+    passages whose transformers FP32 scores differ by more than a fifth of that query's spread keeps
+    its order in the INT8 engine."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(7)
+    src = minilm_source_dir()
+    model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    snapshot = tmp_path / "minilm-ce"
+    model.save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    dst = import_snapshot(snapshot, tmp_path / "minilm-ce-int8", int8=True)
+    card = json.loads((dst / CARD).read_text(encoding="utf-8"))
+    assert card["kind"] == "cross-encoder" and card["quantization"]["weights"] == "int8, per channel"
+
+    ce = CrossEncoder.load(dst, max_length=128)
+    queries = ["vitamin d and bone fractures", "statins and cholesterol", "coffee and blood pressure"]
+    compared = 0
+    for query in queries:
+        enc = tokenizer([query] * len(PASSAGES), PASSAGES, truncation="only_second", max_length=128, padding=True,
+                        return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            ref = model(**enc).logits[:, 0].numpy()
+        ours = ce.score(query, PASSAGES)
+        margin = 0.2 * float(ref.max() - ref.min())
+        assert margin > 0.02, f"reference scores barely differ: {ref}"
+        for i in range(len(ref)):
+            for j in range(len(ref)):
+                if ref[i] - ref[j] > margin:
+                    compared += 1
+                    assert ours[i] > ours[j], (query, i, j, ref, ours)
+    assert compared >= 30
