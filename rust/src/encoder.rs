@@ -66,8 +66,15 @@ pub struct OnnxModel {
     runs: AtomicU64,
     path: PathBuf,
     feeds_token_type_ids: bool,
-    output_rank: usize,
+    /// Name of the first graph output, the one read.
+    output_name: String,
+    /// Its declared shape; -1 marks a dynamic (symbolic) dimension.
+    output_dims: Vec<i64>,
 }
+
+/// A dimension of a declared shape that is not fixed (ONNX Runtime reports symbolic and unknown
+/// dimensions as -1).
+const DYNAMIC: i64 = -1;
 
 const ID_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
@@ -129,8 +136,11 @@ impl OnnxModel {
             .outputs()
             .first()
             .ok_or_else(|| CoreError::model(path, "graph has no outputs"))?;
-        let output_rank = match output.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => shape.len(),
+        if output.name().is_empty() {
+            return Err(CoreError::model(path, "the first graph output has no name"));
+        }
+        let output_dims = match output.dtype() {
+            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => shape.to_vec(),
             other => {
                 return Err(CoreError::model(
                     path,
@@ -138,8 +148,25 @@ impl OnnxModel {
                 ))
             }
         };
+        if output_dims.first().is_some_and(|&d| d != DYNAMIC) {
+            return Err(CoreError::model(
+                path,
+                format!(
+                    "graph output '{}' has a fixed batch dimension (declared shape {output_dims:?}); the engine needs a dynamic batch axis",
+                    output.name()
+                ),
+            ));
+        }
+        let output_name = output.name().to_string();
         let feeds_token_type_ids = names.iter().any(|n| n == "token_type_ids");
-        Ok(Self { sessions: sessions.into_iter().map(Mutex::new).collect(), runs: AtomicU64::new(0), path: path.to_path_buf(), feeds_token_type_ids, output_rank })
+        Ok(Self {
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            runs: AtomicU64::new(0),
+            path: path.to_path_buf(),
+            feeds_token_type_ids,
+            output_name,
+            output_dims,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -150,8 +177,34 @@ impl OnnxModel {
         self.feeds_token_type_ids
     }
 
-    pub fn output_rank(&self) -> usize {
-        self.output_rank
+    /// Declared shape of the output read (-1 for a dynamic dimension).
+    pub fn output_dims(&self) -> &[i64] {
+        &self.output_dims
+    }
+
+    /// Check a batch output against the declared output and the batch that was fed: the declared
+    /// rank, every fixed declared dimension, `batch` rows, and as many values as the shape holds.
+    /// Returns what does not fit; callers name the model file and choose the error kind.
+    pub fn check_output(&self, out: &BatchOutput, batch: usize) -> std::result::Result<(), String> {
+        let declared = &self.output_dims;
+        let fits_declared = out.shape.len() == declared.len()
+            && out.shape.iter().zip(declared).all(|(&got, &want)| want == DYNAMIC || got == want);
+        if !fits_declared {
+            return Err(format!("output '{}' has shape {:?}, the graph declares {declared:?}", self.output_name, out.shape));
+        }
+        if out.shape.first().and_then(|&d| usize::try_from(d).ok()) != Some(batch) {
+            return Err(format!("output '{}' has shape {:?} for a batch of {batch}", self.output_name, out.shape));
+        }
+        let count = out.shape.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)));
+        if count != Some(out.data.len()) {
+            return Err(format!("output '{}' holds {} values, its shape {:?} says otherwise", self.output_name, out.data.len(), out.shape));
+        }
+        Ok(())
+    }
+
+    /// An inference error naming the model file.
+    fn inference_error(&self, msg: impl std::fmt::Display) -> CoreError {
+        CoreError::Inference(format!("{}: {msg}", self.path.display()))
     }
 
     pub fn runs(&self) -> u64 {
@@ -235,7 +288,10 @@ impl OnnxModel {
             .map_err(|_| CoreError::Inference("session lock poisoned by an earlier panic".into()))?;
         self.runs.fetch_add(1, Ordering::Relaxed);
         let outputs = session.run(inputs).map_err(infer)?;
-        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(infer)?;
+        let value = outputs
+            .get(self.output_name.as_str())
+            .ok_or_else(|| self.inference_error(format_args!("the run returned no output '{}'", self.output_name)))?;
+        let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(infer)?;
         Ok(BatchOutput { shape: out_shape.to_vec(), data: data.to_vec(), mask, seq_len })
     }
 }
@@ -318,12 +374,13 @@ pub struct BiEncoderCore {
 
 /// Run a probe of `max_length` tokens using the tokenizer's largest id: a tokenizer whose
 /// vocabulary exceeds the model's embedding table, or a max_length beyond its position
-/// embeddings, fails here (at load time) rather than on the first user query.
+/// embeddings, fails here (at load time) rather than on the first user query. The probe's output
+/// is then checked against the declared output (a ModelError naming the model file).
 fn probe(model: &OnnxModel, tokenizer: &TextTokenizer, tok_path: &Path) -> Result<BatchOutput> {
     let top = i64::try_from(tokenizer.vocab_size().saturating_sub(1)).unwrap_or(0);
     let n = tokenizer.max_length();
     let enc = Encoded { ids: vec![top; n], type_ids: vec![0; n] };
-    model.run_batch(&[&enc], tokenizer.pad_id()).map_err(|e| {
+    let out = model.run_batch(&[&enc], tokenizer.pad_id()).map_err(|e| {
         CoreError::model(
             tok_path,
             format!(
@@ -333,7 +390,11 @@ fn probe(model: &OnnxModel, tokenizer: &TextTokenizer, tok_path: &Path) -> Resul
                 n
             ),
         )
-    })
+    })?;
+    model
+        .check_output(&out, 1)
+        .map_err(|msg| CoreError::model(model.path(), format!("probe run of one sequence of {n} tokens: {msg}")))?;
+    Ok(out)
 }
 
 fn load_parts(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<(OnnxModel, TextTokenizer, Batching)> {
@@ -349,16 +410,31 @@ fn load_parts(dir: &Path, max_length: usize, threads: usize, batch_size: usize) 
     Ok((model, tokenizer, batching))
 }
 
+/// The logits of a cross-encoder batch of `batch` pairs: the output must be [batch] or
+/// [batch, 1] and finite.
+fn check_logits<'a>(model: &OnnxModel, out: &'a BatchOutput, batch: usize) -> std::result::Result<&'a [f32], String> {
+    model.check_output(out, batch)?;
+    if !matches!(out.shape.as_slice(), [b] | [b, 1] if usize::try_from(*b).ok() == Some(batch)) {
+        return Err(format!("expected one logit per pair ([{batch}] or [{batch}, 1]), got shape {:?}", out.shape));
+    }
+    if let Some(j) = out.data.iter().position(|x| !x.is_finite()) {
+        return Err(format!("the model returned a non-finite logit ({}) for row {j} of a batch of {batch}", out.data[j]));
+    }
+    Ok(&out.data)
+}
+
 impl CrossEncoderCore {
     pub fn load(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<Self> {
         let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
-        let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
-        if !matches!(out.shape.as_slice(), [1] | [1, 1]) {
+        let declared = model.output_dims();
+        if !matches!(declared, [_] | [_, 1 | DYNAMIC]) {
             return Err(CoreError::model(
                 model.path(),
-                format!("a cross-encoder must output one logit per pair ([batch] or [batch, 1]); got shape {:?}", out.shape),
+                format!("a cross-encoder must output one logit per pair ([batch] or [batch, 1]); the graph declares {declared:?}"),
             ));
         }
+        let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
+        check_logits(&model, &out, 1).map_err(|msg| CoreError::model(model.path(), format!("probe run: {msg}")))?;
         Ok(Self { model, tokenizer, batching })
     }
 
@@ -374,7 +450,8 @@ impl CrossEncoderCore {
         self.batching
     }
 
-    /// Raw logits for (query, passage) pairs, in input order.
+    /// Raw logits for (query, passage) pairs, in input order. Every batch's output is checked
+    /// (shape against the batch and the declared output, finite values) before it is read.
     pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
         let mut scores = vec![0f32; passages.len()];
         for (w, window) in passages.chunks(self.batching.window).enumerate() {
@@ -384,16 +461,9 @@ impl CrossEncoderCore {
             let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
             let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
             for (batch, out) in batches.iter().zip(outs) {
-                if out.data.len() != batch.len() {
-                    return Err(CoreError::Inference(format!(
-                        "{}: expected {} logits, got output shape {:?}",
-                        self.model.path().display(),
-                        batch.len(),
-                        out.shape
-                    )));
-                }
-                for (j, &i) in batch.iter().enumerate() {
-                    scores[base + i] = out.data[j];
+                let logits = check_logits(&self.model, &out, batch.len()).map_err(|msg| self.model.inference_error(msg))?;
+                for (&i, &logit) in batch.iter().zip(logits) {
+                    scores[base + i] = logit;
                 }
             }
         }
@@ -411,18 +481,28 @@ impl BiEncoderCore {
         normalize: bool,
     ) -> Result<Self> {
         let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
-        let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
+        let declared = model.output_dims();
         // An embedding of one dimension is a score, not an embedding: a cross-encoder graph.
-        let ok = match model.output_rank() {
-            3 => out.shape.len() == 3 && out.shape[0] == 1 && out.shape[2] > 1,
-            2 => out.shape.len() == 2 && out.shape[0] == 1 && out.shape[1] > 1,
+        if !matches!(declared, [_, DYNAMIC, d] | [_, d] if *d == DYNAMIC || *d > 1) {
+            return Err(CoreError::model(
+                model.path(),
+                format!(
+                    "a bi-encoder must output token embeddings [batch, seq, dim] (dynamic seq) or pooled [batch, dim]; the graph declares {declared:?}"
+                ),
+            ));
+        }
+        let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
+        let n = tokenizer.max_length() as i64;
+        let ok = match out.shape.as_slice() {
+            [1, seq, d] => *seq == n && *d > 1,
+            [1, d] => *d > 1,
             _ => false,
         };
         if !ok {
             return Err(CoreError::model(
                 model.path(),
                 format!(
-                    "a bi-encoder must output token embeddings [batch, seq, dim] or pooled [batch, dim]; got shape {:?}",
+                    "a bi-encoder must output token embeddings [batch, seq, dim] or pooled [batch, dim]; got shape {:?} for one sequence of {n} tokens",
                     out.shape
                 ),
             ));
@@ -450,11 +530,18 @@ impl BiEncoderCore {
     pub fn dim(&self) -> Result<usize> {
         let enc = Encoded { ids: vec![0, 0], type_ids: vec![0, 0] };
         let out = self.model.run_batch(&[&enc], self.tokenizer.pad_id())?;
-        out.shape.last().and_then(|&d| usize::try_from(d).ok()).ok_or_else(|| CoreError::Inference("empty output shape".into()))
+        self.model.check_output(&out, 1).map_err(|msg| self.model.inference_error(msg))?;
+        out.shape
+            .last()
+            .and_then(|&d| usize::try_from(d).ok())
+            .filter(|&d| d > 1)
+            .ok_or_else(|| self.model.inference_error(format_args!("no embedding dimension in output shape {:?}", out.shape)))
     }
 
     /// Pooled (mean over the attention mask, or the first token) and, if the model asks for it,
     /// L2-normalised embeddings, row-major (n × dim). A pooled output [batch, dim] is taken as is.
+    /// Every batch's output is checked (shape against the batch, its sequence length, the declared
+    /// output and `dim`; finite values) before it is pooled.
     pub fn embed(&self, texts: &[&str], dim: usize) -> Result<Vec<f32>> {
         let mut out_rows = vec![0f32; texts.len() * dim];
         for (w, window) in texts.chunks(self.batching.window).enumerate() {
@@ -464,25 +551,7 @@ impl BiEncoderCore {
             let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
             let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
             for (batch, out) in batches.iter().zip(outs) {
-                let got_dim = out.shape.last().copied().unwrap_or(0);
-                let expected_len = match out.shape.len() {
-                    3 => batch.len() * out.seq_len * dim,
-                    2 => batch.len() * dim,
-                    _ => usize::MAX,
-                };
-                if got_dim != dim as i64
-                    || out.shape.first().copied() != Some(batch.len() as i64)
-                    || (out.shape.len() == 3 && out.shape[1] != out.seq_len as i64)
-                    || out.data.len() != expected_len
-                {
-                    return Err(CoreError::Inference(format!(
-                        "{}: unexpected output shape {:?} for a batch of {} sequences of {} tokens (dim {dim})",
-                        self.model.path().display(),
-                        out.shape,
-                        batch.len(),
-                        out.seq_len
-                    )));
-                }
+                check_embeddings(&self.model, &out, batch.len(), dim).map_err(|msg| self.model.inference_error(msg))?;
                 for (j, &i) in batch.iter().enumerate() {
                     let row = &mut out_rows[(base + i) * dim..(base + i + 1) * dim];
                     pool_row(&out, j, dim, self.pooling, row);
@@ -494,6 +563,28 @@ impl BiEncoderCore {
         }
         Ok(out_rows)
     }
+}
+
+/// A bi-encoder batch output must be [batch, seq_len, dim] (token embeddings of the sequences fed)
+/// or [batch, dim] (pooled), and finite: `pool_row` indexes it on that basis.
+fn check_embeddings(model: &OnnxModel, out: &BatchOutput, batch: usize, dim: usize) -> std::result::Result<(), String> {
+    model.check_output(out, batch)?;
+    let (b, s, d) = (batch as i64, out.seq_len as i64, dim as i64);
+    let fits = match out.shape.as_slice() {
+        [rows, seq, width] => *rows == b && *seq == s && *width == d,
+        [rows, width] => *rows == b && *width == d,
+        _ => false,
+    };
+    if !fits || out.mask.len() != batch * out.seq_len {
+        return Err(format!(
+            "unexpected output shape {:?} for a batch of {batch} sequences of {} tokens (dim {dim})",
+            out.shape, out.seq_len
+        ));
+    }
+    if out.data.iter().any(|x| !x.is_finite()) {
+        return Err("the model returned non-finite embedding values".into());
+    }
+    Ok(())
 }
 
 /// Pool row `row` of a checked batch output into `dst`: token embeddings [batch, seq, dim] by

@@ -57,7 +57,9 @@ struct PyScoreCache {
 impl PyScoreCache {
     #[new]
     #[pyo3(signature = (capacity = 100_000))]
-    fn new(capacity: usize) -> PyResult<Self> {
+    fn new(capacity: i64) -> PyResult<Self> {
+        // Taken signed so that a negative capacity is a ValueError like 0, not an OverflowError.
+        let capacity = usize::try_from(capacity).unwrap_or(0);
         Ok(Self { inner: Arc::new(cache::ScoreCache::new(capacity).map_err(to_py)?) })
     }
 
@@ -329,7 +331,11 @@ impl PyBiEncoder {
 /// Reciprocal Rank Fusion of ranked id lists: score = Σ weight / (k + rank), rank from 1.
 #[pyfunction]
 #[pyo3(signature = (runs, k = 60.0, weights = None, top_k = None))]
-fn rrf(runs: Vec<Vec<String>>, k: f64, weights: Option<Vec<f64>>, top_k: Option<usize>) -> PyResult<Vec<(String, f64)>> {
+fn rrf(runs: Vec<Vec<String>>, k: f64, weights: Option<Vec<f64>>, top_k: Option<i64>) -> PyResult<Vec<(String, f64)>> {
+    // Taken signed so that a negative top_k is a ValueError, not an OverflowError.
+    let top_k = top_k
+        .map(|t| usize::try_from(t).map_err(|_| PyValueError::new_err(format!("rrf: top_k must be >= 0, got {t}"))))
+        .transpose()?;
     fusion::rrf(&runs, k, weights.as_deref(), top_k).map_err(to_py)
 }
 
