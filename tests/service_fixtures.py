@@ -22,6 +22,15 @@ import redis
 API_KEY = "test-key-5f2c"
 
 
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a server's log, for failure messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        return f"(no log at {path}: {err})"
+    return f"--- last {lines} lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -62,7 +71,7 @@ class RedisServer:
             except redis.ConnectionError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}; see {self.log_path}")
+                raise RuntimeError(f"redis-server did not start on port {self.port}\n{log_tail(self.log_path)}")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -90,18 +99,21 @@ class ServeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log_path, lines)
+
     def wait_ready(self, timeout_s: float = 300.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"lrt-rerank serve exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(f"lrt-rerank serve exited with {self.proc.returncode}\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"lrt-rerank serve not ready after {timeout_s} s; see {self.log_path}")
+        raise RuntimeError(f"lrt-rerank serve not ready after {timeout_s} s\n{self.log_tail()}")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 60.0) -> int:
         if self.proc.poll() is None:
@@ -140,6 +152,27 @@ def rerank_server(
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     server = ServeProcess(
         ["--model", str(cross_encoder_dir), "--redis-url", redis_server.url, "--api-key", API_KEY], log
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_rerank_server(
+    tmp_path_factory: pytest.TempPathFactory, small_cross_encoder_dir: Path, redis_server: RedisServer
+) -> Iterator[ServeProcess]:
+    """`lrt-rerank serve` with the small FP32 cross-encoder (fast), two sessions, two scoring slots,
+    the session Redis and no API key: for the fuzz and concurrency tests."""
+    log = tmp_path_factory.mktemp("small-serve") / "serve.log"
+    server = ServeProcess(
+        [
+            "--model", str(small_cross_encoder_dir), "--threads", "2", "--max-concurrent-scoring", "2",
+            "--redis-url", redis_server.url,
+        ],
+        log,
     )
     try:
         server.wait_ready()

@@ -578,10 +578,11 @@ def test_graceful_shutdown_finishes_in_flight_requests(
     thread.start()
     deadline = time.monotonic() + 60
     while metric(httpx.get(server.url + "/metrics").text, "lrt_rerank_requests_in_progress", route="/v1/rerank") < 1:
-        assert time.monotonic() < deadline, "the slow request never started"
+        assert time.monotonic() < deadline, f"the slow request never started\n{server.log_tail()}"
         time.sleep(0.01)
     server.proc.send_signal(signal.SIGTERM)
     thread.join(timeout=300)
+    assert "r" in result, f"the in-flight request did not finish\n{server.log_tail()}"
     assert result["r"].status_code == 200
     assert len(result["r"].json()["results"]) == len(docs)
     # uvicorn re-raises the signal after its graceful shutdown, so the exit status reports SIGTERM.
@@ -600,9 +601,11 @@ def test_multiple_workers(start_server: Callable[[list[str]], ServeProcess], enc
     with httpx.Client(base_url=server.url, timeout=120) as http:
         for _ in range(n):
             # Each worker loads its own model; a worker still loading answers 503.
+            deadline = time.monotonic() + 300
             while (
                 r := http.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True})
             ).status_code == 503:
+                assert time.monotonic() < deadline, f"a worker never loaded its model\n{server.log_tail()}"
                 time.sleep(0.1)
             assert r.status_code == 200
             assert [x["index"] for x in r.json()] == order
