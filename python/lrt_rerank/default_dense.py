@@ -15,14 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from lrt_rerank import _core
-from lrt_rerank.models import CARD, file_sha256
+from lrt_rerank.models import CARD, file_sha256, publish_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +137,5 @@ def build_bge_small(out: Path, cache_dir: Path) -> Path:
         card["attribution"] = README.split("---\n", 2)[2].strip()
         card["query_instruction"] = QUERY_INSTRUCTION if USE_QUERY_INSTRUCTION else ""
         (staged / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(staged, out)
-        except OSError:
-            if not (out / CARD).is_file():
-                raise
-        shutil.rmtree(staged, ignore_errors=True)
+        publish_model_dir(staged, out)
     return out

@@ -114,6 +114,16 @@ def write_clean_tokenizer(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
+def publish_model_dir(staged: Path, out: Path) -> None:
+    """Rename the finished model directory ``staged`` to ``out``. A concurrent builder that got there
+    first leaves a complete directory (with its card), which is kept; anything else re-raises."""
+    try:
+        os.replace(staged, out)
+    except OSError:
+        if not (out / CARD).is_file():
+            raise
+
+
 def build_minilm_model(
     out_dir: Path, kind: str, num_layers: int | None = None, max_length: int = 256, seed: int = 0
 ) -> Path:
@@ -148,11 +158,7 @@ def build_minilm_model(
             },
         }
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not (out_dir / CARD).is_file():  # lost a race to nothing usable: re-raise
-                raise
+        publish_model_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,6 @@ is the FP32 graph's.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from lrt_rerank.importers.onnx_export import adapt_onnx_export
 from lrt_rerank.importers.optimize import optimize_in_place
 from lrt_rerank.importers.snapshot import IMPORTER_VERSION, Snapshot, architecture, key_of, open_snapshot
 from lrt_rerank.importers.tokenizer import write_tokenizer
-from lrt_rerank.models import CARD, MODEL, TOKENIZER, file_sha256, model_home
+from lrt_rerank.models import CARD, MODEL, TOKENIZER, file_sha256, model_home, publish_model_dir
 from lrt_rerank.weights import read_weights
 
 #: Longest sequence an imported model defaults to (all four families were trained at 512 or less).
@@ -157,11 +156,7 @@ def _import(snap: Snapshot, digests: dict[str, str], out: Path, int8: bool, max_
             from lrt_rerank.quantize import quantize_model_dir
 
             final = quantize_model_dir(fp32, work / "int8" / out.name)
-        try:
-            os.replace(final, out)
-        except OSError:
-            if not (out / CARD).is_file():  # lost a race to nothing usable: re-raise
-                raise
+        publish_model_dir(final, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
