@@ -7,9 +7,24 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LRT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# Property-based tests (tests/test_fuzz*.py): no per-example deadline (models run on a busy CI
+# machine), failing examples kept in tests/.hypothesis (committed) and replayed first. Each test
+# sets its own max_examples and a fixed seed (`@settings(...)` above `@seed(...)`: @seed alone turns
+# the database off), so runs are reproducible.
+settings.register_profile(
+    "lrt",
+    deadline=None,
+    database=DirectoryBasedExampleDatabase(str(Path(__file__).resolve().parent / ".hypothesis")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile("lrt")
 
 pytest_plugins = ["service_fixtures", "opensearch_fixtures"]
 
@@ -54,6 +69,14 @@ def small_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lrt_rerank.models import build_minilm_model
 
     return build_minilm_model(tmp_path_factory.mktemp("models") / "ce-2l", "cross-encoder", num_layers=2, max_length=64)
+
+
+@pytest.fixture(scope="session")
+def small_bi_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer bi-encoder (mean pooling, normalised) at 32 tokens: fast enough for fuzzing."""
+    from lrt_rerank.models import build_minilm_model
+
+    return build_minilm_model(tmp_path_factory.mktemp("models") / "be-1l", "bi-encoder", num_layers=1, max_length=32)
 
 
 @pytest.fixture(scope="session")

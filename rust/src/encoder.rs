@@ -370,6 +370,8 @@ pub struct BiEncoderCore {
     batching: Batching,
     pooling: Pooling,
     normalize: bool,
+    /// Embedding dimension, from the load-time probe.
+    dim: usize,
 }
 
 /// Run a probe of `max_length` tokens using the tokenizer's largest id: a tokenizer whose
@@ -493,12 +495,12 @@ impl BiEncoderCore {
         }
         let out = probe(&model, &tokenizer, &dir.join("tokenizer.json"))?;
         let n = tokenizer.max_length() as i64;
-        let ok = match out.shape.as_slice() {
-            [1, seq, d] => *seq == n && *d > 1,
-            [1, d] => *d > 1,
-            _ => false,
+        let dim = match out.shape.as_slice() {
+            [1, seq, d] if *seq == n => usize::try_from(*d).ok(),
+            [1, d] => usize::try_from(*d).ok(),
+            _ => None,
         };
-        if !ok {
+        let Some(dim) = dim.filter(|&d| d > 1) else {
             return Err(CoreError::model(
                 model.path(),
                 format!(
@@ -506,8 +508,8 @@ impl BiEncoderCore {
                     out.shape
                 ),
             ));
-        }
-        Ok(Self { model, tokenizer, batching, pooling, normalize })
+        };
+        Ok(Self { model, tokenizer, batching, pooling, normalize, dim })
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -526,23 +528,17 @@ impl BiEncoderCore {
         self.normalize
     }
 
-    /// Embedding dimension, read from a probe output.
-    pub fn dim(&self) -> Result<usize> {
-        let enc = Encoded { ids: vec![0, 0], type_ids: vec![0, 0] };
-        let out = self.model.run_batch(&[&enc], self.tokenizer.pad_id())?;
-        self.model.check_output(&out, 1).map_err(|msg| self.model.inference_error(msg))?;
-        out.shape
-            .last()
-            .and_then(|&d| usize::try_from(d).ok())
-            .filter(|&d| d > 1)
-            .ok_or_else(|| self.model.inference_error(format_args!("no embedding dimension in output shape {:?}", out.shape)))
+    /// Embedding dimension (the last dimension of the load-time probe's output).
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     /// Pooled (mean over the attention mask, or the first token) and, if the model asks for it,
     /// L2-normalised embeddings, row-major (n × dim). A pooled output [batch, dim] is taken as is.
     /// Every batch's output is checked (shape against the batch, its sequence length, the declared
     /// output and `dim`; finite values) before it is pooled.
-    pub fn embed(&self, texts: &[&str], dim: usize) -> Result<Vec<f32>> {
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let dim = self.dim;
         let mut out_rows = vec![0f32; texts.len() * dim];
         for (w, window) in texts.chunks(self.batching.window).enumerate() {
             let base = w * self.batching.window;

@@ -248,7 +248,6 @@ fn score_with_cache(
 #[pyclass(name = "BiEncoderCore", module = "lrt_rerank._core", frozen)]
 struct PyBiEncoder {
     inner: Arc<encoder::BiEncoderCore>,
-    dim: usize,
 }
 
 #[pymethods]
@@ -266,19 +265,15 @@ impl PyBiEncoder {
     ) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(default_threads);
         let pooling = encoder::Pooling::parse(pooling).map_err(to_py)?;
-        let (inner, dim) = py
-            .detach(|| {
-                let core = encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size, pooling, normalize)?;
-                let dim = core.dim()?;
-                Ok::<_, CoreError>((core, dim))
-            })
+        let inner = py
+            .detach(|| encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size, pooling, normalize))
             .map_err(to_py)?;
-        Ok(Self { inner: Arc::new(inner), dim })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.dim
+        self.inner.dim()
     }
     #[getter]
     fn max_length(&self) -> usize {
@@ -303,12 +298,12 @@ impl PyBiEncoder {
     /// float32 array (n, dim), pooled as the model asks, rows L2-normalised unless `normalize` is off.
     fn embed<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let inner = self.inner.clone();
-        let dim = self.dim;
+        let dim = inner.dim();
         let n = texts.len();
         let flat = py
             .detach(move || {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                inner.embed(&refs, dim)
+                inner.embed(&refs)
             })
             .map_err(to_py)?;
         let arr = PyArray1::from_vec(py, flat);
