@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 API_KEY = "test-key-5f2c"
 
@@ -29,6 +30,15 @@ def log_tail(path: Path, lines: int = 40) -> str:
     except OSError as err:
         return f"(no log at {path}: {err})"
     return f"--- last {lines} lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0.0 when absent)."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 def free_port() -> int:

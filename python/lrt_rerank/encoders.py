@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,18 +13,39 @@ from lrt_rerank import _core
 from lrt_rerank.calibration import Calibration
 from lrt_rerank.models import CARD, MODEL, ModelCard, file_sha256, resolve_model_dir
 from lrt_rerank.runtime import ensure_runtime
+from lrt_rerank.text import lone_surrogate_at
 
 PathLike = str | os.PathLike[str]
+
+
+def check_text(name: str, text: object) -> str:
+    """``text`` if it is a str the core can take (no lone surrogates, see :mod:`lrt_rerank.text`)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    at = lone_surrogate_at(text)
+    if at is not None:
+        raise ValueError(
+            f"{name} is not valid Unicode text: lone surrogate {text[at]!r} at position {at} has no UTF-8 encoding"
+        )
+    return text
 
 
 def _check_texts(name: str, texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of strings, not a single string")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
-    return out
+    if isinstance(texts, bytes) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    return [check_text(f"{name}[{i}]", t) for i, t in enumerate(texts)]
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    """None (the default) or an int >= 1; anything else is a ValueError/TypeError, not an OverflowError in the core."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def _open_model_dir(model_dir: PathLike | None, kind: str) -> tuple[Path, ModelCard]:
@@ -68,6 +90,8 @@ class CrossEncoder:
         cache: _core.ScoreCache | None = None,
     ) -> "CrossEncoder":
         """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default)."""
+        for name, value in (("max_length", max_length), ("threads", threads), ("batch_size", batch_size)):
+            _check_positive(name, value)
         path, card = _open_model_dir(model_dir, "cross-encoder")
         fingerprint = file_sha256(path / MODEL)
         core = _core.CrossEncoderCore(
@@ -104,9 +128,7 @@ class CrossEncoder:
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Raw logits (float32), one per passage, in input order."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self._core.score(query, _check_texts("passages", passages))
+        return self._core.score(check_text("query", query), _check_texts("passages", passages))
 
     @property
     def calibration(self) -> Calibration:
@@ -137,11 +159,11 @@ class CrossEncoder:
 
     def encode(self, query: str, passages: Sequence[str]) -> list[tuple[list[int], list[int]]]:
         """(token ids, token type ids) per pair, as fed to the model."""
-        return self._core.encode(query, _check_texts("passages", passages))
+        return self._core.encode(check_text("query", query), _check_texts("passages", passages))
 
     def padding_stats(self, query: str, passages: Sequence[str]) -> tuple[int, int, int]:
         """(padded tokens with length buckets, padded tokens padding all to the longest, real tokens)."""
-        return self._core.padding_stats(query, _check_texts("passages", passages))
+        return self._core.padding_stats(check_text("query", query), _check_texts("passages", passages))
 
     def __repr__(self) -> str:
         return f"CrossEncoder({self.model_dir}, max_length={self.max_length})"
@@ -165,6 +187,8 @@ class BiEncoder:
         batch_size: int | None = None,
     ) -> "BiEncoder":
         """Load a bi-encoder directory (``None`` or ``"default"``: all-MiniLM-L6-v2)."""
+        for name, value in (("max_length", max_length), ("threads", threads), ("batch_size", batch_size)):
+            _check_positive(name, value)
         path, card = _open_model_dir(model_dir, "bi-encoder")
         core = _core.BiEncoderCore(
             str(path),

@@ -7,6 +7,10 @@ the event loop.
 
 The cache tiers (in-process and Redis) hold raw logits; the model card's calibration turns them
 into the default scores after the lookup, so a cached score is calibrated exactly like a fresh one.
+
+A request whose scoring fails (an ONNX Runtime error, a model output that does not fit) is answered
+503 with a JSON body and a ``Retry-After`` header and counted in ``lrt_rerank_scoring_errors_total``;
+the process keeps serving.
 """
 
 import json
@@ -52,6 +56,13 @@ from lrt_rerank.service_schemas import (
 log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "LRT_RERANK_SERVICE_SETTINGS"
+RETRY_AFTER_S = 1
+"""Seconds a client is asked to wait (``Retry-After``) after a 503."""
+
+
+def unavailable(detail: str) -> HTTPException:
+    """A 503 with a ``Retry-After`` header; FastAPI answers it as ``{"detail": ...}``."""
+    return HTTPException(status_code=503, detail=detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,10 @@ class Engine:
         self._redis: RedisScoreTier | None = None
         self.interpolation = 0.0
         self.encoder: CrossEncoder | None = None
+        self._scoring_lock = threading.Lock()
+        self._scoring = 0
+        self._scoring_peak = 0
+        metrics.scoring_slots.set(settings.max_concurrent_scoring)
 
     def load(self) -> None:
         """Load the model (blocking; runs in a worker thread)."""
@@ -151,10 +166,20 @@ class Engine:
             self._redis.close()
 
     def _score(self, query: str, passages: list[str], queued_at: float) -> tuple[np.ndarray, float, float]:
-        """Logits, seconds waited for a scoring slot, seconds spent scoring."""
+        """Logits, seconds waited for a scoring slot, seconds spent scoring (runs holding a slot)."""
         assert self.scorer is not None
         start = time.perf_counter()
-        scores = self.scorer.score(query, passages)
+        with self._scoring_lock:
+            self._scoring += 1
+            self._scoring_peak = max(self._scoring_peak, self._scoring)
+            self.metrics.scoring_in_progress_peak.set(self._scoring_peak)
+        self.metrics.scoring_in_progress.inc()
+        try:
+            scores = self.scorer.score(query, passages)
+        finally:
+            self.metrics.scoring_in_progress.dec()
+            with self._scoring_lock:
+                self._scoring -= 1
         done = time.perf_counter()
         redis_stats = self._redis.stats() if self._redis is not None else None
         c = self.cache
@@ -173,13 +198,18 @@ class Engine:
         under ``first_stage_order``; with ``raw_scores`` it is the value that sets the order.
         """
         if self.scorer is None or self.encoder is None:
-            raise HTTPException(status_code=503, detail="model not loaded yet")
+            raise unavailable("model not loaded yet")
         self.metrics.batch_size.observe(len(passages))
         if not passages:
             return []
-        logits, queued, scoring = await anyio.to_thread.run_sync(
-            self._score, query, passages, time.perf_counter(), limiter=self.limiter
-        )
+        try:
+            logits, queued, scoring = await anyio.to_thread.run_sync(
+                self._score, query, passages, time.perf_counter(), limiter=self.limiter
+            )
+        except Exception as err:  # the request gets a 503 and the process goes on serving
+            self.metrics.scoring_errors.labels(error=type(err).__name__).inc()
+            log.error("scoring %d documents failed: %s: %s", len(passages), type(err).__name__, err)
+            raise unavailable(f"scoring failed ({type(err).__name__}); retry later") from err
         self.metrics.score_seconds.observe(scoring)
         response.headers["Server-Timing"] = f"queue;dur={queued * 1000:.3f}, score;dur={scoring * 1000:.3f}"
         ranking = logits
@@ -204,7 +234,9 @@ Re-scores candidate passages for a query with a cross-encoder and returns them b
 {SCORES_DOC}
 
 Requests carry at most the configured number of documents (422 beyond it) and bodies of at
-most the configured size (413 beyond it). When the service runs with an API key, the rerank
+most the configured size (413 beyond it). Strings must be valid Unicode (an unpaired surrogate escape
+is a 422). While the model loads, or when scoring a request fails, the answer is 503 with a JSON
+`detail` and a `Retry-After` header. When the service runs with an API key, the rerank
 routes and `/v1/models` need `Authorization: Bearer <key>`; `/health`, `/metrics` and the schema stay open.
 """
 
@@ -253,7 +285,10 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     rerank_dependencies = [Depends(authorize)] if settings.api_key is not None else []
     rerank_responses: dict[int | str, dict[str, Any]] = {
         413: {"model": ErrorResponse, "description": f"Request body over {settings.max_body_bytes} bytes."},
-        503: {"model": ErrorResponse, "description": "The model is not loaded yet."},
+        503: {
+            "model": ErrorResponse,
+            "description": "The model is not loaded yet, or scoring failed; `Retry-After` says when to retry.",
+        },
     }
     if settings.api_key is not None:
         rerank_responses[401] = {"model": ErrorResponse, "description": "Missing or wrong API key."}
@@ -303,7 +338,7 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     async def list_models() -> ModelList:
         encoder = engine.encoder
         if encoder is None:
-            raise HTTPException(status_code=503, detail="model not loaded yet")
+            raise unavailable("model not loaded yet")
         return ModelList(
             data=[
                 ModelObject(

@@ -13,9 +13,10 @@ one short socket timeout per period instead of one per request.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +47,14 @@ def redis_key(fingerprint: str, query: str, passage: str) -> bytes:
 
 
 class RedisScoreTier:
-    """Scores in Redis, as float text under :func:`redis_key` keys with a TTL. Thread-safe."""
+    """Scores in Redis, as float text under :func:`redis_key` keys with a TTL. Thread-safe.
 
-    def __init__(self, settings: RedisSettings) -> None:
+    ``clock`` (seconds, monotonic) times the back-off periods.
+    """
+
+    def __init__(self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        self._clock = clock
         self._client = redis.Redis.from_url(
             settings.url,
             socket_timeout=settings.socket_timeout_s,
@@ -69,13 +74,13 @@ class RedisScoreTier:
 
     def _available(self) -> bool:
         with self._lock:
-            return time.monotonic() >= self._down_until
+            return self._clock() >= self._down_until
 
     def _failed(self, action: str, err: redis.RedisError) -> None:
         with self._lock:
             self.errors += 1
             wait = self._backoff_s
-            self._down_until = time.monotonic() + wait
+            self._down_until = self._clock() + wait
             self._backoff_s = min(self._backoff_s * 2, self._settings.backoff_max_s)
         log.warning("redis %s failed (%s); treating as cache misses for %.1f s", action, err, wait)
 
@@ -118,13 +123,15 @@ class RedisScoreTier:
 
 
 def _parse_score(value: bytes | None) -> float | None:
-    """A stored score, or None for a missing or unreadable value (a miss)."""
+    """A stored score, or None for a missing, unreadable or non-finite value (a miss, which the
+    model's fresh score then overwrites)."""
     if value is None:
         return None
     try:
-        return float(value)
+        score = float(value)
     except ValueError:
         return None
+    return score if math.isfinite(score) else None
 
 
 class TwoTierScorer:

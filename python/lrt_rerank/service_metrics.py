@@ -71,6 +71,30 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.scoring_errors = Counter(
+            "lrt_rerank_scoring_errors",
+            "Rerank requests whose scoring failed (answered 503 with Retry-After), by exception type.",
+            ["error"],
+            registry=r,
+        )
+        self.scoring_slots = Gauge(
+            "lrt_rerank_scoring_slots",
+            "Requests a worker scores at the same time (--max-concurrent-scoring); the rest queue.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.scoring_in_progress = Gauge(
+            "lrt_rerank_scoring_in_progress",
+            "Requests being scored now (holding a scoring slot).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.scoring_in_progress_peak = Gauge(
+            "lrt_rerank_scoring_in_progress_peak",
+            "Most requests a worker has scored at the same time since it started (at most lrt_rerank_scoring_slots).",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.cache_hits = Counter("lrt_rerank_cache_hits", "Score cache hits by tier.", ["tier"], registry=r)
         self.cache_misses = Counter("lrt_rerank_cache_misses", "Score cache misses by tier.", ["tier"], registry=r)
         self.cache_evictions = Counter(

@@ -14,9 +14,11 @@ they are built per application by :func:`request_models`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from lrt_rerank.encoders import check_text
 
 SCORES_DOC = (
     "By default a score is the calibrated probability that the document is relevant, in [0, 1]: "
@@ -37,12 +39,21 @@ FIRST_STAGE_ORDER_DOC = (
 )
 
 
+def _encodable(text: str) -> str:
+    return check_text("text", text)
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+"""A request string. JSON can carry lone surrogates (an unpaired \\ud800-\\udfff escape), which have no
+UTF-8 encoding and cannot be tokenized: such a string is a 422 naming the field."""
+
+
 class CohereDocument(BaseModel):
     """A document given as an object; only `text` is read, other fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    text: str = Field(description="The document text.")
+    text: Text = Field(description="The document text.")
 
 
 class CohereResultDocument(BaseModel):
@@ -106,8 +117,8 @@ class TeiResult(BaseModel):
 class CohereRerankRequestBase(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: str = Field(description="The search query.")
-    documents: list[str | CohereDocument]
+    query: Text = Field(description="The search query.")
+    documents: list[Text | CohereDocument]
     top_n: int | None = Field(
         default=None, ge=1, description="Return only the `top_n` best documents (all when absent)."
     )
@@ -125,8 +136,8 @@ class CohereRerankRequestBase(BaseModel):
 class TeiRerankRequestBase(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: str = Field(description="The search query.")
-    texts: list[str]
+    query: Text = Field(description="The search query.")
+    texts: list[Text]
     raw_scores: bool = Field(default=False, description="Return raw logits instead of calibrated probabilities.")
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
     return_text: bool = Field(default=False, description="Echo each text in the results.")
@@ -150,12 +161,12 @@ def request_models(max_documents: int) -> RequestModels:
     limit_doc = f"At most {max_documents} per request; an empty list is answered with no results."
 
     class CohereRerankRequest(CohereRerankRequestBase):
-        documents: list[str | CohereDocument] = Field(
+        documents: list[Text | CohereDocument] = Field(
             max_length=max_documents,
             description="Documents to rank: strings, or objects with a `text` field. " + limit_doc,
         )
 
     class TeiRerankRequest(TeiRerankRequestBase):
-        texts: list[str] = Field(max_length=max_documents, description="Texts to rank. " + limit_doc)
+        texts: list[Text] = Field(max_length=max_documents, description="Texts to rank. " + limit_doc)
 
     return RequestModels(cohere=CohereRerankRequest, tei=TeiRerankRequest)
