@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lrt_rerank.text import lone_surrogate_at
+
 logger = logging.getLogger(__name__)
 
 Qrels = dict[str, dict[str, int]]
@@ -85,6 +87,8 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, di
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError:
+            raise DatasetError(f"{path}:{number}: malformed JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         for field in required:
@@ -94,7 +98,18 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, di
             elif not isinstance(value, str):
                 problem = "missing" if value is None else f"not a string ({type(value).__name__})"
                 raise DatasetError(f"{path}:{number}: field {field!r} is {problem}")
+            else:
+                _require_unicode(path, number, field, value)
         yield number, record
+
+
+def _require_unicode(path: Path, number: int, field: str, value: str) -> None:
+    """Refuse lone surrogates (JSON can escape them) here, not when the text reaches the tokenizer."""
+    at = lone_surrogate_at(value)
+    if at is not None:
+        raise DatasetError(
+            f"{path}:{number}: field {field!r} holds a lone surrogate ({value[at]!r}), not valid Unicode"
+        )
 
 
 def _optional_str(path: Path, number: int, record: dict[str, object], field: str) -> str:
@@ -103,6 +118,7 @@ def _optional_str(path: Path, number: int, record: dict[str, object], field: str
         return ""
     if not isinstance(value, str):
         raise DatasetError(f"{path}:{number}: field {field!r} is not a string ({type(value).__name__})")
+    _require_unicode(path, number, field, value)
     return value
 
 
