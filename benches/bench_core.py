@@ -66,8 +66,8 @@ def workloads() -> dict[str, list[tuple[str, list[str]]]]:
     return {"nfcorpus": bm25_candidates("nfcorpus", "test", 24), "msmarco": bm25_candidates("msmarco-sample", "test", 24)}
 
 
-@pytest.fixture(scope="session")
-def model_dirs() -> dict[str, Path]:
+def build_model_dirs() -> dict[str, Path]:
+    """The MiniLM-shaped FP32 cross-encoder and its INT8 copy (built once into the model home)."""
     fp32 = model_home() / PLACEHOLDER_CROSS_ENCODER_NAME
     if not (fp32 / "card.json").is_file():
         build_minilm_model(fp32, "cross-encoder")
@@ -75,6 +75,11 @@ def model_dirs() -> dict[str, Path]:
     if not (int8 / "card.json").is_file():
         quantize_model_dir(fp32, int8)
     return {"fp32": fp32, "int8": int8}
+
+
+@pytest.fixture(scope="session")
+def model_dirs() -> dict[str, Path]:
+    return build_model_dirs()
 
 
 class PythonPeer:
@@ -120,15 +125,9 @@ def test_rerank_top50(benchmark, workloads, model_dirs, dataset: str, precision:
     work = workloads[dataset]
     model_dir = model_dirs[precision]
     engine = CrossEncoder.load(model_dir, threads=THREADS, max_length=256)
+    # That both implementations agree (FP32 scores, INT8 rankings) is tests/test_bench_parity.py's
+    # job: it runs in the test suite, on the first query of each workload.
     scorer = engine if impl == "engine" else PythonPeer(model_dir, 256)
-    # both implementations agree before anything is timed (INT8 activations are quantized per
-    # batch, so batch composition moves INT8 scores slightly: compare rankings there)
-    q0, p0 = work[0]
-    ours, theirs = engine.score(q0, p0), scorer.score(q0, p0)
-    if precision == "fp32":
-        np.testing.assert_allclose(theirs, ours, atol=1e-3)
-    else:
-        assert np.corrcoef(ours, theirs)[0, 1] > 0.95
     cycle = itertools.cycle(work)
     benchmark.group = f"rerank-top50-{dataset}-{precision}"
     benchmark.extra_info.update(

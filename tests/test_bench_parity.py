@@ -1,0 +1,62 @@
+"""The agreement benches/bench_core.py relies on, checked in the test suite (the benches themselves only
+time): on the BM25 top-50 of the first judged test query of NFCorpus and msmarco-sample, at 256 tokens,
+the Rust engine and the bench's plain-Python peer (HF tokenizers + onnxruntime, one batch padded to the
+longest) give the same FP32 scores, and INT8 scores that rank alike (INT8 activations are quantized per
+batch, so batch composition moves them slightly)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from lrt_rerank import CrossEncoder
+
+BENCH_CORE = Path(__file__).resolve().parent.parent / "benches" / "bench_core.py"
+
+
+def load_bench_core() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_core", BENCH_CORE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_core", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench_core()
+
+
+@pytest.fixture(scope="module")
+def model_dirs(shared_data: Path) -> dict[str, Path]:
+    return bench.build_model_dirs()
+
+
+@pytest.fixture(scope="module")
+def first_query() -> Callable[[str], tuple[str, list[str]]]:
+    """(query, BM25 top-50) of a dataset's first judged test query, indexed once per dataset."""
+    return functools.cache(lambda dataset: bench.bm25_candidates(dataset, "test", 1)[0])
+
+
+@pytest.mark.parametrize("dataset", ["nfcorpus", "msmarco-sample"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_engine_and_python_peer_agree(
+    model_dirs: dict[str, Path], first_query: Callable[[str], tuple[str, list[str]]], dataset: str, precision: str
+) -> None:
+    query, passages = first_query(dataset)
+    assert len(passages) == bench.DEPTH
+    model_dir = model_dirs[precision]
+    engine = CrossEncoder.load(model_dir, threads=bench.THREADS, max_length=256)
+    ours = engine.score(query, passages)
+    theirs = bench.PythonPeer(model_dir, 256).score(query, passages)
+    assert ours.shape == theirs.shape == (bench.DEPTH,)
+    if precision == "fp32":
+        np.testing.assert_allclose(theirs, ours, atol=1e-3)
+    else:
+        assert np.corrcoef(ours, theirs)[0, 1] > 0.95
