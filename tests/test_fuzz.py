@@ -201,7 +201,7 @@ def rrf_by_definition(
 )
 @example(runs=[["d1", "d2"], ["d2", "d3"]], k=60.0, weights=None, top_k=None)
 @example(runs=[["x", "a"], ["b", "a"]], k=0.0, weights=None, top_k=None)  # a three-way tie at 1.0
-@example(runs=[["a"]], k=60.0, weights=None, top_k=-1)
+@example(runs=[["a"]], k=60.0, weights=None, top_k=-1)  # was an OverflowError from the core, now a ValueError
 def test_rrf_agrees_with_its_definition(
     runs: list[list[str]], k: float, weights: list[float] | None, top_k: int | None
 ) -> None:
@@ -242,6 +242,8 @@ def float32(value: float) -> np.float32:
 @settings(max_examples=100)
 @seed(SEED)
 @given(capacity=st.integers(-2, 6), fingerprints=st.lists(st.sampled_from(["m1", "m2"]), min_size=30, max_size=30), ops=OPS)
+@example(capacity=-1, fingerprints=["m1"] * 30, ops=[])  # was an OverflowError from the core, now a ValueError
+@example(capacity=1, fingerprints=["m1"] * 30, ops=[("put", "q1", ["p1"], [float("nan")] * 6), ("get", "q1", ["p1"], [0.0] * 6)])
 def test_score_cache_is_an_lru_with_exact_hits(capacity: int, fingerprints: list[str], ops: list) -> None:
     if capacity < 1:
         with pytest.raises(ValueError, match="capacity must be at least 1"):
