@@ -117,7 +117,8 @@ def test_concurrent_calls_from_many_threads(small_cross_encoder_dir: Path) -> No
     for th in threads:
         th.start()
     for th in threads:
-        th.join()
+        th.join(timeout=300)
+    assert not any(th.is_alive() for th in threads), "scoring threads still running after 300 s"
     assert not errors
     assert len(results) == 8 * len(queries)
     for (_, q), got in results.items():
