@@ -89,7 +89,11 @@ def test_cross_encoder_scores_are_finite_in_input_order(
 
 @settings(max_examples=6)
 @seed(SEED)
-@given(query=st.text(max_size=20), pool=st.lists(st.text(max_size=40) | st.sampled_from(AWKWARD), min_size=1, max_size=25), n=st.integers(0, 1000))
+@given(
+    query=st.text(max_size=20),
+    pool=st.lists(st.text(max_size=40) | st.sampled_from(AWKWARD), min_size=1, max_size=25),
+    n=st.integers(0, 1000),
+)
 @example(query="q", pool=["a passage", "another one"], n=1000)
 def test_cross_encoder_many_duplicate_passages(ce: CrossEncoder, query: str, pool: list[str], n: int) -> None:
     """Up to 1,000 passages cycling through a small pool: each scores like its pool entry."""
@@ -131,7 +135,9 @@ def test_lone_surrogates_are_a_clear_value_error(
         rrf([["a", bad]])
 
 
-JUNK = st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_size=5), st.lists(st.text(max_size=3), max_size=2))
+JUNK = st.one_of(
+    st.none(), st.integers(), st.floats(), st.binary(max_size=5), st.lists(st.text(max_size=3), max_size=2)
+)
 
 
 @settings(max_examples=30)
@@ -241,9 +247,17 @@ def float32(value: float) -> np.float32:
 
 @settings(max_examples=100)
 @seed(SEED)
-@given(capacity=st.integers(-2, 6), fingerprints=st.lists(st.sampled_from(["m1", "m2"]), min_size=30, max_size=30), ops=OPS)
+@given(
+    capacity=st.integers(-2, 6),
+    fingerprints=st.lists(st.sampled_from(["m1", "m2"]), min_size=30, max_size=30),
+    ops=OPS,
+)
 @example(capacity=-1, fingerprints=["m1"] * 30, ops=[])  # was an OverflowError from the core, now a ValueError
-@example(capacity=1, fingerprints=["m1"] * 30, ops=[("put", "q1", ["p1"], [float("nan")] * 6), ("get", "q1", ["p1"], [0.0] * 6)])
+@example(
+    capacity=1,
+    fingerprints=["m1"] * 30,
+    ops=[("put", "q1", ["p1"], [float("nan")] * 6), ("get", "q1", ["p1"], [0.0] * 6)],
+)
 def test_score_cache_is_an_lru_with_exact_hits(capacity: int, fingerprints: list[str], ops: list) -> None:
     if capacity < 1:
         with pytest.raises(ValueError, match="capacity must be at least 1"):
@@ -283,7 +297,9 @@ def test_score_cache_is_an_lru_with_exact_hits(capacity: int, fingerprints: list
 
 # --- BEIR loading -------------------------------------------------------------------------------
 
-ID_TEXT = st.text(st.characters(exclude_characters="\t\r\n", exclude_categories=["Zs", "Cc", "Cs"]), min_size=1, max_size=8)
+ID_TEXT = st.text(
+    st.characters(exclude_characters="\t\r\n", exclude_categories=["Zs", "Cc", "Cs"]), min_size=1, max_size=8
+)
 
 
 @st.composite
@@ -345,7 +361,8 @@ def test_beir_files_round_trip(data: dict[str, Any]) -> None:
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10) | SURROGATES,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["_id", "title", "text", "x"]), children, max_size=4),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["_id", "title", "text", "x"]), children, max_size=4),
     max_leaves=8,
 )
 LINE = st.one_of(
@@ -355,7 +372,8 @@ LINE = st.one_of(
     st.sampled_from(["[" * 100_000, '{"_id": "1", "text": "\\ud800"}', '{"_id": 1.5, "text": "x"}', "\ufeff{}", "{}"]),
 )
 QRELS_FIELD = st.one_of(
-    st.text(max_size=6), st.sampled_from(["nan", "inf", "-inf", "1e400", "1.5", "2.0", "-0", "٣", "9" * 5000, "1_0", "0x1"])
+    st.text(max_size=6),
+    st.sampled_from(["nan", "inf", "-inf", "1e400", "1.5", "2.0", "-0", "٣", "9" * 5000, "1_0", "0x1"]),
 )
 RAW_BYTES = st.binary(max_size=40) | st.sampled_from([b"\xff\xfe", b"\xed\xa0\x80", b'{"_id": "a", "text": "\xc3"}'])
 

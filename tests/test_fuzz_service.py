@@ -121,7 +121,8 @@ def test_valid_cohere_bodies_get_the_models_scores(
     assert r.status_code == 200, f"{r.status_code} {r.text[:500]}\n{small_rerank_server.log_tail()}"
     results = r.json()["results"]
     texts_sent = [d if isinstance(d, str) else d["text"] for d in body["documents"]]
-    check_ranking(ce, body["query"], texts_sent, results, "relevance_score", body.get("raw_scores", False), body.get("top_n"))
+    raw, top_n = body.get("raw_scores", False), body.get("top_n")
+    check_ranking(ce, body["query"], texts_sent, results, "relevance_score", raw, top_n)
     for result in results:
         assert ("document" in result) == body.get("return_documents", False)
         if "document" in result:
@@ -208,7 +209,11 @@ RAW = st.one_of(
 
 @settings(max_examples=40)
 @seed(SEED)
-@given(route=st.sampled_from(["/v1/rerank", "/rerank"]), raw=RAW, content_type=st.sampled_from(["application/json", "text/plain", None]))
+@given(
+    route=st.sampled_from(["/v1/rerank", "/rerank"]),
+    raw=RAW,
+    content_type=st.sampled_from(["application/json", "text/plain", None]),
+)
 def test_bodies_that_are_not_json_are_4xx(
     http: httpx.Client, small_rerank_server: ServeProcess, route: str, raw: bytes, content_type: str | None
 ) -> None:

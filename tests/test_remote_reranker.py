@@ -62,7 +62,9 @@ def service(running_service: FakeService) -> FakeService:
     return running_service
 
 
-def reply(status: int, payload: object = None, raw: bytes | None = None, headers: dict[str, str] | None = None) -> Answer:
+def reply(
+    status: int, payload: object = None, raw: bytes | None = None, headers: dict[str, str] | None = None
+) -> Answer:
     data = raw if raw is not None else json.dumps(payload, allow_nan=True).encode()
 
     def answer(handler: BaseHTTPRequestHandler, _: dict) -> None:
@@ -96,7 +98,10 @@ def test_scores_come_back_in_input_order(service: FakeService) -> None:
     "answer, message",
     [
         (reply(401, {"detail": "missing or wrong API key"}), r"answered 401: .*missing or wrong API key"),
-        (reply(422, {"detail": [{"loc": ["body", "query"], "msg": "Field required"}]}), r"answered 422: .*Field required"),
+        (
+            reply(422, {"detail": [{"loc": ["body", "query"], "msg": "Field required"}]}),
+            r"answered 422: .*Field required",
+        ),
         (reply(503, {"detail": "scoring failed"}, headers={"Retry-After": "1"}), r"answered 503: .*scoring failed"),
         (reply(500, raw=b"\xff\xfe<html>oops"), r"answered 500: .*oops"),
         (reply(200, raw=b"<html>not json</html>"), r"answered invalid JSON"),
@@ -150,7 +155,9 @@ def test_a_garbage_status_line_is_a_remote_rerank_error(service: FakeService) ->
         RemoteReranker(service.url).score("q", ["a"])
 
 
-def test_no_answer_within_the_timeout_is_a_remote_rerank_error(unresponsive_endpoint: str, closed_endpoint: str) -> None:
+def test_no_answer_within_the_timeout_is_a_remote_rerank_error(
+    unresponsive_endpoint: str, closed_endpoint: str
+) -> None:
     with pytest.raises(RemoteRerankError, match="unreachable"):
         RemoteReranker(unresponsive_endpoint, timeout_s=0.2).score("q", ["a"])
     with pytest.raises(RemoteRerankError, match="unreachable"):

@@ -93,7 +93,8 @@ def test_concurrent_clients_get_their_own_scores_within_the_scoring_limit(
     ones in turn: every valid request gets the in-process scores of the same model batched the same
     way, every invalid one its 4xx, and the server never scores more than its 2 slots at a time."""
     ce = CrossEncoder.load(small_cross_encoder_dir, threads=2)  # the server's batching: 2 sessions, 16 per batch
-    passages = [f"passage {j}: " + " ".join(["vitamin", "d", "bone", "health", "trial"] * (j % 9 + 1)) for j in range(24)]
+    words5 = ["vitamin", "d", "bone", "health", "trial"]
+    passages = [f"passage {j}: " + " ".join(words5 * (j % 9 + 1)) for j in range(24)]
     clients, rounds = 16, 2
     barrier = threading.Barrier(clients)
     outcomes: list[tuple[str, Any, httpx.Response]] = []
@@ -153,7 +154,8 @@ def test_concurrent_clients_get_their_own_scores_within_the_scoring_limit(
     assert metric(after, "lrt_rerank_scoring_in_progress") == 0
     for route, count in valid.items():
         labels = {"route": route, "method": "POST", "status": "200"}
-        assert metric(after, "lrt_rerank_requests_total", **labels) - metric(before, "lrt_rerank_requests_total", **labels) == count
+        total = "lrt_rerank_requests_total"
+        assert metric(after, total, **labels) - metric(before, total, **labels) == count
 
 
 # --- Redis tier -------------------------------------------------------------------------------
@@ -171,7 +173,8 @@ def test_a_corrupt_redis_value_is_a_miss_and_is_overwritten(
     for key, value in zip(keys, stored, strict=True):
         client.set(key, value, ex=600)
     before = httpx.get(small_rerank_server.url + "/metrics").text
-    r = httpx.post(small_rerank_server.url + "/rerank", json={"query": query, "texts": docs, "raw_scores": True}, timeout=60)
+    body = {"query": query, "texts": docs, "raw_scores": True}
+    r = httpx.post(small_rerank_server.url + "/rerank", json=body, timeout=60)
     assert r.status_code == 200, r.text
     got = {x["index"]: x["score"] for x in r.json()}
     logits = CrossEncoder.load(small_cross_encoder_dir, threads=2).score(query, docs[:4])

@@ -89,10 +89,14 @@ def _scores(url: str, answer: Any, n: int) -> npt.NDArray[np.float32]:
         index = result.get("index") if isinstance(result, dict) else None
         score = result.get("relevance_score") if isinstance(result, dict) else None
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
-            raise RemoteRerankError(f"{url} answered a result without a valid index into {n} documents: {result!r:.200}")
+            raise RemoteRerankError(
+                f"{url} answered a result without a valid index into {n} documents: {result!r:.200}"
+            )
         value = _float32(score)
         if value is None:
-            raise RemoteRerankError(f"{url} answered a result without a finite float32 relevance_score: {result!r:.200}")
+            raise RemoteRerankError(
+                f"{url} answered a result without a finite float32 relevance_score: {result!r:.200}"
+            )
         if not np.isnan(scores[index]):
             raise RemoteRerankError(f"{url} answered document {index} twice")
         scores[index] = value
