@@ -54,7 +54,7 @@ run_tests() {
   cargo clippy --release --all-targets --quiet -- -D warnings
   log "pytest"
   set +e
-  LRT_REQUIRE_TRAIN=1 python -m pytest -p no:cacheprovider "$@"
+  LRT_REQUIRE_TRAIN=1 python -m pytest -p no:cacheprovider --durations=15 "$@"
   local rc=$?
   set -e
   if [ $rc -eq 5 ]; then
