@@ -283,9 +283,11 @@ impl OnnxModel {
         if self.feeds_token_type_ids {
             inputs.push(("token_type_ids".into(), Tensor::from_array((shape, types)).map_err(infer)?.into()));
         }
+        // A panic while the lock was held (caught by `error::guarded`) leaves the ONNX Runtime
+        // session itself intact: keep using it rather than failing every later call.
         let mut session = self.sessions[session_idx % self.sessions.len()]
             .lock()
-            .map_err(|_| CoreError::Inference("session lock poisoned by an earlier panic".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
         let outputs = session.run(inputs).map_err(infer)?;
         let value = outputs

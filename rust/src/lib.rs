@@ -1,5 +1,6 @@
-//! The thin pyo3 layer: argument conversion, GIL release, error mapping. Logic lives in the
-//! pure-Rust modules, each with its own `cargo test`.
+//! The thin pyo3 layer: argument conversion, GIL release, error mapping (a panic becomes an
+//! InferenceError, see `error::guarded`). Logic lives in the pure-Rust modules, each with its own
+//! `cargo test`.
 
 pub mod cache;
 pub mod encoder;
@@ -15,7 +16,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
-use crate::error::CoreError;
+use crate::error::{guarded, CoreError};
 
 create_exception!(_core, LrtError, PyException, "Base class of lrt_rerank errors.");
 create_exception!(_core, ModelError, LrtError, "A model directory or file is missing, malformed, or does not fit.");
@@ -150,7 +151,7 @@ impl PyCrossEncoder {
     ) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(default_threads);
         let inner = py
-            .detach(|| encoder::CrossEncoderCore::load(&model_dir, max_length, threads, batch_size))
+            .detach(|| guarded(|| encoder::CrossEncoderCore::load(&model_dir, max_length, threads, batch_size)))
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner), fingerprint, cache: cache.map(|c| c.inner.clone()) })
     }
@@ -183,7 +184,7 @@ impl PyCrossEncoder {
         let cache = self.cache.clone();
         let fp = self.fingerprint.clone();
         let scores = py
-            .detach(move || score_with_cache(&inner, cache.as_deref(), &fp, &query, &passages))
+            .detach(move || guarded(|| score_with_cache(&inner, cache.as_deref(), &fp, &query, &passages)))
             .map_err(to_py)?;
         Ok(PyArray1::from_vec(py, scores))
     }
@@ -194,7 +195,7 @@ impl PyCrossEncoder {
         let encs = py
             .detach(move || {
                 let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-                inner.tokenizer().encode_pairs(&query, &refs)
+                guarded(|| inner.tokenizer().encode_pairs(&query, &refs))
             })
             .map_err(to_py)?;
         Ok(encs.into_iter().map(|e| (e.ids, e.type_ids)).collect())
@@ -206,11 +207,13 @@ impl PyCrossEncoder {
         let inner = self.inner.clone();
         py.detach(move || {
             let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-            let encs = inner.tokenizer().encode_pairs(&query, &refs)?;
-            let batches = encoder::length_sorted_batches(&encs, inner.batching().batch_size, inner.model().sessions());
-            let real: usize = encs.iter().map(|e| e.len()).sum();
-            let longest = encs.iter().map(|e| e.len()).max().unwrap_or(0);
-            Ok((encoder::padded_tokens(&encs, &batches), longest * encs.len(), real))
+            guarded(|| {
+                let encs = inner.tokenizer().encode_pairs(&query, &refs)?;
+                let batches = encoder::length_sorted_batches(&encs, inner.batching().batch_size, inner.model().sessions());
+                let real: usize = encs.iter().map(|e| e.len()).sum();
+                let longest = encs.iter().map(|e| e.len()).max().unwrap_or(0);
+                Ok((encoder::padded_tokens(&encs, &batches), longest * encs.len(), real))
+            })
         })
         .map_err(to_py)
     }
@@ -266,7 +269,9 @@ impl PyBiEncoder {
         let threads = threads.unwrap_or_else(default_threads);
         let pooling = encoder::Pooling::parse(pooling).map_err(to_py)?;
         let inner = py
-            .detach(|| encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size, pooling, normalize))
+            .detach(|| {
+                guarded(|| encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size, pooling, normalize))
+            })
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -303,7 +308,7 @@ impl PyBiEncoder {
         let flat = py
             .detach(move || {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                inner.embed(&refs)
+                guarded(|| inner.embed(&refs))
             })
             .map_err(to_py)?;
         let arr = PyArray1::from_vec(py, flat);
@@ -316,7 +321,7 @@ impl PyBiEncoder {
         let encs = py
             .detach(move || {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                inner.tokenizer().encode_texts(&refs)
+                guarded(|| inner.tokenizer().encode_texts(&refs))
             })
             .map_err(to_py)?;
         Ok(encs.into_iter().map(|e| e.ids).collect())
