@@ -186,7 +186,7 @@ class BiEncoder:
         threads: int | None = None,
         batch_size: int | None = None,
     ) -> "BiEncoder":
-        """Load a bi-encoder directory (``None`` or ``"default"``: all-MiniLM-L6-v2)."""
+        """Load a bi-encoder directory or snapshot folder (``None`` or ``"default"``: bge-small-en-v1.5 INT8)."""
         for name, value in (("max_length", max_length), ("threads", threads), ("batch_size", batch_size)):
             _check_positive(name, value)
         path, card = _open_model_dir(model_dir, "bi-encoder")

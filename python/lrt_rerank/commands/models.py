@@ -122,7 +122,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from lrt_rerank import CrossEncoder, LrtError
     from lrt_rerank.calibrate import collect, fit, measure, require_tuning_split
     from lrt_rerank.calibration import write_calibration
-    from lrt_rerank.commands.pipeline import _open_first_stage
+    from lrt_rerank.commands.pipeline import open_first_stage
     from lrt_rerank.datasets import load_dataset
     from lrt_rerank.first_stage.embedded import IndexFormatError
 
@@ -134,7 +134,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{name} must be at least 1")
         encoder = CrossEncoder.load(str(args.model_dir))
         dataset = load_dataset(args.dataset, args.split)
-        stage = _open_first_stage(args, dataset)
+        stage = open_first_stage(args, dataset)
         try:
             data = collect(encoder, dataset, stage, args.depth, dataset.eval_query_ids()[: args.queries])
         finally:

@@ -184,7 +184,8 @@ def cached_index(
     return EmbeddedFirstStage.open(target, model_dir=model_dir)
 
 
-def _open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
+def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
+    """The first stage that `eval` and `models calibrate` read from their --first-stage/--index/--dense-model flags."""
     if args.first_stage != "embedded":
         if not args.first_stage.startswith(("http://", "https://")):
             raise ValueError(f"--first-stage {args.first_stage}: expected 'embedded' or an http(s) URL of OpenSearch")
@@ -295,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
     reranker = load_reranker(args.reranker)
-    stage = _open_first_stage(args, dataset)
+    stage = open_first_stage(args, dataset)
     try:
         results = evaluate(
             dataset,
