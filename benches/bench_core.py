@@ -22,8 +22,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from lrt_rerank import CrossEncoder
-from lrt_rerank.models import PLACEHOLDER_CROSS_ENCODER_NAME, build_minilm_model, model_home
-from lrt_rerank.quantize import quantize_model_dir
+from lrt_rerank.models.store import PLACEHOLDER_CROSS_ENCODER_NAME, build_minilm_model, model_home
+from lrt_rerank.models.quantize import quantize_model_dir
 
 THREADS = 2
 DEPTH = 50

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lrt_rerank import BiEncoder, CrossEncoder
-from lrt_rerank.models import minilm_source_dir
+from lrt_rerank.models.store import minilm_source_dir
 
 pytestmark = pytest.mark.train
 

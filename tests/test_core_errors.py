@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from safetensors.numpy import save_file
 
 from lrt_rerank import BiEncoder, CrossEncoder, ModelError
-from lrt_rerank.convert import BertConfig, build_bert_onnx
+from lrt_rerank.models.convert import BertConfig, build_bert_onnx
 
 
 def copy_model(src: Path, dst: Path) -> Path:
@@ -154,7 +154,7 @@ def test_cross_encoder_graph_loaded_as_bi_encoder_output_check(small_cross_encod
 
 def test_invalid_numbers(small_cross_encoder_dir: Path) -> None:
     from lrt_rerank import _core
-    from lrt_rerank.models import file_sha256
+    from lrt_rerank.models.store import file_sha256
 
     fingerprint = file_sha256(small_cross_encoder_dir / "model.onnx")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):

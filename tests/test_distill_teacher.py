@@ -21,7 +21,7 @@ import pytest
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import load_dataset
-from lrt_rerank.models import CARD, MODEL, file_sha256
+from lrt_rerank.models.store import CARD, MODEL, file_sha256
 
 pytestmark = pytest.mark.train
 
@@ -109,7 +109,7 @@ def teacher_snapshot(tmp_path_factory: pytest.TempPathFactory, model_home: Path)
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from lrt_rerank.models import minilm_source_dir
+    from lrt_rerank.models.store import minilm_source_dir
 
     src = minilm_source_dir()
     torch.manual_seed(SEED)
@@ -135,7 +135,7 @@ def teacher_snapshot(tmp_path_factory: pytest.TempPathFactory, model_home: Path)
 @pytest.fixture(scope="module")
 def teacher_dir(teacher_snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same teacher as an engine model directory, as `lrt-rerank models import` writes it."""
-    from lrt_rerank.importers import import_snapshot
+    from lrt_rerank.models.importers import import_snapshot
 
     return import_snapshot(teacher_snapshot, tmp_path_factory.mktemp("imported") / "random-head-teacher")
 
@@ -200,7 +200,7 @@ def test_teacher_kinds_and_the_error_for_anything_else(
 ) -> None:
     _need_torch()
     from lrt_rerank.cli import main
-    from lrt_rerank.quantize import quantize_model_dir
+    from lrt_rerank.models.quantize import quantize_model_dir
     from lrt_rerank.train.teachers import CHECKPOINT, HF_SNAPSHOT, MODEL_DIR, open_teacher, teacher_kind
 
     int8 = quantize_model_dir(teacher_dir, tmp_path / "int8")

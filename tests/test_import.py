@@ -29,8 +29,8 @@ import onnx
 import pytest
 
 from lrt_rerank import BiEncoder, CrossEncoder, ModelError
-from lrt_rerank.importers import import_snapshot, is_snapshot, snapshot_key
-from lrt_rerank.models import CARD, MODEL, file_sha256, minilm_source_dir
+from lrt_rerank.models.importers import import_snapshot, is_snapshot, snapshot_key
+from lrt_rerank.models.store import CARD, MODEL, file_sha256, minilm_source_dir
 
 pytestmark = pytest.mark.train
 
@@ -433,7 +433,7 @@ def test_truncated_safetensors(snapshots: dict[str, Tiny], tmp_path: Path) -> No
 def test_bfloat16_safetensors_are_read_as_float32(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from lrt_rerank.weights import read_safetensors
+    from lrt_rerank.models.weights import read_safetensors
 
     tensors = {"w": torch.randn(3, 4).to(torch.bfloat16), "h": torch.randn(5).half(), "ids": torch.arange(6)}
     save_file(tensors, str(tmp_path / "model.safetensors"))

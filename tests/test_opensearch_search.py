@@ -15,7 +15,7 @@ from lrt_rerank.datasets import Dataset, Document
 from lrt_rerank.evaluate import evaluate
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
-from lrt_rerank.models import file_sha256
+from lrt_rerank.models.store import file_sha256
 from lrt_rerank.opensearch import (
     RERANK_PIPELINE,
     HybridSearcher,

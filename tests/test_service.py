@@ -25,9 +25,9 @@ import pytest
 from fastapi.testclient import TestClient
 from lrt_rerank import CrossEncoder, ModelError
 from lrt_rerank.commands.serve import register
-from lrt_rerank.service import ServiceSettings, create_app, resolve_model_dir
-from lrt_rerank.service_cache import KEY_PREFIX
-from lrt_rerank.service_schemas import CohereRerankResponse, CohereResult
+from lrt_rerank.service.app import ServiceSettings, create_app, resolve_model_dir
+from lrt_rerank.service.cache import KEY_PREFIX
+from lrt_rerank.service.schemas import CohereRerankResponse, CohereResult
 from prometheus_client.parser import text_string_to_metric_families
 from service_fixtures import API_KEY, RedisServer, ServeProcess
 

@@ -18,9 +18,9 @@ from onnx_graphs import cross_encoder_reshaped_by
 from service_fixtures import RedisServer, ServeProcess, metric
 
 from lrt_rerank import CrossEncoder
-from lrt_rerank.models import file_sha256
-from lrt_rerank.service import RETRY_AFTER_S
-from lrt_rerank.service_cache import RedisScoreTier, RedisSettings, redis_key
+from lrt_rerank.models.store import file_sha256
+from lrt_rerank.service.app import RETRY_AFTER_S
+from lrt_rerank.service.cache import RedisScoreTier, RedisSettings, redis_key
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lrt_rerank.commands.pipeline import add_dense_model_arg
-from lrt_rerank.models import CARD, KINDS, ModelCard, build_minilm_model, default_model_dir
+from lrt_rerank.models.store import CARD, KINDS, ModelCard, build_minilm_model, default_model_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed of the placeholder cross-encoder head")
     b.set_defaults(func=_build)
 
-    d = msub.add_parser("default", help="print (building if needed) the default model directory of a kind")
+    d = msub.add_parser("default", help="print the default model directory of a kind (shipped inside the package)")
     d.add_argument("--kind", choices=KINDS, required=True)
     d.set_defaults(func=_default)
 
@@ -95,7 +95,7 @@ def _default(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from lrt_rerank.quantize import quantize_model_dir
+    from lrt_rerank.models.quantize import quantize_model_dir
 
     print(quantize_model_dir(args.src, args.dst, per_channel=not args.per_tensor))
     return 0
@@ -107,7 +107,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from lrt_rerank.importers import import_snapshot
+    from lrt_rerank.models.importers import import_snapshot
 
     try:
         out = import_snapshot(args.src, args.out, kind=args.kind, int8=args.int8, max_length=args.max_length)

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     def node_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--version", default=DEFAULT_VERSION, help="OpenSearch version (default: %(default)s)")
         p.add_argument("--port", type=int, default=9200, help="HTTP port on 127.0.0.1 (default: %(default)s)")
-        p.add_argument("--work-dir", type=Path, help="artifact cache and node home (default: $LRT_OPENSEARCH_WORK or opensearch/.work)")
+        p.add_argument("--work-dir", type=Path, help="artifact cache and node home (default: $LRT_OPENSEARCH_WORK, else /var/tmp/lrt-rerank-opensearch under root, else ~/.cache/lrt-rerank/opensearch)")
 
     up = actions.add_parser("up", help="download (first time), assemble and start the node; wait for green/yellow")
     node_args(up)
@@ -137,7 +137,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank import BiEncoder
     from lrt_rerank.datasets import DatasetError, load_corpus
     from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
-    from lrt_rerank.models import dense_model_dir
+    from lrt_rerank.models.store import dense_model_dir
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
     from lrt_rerank.opensearch.templates import TemplateError

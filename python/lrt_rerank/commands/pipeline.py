@@ -21,7 +21,7 @@ from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.interpolation import card_weight, resolve_weight
-from lrt_rerank.models import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES, dense_model_dir, file_sha256, model_home
+from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES, dense_model_dir, file_sha256, model_home
 from lrt_rerank.pipeline import Pipeline, Reranker
 
 DEMO_DATASET = "nfcorpus-test"

@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lrt_rerank import CrossEncoder, LrtError
-    from lrt_rerank.service import SETTINGS_ENV, ServiceSettings, resolve_model_dir
+    from lrt_rerank.service.app import SETTINGS_ENV, ServiceSettings, resolve_model_dir
 
     for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -113,7 +113,7 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run(
-            "lrt_rerank.service:create_app_from_env",
+            "lrt_rerank.service.app:create_app_from_env",
             factory=True,
             host=args.host,
             port=args.port,

@@ -175,7 +175,7 @@ def document_source(document: Document, vector: Sequence[float]) -> dict[str, An
 
 def encoder_meta(encoder: Embedder) -> dict[str, Any]:
     """The bi-encoder's identity for the index ``_meta``: model.onnx sha256 when it has a model_dir."""
-    from lrt_rerank.models import file_sha256
+    from lrt_rerank.models.store import file_sha256
 
     model_dir = getattr(encoder, "model_dir", None)
     if model_dir is None:

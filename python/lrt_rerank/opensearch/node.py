@@ -1,13 +1,13 @@
 """A local single-node OpenSearch built only from Maven Central artifacts.
 
-``up`` resolves the artifacts listed in ``opensearch/pom.xml`` with Maven (cached in a local
+``up`` resolves the artifacts listed in the packaged ``assets/pom.xml`` with Maven (cached in a local
 repository under the work directory), assembles a node home once, and starts it:
 
 * core: ``org.opensearch.distribution.integ-test-zip:opensearch:<v>`` (no JDK, no security
   plugin: plain HTTP), run on the JDK named by ``OPENSEARCH_JAVA_HOME``/``JAVA_HOME`` or the
   ``java`` on PATH;
 * the ``lang-painless`` and ``analysis-common`` modules, which are published only as jars:
-  the jars plus the descriptor (and security policy) kept in ``opensearch/modules/<name>/``;
+  the jars plus the descriptor (and security policy) kept in ``assets/modules/<name>/``;
 * plugins job-scheduler, ml-commons, k-NN and neural-search (``<v>.0`` zips) installed with
   ``opensearch-plugin install --batch`` in dependency order. k-NN from Maven carries no native
   engines, so vectors must use the ``lucene`` engine.
@@ -15,7 +15,9 @@ repository under the work directory), assembles a node home once, and starts it:
 OpenSearch refuses to run as root; under root the node home is handed to an unprivileged
 user (``nobody`` unless ``LRT_OPENSEARCH_USER`` names another) and the JVM runs as that user.
 
-Layout under the work directory (``$LRT_OPENSEARCH_WORK`` or ``<repo>/opensearch/.work``)::
+Layout under the work directory (``$LRT_OPENSEARCH_WORK``; else ``/var/tmp/lrt-rerank-opensearch``
+under root, where the unprivileged user can reach it, and ``<LRT_RERANK_HOME or ~/.cache/lrt-rerank>/opensearch``
+otherwise)::
 
     m2/                      Maven local repository (downloads, reused by every run)
     node-<version>/          the assembled node home (data/ and logs/ inside it)
@@ -70,7 +72,7 @@ JAR_MODULES: dict[str, tuple[str, ...]] = {
     "analysis-common": ("analysis-common",),
 }
 """Modules assembled from jars: module name -> artifactIds of its jars. Their descriptors live in
-``opensearch/modules/<name>/``. The integ-test-zip ships transport-netty4 only; k-NN needs
+``assets/modules/<name>/``. The integ-test-zip ships transport-netty4 only; k-NN needs
 lang-painless, and the index's analyzer (pattern tokenizer, length filter) needs analysis-common."""
 INSTALLED_MARKER = ".lrt-installed.json"
 PID_FILE = "opensearch.pid"
@@ -88,9 +90,18 @@ class NodeError(RuntimeError):
         self.log_path = log_path
 
 
+ROOT_WORK_DIR = Path("/var/tmp/lrt-rerank-opensearch")
+
+
 def default_work_dir() -> Path:
     override = os.environ.get("LRT_OPENSEARCH_WORK")
-    return Path(override) if override else assets_dir() / ".work"
+    if override:
+        return Path(override)
+    if os.geteuid() == 0:
+        # root's home is closed to the unprivileged user that runs the JVM
+        return ROOT_WORK_DIR
+    base = os.environ.get("LRT_RERANK_HOME")
+    return (Path(base) if base else Path.home() / ".cache" / "lrt-rerank") / "opensearch"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""JSON templates kept in the repository's top-level ``opensearch/`` folder.
+"""The OpenSearch assets that ship inside the package (``lrt_rerank/opensearch/assets/``).
+
+The node's Maven project (``pom.xml``) and module descriptors (``modules/``) sit beside the JSON
+templates; ``$LRT_OPENSEARCH_ASSETS`` points at another copy of the folder instead.
 
 ``index-mapping.json``, ``cluster-settings.json``, ``connector.json``, ``model.json`` and the
 ``search-pipeline-*.json`` bodies are plain OpenSearch request bodies; code fills in the
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +22,22 @@ class TemplateError(RuntimeError):
 
 
 def assets_dir() -> Path:
-    """The ``opensearch/`` folder: $LRT_OPENSEARCH_ASSETS, else the one next to ``python/`` in this checkout."""
+    """The assets folder: ``$LRT_OPENSEARCH_ASSETS`` if set, else the package's ``assets/``."""
     override = os.environ.get("LRT_OPENSEARCH_ASSETS")
-    path = Path(override) if override else Path(__file__).resolve().parents[3] / "opensearch"
+    if override:
+        path = Path(override)
+        where = "LRT_OPENSEARCH_ASSETS"
+    else:
+        # Maven needs a real pom.xml on disk: the package is installed as files (wheel or editable).
+        path = Path(str(files("lrt_rerank.opensearch").joinpath("assets")))
+        where = "the installed package (reinstall lrt-rerank)"
     if not (path / "pom.xml").is_file():
-        raise TemplateError(f"{path / 'pom.xml'}: not found; set LRT_OPENSEARCH_ASSETS to the repository's opensearch/ folder")
+        raise TemplateError(f"{path / 'pom.xml'}: not found; check {where}")
     return path
 
 
 def load(name: str) -> dict[str, Any]:
-    """Parse ``opensearch/<name>`` into a fresh dict (callers may modify it)."""
+    """Parse ``<assets>/<name>`` into a fresh dict (callers may modify it)."""
     path = assets_dir() / name
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

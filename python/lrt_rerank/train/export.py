@@ -4,7 +4,7 @@
    sequence axes; inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; output ``logits`` [batch, 1].
 2. ONNX Runtime's transformer optimizer (BERT fusions: embedding layer norm, attention, GELU, skip
    layer norm) where it applies; the fused graph must still reproduce the torch logits.
-3. :func:`lrt_rerank.quantize.quantize_model_dir`: dynamic INT8, weights per channel.
+3. :func:`lrt_rerank.models.quantize.quantize_model_dir`: dynamic INT8, weights per channel.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from lrt_rerank.models import CARD, MODEL, TOKENIZER, file_sha256
-from lrt_rerank.quantize import quantize_model_dir
+from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256
+from lrt_rerank.models.quantize import quantize_model_dir
 from lrt_rerank.train.data import PairEncoder
 from lrt_rerank.train.model import PairScorer, load_checkpoint
 

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from lrt_rerank.models import TOKENIZER, minilm_source_dir, write_clean_tokenizer
+from lrt_rerank.models.store import TOKENIZER, minilm_source_dir, write_clean_tokenizer
 
 HEAD_FILE = "head.safetensors"
 META_FILE = "lrt-train.json"

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import Dataset
-from lrt_rerank.models import CARD, file_sha256
+from lrt_rerank.models.store import CARD, file_sha256
 from lrt_rerank.train.data import Group, passage_text
 from lrt_rerank.train.model import META_FILE
 

@@ -34,12 +34,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lrt_rerank import CrossEncoder, ModelError, ScoreCache, models
+from lrt_rerank import CrossEncoder, ModelError, ScoreCache
+from lrt_rerank.models import store
 from lrt_rerank.interpolation import combine, resolve_weight
-from lrt_rerank.service_cache import RedisScoreTier, RedisSettings, TwoTierScorer
-from lrt_rerank.service_limits import BodySizeLimitMiddleware
-from lrt_rerank.service_metrics import MetricsMiddleware, ServiceMetrics
-from lrt_rerank.service_schemas import (
+from lrt_rerank.service.cache import RedisScoreTier, RedisSettings, TwoTierScorer
+from lrt_rerank.service.limits import BodySizeLimitMiddleware
+from lrt_rerank.service.metrics import MetricsMiddleware, ServiceMetrics
+from lrt_rerank.service.schemas import (
     SCORES_DOC,
     CohereRerankResponse,
     CohereResult,
@@ -103,7 +104,7 @@ def resolve_model_dir(model: str) -> Path:
     Hugging Face snapshot folder. Only resolved here: what the folder holds is ``CrossEncoder.load``'s to
     judge (it reads model directories and imports snapshots), so a folder without card.json is not
     rejected here."""
-    path = models.resolve_model_dir(model, "cross-encoder")
+    path = store.resolve_model_dir(model, "cross-encoder")
     if not path.is_dir():
         raise ModelError(
             f"{path}: not a directory (--model must be a model directory, a Hugging Face snapshot or 'default')"

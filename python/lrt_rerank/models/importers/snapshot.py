@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from lrt_rerank import _core
-from lrt_rerank.convert import EncoderConfig
-from lrt_rerank.importers.metadata import Pooling, read_json, read_pooling
-from lrt_rerank.models import CARD, KINDS, file_sha256
+from lrt_rerank.models.convert import EncoderConfig
+from lrt_rerank.models.importers.metadata import Pooling, read_json, read_pooling
+from lrt_rerank.models.store import CARD, KINDS, file_sha256
 
 CONFIG = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

