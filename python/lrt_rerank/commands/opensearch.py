@@ -1,4 +1,4 @@
-"""`lrt-rerank opensearch up | down | status | index | pipeline`: a local OpenSearch node and its index."""
+"""`lrt-rerank opensearch up | down | status | index | pipeline`: a local OpenSearch node (or cluster) and its index."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lrt_rerank.opensearch.node import NodeSpec
+    from lrt_rerank.opensearch.node import ClusterSpec
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 
@@ -21,27 +21,42 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     parser = sub.add_parser(
         "opensearch",
-        help="run a local OpenSearch node (Maven Central artifacts), index a dataset, install the rerank pipeline",
-        description="A single-node OpenSearch with k-NN, ml-commons and neural-search, built from Maven Central artifacts.",
+        help="run a local OpenSearch node or cluster (Maven Central artifacts), index a dataset, install the rerank pipeline",
+        description=(
+            "A local OpenSearch (one node, or --nodes N on 127.0.0.1) with k-NN, ml-commons and neural-search, "
+            "built from Maven Central artifacts."
+        ),
     )
     actions = parser.add_subparsers(dest="opensearch_command", required=True, metavar="{up,down,status,index,pipeline}")
 
     def node_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--version", default=DEFAULT_VERSION, help="OpenSearch version (default: %(default)s)")
-        p.add_argument("--port", type=int, default=9200, help="HTTP port on 127.0.0.1 (default: %(default)s)")
+        p.add_argument(
+            "--port", type=int, default=9200, help="HTTP port on 127.0.0.1 (of node 1; node i gets PORT+i-1) (default: %(default)s)"
+        )
         p.add_argument("--work-dir", type=Path, help="artifact cache and node home (default: $LRT_OPENSEARCH_WORK, else /var/tmp/lrt-rerank-opensearch under root, else ~/.cache/lrt-rerank/opensearch)")
 
-    up = actions.add_parser("up", help="download (first time), assemble and start the node; wait for green/yellow")
+    up = actions.add_parser("up", help="download (first time), assemble and start the node(s); wait for green/yellow")
     node_args(up)
-    up.add_argument("--heap-mb", type=int, default=1024, help="JVM heap in MB, at most 1024 (default: %(default)s)")
+    up.add_argument(
+        "--nodes", type=int, default=1, help="cluster nodes on 127.0.0.1, each with its own ports, data and name (default: %(default)s)"
+    )
+    up.add_argument(
+        "--transport-port",
+        type=int,
+        help="transport port of node 1 in a cluster (node i gets TRANSPORT_PORT+i-1) (default: --port + 100)",
+    )
+    up.add_argument("--heap-mb", type=int, help="JVM heap per node in MB, at most 1024 (default: 1024 for one node, 512 each for more)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the node (default: %(default)s)")
     up.set_defaults(func=cmd_up)
 
-    down = actions.add_parser("down", help="stop the node started by `up`")
+    down = actions.add_parser("down", help="stop the node (every node of the cluster) started by `up` with this --port")
     node_args(down)
     down.set_defaults(func=cmd_down)
 
-    st = actions.add_parser("status", help="is the node running, and its health; exit 1 when it is not running")
+    st = actions.add_parser(
+        "status", help="is each node running, and the cluster's health and members; exit 1 when no node runs"
+    )
     node_args(st)
     st.add_argument("--json", action="store_true", help="print a JSON object")
     st.set_defaults(func=cmd_status)
@@ -78,11 +93,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     pipe.set_defaults(func=cmd_pipeline)
 
 
-def _spec(args: argparse.Namespace, heap_mb: int | None = None) -> NodeSpec:
-    from lrt_rerank.opensearch.node import NodeSpec
+def _cluster(args: argparse.Namespace) -> ClusterSpec:
+    """The cluster `up` asks for, or for `down`/`status` the one `up` recorded for this --port."""
+    from lrt_rerank.opensearch.node import ClusterSpec, default_work_dir, recorded_cluster
 
-    spec = NodeSpec(version=args.version, port=args.port, **({"work_dir": args.work_dir} if args.work_dir else {}))
-    return spec if heap_mb is None else NodeSpec(spec.version, spec.port, heap_mb, spec.work_dir)
+    work_dir = args.work_dir or default_work_dir()
+    if getattr(args, "nodes", None) is None:
+        return recorded_cluster(args.version, args.port, work_dir)
+    return ClusterSpec(args.nodes, args.version, args.port, args.heap_mb, work_dir, args.transport_port)
 
 
 def _fail(action: str, exc: Exception) -> int:
@@ -91,43 +109,49 @@ def _fail(action: str, exc: Exception) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import NodeError, up
+    from lrt_rerank.opensearch.node import NodeError, up_cluster
     from lrt_rerank.opensearch.templates import TemplateError
 
     started = time.monotonic()
     try:
-        state = up(_spec(args, heap_mb=args.heap_mb), timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
+        states = up_cluster(_cluster(args), timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
     except (NodeError, TemplateError, ValueError) as exc:
         return _fail("up", exc)
-    print(f"OpenSearch {state.version} {state.health} at {state.url} (pid {state.pid}); ready in {time.monotonic() - started:.1f} s")
-    print(f"log: {state.log_path}")
+    for state in states:
+        print(f"{state.name}: OpenSearch {state.version} {state.health} at {state.url} (pid {state.pid}); log: {state.log_path}")
+    print(f"ready in {time.monotonic() - started:.1f} s")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import down
+    from lrt_rerank.opensearch.node import down_cluster
 
     try:
-        stopped = down(_spec(args))
+        stopped = down_cluster(_cluster(args))
     except (ValueError, OSError) as exc:
         return _fail("down", exc)
-    print("stopped" if stopped else "not running")
+    print(f"stopped {stopped} node{'s' if stopped != 1 else ''}" if stopped else "not running")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import status
+    from lrt_rerank.opensearch.node import cluster_status
 
     try:
-        state = status(_spec(args))
+        state = cluster_status(_cluster(args))
     except ValueError as exc:
         return _fail("status", exc)
     if args.json:
         print(json.dumps(state.to_json()))
-    elif state.running:
-        print(f"running: pid {state.pid}, OpenSearch {state.version}, health {state.health}, {state.url}\nlog: {state.log_path}")
-    else:
-        print(f"not running ({state.url}); home {state.home}")
+        return 0 if state.running else 1
+    for node in state.nodes:
+        if node.running:
+            print(f"{node.name}: running, pid {node.pid}, OpenSearch {node.version}, {node.url}\n  log: {node.log_path}")
+        else:
+            print(f"{node.name}: not running ({node.url}); files in {node.home}")
+    if state.health is not None:
+        members = ", ".join(state.joined)
+        print(f"cluster health {state.health}; {len(state.joined)} node(s) joined: {members}; cluster manager {state.cluster_manager}")
     return 0 if state.running else 1
 
 

@@ -6,6 +6,9 @@ re-ranker reads), and ``embedding``, a ``knn_vector`` on the ``lucene`` engine (
 dimension is set from the bi-encoder. The analyzer reproduces the embedded first stage's BM25
 tokenization (runs of word characters, lower-cased, English stop words, tokens of two or more
 characters) and the similarity its BM25 parameters (k1 1.5, b 0.75).
+
+The index has one shard, and one replica per data node beyond the first (0 on a single node, 1
+on two nodes), so every node holds a copy and losing a node loses no acknowledged document.
 """
 
 from __future__ import annotations
@@ -60,14 +63,21 @@ class IndexReport:
     failures: list[IndexFailure] = field(default_factory=list)
 
 
-def index_body(dim: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def index_body(dim: int, meta: dict[str, Any] | None = None, replicas: int = 0) -> dict[str, Any]:
     """The create-index body from the template, with the vector dimension set to ``dim``.
 
-    ``meta`` is stored under ``mappings._meta.lrt_rerank`` (see :func:`index_meta`).
+    ``meta`` is stored under ``mappings._meta.lrt_rerank`` (see :func:`index_meta`);
+    ``replicas`` sets ``number_of_replicas``.
     """
     if dim < 1:
         raise ValueError(f"vector dimension must be >= 1, got {dim}")
+    if replicas < 0:
+        raise ValueError(f"replicas must be >= 0, got {replicas}")
     body = templates.load(MAPPING_TEMPLATE)
+    try:
+        body["settings"]["index"]["number_of_replicas"] = replicas
+    except (KeyError, TypeError):
+        raise templates.TemplateError(f"{templates.assets_dir() / MAPPING_TEMPLATE}: no settings.index object") from None
     try:
         body["mappings"]["properties"][VECTOR_FIELD]["dimension"] = dim
     except (KeyError, TypeError):
@@ -89,7 +99,7 @@ def index_meta(client: OpenSearch, name: str) -> dict[str, Any]:
 def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False, meta: dict[str, Any] | None = None) -> bool:
     """Create ``name`` from the template; return False when a compatible index already exists.
 
-    An existing index is kept when its vector dimension is ``dim``; with ``recreate`` it is
+    A new index gets :func:`replicas_for` the cluster. An existing index is kept when its vector dimension is ``dim``; with ``recreate`` it is
     deleted and created again. Otherwise :class:`IndexingError` explains the mismatch.
     """
     if client.indices.exists(index=name):
@@ -103,8 +113,13 @@ def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False
                     "recreate it (--recreate)"
                 )
             return False
-    client.indices.create(index=name, body=index_body(dim, meta))
+    client.indices.create(index=name, body=index_body(dim, meta, replicas_for(client)))
     return True
+
+
+def replicas_for(client: OpenSearch) -> int:
+    """Replicas that put a copy of every shard on each data node: data nodes - 1."""
+    return max(0, int(client.cluster.health()["number_of_data_nodes"]) - 1)
 
 
 def vector_dimension(client: OpenSearch, name: str) -> int | None:

@@ -1,4 +1,4 @@
-"""A local single-node OpenSearch built only from Maven Central artifacts.
+"""A local OpenSearch node, or a cluster of several on 127.0.0.1, built only from Maven Central artifacts.
 
 ``up`` resolves the artifacts listed in the packaged ``assets/pom.xml`` with Maven (cached in a local
 repository under the work directory), assembles a node home once, and starts it:
@@ -15,12 +15,23 @@ repository under the work directory), assembles a node home once, and starts it:
 OpenSearch refuses to run as root; under root the node home is handed to an unprivileged
 user (``nobody`` unless ``LRT_OPENSEARCH_USER`` names another) and the JVM runs as that user.
 
+A cluster (:class:`ClusterSpec`, ``lrt-rerank opensearch up --nodes 2``) runs every node from
+that same assembled home: each node has its own config directory (``OPENSEARCH_PATH_CONF``),
+data and log paths, node name, HTTP port (``port``, ``port + 1``, ...) and transport port
+(``transport_port``, ``transport_port + 1``, ...), and finds the others through
+``discovery.seed_hosts``. All nodes are cluster-manager eligible and hold data. A single node
+(the default) runs with ``discovery.type: single-node`` from the home itself, as before.
+
 Layout under the work directory (``$LRT_OPENSEARCH_WORK``; else ``/var/tmp/lrt-rerank-opensearch``
 under root, where the unprivileged user can reach it, and ``<LRT_RERANK_HOME or ~/.cache/lrt-rerank>/opensearch``
 otherwise)::
 
     m2/                      Maven local repository (downloads, reused by every run)
-    node-<version>/          the assembled node home (data/ and logs/ inside it)
+    node-<version>/          the assembled node home (the single node's data/ and logs/ inside it)
+    cluster-<version>-<port>/node-<i>/
+                             cluster node i: config/, data/, logs/, opensearch.pid
+    cluster-<version>-<port>/cluster.json
+                             how many nodes that cluster has (read by `status`/`down`)
     mvn-<version>.log        output of the last artifact resolution
     lock                     serialises concurrent ``up``/``down`` calls
 """
@@ -105,13 +116,34 @@ def default_work_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Member:
+    """Where a node sits in a cluster of several: its number, transport port and the seed list."""
+
+    ordinal: int
+    """1-based; the node is called ``lrt-node-<ordinal>``."""
+    transport_port: int
+    seed_transport_ports: tuple[int, ...]
+    """Transport ports of every node of the cluster (this one included)."""
+    cluster_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"lrt-node-{self.ordinal}"
+
+
+@dataclass(frozen=True)
 class NodeSpec:
-    """What node to run: OpenSearch version, loopback HTTP port, heap, and where files live."""
+    """What node to run: OpenSearch version, loopback HTTP port, heap, and where files live.
+
+    ``member`` is None for a single node (``discovery.type: single-node``, files inside the
+    home); a node of a cluster gets it from :meth:`ClusterSpec.members`.
+    """
 
     version: str = DEFAULT_VERSION
     port: int = 9200
     heap_mb: int = 1024
     work_dir: Path = field(default_factory=default_work_dir)
+    member: Member | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.version):
@@ -126,27 +158,122 @@ class NodeSpec:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def name(self) -> str:
+        return self.member.name if self.member is not None else NODE_NAME
+
+    @property
     def home(self) -> Path:
+        """The assembled distribution (shared by every node of a cluster)."""
         return self.work_dir / f"node-{self.version}"
+
+    @property
+    def node_dir(self) -> Path:
+        """This node's own files: the home for a single node, ``cluster-*/node-<i>`` in a cluster."""
+        if self.member is None:
+            return self.home
+        return self.member.cluster_dir / f"node-{self.member.ordinal}"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.node_dir / "config"
 
     @property
     def log_path(self) -> Path:
         """The node's main log (OpenSearch names it after the cluster)."""
-        return self.home / "logs" / f"{CLUSTER_NAME}.log"
+        return self.node_dir / "logs" / f"{CLUSTER_NAME}.log"
 
     @property
     def startup_log(self) -> Path:
         """stdout/stderr of the launcher: JVM errors that happen before logging starts."""
-        return self.home / "logs" / "startup.out"
+        return self.node_dir / "logs" / "startup.out"
 
     @property
     def pid_file(self) -> Path:
-        return self.home / PID_FILE
+        return self.node_dir / PID_FILE
+
+
+MAX_NODES = 4
+CLUSTER_MANIFEST = "cluster.json"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """``nodes`` nodes on 127.0.0.1: HTTP ports ``port``.., transport ports ``transport_port``..
+
+    ``heap_mb`` is per node (default: 1024 for one node, 512 each for more). ``transport_port``
+    defaults to ``port + 100`` (9200 -> 9300, as OpenSearch's own defaults pair them).
+    """
+
+    nodes: int = 1
+    version: str = DEFAULT_VERSION
+    port: int = 9200
+    heap_mb: int | None = None
+    work_dir: Path = field(default_factory=default_work_dir)
+    transport_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise ValueError(f"nodes {self.nodes}: must be between 1 and {MAX_NODES}")
+        last_http = self.port + self.nodes - 1
+        first_transport = self.port + 100 if self.transport_port is None else self.transport_port
+        if not 1 <= self.port <= last_http <= 65535:
+            raise ValueError(f"port {self.port}: ports {self.port}-{last_http} are not all TCP ports")
+        if not 1 <= first_transport <= first_transport + self.nodes - 1 <= 65535:
+            raise ValueError(f"transport_port {first_transport}: not a TCP port range for {self.nodes} nodes")
+        http = set(range(self.port, last_http + 1))
+        if http & set(range(first_transport, first_transport + self.nodes)):
+            raise ValueError(
+                f"transport ports {first_transport}-{first_transport + self.nodes - 1} overlap the HTTP ports "
+                f"{self.port}-{last_http}; pick another transport_port"
+            )
+
+    @property
+    def dir(self) -> Path:
+        return self.work_dir / f"cluster-{self.version}-{self.port}"
+
+    @property
+    def node_heap_mb(self) -> int:
+        return self.heap_mb if self.heap_mb is not None else (1024 if self.nodes == 1 else 512)
+
+    def members(self) -> list[NodeSpec]:
+        """One :class:`NodeSpec` per node (a single node for ``nodes == 1``)."""
+        if self.nodes == 1:
+            return [NodeSpec(self.version, self.port, self.node_heap_mb, self.work_dir)]
+        first = self.port + 100 if self.transport_port is None else self.transport_port
+        seeds = tuple(range(first, first + self.nodes))
+        return [
+            NodeSpec(self.version, self.port + i, self.node_heap_mb, self.work_dir, Member(i + 1, seeds[i], seeds, self.dir))
+            for i in range(self.nodes)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def urls(self) -> list[str]:
+        return [member.url for member in self.members()]
+
+
+def recorded_cluster(version: str, port: int, work_dir: Path) -> ClusterSpec:
+    """The cluster that `up` started with HTTP port ``port`` (from its ``cluster.json``), else one node."""
+    manifest = ClusterSpec(1, version, port, work_dir=work_dir).dir / CLUSTER_MANIFEST
+    try:
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        spec = ClusterSpec(
+            int(recorded["nodes"]), version, port, int(recorded["heap_mb"]), work_dir, int(recorded["transport_port"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ClusterSpec(1, version, port, work_dir=work_dir)
+    if any(_read_pid(member) is not None for member in spec.members()):
+        return spec
+    return ClusterSpec(1, version, port, work_dir=work_dir)
 
 
 @dataclass(frozen=True)
 class NodeStatus:
     running: bool
+    name: str
     url: str
     pid: int | None
     health: str | None
@@ -157,6 +284,7 @@ class NodeStatus:
     def to_json(self) -> dict[str, object]:
         return {
             "running": self.running,
+            "name": self.name,
             "url": self.url,
             "pid": self.pid,
             "health": self.health,
@@ -170,7 +298,9 @@ class NodeStatus:
 def up(spec: NodeSpec | None = None, timeout: float = 300.0, progress: Progress | None = None) -> NodeStatus:
     """Start the node unless it already runs; return once cluster health is green or yellow.
 
-    Idempotent: a node already answering on the port with our cluster name is reused.
+    Idempotent: a node already answering on the port with our cluster name is reused. A node of
+    a cluster (``spec.member``) rejoins the cluster of the others; a cluster's first start goes
+    through :func:`up_cluster`, which starts every node before waiting.
     Raises :class:`NodeError` (with the log path) when Java or Maven is missing, the artifacts
     cannot be resolved, the port belongs to another server, or the node does not come up.
     """
@@ -178,33 +308,38 @@ def up(spec: NodeSpec | None = None, timeout: float = 300.0, progress: Progress 
     say = progress or (lambda _message: None)
     spec.work_dir.mkdir(parents=True, exist_ok=True)
     with _locked(spec.work_dir / "lock"):
-        info = _root_info(spec.url)
-        if info is not None:
-            _check_ours(spec, info)
-            say(f"OpenSearch {info['version']['number']} already running at {spec.url}")
-            _wait_healthy(spec, None, time.monotonic() + timeout)
-            return status(spec)
-        stale = _read_pid(spec)
-        if stale is not None:
-            raise NodeError(
-                f"a node from {spec.home} already runs (pid {stale}) but does not answer on {spec.url}; "
-                "stop it with `lrt-rerank opensearch down` (and the same --port it was started with) first",
-                spec.log_path,
-            )
-        run_as = _service_user()
-        if run_as is not None:
-            check_traversable(spec.home, run_as)
-        java_home = find_java_home()
-        _install(spec, java_home, say)
-        _write_config(spec)
-        if run_as is not None:
-            _chown_tree(spec.home, run_as)
-        say(f"starting OpenSearch {spec.version} on {spec.url} (heap {spec.heap_mb} MB, log {spec.log_path})")
         started = time.monotonic()
-        proc = _launch(spec, java_home, run_as)
+        proc = _start(spec, find_java_home(), say)
         _wait_healthy(spec, proc, started + timeout)
-        say(f"OpenSearch is up after {time.monotonic() - started:.1f} s")
+        if proc is not None:
+            say(f"{spec.name} is up after {time.monotonic() - started:.1f} s")
         return status(spec)
+
+
+def up_cluster(cluster: ClusterSpec, timeout: float = 300.0, progress: Progress | None = None) -> list[NodeStatus]:
+    """Start every node of ``cluster`` that is not running; return once all have joined and the
+    health is green or yellow. One node is exactly :func:`up`."""
+    if cluster.nodes == 1:
+        return [up(cluster.members()[0], timeout, progress)]
+    say = progress or (lambda _message: None)
+    cluster.work_dir.mkdir(parents=True, exist_ok=True)
+    members = cluster.members()
+    with _locked(cluster.work_dir / "lock"):
+        java_home = find_java_home()
+        cluster.dir.mkdir(parents=True, exist_ok=True)
+        (cluster.dir / CLUSTER_MANIFEST).write_text(
+            json.dumps(
+                {"nodes": cluster.nodes, "heap_mb": cluster.node_heap_mb, "transport_port": members[0].member.transport_port}  # type: ignore[union-attr]
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        started = time.monotonic()
+        procs = [_start(member, java_home, say) for member in members]
+        for member, proc in zip(members, procs, strict=True):
+            _wait_healthy(member, proc, started + timeout, nodes=cluster.nodes)
+        say(f"{cluster.nodes} nodes are up after {time.monotonic() - started:.1f} s")
+        return [status(member) for member in members]
 
 
 def down(spec: NodeSpec | None = None, timeout: float = 60.0) -> bool:
@@ -228,6 +363,21 @@ def down(spec: NodeSpec | None = None, timeout: float = 60.0) -> bool:
         return True
 
 
+def down_cluster(cluster: ClusterSpec, timeout: float = 60.0) -> int:
+    """Stop every running node of ``cluster`` (the last one first); return how many were running."""
+    return sum(down(member, timeout) for member in reversed(cluster.members()))
+
+
+def kill(spec: NodeSpec) -> int | None:
+    """SIGKILL the node (a crash, for fault tests); return its pid, or None if it was not running."""
+    pid = _read_pid(spec)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, 30.0)
+    return pid
+
+
 def status(spec: NodeSpec | None = None) -> NodeStatus:
     """Whether our node runs (pid file + live process), and its health if it answers."""
     spec = spec or NodeSpec()
@@ -241,13 +391,53 @@ def status(spec: NodeSpec | None = None) -> NodeStatus:
             health = None
     return NodeStatus(
         running=pid is not None,
+        name=spec.name,
         url=spec.url,
         pid=pid,
         health=health,
         version=str(info["version"]["number"]) if info is not None else None,
-        home=spec.home,
+        home=spec.node_dir,
         log_path=spec.log_path,
     )
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    nodes: list[NodeStatus]
+    health: str | None
+    """Cluster health as any running node reports it; None when none answers."""
+    joined: list[str]
+    """Names of the nodes in the cluster, as a running node sees it."""
+    cluster_manager: str | None
+
+    @property
+    def running(self) -> bool:
+        return any(node.running for node in self.nodes)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "health": self.health,
+            "joined": self.joined,
+            "cluster_manager": self.cluster_manager,
+            "nodes": [node.to_json() for node in self.nodes],
+        }
+
+
+def cluster_status(cluster: ClusterSpec) -> ClusterStatus:
+    """Every node's :class:`NodeStatus`, and the cluster's health and members seen from a live node."""
+    nodes = [status(member) for member in cluster.members()]
+    for node in nodes:
+        if node.version is None:
+            continue
+        try:
+            health = str(_get_json(f"{node.url}/_cluster/health", 5.0)["status"])
+            state = _get_json(f"{node.url}/_cluster/state/nodes,cluster_manager_node", 5.0)
+        except (OSError, ValueError, KeyError):
+            continue
+        members = state.get("nodes", {})
+        manager = members.get(state.get("cluster_manager_node"), {}).get("name")
+        return ClusterStatus(nodes, health, sorted(str(m.get("name")) for m in members.values()), manager)
+    return ClusterStatus(nodes, None, [], None)
 
 
 def find_java_home() -> Path:
@@ -269,6 +459,33 @@ def find_java_home() -> Path:
     home = Path(java).resolve().parent.parent
     _check_java_version(home, java)
     return home
+
+
+def _start(spec: NodeSpec, java_home: Path, say: Progress) -> subprocess.Popen[bytes] | None:
+    """Launch the node (holding the work-dir lock); None when it already answers on its port."""
+    info = _root_info(spec.url)
+    if info is not None:
+        _check_ours(spec, info)
+        say(f"OpenSearch {info['version']['number']} already running at {spec.url}")
+        return None
+    stale = _read_pid(spec)
+    if stale is not None:
+        raise NodeError(
+            f"a node from {spec.node_dir} already runs (pid {stale}) but does not answer on {spec.url}; "
+            "stop it with `lrt-rerank opensearch down` (and the same --port it was started with) first",
+            spec.log_path,
+        )
+    run_as = _service_user()
+    if run_as is not None:
+        check_traversable(spec.node_dir, run_as)
+    _install(spec, java_home, say)
+    _write_config(spec)
+    if run_as is not None:
+        _chown_tree(spec.home, run_as)
+        if spec.node_dir != spec.home:
+            _chown_tree(spec.node_dir, run_as)
+    say(f"starting {spec.name} (OpenSearch {spec.version}) on {spec.url} (heap {spec.heap_mb} MB, log {spec.log_path})")
+    return _launch(spec, java_home, run_as)
 
 
 # ------------------------------------------------------------------------------- assembling
@@ -387,24 +604,38 @@ def _install_fingerprint(spec: NodeSpec) -> str:
 
 
 def _write_config(spec: NodeSpec) -> None:
-    """opensearch.yml and the heap options; rewritten on every start (port/heap may change)."""
-    config = spec.home / "config"
-    (config / "opensearch.yml").write_text(
-        "\n".join(
-            [
-                "# Written by lrt-rerank (python/lrt_rerank/opensearch/node.py) on every `opensearch up`.",
-                f"cluster.name: {CLUSTER_NAME}",
-                f"node.name: {NODE_NAME}",
-                "network.host: 127.0.0.1",
-                f"http.port: {spec.port}",
-                "discovery.type: single-node",
-                "cluster.routing.allocation.disk.threshold_enabled: false",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    options = config / "jvm.options.d"
+    """opensearch.yml and the heap options; rewritten on every start (port/heap may change).
+
+    A cluster node gets its own config directory (a copy of the home's on its first start) with
+    its name, ports, data and log paths and the discovery settings.
+    """
+    lines = [
+        "# Written by lrt-rerank (python/lrt_rerank/opensearch/node.py) on every `opensearch up`.",
+        f"cluster.name: {CLUSTER_NAME}",
+        f"node.name: {spec.name}",
+        "network.host: 127.0.0.1",
+        f"http.port: {spec.port}",
+    ]
+    if spec.member is None:
+        lines.append("discovery.type: single-node")
+    else:
+        if not spec.config_dir.is_dir():
+            spec.node_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(spec.home / "config", spec.config_dir)
+        for sub in ("data", "logs"):
+            (spec.node_dir / sub).mkdir(exist_ok=True)
+        seeds = ", ".join(f'"127.0.0.1:{port}"' for port in spec.member.seed_transport_ports)
+        managers = ", ".join(f'"lrt-node-{i + 1}"' for i in range(len(spec.member.seed_transport_ports)))
+        lines += [
+            f"transport.port: {spec.member.transport_port}",
+            f"discovery.seed_hosts: [{seeds}]",
+            f"cluster.initial_cluster_manager_nodes: [{managers}]",
+            f"path.data: {spec.node_dir / 'data'}",
+            f"path.logs: {spec.node_dir / 'logs'}",
+        ]
+    lines += ["cluster.routing.allocation.disk.threshold_enabled: false", ""]
+    (spec.config_dir / "opensearch.yml").write_text("\n".join(lines), encoding="utf-8")
+    options = spec.config_dir / "jvm.options.d"
     options.mkdir(exist_ok=True)
     (options / "lrt-heap.options").write_text(f"-Xms{spec.heap_mb}m\n-Xmx{spec.heap_mb}m\n", encoding="utf-8")
 
@@ -412,15 +643,16 @@ def _write_config(spec: NodeSpec) -> None:
 # ---------------------------------------------------------------------------------- running
 def _launch(spec: NodeSpec, java_home: Path, run_as: pwd.struct_passwd | None) -> subprocess.Popen[bytes]:
     spec.pid_file.unlink(missing_ok=True)
-    log_dir = spec.home / "logs"
+    log_dir = spec.node_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     env = _java_env(java_home)
     env.pop("OPENSEARCH_JAVA_OPTS", None)  # heap comes from jvm.options.d; an inherited -Xmx would override it
+    env["OPENSEARCH_PATH_CONF"] = str(spec.config_dir)
     with spec.startup_log.open("wb") as out:
         try:
             return subprocess.Popen(
                 [str(spec.home / "bin" / "opensearch"), "-p", str(spec.pid_file)],
-                cwd=spec.home,
+                cwd=spec.node_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -434,7 +666,8 @@ def _launch(spec: NodeSpec, java_home: Path, run_as: pwd.struct_passwd | None) -
             raise NodeError(f"could not start {spec.home / 'bin' / 'opensearch'}: {exc}", spec.startup_log) from exc
 
 
-def _wait_healthy(spec: NodeSpec, proc: subprocess.Popen[bytes] | None, deadline: float) -> None:
+def _wait_healthy(spec: NodeSpec, proc: subprocess.Popen[bytes] | None, deadline: float, nodes: int = 1) -> None:
+    """Until the node reports green/yellow health with at least ``nodes`` nodes in the cluster."""
     while True:
         if proc is not None and proc.poll() is not None:
             raise NodeError(
@@ -442,8 +675,8 @@ def _wait_healthy(spec: NodeSpec, proc: subprocess.Popen[bytes] | None, deadline
                 spec.log_path if spec.log_path.is_file() else spec.startup_log,
             )
         try:
-            health = _get_json(f"{spec.url}/_cluster/health?wait_for_status=yellow&timeout=2s", 10.0)
-            if health.get("status") in ("green", "yellow"):
+            health = _get_json(f"{spec.url}/_cluster/health?wait_for_status=yellow&wait_for_nodes=%3E%3D{nodes}&timeout=2s", 10.0)
+            if health.get("status") in ("green", "yellow") and int(health.get("number_of_nodes", 0)) >= nodes:
                 return
         except (OSError, ValueError):
             time.sleep(0.5)
