@@ -188,3 +188,25 @@ def test_bundled_dataset_is_complete() -> None:
     dataset = load_dataset(root, "test")
     assert len(dataset.corpus) == 3633 and len(dataset.eval_query_ids()) == 323
     assert sum(len(judged) for judged in dataset.qrels.values()) == 12334
+
+
+def test_corpus_with_empty_documents_evaluates_and_never_returns_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_dataset(tmp_path / "with-empty")
+    with (root / "corpus.jsonl").open("a") as out:  # as in BEIR's Cranfield: documents with no text at all
+        out.write(json.dumps({"_id": "blank1", "title": "", "text": ""}) + "\n")
+        out.write(json.dumps({"_id": "blank2", "text": "  "}) + "\n")
+    out_dir = tmp_path / "with-empty-index"
+    assert run_cli("index", "--dataset", str(root), "--out", str(out_dir)) == 0
+    assert "2 document(s) with neither title nor text" in caplog.text
+    embeddings = np.load(out_dir / "embeddings.npy")
+    assert embeddings.shape[0] == len(DOCS) + 2 and not embeddings[-2:].any()
+    capsys.readouterr()
+    assert run_cli("eval", "--dataset", str(root), "--index", str(out_dir), "--json") == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["queries"] for r in records] == [3, 3, 3, 3]
+    # every document comes back for a query with k larger than the corpus, except the two empty ones
+    assert run_cli("search", str(out_dir), "cats and dogs and tea", "--k", "20", "--reranker", "none", "--json") == 0
+    hits = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert set(hits) == set(DOCS)

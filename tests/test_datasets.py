@@ -133,3 +133,84 @@ def test_numeric_ids_are_strings(tmp_path: Path) -> None:
     dataset = load_dataset(root)
     assert dataset.qrels == {"1": {"7": 1}}
     assert dataset.corpus["7"].text == "seven"
+
+
+# ------------------------------------------------------------------ corpora as they come
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_empty_documents_are_kept_and_counted_in_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    corpus = [*CORPUS, {"_id": "e1", "title": "", "text": ""}, {"_id": "e2", "text": " \t"}, {"_id": "e3"}]
+    root = write_dataset(tmp_path / "ds", GOOD_QRELS, corpus=corpus)
+    with caplog.at_level(logging.WARNING, logger="lrt_rerank.datasets"):
+        dataset = load_dataset(root)
+    assert {"e1", "e2", "e3"} <= set(dataset.corpus)
+    assert [d.is_empty for d in dataset.corpus.values()] == [False, False, False, True, True, True]
+    messages = _warnings(caplog)
+    assert len(messages) == 1
+    assert "corpus.jsonl: 3 document(s) with neither title nor text (lines 4, 5, 6)" in messages[0]
+
+
+def test_exact_duplicate_is_dropped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = write_dataset(tmp_path / "ds", GOOD_QRELS, corpus=[*CORPUS, dict(CORPUS[1]), dict(CORPUS[1])])
+    with caplog.at_level(logging.WARNING, logger="lrt_rerank.datasets"):
+        dataset = load_dataset(root)
+    assert list(dataset.corpus) == ["d1", "d2", "d3"]
+    (message,) = _warnings(caplog)
+    assert "corpus.jsonl: dropped 2 exact repeat(s) of a document already read (lines 4, 5)" in message
+
+
+def test_duplicate_with_other_content_names_both_lines(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", GOOD_QRELS, corpus=[*CORPUS, {"_id": "d2", "title": "", "text": "Dogs growl."}])
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl:4: duplicate document id 'd2' with other content than line 2"):
+        load_dataset(root)
+    root = write_dataset(tmp_path / "ds2", GOOD_QRELS)
+    with (root / "queries.jsonl").open("a") as handle:
+        handle.write(json.dumps({"_id": "q1", "text": "kitten noises"}) + "\n")
+    with pytest.raises(DatasetError, match=r"queries\.jsonl:5: duplicate query id 'q1' with other content than line 1"):
+        load_dataset(root)
+
+
+def test_unknown_judgments_name_their_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = write_dataset(tmp_path / "ds", [*GOOD_QRELS, "q1\tghost\t1", "q9\td1\t1"])
+    with caplog.at_level(logging.WARNING, logger="lrt_rerank.datasets"):
+        load_dataset(root)
+    (message,) = _warnings(caplog)
+    # the header is line 1, GOOD_QRELS lines 2-5
+    assert message.endswith("(lines 6, 7)")
+
+
+def test_utf8_byte_order_mark_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = write_dataset(tmp_path / "ds", GOOD_QRELS, newline="\r\n")
+    for name in ("corpus.jsonl", "qrels/test.tsv"):
+        path = root / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="lrt_rerank.datasets"):
+        dataset = load_dataset(root)
+    assert set(dataset.corpus) == {"d1", "d2", "d3"}  # the first id is "d1", not "\ufeffd1"
+    assert dataset.qrels["q1"] == {"d1": 2, "d3": 1}  # the header is still recognised
+    messages = _warnings(caplog)
+    assert len(messages) == 2
+    assert all("UTF-8 byte-order mark" in m for m in messages)
+
+
+def test_utf16_is_refused_with_the_file_named(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", GOOD_QRELS)
+    path = root / "queries.jsonl"
+    path.write_bytes(path.read_text().encode("utf-16"))
+    with pytest.raises(DatasetError, match=r"queries\.jsonl: UTF-16 text \(byte-order mark\); convert it to UTF-8"):
+        load_dataset(root)
+
+
+def test_mixed_line_endings_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = write_dataset(tmp_path / "ds", GOOD_QRELS, newline="\r\n")
+    with (root / "corpus.jsonl").open("ab") as handle:
+        handle.write(json.dumps({"_id": "d4", "text": "Fish swim."}).encode() + b"\n")
+    with caplog.at_level(logging.WARNING, logger="lrt_rerank.datasets"):
+        dataset = load_dataset(root)
+    assert dataset.corpus["d4"].text == "Fish swim."
+    (message,) = _warnings(caplog)
+    assert "corpus.jsonl: mixes line endings (3 CRLF, 1 LF lines)" in message

@@ -4,7 +4,8 @@ An index is a directory::
 
     manifest.json     format name and version, document count, BM25 and bi-encoder settings
     bm25/             the bm25s index (``bm25s.BM25.save``)
-    embeddings.npy    float32 (n_docs, dim), L2-normalised rows, in document order
+    embeddings.npy    float32 (n_docs, dim), L2-normalised rows, in document order; an empty
+                      document (no title, no text) has a zero row and is never retrieved
     docs.jsonl        the document store: {"_id", "title", "text"} per line, in document order
 
 ``manifest.json`` is written last, so a directory whose build was interrupted has none and is
@@ -72,6 +73,8 @@ class EmbeddedFirstStage(FirstStage):
         self._position = {document.id: position for position, document in enumerate(documents)}
         self._retriever = retriever
         self._embeddings = embeddings
+        #: documents with nothing to embed (zero rows): left out of dense results
+        self._unembedded = ~np.any(embeddings, axis=1)
         self._encoder = encoder
         stemmer_name = manifest["bm25"]["stemmer"]
         self._stemmer = Stemmer.Stemmer(stemmer_name) if stemmer_name else None
@@ -117,7 +120,7 @@ class EmbeddedFirstStage(FirstStage):
         retriever.index(tokens, show_progress=False)
         retriever.save(str(out / BM25_DIR), show_progress=False)
 
-        embeddings = _embed_corpus(encoder, texts, batch_size, progress)
+        embeddings = _embed_corpus(encoder, texts, [d.is_empty for d in docs], batch_size, progress)
         np.save(out / EMBEDDINGS, embeddings)
 
         with (out / DOCS).open("w", encoding="utf-8") as handle:
@@ -236,7 +239,8 @@ class EmbeddedFirstStage(FirstStage):
     def _dense(self, query: str, k: int) -> list[Candidate]:
         vector = np.asarray(self._encoder.embed_queries([query]), dtype=np.float32).reshape(-1)
         scores = self._embeddings @ vector
-        return _top_k(scores, k, self.documents, minimum=None)
+        scores[self._unembedded] = -np.inf
+        return _top_k(scores, k, self.documents, minimum=-np.inf)
 
     def _rrf(self, query: str, k: int) -> list[Candidate]:
         from lrt_rerank import rrf
@@ -267,19 +271,18 @@ def _top_k(scores: npt.NDArray[Any], k: int, documents: Sequence[Document], mini
     return [Candidate(documents[i].id, float(scores[i]), rank) for rank, i in enumerate(order.tolist(), start=1)]
 
 
-def _embed_corpus(encoder: Any, texts: list[str], batch_size: int, progress: bool) -> npt.NDArray[np.float32]:
-    """Embed in length-sorted slices (less padding) with a progress bar; rows in input order."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    result: npt.NDArray[np.float32] | None = None
-    with tqdm(total=len(texts), desc="Embedding documents", unit="doc", disable=not progress) as bar:
+def _embed_corpus(
+    encoder: Any, texts: list[str], empty: list[bool], batch_size: int, progress: bool
+) -> npt.NDArray[np.float32]:
+    """Embed in length-sorted slices (less padding) with a progress bar; rows in input order.
+    Empty documents are not embedded: their rows stay zero."""
+    order = sorted((i for i in range(len(texts)) if not empty[i]), key=lambda i: len(texts[i]))
+    result = np.zeros((len(texts), int(encoder.dim)), dtype=np.float32)
+    with tqdm(total=len(order), desc="Embedding documents", unit="doc", disable=not progress) as bar:
         for offset in range(0, len(order), batch_size):
             positions = order[offset : offset + batch_size]
-            vectors = np.asarray(encoder.embed([texts[i] for i in positions]), dtype=np.float32)
-            if result is None:
-                result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            result[positions] = vectors
+            result[positions] = np.asarray(encoder.embed([texts[i] for i in positions]), dtype=np.float32)
             bar.update(len(positions))
-    assert result is not None
     return result
 
 
