@@ -95,14 +95,24 @@ def test_bulk_load_reports_each_rejected_document(opensearch_node: OpenSearchNod
         client.indices.delete(index="lrt-test-rejects", ignore_unavailable=True)
 
 
-def test_cli_indexes_a_dataset_folder(opensearch_node: OpenSearchNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = [{"_id": "a", "title": "Milk", "text": "Milk and mucus."}, {"_id": "b", "text": "Statins lower cholesterol."}]
+def test_cli_indexes_a_dataset_folder(
+    opensearch_node: OpenSearchNode, tmp_path: Path, capsys: pytest.CaptureFixture[str], bi_encoder
+) -> None:
+    corpus = [
+        {"_id": "a", "title": "Milk", "text": "Milk and mucus."},
+        {"_id": "b", "text": "Statins lower cholesterol."},
+        {"_id": "empty", "title": "", "text": ""},  # indexed, but neither BM25 nor knn may return it
+    ]
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
     try:
         argv = ["opensearch", "index", "--dataset", str(tmp_path), "--index", "lrt-test-cli", "--url", opensearch_node.url]
         assert main([*argv, "--recreate"]) == 0
-        assert "indexed 2 of 2 documents" in capsys.readouterr().out
-        assert opensearch_node.client.count(index="lrt-test-cli")["count"] == 2
+        assert "indexed 3 of 3 documents" in capsys.readouterr().out
+        assert opensearch_node.client.count(index="lrt-test-cli")["count"] == 3
+        stage = OpenSearchFirstStage.connect(opensearch_node.url, "lrt-test-cli", encoder=bi_encoder)
+        for system in ("bm25", "dense", "rrf"):
+            assert "empty" not in {h.id for h in stage.search("milk statins", 10, system)}
+        assert {h.id for h in stage.search("milk statins", 10, "dense")} == {"a", "b"}
     finally:
         opensearch_node.client.indices.delete(index="lrt-test-cli", ignore_unavailable=True)
 

@@ -179,13 +179,17 @@ def index_documents(
 
 
 def document_source(document: Document, vector: Sequence[float]) -> dict[str, Any]:
-    return {
+    """The indexed body. An empty document (no title, no text) gets no vector: it stays stored
+    under its id but neither BM25 nor knn can retrieve it."""
+    source: dict[str, Any] = {
         "doc_id": document.id,
         "title": document.title,
         "text": document.text,
         CONTENT_FIELD: document.full_text,
-        VECTOR_FIELD: list(vector),
     }
+    if not document.is_empty:
+        source[VECTOR_FIELD] = list(vector)
+    return source
 
 
 def encoder_meta(encoder: Embedder) -> dict[str, Any]:
