@@ -10,7 +10,7 @@ import sys
 from lrt_rerank import LrtError, __version__
 
 #: Modules under lrt_rerank.commands, each with ``register(subparsers)``.
-COMMAND_MODULES = ("models", "pipeline", "serve", "opensearch", "train")
+COMMAND_MODULES = ("models", "pipeline", "serve", "opensearch", "stack", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
