@@ -378,6 +378,11 @@ def kill(spec: NodeSpec) -> int | None:
     return pid
 
 
+def pid(spec: NodeSpec) -> int | None:
+    """The running node's pid from its pid file (no request to the node), None when it is not running."""
+    return _read_pid(spec)
+
+
 def status(spec: NodeSpec | None = None) -> NodeStatus:
     """Whether our node runs (pid file + live process), and its health if it answers."""
     spec = spec or NodeSpec()

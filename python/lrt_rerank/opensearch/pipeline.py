@@ -211,19 +211,36 @@ def _register_model(client: OpenSearch, name: str, connector_id: str) -> str:
     return str(model_id)
 
 
-def _deploy(client: OpenSearch, model_id: str) -> None:
-    """Deploy the model unless it is deployed; wait for the deploy task and the DEPLOYED state."""
-    if _model_state(client, model_id) == "DEPLOYED":
-        return
+def _deploy(client: OpenSearch, model_id: str, attempts: int = 3) -> None:
+    """Deploy the model unless it is deployed; wait for the deploy task and the DEPLOYED state.
+
+    After a cluster restart ml-commons redeploys models by itself; a deploy request racing with
+    that answers 409 (version conflict on the model document) and can leave the model
+    DEPLOY_FAILED: then the deploy is asked for again, ``attempts`` times in all.
+    """
     step = f"deploying model {model_id}"
-    answer = _request(client, "POST", f"{ML}/models/{model_id}/_deploy", None, step)
-    if "task_id" in answer:
-        _wait_task(client, str(answer["task_id"]), step)
-    deadline = time.monotonic() + 10.0
-    while (state := _model_state(client, model_id)) != "DEPLOYED":
-        if time.monotonic() > deadline:
-            raise PipelineError(f"{step}: the deploy task finished but the model is {state}; see the node log")
-        time.sleep(0.2)
+    state = _model_state(client, model_id)
+    for _ in range(attempts):
+        if state == "DEPLOYED":
+            return
+        if state != "DEPLOYING":
+            try:
+                answer = _request(client, "POST", f"{ML}/models/{model_id}/_deploy", None, step)
+            except PipelineError as exc:
+                if "version_conflict" not in str(exc):
+                    raise
+                answer = {}
+            if "task_id" in answer:
+                try:
+                    _wait_task(client, str(answer["task_id"]), step)
+                except PipelineError:
+                    state = _model_state(client, model_id)
+                    continue
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+        while (state := _model_state(client, model_id)) not in ("DEPLOYED", "DEPLOY_FAILED") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if state != "DEPLOYED":
+        raise PipelineError(f"{step}: the model is {state} after {attempts} deploy attempts; see the node log")
 
 
 def _model_state(client: OpenSearch, model_id: str) -> str | None:
