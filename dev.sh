@@ -44,7 +44,7 @@ setup() {
 }
 
 run_tests() {
-  apt_install redis-server openjdk-17-jdk-headless maven
+  apt_install redis-server openjdk-17-jdk-headless maven haproxy
   # The OpenSearch node runs as `nobody` when we are root: keep its home (and the Maven cache of its
   # artifacts, reused by later runs on the same machine) where that user can reach it.
   export LRT_OPENSEARCH_WORK="${LRT_OPENSEARCH_WORK:-/var/tmp/lrt-rerank-opensearch}"
