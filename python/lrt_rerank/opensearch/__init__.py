@@ -1,6 +1,6 @@
 """OpenSearch integration: a local node, the index, the RRF/rerank search pipelines, hybrid search.
 
-* :mod:`~lrt_rerank.opensearch.node`      single-node OpenSearch from Maven Central artifacts
+* :mod:`~lrt_rerank.opensearch.node`      a local node or cluster of OpenSearch from Maven Central artifacts
 * :mod:`~lrt_rerank.opensearch.indexing`  mapping (text + lucene HNSW ``knn_vector``) and bulk loading
 * :mod:`~lrt_rerank.opensearch.pipeline`  ``install_pipeline``: RRF search pipeline + ml-commons rerank model
 * :mod:`~lrt_rerank.opensearch.searcher`  ``HybridSearcher`` (client-side re-rank) and the server-side search

@@ -309,7 +309,7 @@ def up(spec: NodeSpec | None = None, timeout: float = 300.0, progress: Progress 
     spec.work_dir.mkdir(parents=True, exist_ok=True)
     with _locked(spec.work_dir / "lock"):
         started = time.monotonic()
-        proc = _start(spec, find_java_home(), say)
+        proc = _start(spec, None, say)
         _wait_healthy(spec, proc, started + timeout)
         if proc is not None:
             say(f"{spec.name} is up after {time.monotonic() - started:.1f} s")
@@ -466,8 +466,9 @@ def find_java_home() -> Path:
     return home
 
 
-def _start(spec: NodeSpec, java_home: Path, say: Progress) -> subprocess.Popen[bytes] | None:
-    """Launch the node (holding the work-dir lock); None when it already answers on its port."""
+def _start(spec: NodeSpec, java_home: Path | None, say: Progress) -> subprocess.Popen[bytes] | None:
+    """Launch the node (holding the work-dir lock) on ``java_home`` (default: :func:`find_java_home`);
+    None when it already answers on its port."""
     info = _root_info(spec.url)
     if info is not None:
         _check_ours(spec, info)
@@ -483,6 +484,7 @@ def _start(spec: NodeSpec, java_home: Path, say: Progress) -> subprocess.Popen[b
     run_as = _service_user()
     if run_as is not None:
         check_traversable(spec.node_dir, run_as)
+    java_home = java_home or find_java_home()
     _install(spec, java_home, say)
     _write_config(spec)
     if run_as is not None:
