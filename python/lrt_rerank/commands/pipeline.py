@@ -155,22 +155,31 @@ def load_reranker(spec: str) -> Reranker | None:
     return CrossEncoder.load(str(model_dir))
 
 
+def corpus_digest(dataset: Dataset) -> str:
+    """sha256 over the documents as read (id, title, text, in corpus order)."""
+    digest = hashlib.sha256()
+    for document in dataset.corpus.values():
+        for field in (document.id, document.title, document.text):
+            digest.update(field.encode("utf-8", "surrogatepass"))
+            digest.update(b"\x00")
+    return digest.hexdigest()
+
+
 def cached_index(
     dataset: Dataset, progress: bool = True, rebuild: bool = False, dense_model: str | None = None
 ) -> EmbeddedFirstStage:
     """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
 
     ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small). The cache
-    key covers the corpus file, the bi-encoder and the index format version, so a changed corpus
-    or model gets a fresh index. Builds go to a temporary directory that is renamed into place,
+    key covers the corpus's documents (ids, titles and texts in order, not the file's bytes, so two
+    copies of one corpus share an index), the bi-encoder and the index format version, so a changed
+    corpus or model gets a fresh index. Builds go to a temporary directory that is renamed into place,
     so an interrupted build never leaves a half index behind.
     """
     model_dir = dense_model_dir(dense_model)
-    key_source = "|".join(
-        [file_sha256(dataset.path / "corpus.jsonl"), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)]
-    )
+    key_source = "|".join([corpus_digest(dataset), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
-    target = cache_home() / "indexes" / f"{dataset.name}-{key}"
+    target = cache_home() / "indexes" / f"corpus-{len(dataset.corpus)}-{key}"
     if target.is_dir() and not rebuild:
         try:
             return EmbeddedFirstStage.open(target, model_dir=model_dir)
@@ -332,7 +341,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     query_ids = dataset.eval_query_ids()
     print(f"{len(dataset.corpus)} documents, {len(query_ids)} judged queries.\n")
 
-    print("[1/4] Index (BM25 + all-MiniLM-L6-v2 embeddings; cached after the first run)")
+    print(f"[1/4] Index (BM25 + {args.dense_model or DEFAULT_DENSE_MODEL} embeddings; cached after the first run)")
     step = time.perf_counter()
     stage = cached_index(dataset, rebuild=args.rebuild, dense_model=args.dense_model)
     print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
