@@ -196,9 +196,23 @@ def _find_one(client: OpenSearch, kind: str, name: str) -> str | None:
     return str(hits[0]["_id"]) if hits else None
 
 
+MASTER_KEY_WAIT_S = 60.0
+
+
 def _create_connector(client: OpenSearch, body: dict[str, Any]) -> str:
-    created = _request(client, "POST", f"{ML}/connectors/_create", body, "creating the rerank connector")
-    return str(created["connector_id"])
+    """Create the connector. On a new cluster ml-commons first creates the master key that encrypts
+    credentials (in its config index) and can answer "Fetching master key timed out" while that
+    index is still being allocated: such answers are retried for up to ``MASTER_KEY_WAIT_S``."""
+    deadline = time.monotonic() + MASTER_KEY_WAIT_S
+    while True:
+        try:
+            created = _request(client, "POST", f"{ML}/connectors/_create", body, "creating the rerank connector")
+        except PipelineError as exc:
+            if "master key" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+            continue
+        return str(created["connector_id"])
 
 
 def _register_model(client: OpenSearch, name: str, connector_id: str) -> str:
