@@ -112,7 +112,7 @@ def chaos_report(scale_out: ScaleOut, bi_encoder):  # -> chaos.ChaosReport
     return run.run(warm_up_s=2.0)
 
 
-def test_cluster_has_two_nodes_and_the_index_a_replica_on_each(scale_out: ScaleOut, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cluster_has_two_nodes_and_the_stack_reports_itself(scale_out: ScaleOut, capsys: pytest.CaptureFixture[str]) -> None:
     state = cluster_status(scale_out.cluster)
     assert [n.name for n in state.nodes] == ["lrt-node-1", "lrt-node-2"]
     assert all(n.running for n in state.nodes)
@@ -123,6 +123,10 @@ def test_cluster_has_two_nodes_and_the_index_a_replica_on_each(scale_out: ScaleO
     out = capsys.readouterr().out
     assert "lrt-node-1: running" in out and "lrt-node-2: running" in out
     assert "2 node(s) joined: lrt-node-1, lrt-node-2" in out
+    assert cli_main(["stack", "status", "--state-dir", str(scale_out.stack.spec.state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "load balancer: 2 healthy replica(s): replica-1, replica-2" in out
+    assert "replica-1: running" in out and "redis: running" in out and "haproxy: running" in out
 
 
 def test_connector_calls_the_load_balancer(scale_out: ScaleOut) -> None:
@@ -152,6 +156,16 @@ def test_no_acknowledged_document_is_lost(chaos_report) -> None:
     assert sorted(writer.found_per_node) == ["lrt-node-1", "lrt-node-2"]
     assert all(found == len(set(writer.acknowledged)) for found in writer.found_per_node.values()), writer.found_per_node
     assert writer.lost == 0
+
+
+def test_index_has_a_copy_on_each_node(scale_out: ScaleOut, chaos_report) -> None:
+    client = connect(scale_out.cluster.url)
+    settings = client.indices.get_settings(index=INDEX)[INDEX]["settings"]["index"]
+    shards = client.cat.shards(index=INDEX, format="json")
+    client.close()
+    assert settings["number_of_replicas"] == "1"
+    assert sorted((s["prirep"], s["state"]) for s in shards) == [("p", "STARTED"), ("r", "STARTED")]
+    assert {s["node"] for s in shards} == {"lrt-node-1", "lrt-node-2"}
 
 
 def test_killed_replica_serves_again(scale_out: ScaleOut, chaos_report) -> None:
