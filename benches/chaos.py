@@ -575,12 +575,11 @@ def markdown(report: ChaosReport, command: str) -> str:
             f"| {row.name} | {row.start_s:.0f}–{row.end_s:.0f} | {len(row.samples)} | {row.throughput:.2f} | {row.errors} | "
             f"{row.fallbacks} | {row.percentile(50):.0f} | {row.percentile(95):.0f} | {row.percentile(99):.0f} | {rate} |"
         )
-    errors = sum(not x.ok for x in total)
-    fallbacks = sum(x.ok and not x.reranked for x in total)
+    run = PhaseRow("whole run", 0.0, s.duration_s, total, None, None, {})
+    errors, fallbacks = run.errors, run.fallbacks
     lines += [
-        f"| **whole run** | 0–{s.duration_s:.0f} | {len(total)} | {len(total) / s.duration_s:.2f} | {errors} | {fallbacks} | "
-        f"{np.percentile([x.latency_ms for x in total if x.ok], 50):.0f} | {np.percentile([x.latency_ms for x in total if x.ok], 95):.0f} | "
-        f"{np.percentile([x.latency_ms for x in total if x.ok], 99):.0f} | |",
+        f"| **whole run** | 0–{s.duration_s:.0f} | {len(total)} | {run.throughput:.2f} | {errors} | {fallbacks} | "
+        f"{run.percentile(50):.0f} | {run.percentile(95):.0f} | {run.percentile(99):.0f} | |",
         "",
     ]
     w = report.writer
