@@ -74,7 +74,14 @@ def main() -> int:
     shutil.rmtree(ROOT / "dist", ignore_errors=True)
     try:
         log(f"README install block (HOME={home})")
-        install_env = {**os.environ, "HOME": str(home), "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip")}
+        # the toolchain and pip's cache stay where the machine has them; everything else sees the new HOME
+        install_env = {
+            **os.environ,
+            "HOME": str(home),
+            "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),
+            "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
+            "CARGO_HOME": os.environ.get("CARGO_HOME", str(Path.home() / ".cargo")),
+        }
         run_block(install.text, ROOT, install_env)
         wheel = wheel_in(ROOT / "dist")
         with zipfile.ZipFile(wheel) as archive:
