@@ -136,7 +136,9 @@ def test_connector_calls_the_load_balancer(scale_out: ScaleOut) -> None:
     model = client.transport.perform_request("GET", f"/_plugins/_ml/models/{model_id}")
     connector = client.transport.perform_request("GET", f"/_plugins/_ml/connectors/{model['connector_id']}")
     assert connector["parameters"]["service_url"] == scale_out.stack.spec.url
-    assert model["model_state"] == "DEPLOYED"
+    # ml-commons sometimes leaves a node without the model (see docs/scale-out.md); the others answer
+    assert model["model_state"] in ("DEPLOYED", "PARTIALLY_DEPLOYED")
+    assert model["current_worker_node_count"] >= 1
     client.close()
 
 

@@ -89,6 +89,7 @@ def install_pipeline(
         raise ValueError(f"read_timeout_s must be >= 1 (ml-commons counts whole seconds), got {read_timeout_s}")
     if connection_timeout_ms < 1:
         raise ValueError(f"connection_timeout_ms must be >= 1, got {connection_timeout_ms}")
+    _settle(client)
     _apply_cluster_settings(client, base)
     connector = connector_body(base, api_key, read_timeout_s, connection_timeout_ms)
     name = connector["name"]
@@ -161,6 +162,18 @@ def _service_base(service_url: str) -> str:
     if parts.path or parts.query:
         raise ValueError(f"service URL {service_url!r}: give the base URL only (the connector adds /v1/rerank)")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _settle(client: OpenSearch, timeout_s: int = 60) -> None:
+    """Wait (at most ``timeout_s``) until no shard is initializing: on a cluster that just started,
+    ml-commons' config index (which holds the key encrypting connector credentials) may still be
+    allocating, and a node that cannot read it fails to create the connector or deploy the model."""
+    try:
+        client.cluster.health(
+            params={"wait_for_no_initializing_shards": "true", "timeout": f"{timeout_s}s", "request_timeout": timeout_s + 30}
+        )
+    except TransportError as exc:
+        log.warning("shards still initializing after %d s (%s); installing anyway", timeout_s, exc)
 
 
 def _apply_cluster_settings(client: OpenSearch, base: str) -> None:
