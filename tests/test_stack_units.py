@@ -127,3 +127,21 @@ def test_a_process_that_exits_during_start_up_reports_its_log(tmp_path: Path) ->
     failing.start()
     with pytest.raises(ProcessError, match=r"failing exited during start-up(.|\n)*cannot bind"):
         failing.wait_ready(lambda: False, timeout_s=120)
+
+
+def test_up_refuses_to_replace_a_running_stack_with_other_settings(tmp_path: Path) -> None:
+    from lrt_rerank.stack.launcher import STATE_FILE, Stack, up
+
+    running = StackSpec(opensearch=None, state_dir=tmp_path, redis_port=16999)
+    (tmp_path / STATE_FILE).write_text(json.dumps(running.to_json()))
+    redis = Stack(running).redis
+    impostor = ManagedProcess(redis.name, (sys.executable, "-c", "import time; time.sleep(600)"), tmp_path)
+    pid = impostor.start()
+    try:
+        record = json.loads(impostor.record.read_text())
+        redis.record.write_text(json.dumps({**record, "argv": list(redis.argv)}))  # the recorded Redis "runs"
+        with pytest.raises(StackError, match=r"holds a running stack with other settings.*stack down --state-dir"):
+            up(StackSpec(opensearch=None, state_dir=tmp_path, redis_port=16998))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

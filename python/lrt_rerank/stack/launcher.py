@@ -245,8 +245,15 @@ def up(spec: StackSpec, progress: Progress | None = None, timeout_s: float = 600
     """Start whatever of the stack is not running; return once the load balancer sees every
     replica healthy and (with OpenSearch) the pipeline points at it."""
     say = progress or (lambda _message: None)
-    stack = Stack(spec)
     state = spec.state_dir / STATE_FILE
+    if state.is_file():
+        previous = load(spec.state_dir)
+        if previous != spec and any(p.pid() is not None for p in Stack(previous).processes()):
+            raise StackError(
+                f"{spec.state_dir} holds a running stack with other settings; stop it first "
+                f"(lrt-rerank stack down --state-dir {spec.state_dir}) or use another --state-dir"
+            )
+    stack = Stack(spec)
     state.write_text(json.dumps(spec.to_json(), indent=2) + "\n", encoding="utf-8")
     state.chmod(0o600)  # it holds the API key
     try:
