@@ -270,7 +270,8 @@ class Chaos:
             client = self.client()
             while time.monotonic() < deadline:
                 text, vector = rng.choice(self.queries)
-                client.search(index=self.index, body=hybrid_body(text, vector, self.k, source=["doc_id"]), params={"search_pipeline": RRF_PIPELINE})
+                body = hybrid_body(text, vector, self.k, source=["doc_id"])
+                client.search(index=self.index, body=body, params={"search_pipeline": RRF_PIPELINE})
                 sent[i] += 1
             client.close()
 

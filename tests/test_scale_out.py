@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -103,7 +104,7 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path)
 
 
 @pytest.fixture(scope="module")
-def chaos_report(scale_out: ScaleOut, bi_encoder):  # -> chaos.ChaosReport
+def chaos_report(scale_out: ScaleOut, bi_encoder: Any) -> Any:  # benches/chaos.py's ChaosReport
     chaos = load_chaos()
     client = connect(scale_out.cluster.url)
     queries, held = chaos.load_collection(client, INDEX, bi_encoder, DOCUMENTS, chaos.SHORT.writer_docs)
@@ -142,7 +143,7 @@ def test_connector_calls_the_load_balancer(scale_out: ScaleOut) -> None:
     client.close()
 
 
-def test_no_search_fails_while_a_replica_redis_and_a_node_die(chaos_report) -> None:
+def test_no_search_fails_while_a_replica_redis_and_a_node_die(chaos_report: Any) -> None:
     errors = [s.error for s in chaos_report.samples if not s.ok]
     assert errors == []
     events = " | ".join(text for _t, text in chaos_report.events)
@@ -151,7 +152,7 @@ def test_no_search_fails_while_a_replica_redis_and_a_node_die(chaos_report) -> N
     assert any(s.reranked for s in chaos_report.phases[-1].samples), "re-ranking works after all three faults"
 
 
-def test_no_acknowledged_document_is_lost(chaos_report) -> None:
+def test_no_acknowledged_document_is_lost(chaos_report: Any) -> None:
     writer = chaos_report.writer
     assert len(writer.acknowledged) > 0
     assert chaos_report.final_health == "green"
@@ -160,7 +161,7 @@ def test_no_acknowledged_document_is_lost(chaos_report) -> None:
     assert writer.lost == 0
 
 
-def test_index_has_a_copy_on_each_node(scale_out: ScaleOut, chaos_report) -> None:
+def test_index_has_a_copy_on_each_node(scale_out: ScaleOut, chaos_report: Any) -> None:
     client = connect(scale_out.cluster.url)
     settings = client.indices.get_settings(index=INDEX)[INDEX]["settings"]["index"]
     shards = client.cat.shards(index=INDEX, format="json")
@@ -170,16 +171,17 @@ def test_index_has_a_copy_on_each_node(scale_out: ScaleOut, chaos_report) -> Non
     assert {s["node"] for s in shards} == {"lrt-node-1", "lrt-node-2"}
 
 
-def test_killed_replica_serves_again(scale_out: ScaleOut, chaos_report) -> None:
+def test_killed_replica_serves_again(scale_out: ScaleOut, chaos_report: Any) -> None:
     assert chaos_report.replica_back_s is not None, "HAProxy never counted replica 1 healthy after its restart"
     assert chaos_report.replica_served_after_restart > 0
     replica = scale_out.stack.spec.replica_urls[0]
-    answer = httpx.post(replica + "/v1/rerank", json={"query": "statins", "documents": ["statins lower cholesterol", "a poem"]}, timeout=60)
+    body = {"query": "statins", "documents": ["statins lower cholesterol", "a poem"]}
+    answer = httpx.post(replica + "/v1/rerank", json=body, timeout=60)
     assert answer.status_code == 200
     assert {r["index"] for r in answer.json()["results"]} == {0, 1}
 
 
-def test_without_replicas_searches_fall_back_visibly(scale_out: ScaleOut, chaos_report, bi_encoder) -> None:
+def test_without_replicas_searches_fall_back_visibly(scale_out: ScaleOut, chaos_report: Any, bi_encoder: Any) -> None:
     """Both replicas down: the answer is still 200 with k hits, in RRF order, and says the re-rank failed."""
     stack = scale_out.stack
     for replica in stack.replicas:

@@ -327,13 +327,9 @@ def up_cluster(cluster: ClusterSpec, timeout: float = 300.0, progress: Progress 
     with _locked(cluster.work_dir / "lock"):
         java_home = find_java_home()
         cluster.dir.mkdir(parents=True, exist_ok=True)
-        (cluster.dir / CLUSTER_MANIFEST).write_text(
-            json.dumps(
-                {"nodes": cluster.nodes, "heap_mb": cluster.node_heap_mb, "transport_port": members[0].member.transport_port}  # type: ignore[union-attr]
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+        first_transport = members[0].member.transport_port  # type: ignore[union-attr]
+        manifest = {"nodes": cluster.nodes, "heap_mb": cluster.node_heap_mb, "transport_port": first_transport}
+        (cluster.dir / CLUSTER_MANIFEST).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
         started = time.monotonic()
         procs = [_start(member, java_home, say) for member in members]
         for member, proc in zip(members, procs, strict=True):
