@@ -50,11 +50,10 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import load_dataset
@@ -209,15 +208,15 @@ class OrtLoop:
         self.sess = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.sess.get_inputs()}
 
-    def _run(self, encs: Sequence[object]) -> np.ndarray:
-        longest = max(len(e.ids) for e in encs)  # type: ignore[attr-defined]
+    def _run(self, encs: Sequence[Encoding]) -> np.ndarray:
+        longest = max(len(e.ids) for e in encs)
         feeds = {name: np.zeros((len(encs), longest), dtype=np.int64) for name in self.inputs}
         for row, e in enumerate(encs):
-            n = len(e.ids)  # type: ignore[attr-defined]
-            feeds["input_ids"][row, :n] = e.ids  # type: ignore[attr-defined]
+            n = len(e.ids)
+            feeds["input_ids"][row, :n] = e.ids
             feeds["attention_mask"][row, :n] = 1
             if "token_type_ids" in feeds:
-                feeds["token_type_ids"][row, :n] = e.type_ids  # type: ignore[attr-defined]
+                feeds["token_type_ids"][row, :n] = e.type_ids
         return np.asarray(self.sess.run(None, feeds)[0]).reshape(len(encs))
 
     def score(self, query: str, passages: list[str]) -> np.ndarray:
@@ -277,7 +276,11 @@ def ort_matmul_probe(integer: bool) -> Callable[[], None]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return lambda: sess.run(None, {"A": a}) and None
+
+    def run() -> None:
+        sess.run(None, {"A": a})
+
+    return run
 
 
 def torch_matmul_probe(dtype: object) -> Callable[[], None]:
