@@ -59,4 +59,12 @@ def test_engine_and_python_peer_agree(
     if precision == "fp32":
         np.testing.assert_allclose(theirs, ours, atol=1e-3)
     else:
-        assert np.corrcoef(ours, theirs)[0, 1] > 0.95
+        # INT8 activations are quantized per batch. Batched like the peer (all pairs in one batch padded
+        # to the longest, one session), the engine must give the peer's scores. Batched its own way it
+        # moves them by quantization noise, which is large against this untrained head's tiny spread,
+        # so only the overall agreement is checked there.
+        one_batch = CrossEncoder.load(
+            model_dir, threads=1, max_length=256, batch_size=bench.DEPTH, token_budget=bench.DEPTH * 256
+        )
+        np.testing.assert_allclose(one_batch.score(query, passages), theirs, atol=1e-5)
+        assert np.corrcoef(ours, theirs)[0, 1] > 0.9

@@ -88,9 +88,18 @@ class CrossEncoder:
         threads: int | None = None,
         batch_size: int | None = None,
         cache: _core.ScoreCache | None = None,
+        token_budget: int | None = None,
     ) -> "CrossEncoder":
-        """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default)."""
-        for name, value in (("max_length", max_length), ("threads", threads), ("batch_size", batch_size)):
+        """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default).
+
+        A batch holds at most ``batch_size`` pairs and ``token_budget`` padded tokens (default: the
+        engine's, 512)."""
+        for name, value in (
+            ("max_length", max_length),
+            ("threads", threads),
+            ("batch_size", batch_size),
+            ("token_budget", token_budget),
+        ):
             _check_positive(name, value)
         path, card = _open_model_dir(model_dir, "cross-encoder")
         fingerprint = file_sha256(path / MODEL)
@@ -101,6 +110,7 @@ class CrossEncoder:
             threads=threads,
             batch_size=batch_size or 16,
             cache=cache,
+            token_budget=token_budget,
         )
         return cls(core, path, card, cache)
 
@@ -185,9 +195,18 @@ class BiEncoder:
         max_length: int | None = None,
         threads: int | None = None,
         batch_size: int | None = None,
+        token_budget: int | None = None,
     ) -> "BiEncoder":
-        """Load a bi-encoder directory or snapshot folder (``None`` or ``"default"``: bge-small-en-v1.5 INT8)."""
-        for name, value in (("max_length", max_length), ("threads", threads), ("batch_size", batch_size)):
+        """Load a bi-encoder directory or snapshot folder (``None`` or ``"default"``: bge-small-en-v1.5 INT8).
+
+        A batch holds at most ``batch_size`` texts and ``token_budget`` padded tokens (default: the
+        engine's, 512)."""
+        for name, value in (
+            ("max_length", max_length),
+            ("threads", threads),
+            ("batch_size", batch_size),
+            ("token_budget", token_budget),
+        ):
             _check_positive(name, value)
         path, card = _open_model_dir(model_dir, "bi-encoder")
         core = _core.BiEncoderCore(
@@ -197,6 +216,7 @@ class BiEncoder:
             batch_size=batch_size or 32,
             pooling=card.pooling,
             normalize=card.normalize,
+            token_budget=token_budget,
         )
         return cls(core, path, card)
 
