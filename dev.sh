@@ -63,6 +63,8 @@ run_tests() {
     exit 1
   fi
   [ $rc -eq 0 ] || return $rc
+  log "benchmark smoke: peers in one run, one query per dataset"
+  LRT_PEERS_SMOKE=1 python -m pytest -p no:cacheprovider -q benches/bench_peers.py
   log "README: ./dev.sh demo"
   "$ROOT/dev.sh" demo
   log "wheel smoke test: the README's pip quickstart, outside the checkout"
