@@ -38,14 +38,16 @@ def _check_texts(name: str, texts: Sequence[str]) -> list[str]:
     return [check_text(f"{name}[{i}]", t) for i, t in enumerate(texts)]
 
 
-def _check_positive(name: str, value: int | None) -> None:
-    """None (the default) or an int >= 1; anything else is a ValueError/TypeError, not an OverflowError in the core."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+def _check_positive(**values: int | None) -> None:
+    """Each value None (the default) or an int >= 1; anything else is a ValueError/TypeError naming the
+    argument, not an OverflowError in the core."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def _open_model_dir(model_dir: PathLike | None, kind: str) -> tuple[Path, ModelCard]:
@@ -94,13 +96,7 @@ class CrossEncoder:
 
         A batch holds at most ``batch_size`` pairs and ``token_budget`` padded tokens (default: the
         engine's, 512)."""
-        for name, value in (
-            ("max_length", max_length),
-            ("threads", threads),
-            ("batch_size", batch_size),
-            ("token_budget", token_budget),
-        ):
-            _check_positive(name, value)
+        _check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "cross-encoder")
         fingerprint = file_sha256(path / MODEL)
         core = _core.CrossEncoderCore(
@@ -201,13 +197,7 @@ class BiEncoder:
 
         A batch holds at most ``batch_size`` texts and ``token_budget`` padded tokens (default: the
         engine's, 512)."""
-        for name, value in (
-            ("max_length", max_length),
-            ("threads", threads),
-            ("batch_size", batch_size),
-            ("token_budget", token_budget),
-        ):
-            _check_positive(name, value)
+        _check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "bi-encoder")
         core = _core.BiEncoderCore(
             str(path),
