@@ -1,4 +1,4 @@
-"""``lrt-rerank train teacher|distill`` and ``lrt-rerank export`` (need the ``train`` extra: torch, transformers)."""
+"""``lrt-rerank train teacher|distill|report|all`` and ``lrt-rerank export`` (need the ``train`` extra: torch, transformers)."""
 
 from __future__ import annotations
 
@@ -97,8 +97,69 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     report.add_argument("--threads", type=int, default=2, help="engine threads per model (default: %(default)s)")
     report.add_argument("--out", type=Path, required=True, help="JSON report to write (a Markdown table is printed)")
     report.add_argument("--write-cards", action="store_true", help="also record each model's figures and dev-chosen weight in its card.json")
+    report.add_argument("--teacher", metavar="LABEL", help="the --model label of the teacher: the other models' rows gain their retention of its gain")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
     report.set_defaults(func=cmd_report)
+
+    _register_all(tsub)
+
+
+def _register_all(tsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from lrt_rerank.train.factory import FactoryConfig
+
+    d = FactoryConfig(dataset=Path("."), out=Path("."))
+    p = tsub.add_parser(
+        "all", help="the whole factory: teacher, teacher-scored lists, distill, export + INT8, report (resumable)",
+        description="Writes RUN/teacher-fp32/ and RUN/lrt-int8/ (model directories for --reranker), RUN/report.json and "
+        "RUN/report.md. A rerun with the same RUN skips finished stages and reuses the cached teacher scores.",
+    )
+    p.add_argument("--dataset", type=Path, required=True, help="BEIR dataset folder with qrels/train.tsv and qrels/dev.tsv (test.tsv, if present, is reported)")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory")
+    p.add_argument("--teacher", type=Path, help="use this teacher instead of training one: a checkpoint, a cross-encoder model directory or a Hugging Face snapshot")
+    p.add_argument("--queries", type=Path, help="unlabelled in-domain queries for the teacher to score: one per line, or BEIR queries.jsonl; "
+                   "refused if it holds a dev or test query")
+    p.add_argument("--pseudo-queries", type=int, default=d.pseudo_queries, help="pseudo-queries from corpus titles and first sentences (default: %(default)s; 0 = none)")
+    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per pair, teacher and student (default: %(default)s)")
+    p.add_argument("--teacher-layers", type=int, default=d.teacher_layers, help="teacher layers of all-MiniLM-L6-v2 (default: %(default)s)")
+    p.add_argument("--teacher-epochs", type=float, default=d.teacher_epochs, help="(default: %(default)s)")
+    p.add_argument("--teacher-lr", type=float, default=d.teacher_lr, help="(default: %(default)s)")
+    p.add_argument("--layers", type=_layer_map, default=d.student_layers, help="teacher layers the student keeps (default: 0,5)")
+    p.add_argument("--student-epochs", type=float, default=d.student_epochs, help="passes over the lists (default: %(default)s)")
+    p.add_argument("--student-lr", type=float, default=d.student_lr, help="(default: %(default)s)")
+    p.add_argument("--list-size", type=int, default=d.list_size, help="passages of a list per step, a judged positive among them (default: %(default)s)")
+    p.add_argument("--loss", choices=("kl", "margin-mse"), default=d.loss, help="distillation loss (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="softmax temperature of the KL loss (default: %(default)s)")
+    p.add_argument("--kd-weight", type=float, default=d.kd_weight, help="on labelled lists, distillation vs label cross-entropy (default: %(default)s)")
+    p.add_argument("--prior-weight", type=float, default=d.prior_weight, help="train both as residuals of the first stage (default: %(default)s)")
+    p.add_argument("--head-lr", type=float, default=d.head_lr, help="(default: %(default)s)")
+    p.add_argument("--batch", type=int, default=d.batch, help="groups or lists per step (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="dev evaluation every N steps, best kept (default: %(default)s)")
+    p.add_argument("--dev-queries", type=int, default=d.dev_queries, help="dev queries for model selection (default: %(default)s)")
+    p.add_argument("--train-queries", type=int, default=0, help="use only the first N train queries (0 = all)")
+    p.add_argument("--threads", type=int, default=d.threads, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_all)
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    from lrt_rerank.train.factory import FactoryConfig, run_factory
+
+    cfg = FactoryConfig(
+        dataset=args.dataset, out=args.out, teacher=args.teacher, queries=args.queries, pseudo_queries=args.pseudo_queries,
+        max_length=args.max_length, teacher_layers=args.teacher_layers, teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr,
+        student_layers=args.layers, student_epochs=args.student_epochs, student_lr=args.student_lr, list_size=args.list_size,
+        loss=args.loss, temperature=args.temperature, kd_weight=args.kd_weight, prior_weight=args.prior_weight, head_lr=args.head_lr,
+        batch=args.batch, eval_every=args.eval_every, dev_queries=args.dev_queries, train_queries=args.train_queries,
+        threads=args.threads, seed=args.seed,
+    )
+    _train_imports()
+    from lrt_rerank.train.report import markdown
+
+    report = run_factory(cfg, progress=not args.quiet)
+    print(markdown(report))
+    print(json.dumps(report["targets"], indent=2))
+    return 0
 
 
 def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-def]
@@ -162,7 +223,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_report(args: argparse.Namespace) -> int:
     from lrt_rerank.train.report import Split, build_report, markdown, write_card_figures
 
@@ -170,7 +230,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(models) != len(args.model):
         raise ValueError("--model labels must be unique")
     splits = [Split(args.dataset, "dev", "tune"), Split(args.dataset, "test", "test")] + [Split(d, "test", "out-of-domain") for d in args.ood]
-    report = build_report(models, splits, args.cache, threads=args.threads, progress=not args.quiet)
+    report = build_report(models, splits, args.cache, threads=args.threads, progress=not args.quiet, teacher=args.teacher)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.write_cards:

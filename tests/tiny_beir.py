@@ -1,0 +1,38 @@
+"""A tiny BEIR folder cut from SciFact for factory tests: train, dev and test qrels (test carved from
+SciFact's dev, as the shared copy holds no test claims), every judged abstract and some others."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+
+def _read_qrels(path: Path) -> dict[str, list[str]]:
+    qrels: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        qid, doc, score = line.split("\t")
+        if int(score) > 0:
+            qrels.setdefault(qid, []).append(doc)
+    return qrels
+
+
+def make_tiny_scifact(src: Path, root: Path, train: int = 24, dev: int = 8, test: int = 4, filler: int = 120, seed: int = 5) -> Path:
+    """Write the folder at ``root`` and return it."""
+    rng = random.Random(seed)
+    train_q = dict(list(_read_qrels(src / "qrels" / "train.tsv").items())[:train])
+    held = list(_read_qrels(src / "qrels" / "dev.tsv").items())
+    splits = {"train": train_q, "dev": dict(held[:dev]), "test": dict(held[dev : dev + test])}
+    corpus = [json.loads(line) for line in (src / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    positives = {d for qrels in splits.values() for docs in qrels.values() for d in docs}
+    others = sorted(d["_id"] for d in corpus if d["_id"] not in positives)
+    keep = positives | set(rng.sample(others, filler))
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus if d["_id"] in keep), encoding="utf-8")
+    wanted = {q for qrels in splits.values() for q in qrels}
+    lines = [line for line in (src / "queries.jsonl").read_text(encoding="utf-8").splitlines() if json.loads(line)["_id"] in wanted]
+    (root / "queries.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for split, qrels in splits.items():
+        rows = "".join(f"{q}\t{d}\t1\n" for q, docs in qrels.items() for d in docs)
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows, encoding="utf-8")
+    return root
