@@ -118,6 +118,7 @@ def _register_all(tsub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--teacher", type=Path, help="use this teacher instead of training one: a checkpoint, a cross-encoder model directory or a Hugging Face snapshot")
     p.add_argument("--queries", type=Path, help="unlabelled in-domain queries for the teacher to score: one per line, or BEIR queries.jsonl; "
                    "refused if it holds a dev or test query")
+    p.add_argument("--cache", type=Path, help="where mined candidates and teacher scores are kept (default: RUN/.candidates); share it between runs")
     p.add_argument("--pseudo-queries", type=int, default=d.pseudo_queries, help="pseudo-queries from corpus titles and first sentences (default: %(default)s; 0 = none)")
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per pair, teacher and student (default: %(default)s)")
     p.add_argument("--teacher-layers", type=int, default=d.teacher_layers, help="teacher layers of all-MiniLM-L6-v2 (default: %(default)s)")
@@ -146,7 +147,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     from lrt_rerank.train.factory import FactoryConfig, run_factory
 
     cfg = FactoryConfig(
-        dataset=args.dataset, out=args.out, teacher=args.teacher, queries=args.queries, pseudo_queries=args.pseudo_queries,
+        dataset=args.dataset, out=args.out, teacher=args.teacher, queries=args.queries, cache=args.cache, pseudo_queries=args.pseudo_queries,
         max_length=args.max_length, teacher_layers=args.teacher_layers, teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr,
         student_layers=args.layers, student_epochs=args.student_epochs, student_lr=args.student_lr, list_size=args.list_size,
         loss=args.loss, temperature=args.temperature, kd_weight=args.kd_weight, prior_weight=args.prior_weight, head_lr=args.head_lr,

@@ -8,7 +8,8 @@ Stages, each skipped when its output is already complete (so a stopped run resum
    and pseudo-queries from the corpus), none of them a dev or test query
    (:mod:`lrt_rerank.train.lists`);
 3. **teacher scores** of every passage of every list, cached pair by pair in
-   ``RUN/.candidates/teacher-scores.sqlite`` (:mod:`lrt_rerank.train.score_cache`);
+   ``RUN/.candidates/teacher-scores.sqlite`` (``--cache DIR`` shares one cache, and the mined
+   candidates, between runs) (:mod:`lrt_rerank.train.score_cache`);
 4. **student** (``RUN/lrt/``): a few layers fitted to those scores (listwise KL or Margin-MSE);
 5. **export**: ``RUN/lrt-fp32/`` and its INT8 copy ``RUN/lrt-int8/``;
 6. **report**: both models re-rank the RRF top 50 of dev (interpolation weights chosen there) and
@@ -46,6 +47,7 @@ class FactoryConfig:
     out: Path
     teacher: Path | None = None
     queries: Path | None = None
+    cache: Path | None = None
     pseudo_queries: int = 1000
     max_length: int = 128
     teacher_layers: int = 6
@@ -81,7 +83,7 @@ def _teacher_recipe(cfg: FactoryConfig) -> Recipe:
                       eval_every=cfg.eval_every, seed=cfg.seed, prior_weight=cfg.prior_weight)
     return Recipe(dataset=cfg.dataset, out=cfg.out / TEACHER_CKPT, layers=cfg.teacher_layers, max_length=cfg.max_length,
                   negatives=cfg.teacher_negatives, train_queries=cfg.train_queries, dev_queries=cfg.dev_queries,
-                  dev_depth=cfg.dev_depth, threads=cfg.threads, loop=loop)
+                  dev_depth=cfg.dev_depth, threads=cfg.threads, loop=loop, cache=cfg.cache)
 
 
 def _student_recipe(cfg: FactoryConfig) -> Recipe:
@@ -92,7 +94,7 @@ def _student_recipe(cfg: FactoryConfig) -> Recipe:
                       eval_every=cfg.eval_every, seed=cfg.seed, prior_weight=cfg.prior_weight, kd_weight=cfg.kd_weight,
                       loss=cfg.loss, temperature=cfg.temperature)
     return Recipe(dataset=cfg.dataset, out=cfg.out / STUDENT_CKPT, layers=len(cfg.student_layers), max_length=cfg.max_length,
-                  train_queries=cfg.train_queries, dev_queries=cfg.dev_queries, dev_depth=cfg.dev_depth, threads=cfg.threads, loop=loop)
+                  train_queries=cfg.train_queries, dev_queries=cfg.dev_queries, dev_depth=cfg.dev_depth, threads=cfg.threads, loop=loop, cache=cfg.cache)
 
 
 def _done(path: Path, marker: str) -> bool:
@@ -130,7 +132,7 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "factory.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n", encoding="utf-8")
     timings: dict[str, float] = {}
-    cache = cfg.out / ".candidates"
+    cache = cfg.cache or cfg.out / ".candidates"
 
     def stage(name: str) -> float:
         logger.info("== %s", name)
@@ -175,7 +177,7 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
 
     # 3. teacher scores
     started = stage("teacher scores")
-    teacher = open_teacher(teacher_dir, cfg.threads)
+    teacher = open_teacher(checkpoint or teacher_dir, cfg.threads)  # a checkpoint's scores are keyed by its weights' sha256
     scores = score_lists(teacher, [(q.query, [passage_text(train, d) for d in q.doc_ids]) for q in lists], cache, cfg.threads, progress)
     timings["teacher_scores"] = time.perf_counter() - started
 
@@ -198,7 +200,7 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
 
     # 6. report
     started = stage("report")
-    report = factory_report(cfg, teacher_dir, int8, progress)
+    report = factory_report(cfg, teacher_dir, int8, cache, progress)
     timings["report"] = time.perf_counter() - started
     report["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     report["lists"] = json.loads((student / "lrt-train.json").read_text(encoding="utf-8")).get("lists")
@@ -207,7 +209,7 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, progress: bool) -> dict[str, Any]:
+def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, cache: Path, progress: bool) -> dict[str, Any]:
     """The teacher and the LRT INT8 on dev (tuning) and test (when present), with retention and targets."""
     from lrt_rerank.train.report import Split, build_report, markdown, write_card_figures
 
@@ -215,7 +217,7 @@ def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, pro
     if (cfg.dataset / "qrels" / "test.tsv").is_file():
         splits.append(Split(cfg.dataset, "test", "test"))
     models = {TEACHER_LABEL: teacher_dir, STUDENT_LABEL: student_dir}
-    report = build_report(models, splits, cfg.out / ".candidates", threads=cfg.threads, progress=progress, teacher=TEACHER_LABEL)
+    report = build_report(models, splits, cache, threads=cfg.threads, progress=progress, teacher=TEACHER_LABEL)
     for label, path in models.items():
         if path.resolve().is_relative_to(cfg.out.resolve()):  # never rewrite the card of a teacher brought from elsewhere
             write_card_figures(path, label, report)

@@ -47,11 +47,16 @@ class Recipe:
     freeze_embeddings: bool = True
     lexical_init: float = 15.0
     loop: LoopConfig = field(default_factory=LoopConfig)
+    cache: Path | None = None  # mined candidates and teacher scores; default: .candidates beside ``out``
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache or self.out.parent / ".candidates"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["dataset"] = str(self.dataset)
-        data["out"] = str(self.out)
+        for key in ("dataset", "out", "cache"):
+            data[key] = None if data[key] is None else str(data[key])
         return data
 
 
@@ -70,9 +75,9 @@ def _dev_evaluator(dataset: Dataset, candidates: Candidates, recipe: Recipe, enc
 
 def _prepare(recipe: Recipe, progress: bool) -> tuple[Dataset, Candidates, Dataset, Candidates]:
     torch.set_num_threads(recipe.threads)
-    cache = recipe.out.parent / ".candidates"
+    cache = recipe.cache_dir
     train, train_cands = load_or_mine(recipe.dataset, "train", cache, progress)
-    dev, dev_cands = load_or_mine(recipe.dataset, "dev", cache, progress)
+    dev, dev_cands = load_or_mine(recipe.dataset, "dev", recipe.cache_dir, progress)
     if recipe.train_queries:
         keep = sorted(train_cands.ids)[: recipe.train_queries]
         train_cands = Candidates({q: train_cands.ids[q] for q in keep}, {q: train_cands.scores[q] for q in keep})
@@ -151,7 +156,7 @@ def distill(recipe: Recipe, teacher_dir: Path, layer_map: list[int], progress: b
     if loop.kd_weight <= 0:
         logger.info("kd weight 0: the student learns from the labels only; the teacher is not scored")
     else:
-        scores = cached_scores(teacher, train, groups, recipe.out.parent / ".candidates", recipe.threads, progress)
+        scores = cached_scores(teacher, train, groups, recipe.cache_dir, recipe.threads, progress)
     extra: dict[str, Any] = {"teacher": teacher.provenance(), "layer_map": layer_map, "teacher_max_length": teacher.max_length}
     if teacher.kind == CHECKPOINT:
         student, teacher_meta = load_checkpoint(teacher_dir)
@@ -190,7 +195,7 @@ def distill_lists(
     """
     torch.set_num_threads(recipe.threads)
     train = load_dataset(recipe.dataset, "train")
-    dev, dev_cands = load_or_mine(recipe.dataset, "dev", recipe.out.parent / ".candidates", progress)
+    dev, dev_cands = load_or_mine(recipe.dataset, "dev", recipe.cache_dir, progress)
     seed_everything(recipe.loop.seed)
     extra: dict[str, Any] = {"layer_map": layer_map, "lists": _list_sources(lists), "list_size": list_size}
     if teacher_kind(teacher_dir) == CHECKPOINT:

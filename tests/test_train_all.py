@@ -1,0 +1,258 @@
+"""`lrt-rerank train all` on a tiny SciFact cut (the CI smoke of the whole factory), the refusal of a
+queries file that overlaps a reported split, the pair-by-pair teacher-score cache, and both
+distillation losses: checked against their definitions and shown to teach a student on tiny lists."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lrt_rerank import CrossEncoder
+from lrt_rerank.cli import main
+from lrt_rerank.datasets import Document, load_dataset, load_queries
+from tiny_beir import make_tiny_scifact
+
+pytestmark = pytest.mark.train
+
+FACTORY_ARGS = [
+    "--pseudo-queries", "12", "--max-length", "48", "--teacher-layers", "2", "--teacher-epochs", "1", "--layers", "0",
+    "--eval-every", "0", "--dev-queries", "4", "--threads", "1", "--quiet",
+]
+
+
+def _need_torch() -> None:
+    if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    else:
+        pytest.importorskip("torch")
+        pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_scifact(shared_data / "scifact", tmp_path_factory.mktemp("factory") / "tinysci")
+
+
+@pytest.fixture(scope="module")
+def factory_run(tiny: Path) -> Path:
+    _need_torch()
+    run = tiny.parent / "run"
+    assert main(["train", "all", "--dataset", str(tiny), "--out", str(run), *FACTORY_ARGS]) == 0
+    return run
+
+
+# ------------------------------------------------------------------------------ the whole factory
+def test_train_all_writes_usable_models_and_a_report_with_retention(factory_run: Path, tiny: Path) -> None:
+    for name, layers in (("teacher-fp32", 2), ("lrt-int8", 1)):
+        card = json.loads((factory_run / name / "card.json").read_text(encoding="utf-8"))
+        assert card["layers"] == layers and card["max_length"] == 48
+        assert card["interpolation"]["chosen_on"] == "tinysci/dev"
+    dev = load_dataset(tiny, "dev")
+    qid = next(iter(dev.qrels))
+    scores = CrossEncoder.load(factory_run / "lrt-int8").score(dev.queries[qid], [d.full_text for d in list(dev.corpus.values())[:5]])
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+
+    report = json.loads((factory_run / "report.json").read_text(encoding="utf-8"))
+    assert set(report["splits"]) == {"tinysci/dev", "tinysci/test"}
+    assert report["lists"]["train"] == 24 and report["lists"]["pseudo-title"] + report["lists"]["pseudo-sentence"] == 12
+    for split in report["splits"].values():
+        first, teacher, lrt = split["rows"]
+        assert (teacher["system"], lrt["system"]) == ("+ teacher FP32", "+ LRT INT8") and "retention" not in teacher
+        for metric in ("MRR@10", "NDCG@10"):
+            for mode, get in (("alone", lambda r: r[metric]), ("interpolated", lambda r: r["interpolated"][metric])):
+                gain = get(teacher) - first[metric]
+                expected = None if gain <= 1e-9 else (get(lrt) - first[metric]) / gain
+                got = lrt["retention"][metric][mode]
+                assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-3)
+    assert report["targets"]["lrt_parameters"] == lrt["parameters"]
+    assert "retention of the teacher's MRR@10 gain" in (factory_run / "report.md").read_text(encoding="utf-8")
+
+
+def test_train_all_resumes_from_its_stages_and_cached_teacher_scores(factory_run: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrt_rerank.train.teachers import Teacher
+
+    teacher_weights = factory_run / "teacher" / "model.safetensors"
+    before = teacher_weights.stat().st_mtime_ns
+    opened: list[int] = []
+    engine = Teacher.engine
+
+    @contextmanager
+    def counted(self: Teacher, threads: int) -> Iterator[CrossEncoder]:
+        opened.append(1)
+        with engine(self, threads) as encoder:
+            yield encoder
+
+    monkeypatch.setattr(Teacher, "engine", counted)
+    for stage in ("lrt", "lrt-fp32", "lrt-int8"):
+        for path in sorted((factory_run / stage).iterdir()):
+            path.unlink()
+        (factory_run / stage).rmdir()
+    (factory_run / "report.json").unlink()
+    assert main(["train", "all", "--dataset", str(tiny), "--out", str(factory_run), *FACTORY_ARGS]) == 0
+    assert opened == [], "every teacher score should come from the cache"
+    assert teacher_weights.stat().st_mtime_ns == before, "the finished teacher should not be trained again"
+    assert (factory_run / "lrt-int8" / "card.json").is_file() and (factory_run / "report.json").is_file()
+
+
+# ------------------------------------------------------------------------------ held-out queries
+def test_queries_file_overlapping_a_reported_split_is_refused(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lrt_rerank.datasets import DatasetError
+    from lrt_rerank.train.lists import held_out_queries, read_queries_file
+
+    queries = load_queries(tiny / "queries.jsonl")
+    dev = load_dataset(tiny, "dev")
+    test = load_dataset(tiny, "test")
+    dev_id, test_id = next(iter(dev.qrels)), next(iter(test.qrels))
+    held_out = held_out_queries(tiny)
+
+    text_file = tmp_path / "log.txt"  # the dev query again, in other case and spacing
+    text_file.write_text("statins and muscle pain\n\n" + "  " + queries[dev_id].upper().replace(" ", "   ") + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "all", "--dataset", str(tiny), "--out", str(out), "--queries", str(text_file), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{text_file}:3:" in err and f"dev query {dev_id}" in err
+    assert not out.exists(), "nothing may be trained before the refusal"
+
+    jsonl = tmp_path / "log.jsonl"  # a test query by id, whatever its text
+    jsonl.write_text(json.dumps({"_id": "x1", "text": "vitamin D and bones"}) + "\n" + json.dumps({"_id": test_id, "text": "other words"}) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"{jsonl}:2: .*test query {test_id}"):
+        read_queries_file(jsonl, held_out)
+
+    clean = tmp_path / "clean.txt"
+    clean.write_text("statins and muscle pain\nStatins  and muscle pain\nvitamin D and bones\n", encoding="utf-8")
+    assert read_queries_file(clean, held_out) == ["statins and muscle pain", "vitamin D and bones"]
+
+
+def test_pseudo_queries_come_from_titles_and_first_sentences_never_from_held_out_texts() -> None:
+    from lrt_rerank.train.lists import HeldOut, pseudo_queries
+
+    corpus = {
+        f"d{i}": Document(f"d{i}", f"Title number {i} about cells", f"First sentence of doc {i} here. Second sentence {i}.")
+        for i in range(10)
+    }
+    corpus["held"] = Document("held", "A held out claim text", "")
+    held_out = HeldOut({}, {"a held out claim text": ("dev", "q9")})
+    out = pseudo_queries(corpus, 20, seed=3, held_out=held_out)
+    texts = [t for _, t in out]
+    assert "A held out claim text" not in texts and len(out) == 10
+    for source, text in out:
+        number = text.split()[2] if source == "pseudo-title" else text.split()[4]
+        doc = corpus[f"d{number}"]
+        assert text == (doc.title if source == "pseudo-title" else f"First sentence of doc {number} here.")
+    assert {s for s, _ in out} == {"pseudo-title", "pseudo-sentence"}
+
+
+# ------------------------------------------------------------------------------ teacher-score cache
+def test_teacher_scores_are_cached_pair_by_pair_and_an_interrupted_run_resumes(factory_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrt_rerank.train.score_cache import ScoreCache
+    from lrt_rerank.train.teachers import Teacher, open_teacher, score_lists
+
+    teacher_dir = factory_run / "teacher-fp32"
+    reference = CrossEncoder.load(teacher_dir, threads=1)
+    passages = [f"Statin therapy case {i}: muscle symptoms were reported in {i * 3} patients." for i in range(6)]
+    lists = [("statins and muscle pain", passages[:4]), ("vitamin D in the elderly", passages[2:])]
+    asked: list[list[str]] = []
+    engine = Teacher.engine
+
+    class Failing:
+        def __init__(self, inner: CrossEncoder, fail_after: int | None) -> None:
+            self.inner, self.fail_after = inner, fail_after
+
+        def score(self, query: str, texts: list[str]) -> Any:
+            if self.fail_after is not None and len(asked) >= self.fail_after:
+                raise RuntimeError("stopped")
+            asked.append(list(texts))
+            return self.inner.score(query, texts)
+
+    fail_after: list[int | None] = [1]
+
+    @contextmanager
+    def recorded(self: Teacher, threads: int) -> Iterator[Failing]:
+        with engine(self, threads) as encoder:
+            yield Failing(encoder, fail_after[0])
+
+    monkeypatch.setattr(Teacher, "engine", recorded)
+    teacher = open_teacher(teacher_dir, threads=1)
+    with pytest.raises(RuntimeError, match="stopped"):  # stopped after the first query
+        score_lists(teacher, lists, tmp_path, threads=1, progress=False)
+    assert len(asked) == 1
+    fail_after[0] = None
+    got = score_lists(teacher, lists, tmp_path, threads=1, progress=False)
+    assert len(asked) == 2 and sorted(asked[1]) == sorted(lists[1][1]), "only the unscored query is scored on resume"
+    for (query, texts), row in zip(lists, got):
+        np.testing.assert_allclose(row, reference.score(query, texts), atol=1e-5)
+    extended = [("statins and muscle pain", passages)]  # two new passages for a cached query
+    again = score_lists(teacher, extended, tmp_path, threads=1, progress=False)
+    assert sorted(asked[2]) == sorted(passages[4:]) and len(asked) == 3
+    np.testing.assert_allclose(again[0][:4], got[0], atol=0)
+
+    cache = ScoreCache(tmp_path, teacher.sha256, teacher.max_length)
+    assert cache.count() == 8 and cache.get("statins and muscle pain", passages[:1])[0] == pytest.approx(got[0][0])
+    assert ScoreCache(tmp_path, "another-teacher", teacher.max_length).get("statins and muscle pain", passages[:1]) == [None]
+    assert ScoreCache(tmp_path, teacher.sha256, teacher.max_length + 1).get("statins and muscle pain", passages[:1]) == [None]
+
+
+# ------------------------------------------------------------------------------ the two losses
+def test_kd_losses_match_their_definitions() -> None:
+    _need_torch()
+    import torch
+
+    from lrt_rerank.train.loop import LoopConfig, kd_loss
+
+    rng = np.random.default_rng(4)
+    s, t = rng.normal(size=(3, 6)), rng.normal(scale=3.0, size=(3, 6))
+    pairs = np.mean([np.mean([((s[b, i] - s[b, j]) - (t[b, i] - t[b, j])) ** 2 for i in range(6) for j in range(6)]) for b in range(3)])
+    got = kd_loss(torch.tensor(s), torch.tensor(t), LoopConfig(loss="margin-mse"))
+    assert float(got) == pytest.approx(pairs, rel=1e-9)
+    temp = 2.0
+    p = np.exp(t / temp) / np.exp(t / temp).sum(1, keepdims=True)
+    q = np.exp(s / temp) / np.exp(s / temp).sum(1, keepdims=True)
+    kl = np.mean(np.sum(p * np.log(p / q), axis=1)) * temp**2
+    assert float(kd_loss(torch.tensor(s), torch.tensor(t), LoopConfig(loss="kl", temperature=temp))) == pytest.approx(kl, rel=1e-9)
+    with pytest.raises(ValueError, match="unknown distillation loss 'mse'"):
+        kd_loss(torch.tensor(s), torch.tensor(t), LoopConfig(loss="mse"))
+
+
+@pytest.mark.parametrize("loss", ["kl", "margin-mse"])
+def test_each_loss_teaches_a_student_the_teachers_order(loss: str, nfcorpus_sample: tuple[list[str], list[str]]) -> None:
+    _need_torch()
+    import torch
+    from scipy.stats import spearmanr
+
+    from lrt_rerank.train.data import PairEncoder
+    from lrt_rerank.train.lists import QueryList, train_on_lists
+    from lrt_rerank.train.loop import LoopConfig
+    from lrt_rerank.train.model import from_backbone
+
+    queries, passages = nfcorpus_sample
+    texts = {f"d{i}": p for i, p in enumerate(passages[:32])}
+    lists = [QueryList("pseudo-title", queries[i], tuple(f"d{i * 8 + j}" for j in range(8))) for i in range(4)]
+    rng = np.random.default_rng(11)
+    teacher = [rng.normal(scale=3.0, size=8) for _ in lists]  # an order the backbone has no reason to know
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model, tokenizer = from_backbone(layer_map=[0])
+    encoder = PairEncoder(tokenizer, 48)
+
+    def agreement() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(np.mean([
+                spearmanr(model(**encoder.encode([q.query] * 8, [texts[d] for d in q.doc_ids])).numpy(), t).statistic
+                for q, t in zip(lists, teacher)
+            ]))
+
+    start = agreement()
+    cfg = LoopConfig(lr=3e-4, head_lr=1e-2, warmup=0.1, batch_groups=4, epochs=12, seed=1, loss=loss, temperature=1.0)
+    result = train_on_lists(model, encoder, lists, teacher, texts.__getitem__, cfg, list_size=8, progress=False)
+    assert result.steps == 12 and result.pairs == 12 * 4 * 8
+    assert np.mean(result.losses[-3:]) < 0.5 * np.mean(result.losses[:2]), result.losses
+    assert agreement() > max(0.6, start + 0.3), (start, agreement())
