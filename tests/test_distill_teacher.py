@@ -223,11 +223,14 @@ def test_teacher_kinds_and_the_error_for_anything_else(
     assert f"{other}: not a teacher" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
-def test_teacher_scores_are_cached_by_the_teachers_hash(
+def test_group_scores_come_from_the_pair_cache_of_the_teachers_hash(
     scifact_slice: Path, teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _need_torch()
+    from contextlib import contextmanager
+
     from lrt_rerank.train.data import Group, passage_text
+    from lrt_rerank.train.score_cache import CACHE_FILE, ScoreCache
     from lrt_rerank.train.teachers import Teacher, cached_scores, open_teacher
 
     train = load_dataset(scifact_slice, "train")
@@ -235,19 +238,23 @@ def test_teacher_scores_are_cached_by_the_teachers_hash(
     docs = sorted(train.corpus)
     groups = [Group(q, next(iter(train.qrels[q])), tuple(docs[i : i + 3])) for i, q in enumerate(qids)]
     teacher = open_teacher(teacher_dir, threads=1)
-    calls: list[int] = []
-    score = Teacher.score
+    opened: list[int] = []
+    engine = Teacher.engine
 
-    def counted(self: Teacher, *args: object, **kwargs: object) -> dict[str, dict[str, float]]:
-        calls.append(1)
-        return score(self, *args, **kwargs)  # type: ignore[arg-type]
+    @contextmanager
+    def counted(self: Teacher, threads: int):  # type: ignore[no-untyped-def]
+        opened.append(1)
+        with engine(self, threads) as encoder:
+            yield encoder
 
-    monkeypatch.setattr(Teacher, "score", counted)
+    monkeypatch.setattr(Teacher, "engine", counted)
     first = cached_scores(teacher, train, groups, tmp_path, threads=1, progress=False)
     q, g = qids[0], groups[0]
     ids = sorted({g.positive, *g.negatives})
     expected = CrossEncoder.load(teacher_dir).score(train.queries[q], [passage_text(train, d) for d in ids])
     np.testing.assert_allclose([first[q][d] for d in ids], expected, atol=1e-5)
-    assert cached_scores(teacher, train, groups, tmp_path, threads=1, progress=False) == first and len(calls) == 1
-    cached_scores(teacher, train, groups[:2], tmp_path, threads=1, progress=False)  # other pairs: scored again
-    assert len(calls) == 2 and all(p.name.startswith(f"teacher-scores-{teacher.sha256[:12]}-") for p in tmp_path.iterdir())
+    assert cached_scores(teacher, train, groups, tmp_path, threads=1, progress=False) == first and len(opened) == 1
+    subset = cached_scores(teacher, train, groups[:2], tmp_path, threads=1, progress=False)  # pairs already scored
+    assert len(opened) == 1 and subset == {k: first[k] for k in subset}
+    assert [p.name for p in tmp_path.iterdir()] == [CACHE_FILE]
+    assert ScoreCache(tmp_path, teacher.sha256, teacher.max_length).count() == sum(len({g.positive, *g.negatives}) for g in groups)

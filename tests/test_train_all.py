@@ -195,7 +195,7 @@ def test_teacher_scores_are_cached_pair_by_pair_and_an_interrupted_run_resumes(f
     np.testing.assert_allclose(again[0][:4], got[0], atol=0)
 
     cache = ScoreCache(tmp_path, teacher.sha256, teacher.max_length)
-    assert cache.count() == 8 and cache.get("statins and muscle pain", passages[:1])[0] == pytest.approx(got[0][0])
+    assert cache.count() == 10 and cache.get("statins and muscle pain", passages[:1])[0] == pytest.approx(got[0][0])
     assert ScoreCache(tmp_path, "another-teacher", teacher.max_length).get("statins and muscle pain", passages[:1]) == [None]
     assert ScoreCache(tmp_path, teacher.sha256, teacher.max_length + 1).get("statins and muscle pain", passages[:1]) == [None]
 
