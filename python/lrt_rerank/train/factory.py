@@ -151,9 +151,9 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
         teacher_dir = cfg.out / TEACHER_FP32
         if not _done(teacher_dir, "card.json"):
             write_model_dir(checkpoint, teacher_dir, TEACHER_FP32, cfg.max_length, {})
-    else:
+    else:  # a model directory, or a snapshot the engine imports into one
         assert cfg.teacher is not None
-        teacher_dir = cfg.teacher
+        teacher_dir = Path(open_teacher(cfg.teacher, cfg.threads).encoder.model_dir)  # type: ignore[union-attr]
     timings["teacher"] = time.perf_counter() - started
 
     # 2. lists
