@@ -177,7 +177,9 @@ def test_student_follows_a_snapshot_teacher(scifact_slice: Path, teacher_snapsho
     expected = {"kind": "huggingface-snapshot", "name": imported.name, "sha256": sha, "path": str(teacher_snapshot), "max_length": MAX_LENGTH}
     assert meta["teacher"] == expected
     assert meta["layer_map"] == layers and "all-MiniLM-L6-v2" in meta["initialised_from"]
-    assert list((scifact_slice.parent / ".candidates").glob(f"teacher-scores-{sha[:12]}-*.json"))  # cached by the teacher's hash
+    from lrt_rerank.train.score_cache import ScoreCache
+
+    assert ScoreCache(scifact_slice.parent / ".candidates", sha, MAX_LENGTH).count() > 0  # cached under the teacher's hash
 
     held_out = _held_out(scifact_slice)
     trained = write_model_dir(out, tmp_path / "trained", "student", MAX_LENGTH, {})
