@@ -22,6 +22,7 @@ import pytest
 from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.models.store import CARD, MODEL, file_sha256
+from tiny_beir import read_qrels
 
 pytestmark = pytest.mark.train
 
@@ -44,15 +45,6 @@ def _need_torch() -> None:
         pytest.importorskip("transformers")
 
 
-def _read_qrels(path: Path) -> dict[str, list[str]]:
-    qrels: dict[str, list[str]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
-        qid, doc, score = line.split("\t")
-        if int(score) > 0:
-            qrels.setdefault(qid, []).append(doc)
-    return qrels
-
-
 @pytest.fixture(scope="module")
 def scifact_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small BEIR folder cut from SciFact: 40 train and 10 dev queries, their positives and 400 other
@@ -60,8 +52,8 @@ def scifact_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
     so no first-stage index is built."""
     src = shared_data / "scifact"
     rng = random.Random(SEED)
-    train = dict(list(_read_qrels(src / "qrels" / "train.tsv").items())[:TRAIN_QUERIES])
-    dev = dict(list(_read_qrels(src / "qrels" / "dev.tsv").items())[:HELD_OUT_QUERIES])
+    train = dict(list(read_qrels(src / "qrels" / "train.tsv").items())[:TRAIN_QUERIES])
+    dev = dict(list(read_qrels(src / "qrels" / "dev.tsv").items())[:HELD_OUT_QUERIES])
     corpus = [json.loads(line) for line in (src / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
     positives = {d for docs in (*train.values(), *dev.values()) for d in docs}
     others = [d["_id"] for d in corpus if d["_id"] not in positives]

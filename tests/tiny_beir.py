@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 
-def _read_qrels(path: Path) -> dict[str, list[str]]:
+def read_qrels(path: Path) -> dict[str, list[str]]:
     qrels: dict[str, list[str]] = {}
     for line in path.read_text(encoding="utf-8").splitlines()[1:]:
         qid, doc, score = line.split("\t")
@@ -20,8 +20,8 @@ def _read_qrels(path: Path) -> dict[str, list[str]]:
 def make_tiny_scifact(src: Path, root: Path, train: int = 24, dev: int = 8, test: int = 4, filler: int = 120, seed: int = 5) -> Path:
     """Write the folder at ``root`` and return it."""
     rng = random.Random(seed)
-    train_q = dict(list(_read_qrels(src / "qrels" / "train.tsv").items())[:train])
-    held = list(_read_qrels(src / "qrels" / "dev.tsv").items())
+    train_q = dict(list(read_qrels(src / "qrels" / "train.tsv").items())[:train])
+    held = list(read_qrels(src / "qrels" / "dev.tsv").items())
     splits = {"train": train_q, "dev": dict(held[:dev]), "test": dict(held[dev : dev + test])}
     corpus = [json.loads(line) for line in (src / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
     positives = {d for qrels in splits.values() for docs in qrels.values() for d in docs}
