@@ -23,7 +23,7 @@ pytestmark = pytest.mark.train
 
 FACTORY_ARGS = [
     "--pseudo-queries", "12", "--max-length", "48", "--teacher-layers", "2", "--teacher-epochs", "1", "--layers", "0",
-    "--eval-every", "0", "--dev-queries", "4", "--threads", "1", "--quiet",
+    "--eval-every", "0", "--dev-queries", "4", "--threads", "1", "--teacher-cloze", "6", "--quiet",
 ]
 
 
@@ -72,7 +72,13 @@ def test_train_all_writes_usable_models_and_a_report_with_retention(factory_run:
                 expected = None if gain <= 1e-9 else (get(lrt) - first[metric]) / gain
                 got = lrt["retention"][metric][mode]
                 assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-3)
+        for row in (teacher, lrt):
+            gain = row["gain_interpolated_mrr@10"]
+            assert gain["mean"] == pytest.approx(row["interpolated"]["MRR@10"] - first["MRR@10"], abs=2e-4)
+            assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
     assert report["targets"]["lrt_parameters"] == lrt["parameters"]
+    teacher_meta = json.loads((factory_run / "teacher" / "lrt-train.json").read_text(encoding="utf-8"))
+    assert teacher_meta["groups"]["cloze"] == 6 and teacher_meta["groups"]["judged"] > 0
     assert "retention of the teacher's MRR@10 gain" in (factory_run / "report.md").read_text(encoding="utf-8")
 
 
@@ -148,6 +154,65 @@ def test_pseudo_queries_come_from_titles_and_first_sentences_never_from_held_out
         doc = corpus[f"d{number}"]
         assert text == (doc.title if source == "pseudo-title" else f"First sentence of doc {number} here.")
     assert {s for s, _ in out} == {"pseudo-title", "pseudo-sentence"}
+
+
+# ------------------------------------------------------------------------------ bootstrap intervals
+def test_bootstrap_intervals_of_gain_and_retention_follow_sampling_theory() -> None:
+    from lrt_rerank.train.report import add_intervals
+
+    n = 400
+    first = np.zeros(n)
+    teacher = first.copy()
+    teacher[:120] = 1.0  # lifts 30% of the queries from 0 to 1
+    student = first.copy()
+    student[:60] = 1.0  # half of those
+    rows = [{"system": "RRF first stage"}, {"system": "+ T"}, {"system": "+ S", "retention": {"MRR@10": {}}}, {"system": "+ same"}]
+    add_intervals(rows, first, {"T": teacher, "S": student, "same": first.copy()}, teacher="T")
+    half_width = 1.96 * np.sqrt(0.3 * 0.7 / n)  # normal approximation of a binomial share
+    low, high = rows[1]["gain_interpolated_mrr@10"]["ci95"]
+    assert rows[1]["gain_interpolated_mrr@10"]["mean"] == pytest.approx(0.3)
+    assert low == pytest.approx(0.3 - half_width, abs=0.01) and high == pytest.approx(0.3 + half_width, abs=0.01)
+    assert rows[3]["gain_interpolated_mrr@10"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    # the student's hits are a subset of the teacher's: retention is a binomial share of 120, about 0.5
+    kept_low, kept_high = rows[2]["retention"]["MRR@10"]["interpolated_ci95"]
+    share_width = 1.96 * np.sqrt(0.25 / 120)
+    assert kept_low == pytest.approx(0.5 - share_width, abs=0.03) and kept_high == pytest.approx(0.5 + share_width, abs=0.03)
+
+    unclear = first.copy()
+    unclear[:4], unclear[4:8] = 1.0, -1.0  # a teacher that helps as often as it hurts
+    rows = [{"system": "RRF first stage"}, {"system": "+ T"}, {"system": "+ S", "retention": {"MRR@10": {}}}]
+    add_intervals(rows, first, {"T": unclear, "S": student}, teacher="T")
+    assert rows[2]["retention"]["MRR@10"]["interpolated_ci95"] is None
+
+
+# ------------------------------------------------------------------------------ inverse-cloze teacher groups
+def test_cloze_groups_hide_their_sentence_and_draw_negatives_from_its_first_stage_list(tiny: Path) -> None:
+    _need_torch()
+    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.train.cloze import cloze_groups, sentences
+    from lrt_rerank.train.lists import HeldOut, held_out_queries, normalise
+
+    train = load_dataset(tiny, "train")
+    first_stage = cached_index(train, progress=False)
+    held_out = held_out_queries(tiny)
+    extended, groups, priors = cloze_groups(train, first_stage, 10, 5, 30, 7, held_out, progress=False)
+    assert len(groups) == 10 and len({g.query_id for g in groups}) == 10
+    assert set(train.queries) < set(extended.queries) and set(train.corpus) < set(extended.corpus)
+    for group in groups:
+        source = train.corpus[group.query_id.removeprefix("cloze:")]
+        sentence = extended.queries[group.query_id]
+        assert sentence in sentences(source.text)
+        positive = extended.corpus[group.positive]
+        assert positive.title == source.title and sentence not in positive.text
+        assert sorted(sentences(positive.text) + [sentence]) == sorted(sentences(source.text))
+        listed = [c.id for c in first_stage.search(sentence, 30, "rrf")]
+        assert len(group.negatives) == 5 and set(group.negatives) <= set(listed) and source.id not in group.negatives
+        assert priors[group.query_id][group.positive] == 0.0 and priors[group.query_id][group.negatives[0]] == 0.0
+    # a sentence that is a held-out query text is never used, whatever the seed picks
+    taken = extended.queries[groups[0].query_id]
+    blocked = HeldOut(dict(held_out.ids), {**held_out.texts, normalise(taken): ("test", "q-taken")})
+    again, regroups, _ = cloze_groups(train, first_stage, 10, 5, 30, 7, blocked, progress=False)
+    assert taken not in {again.queries[g.query_id] for g in regroups}
 
 
 # ------------------------------------------------------------------------------ teacher-score cache

