@@ -41,11 +41,23 @@ def tiny(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_scifact(shared_data / "scifact", tmp_path_factory.mktemp("factory") / "tinysci")
 
 
+CLICK_QUERIES = ("statin therapy and muscle symptoms", "vitamin D status in older adults", "statin therapy and muscle symptoms")
+
+
+def write_click_log(tiny: Path, path: Path) -> Path:
+    """Three click records over the tiny corpus (the first and last share a query), 12 documents shown each."""
+    ids = [json.loads(line)["_id"] for line in (tiny / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = [{"query": q, "shown": ids[i * 5 : i * 5 + 12], "clicked": [ids[i * 5 + 3]]} for i, q in enumerate(CLICK_QUERIES)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def factory_run(tiny: Path) -> Path:
     _need_torch()
     run = tiny.parent / "run"
-    assert main(["train", "all", "--dataset", str(tiny), "--out", str(run), *FACTORY_ARGS]) == 0
+    clicks = write_click_log(tiny, tiny.parent / "clicks.jsonl")
+    assert main(["train", "all", "--dataset", str(tiny), "--out", str(run), "--clicks", str(clicks), *FACTORY_ARGS]) == 0
     return run
 
 
@@ -78,7 +90,8 @@ def test_train_all_writes_usable_models_and_a_report_with_retention(factory_run:
             assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
     assert report["targets"]["lrt_parameters"] == lrt["parameters"]
     teacher_meta = json.loads((factory_run / "teacher" / "lrt-train.json").read_text(encoding="utf-8"))
-    assert teacher_meta["groups"]["cloze"] == 6 and teacher_meta["groups"]["judged"] > 0
+    assert teacher_meta["groups"]["cloze"] == 6 and teacher_meta["groups"]["judged"] > 0 and teacher_meta["groups"]["clicks"] == 3
+    assert report["lists"]["clicks"] == 2, "a query repeated in the click log is scored once"
     assert "retention of the teacher's MRR@10 gain" in (factory_run / "report.md").read_text(encoding="utf-8")
 
 
@@ -102,7 +115,8 @@ def test_train_all_resumes_from_its_stages_and_cached_teacher_scores(factory_run
             path.unlink()
         (factory_run / stage).rmdir()
     (factory_run / "report.json").unlink()
-    assert main(["train", "all", "--dataset", str(tiny), "--out", str(factory_run), *FACTORY_ARGS]) == 0
+    clicks = str(tiny.parent / "clicks.jsonl")
+    assert main(["train", "all", "--dataset", str(tiny), "--out", str(factory_run), "--clicks", clicks, *FACTORY_ARGS]) == 0
     assert opened == [], "every teacher score should come from the cache"
     assert teacher_weights.stat().st_mtime_ns == before, "the finished teacher should not be trained again"
     assert (factory_run / "lrt-int8" / "card.json").is_file() and (factory_run / "report.json").is_file()
@@ -213,6 +227,60 @@ def test_cloze_groups_hide_their_sentence_and_draw_negatives_from_its_first_stag
     blocked = HeldOut(dict(held_out.ids), {**held_out.texts, normalise(taken): ("test", "q-taken")})
     again, regroups, _ = cloze_groups(train, first_stage, 10, 5, 30, 7, blocked, progress=False)
     assert taken not in {again.queries[g.query_id] for g in regroups}
+
+
+# ------------------------------------------------------------------------------ clicks as weak labels
+def test_click_log_errors_name_the_file_line_and_field(tiny: Path, tmp_path: Path) -> None:
+    from lrt_rerank.datasets import DatasetError
+    from lrt_rerank.train.clicks import read_clicks
+    from lrt_rerank.train.lists import held_out_queries
+
+    corpus = load_dataset(tiny, "train").corpus
+    held_out = held_out_queries(tiny)
+    doc = next(iter(corpus))
+    dev = load_dataset(tiny, "dev")
+    good = json.dumps({"query": "statins and muscle pain", "shown": [doc], "clicked": []})
+    cases = {
+        "not json": r":2: malformed JSON",
+        json.dumps({"shown": [doc], "clicked": []}): r":2: field 'query' is missing",
+        json.dumps({"query": "q", "shown": doc, "clicked": []}): r":2: field 'shown' is not a list of document ids",
+        json.dumps({"query": "q", "shown": [doc]}): r":2: field 'clicked' is missing",
+        json.dumps({"query": "q", "shown": [doc, "no-such-doc"], "clicked": []}): r":2: field 'shown' names 'no-such-doc', not a document",
+        json.dumps({"query": "q", "shown": [doc, doc], "clicked": []}): r":2: field 'shown' repeats",
+        json.dumps({"query": "q", "shown": [doc], "clicked": [list(corpus)[1]]}): r":2: field 'clicked' names .* not in 'shown'",
+        json.dumps({"query": dev.queries[next(iter(dev.qrels))].lower(), "shown": [doc], "clicked": []}): r":2: query .* is dev query",
+    }
+    for n, (line, message) in enumerate(cases.items()):
+        path = tmp_path / f"clicks{n}.jsonl"
+        path.write_text(good + "\n" + line + "\n", encoding="utf-8")
+        with pytest.raises(DatasetError, match=f"{path}{message}"):
+            read_clicks(path, corpus, held_out)
+    assert len(read_clicks(write_click_log(tiny, tmp_path / "ok.jsonl"), corpus, held_out)) == 3
+
+
+def test_click_groups_take_the_lowest_click_as_positive_and_skipped_documents_as_negatives(tiny: Path) -> None:
+    _need_torch()
+    from lrt_rerank.train.clicks import ClickRecord, click_groups
+
+    train = load_dataset(tiny, "train")
+    ids = list(train.corpus)[:10]
+    records = [
+        ClickRecord(1, "q one", tuple(ids), frozenset({ids[1], ids[6]})),  # skipped above the last click: 0, 2, 3, 4, 5
+        ClickRecord(2, "q two", tuple(ids[:4]), frozenset({ids[0]})),  # 3 unclicked, too few for 5 negatives
+        ClickRecord(3, "q three", tuple(ids), frozenset()),  # no click
+    ]
+    extended, groups, priors = click_groups(train, records, negatives=5, seed=3)
+    assert len(groups) == 1 and extended.queries["click:1"] == "q one"
+    group = groups[0]
+    assert group.positive == ids[6] and set(group.negatives) == {ids[0], ids[2], ids[3], ids[4], ids[5]}
+    minus_log = -np.log(np.arange(1, 11))
+    expected = (minus_log - minus_log.mean()) / minus_log.std()
+    assert [priors["click:1"][d] for d in ids] == pytest.approx(expected)
+
+    _, groups, _ = click_groups(train, records[:1], negatives=7, seed=3)  # 5 skipped above + 2 of the 2 unclicked below
+    negatives = groups[0].negatives
+    assert len(negatives) == 7 and set(negatives[:5]) == {ids[0], ids[2], ids[3], ids[4], ids[5]}
+    assert len(set(negatives[5:]) & {ids[7], ids[8], ids[9]}) == 2
 
 
 # ------------------------------------------------------------------------------ teacher-score cache

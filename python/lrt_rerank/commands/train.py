@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _common(teacher, "runs/teacher", max_length=128, negatives=7, epochs=1.0, lr=5e-5)
     teacher.add_argument("--layers", type=int, default=6, help="backbone layers to keep (default: %(default)s)")
     teacher.add_argument("--lexical-init", type=float, default=15.0, help="starting weight of the exact-match term (default: %(default)s, chosen on dev)")
+    teacher.add_argument("--clicks", type=Path, help="a click log (JSONL: query, shown, clicked) whose records become weak-label groups")
     teacher.add_argument("--cloze", type=int, default=0, help="add N inverse-cloze groups made from the corpus: a sentence as query, "
                          "the rest of its document as positive (default: %(default)s)")
     teacher.set_defaults(func=cmd_teacher)
@@ -126,6 +127,8 @@ def _register_all(tsub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--teacher-layers", type=int, default=d.teacher_layers, help="teacher layers of all-MiniLM-L6-v2 (default: %(default)s)")
     p.add_argument("--teacher-epochs", type=float, default=d.teacher_epochs, help="(default: %(default)s)")
     p.add_argument("--teacher-lr", type=float, default=d.teacher_lr, help="(default: %(default)s)")
+    p.add_argument("--clicks", type=Path, help="a click log, JSONL lines {\"query\", \"shown\": [ids], \"clicked\": [ids]}: weak-label teacher "
+                   "groups (clicked vs skipped-above) and more queries for the teacher to score; refused if it holds a dev or test query")
     p.add_argument("--teacher-cloze", type=int, default=d.teacher_cloze,
                    help="inverse-cloze groups from the corpus added to the teacher's judged ones (default: %(default)s)")
     p.add_argument("--layers", type=_layer_map, default=d.student_layers, help="teacher layers the student keeps (default: 0,5)")
@@ -154,7 +157,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     cfg = FactoryConfig(
         dataset=args.dataset, out=args.out, teacher=args.teacher, queries=args.queries, cache=args.cache, pseudo_queries=args.pseudo_queries,
         max_length=args.max_length, teacher_layers=args.teacher_layers, teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr,
-        teacher_cloze=args.teacher_cloze, dev_depth=args.dev_depth,
+        teacher_cloze=args.teacher_cloze, clicks=args.clicks, dev_depth=args.dev_depth,
         student_layers=args.layers, student_epochs=args.student_epochs, student_lr=args.student_lr, list_size=args.list_size,
         loss=args.loss, temperature=args.temperature, kd_weight=args.kd_weight, prior_weight=args.prior_weight, head_lr=args.head_lr,
         batch=args.batch, eval_every=args.eval_every, dev_queries=args.dev_queries, train_queries=args.train_queries,
@@ -184,7 +187,7 @@ def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-d
         dataset=args.dataset, out=args.out, layers=layers, max_length=args.max_length, negatives=args.negatives,
         negative_depth=args.negative_depth, groups_per_query=args.groups_per_query, train_queries=args.train_queries,
         dev_queries=args.dev_queries, dev_depth=args.dev_depth, threads=args.threads, loop=loop,
-        lexical_init=getattr(args, "lexical_init", 15.0), cloze=getattr(args, "cloze", 0),
+        lexical_init=getattr(args, "lexical_init", 15.0), cloze=getattr(args, "cloze", 0), clicks=getattr(args, "clicks", None),
     )
 
 

