@@ -262,3 +262,28 @@ def test_report_chooses_the_weight_on_dev_and_writes_the_card(exported: tuple[Pa
     card = json.loads((model_dir / CARD).read_text(encoding="utf-8"))
     assert card["interpolation"]["weight"] == chosen and card["sha256"] == file_sha256(model_dir / MODEL)
     assert CrossEncoder.load(model_dir).card["interpolation"]["weight"] == chosen
+
+
+@pytest.mark.train
+def test_report_of_a_dataset_without_test_qrels_covers_dev_and_a_missing_ood_split_fails_first(
+    exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lrt_rerank.cli import main
+
+    root = tmp_path / "devonly"
+    (root / "qrels").mkdir(parents=True)
+    texts = {"d0": "Statins and muscle pain in older adults.", "d1": "Bird migration across the Atlantic.", "d2": "Muscle symptoms on statin therapy."}
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": t}) + "\n" for k, t in texts.items()))
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "statins and muscle pain"}) + "\n")
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq\td2\t1\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "candidates-devonly-dev.json").write_text(json.dumps({"q": [["d1", 0.03], ["d0", 0.02], ["d2", 0.01]]}))
+    _, int8 = exported
+    out = tmp_path / "report.json"
+    base = ["train", "report", "--model", f"m={int8}", "--dataset", str(root), "--cache", str(cache), "--out", str(out), "--quiet"]
+    assert main([*base, "--ood", str(root)]) == 1  # the dev-only folder as out-of-domain: it has no test split
+    assert f"{root / 'qrels' / 'test.tsv'}: missing" in capsys.readouterr().err and not out.exists()
+    assert main(base) == 0
+    assert list(json.loads(out.read_text(encoding="utf-8"))["splits"]) == ["devonly/dev"]
+    assert "covers dev only" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 DEFAULT_DATASET = Path("../shared/data/nfcorpus")
@@ -239,7 +240,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     models = dict(args.model)
     if len(models) != len(args.model):
         raise ValueError("--model labels must be unique")
-    splits = [Split(args.dataset, "dev", "tune"), Split(args.dataset, "test", "test")] + [Split(d, "test", "out-of-domain") for d in args.ood]
+    from lrt_rerank.datasets import DatasetError
+
+    dev_qrels = args.dataset / "qrels" / "dev.tsv"
+    if not dev_qrels.is_file():
+        raise DatasetError(f"{dev_qrels}: missing; the report chooses interpolation weights on dev")
+    for ood in args.ood:
+        if not (ood / "qrels" / "test.tsv").is_file():
+            raise DatasetError(f"{ood / 'qrels' / 'test.tsv'}: missing; --ood datasets are reported on their test split")
+    splits = [Split(args.dataset, "dev", "tune")]
+    if (args.dataset / "qrels" / "test.tsv").is_file():
+        splits.append(Split(args.dataset, "test", "test"))
+    else:
+        print(f"note: {args.dataset / 'qrels' / 'test.tsv'} not found: the report covers dev only", file=sys.stderr)
+    splits += [Split(d, "test", "out-of-domain") for d in args.ood]
     report = build_report(models, splits, args.cache, threads=args.threads, progress=not args.quiet, teacher=args.teacher)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
