@@ -8,8 +8,11 @@ For every judged query of a split, the embedded first stage's RRF top 50 is re-o
 gets that system's lowest score). ``a, b, c`` are chosen on the ``train`` split over a small grid,
 then applied unchanged to ``--eval`` (dev or test). It answers one question: how much of a
 re-ranker's possible gain is already in the first stage's scores, which RRF reduces to ranks.
+With ``--reranker DIR`` (repeatable) each model's standardised logit is added to the fused score,
+its weight chosen on the reported split itself (as ``train report`` chooses interpolation weights on
+dev): what a cross-encoder adds on top of the fusion.
 
-    python benches/fusion_probe.py --dataset ../shared/data/scifact --eval dev
+    python benches/fusion_probe.py --dataset ../shared/data/scifact --eval dev [--reranker DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder with qrels/train.tsv")
     parser.add_argument("--eval", default="dev", help="split to report (default: %(default)s)")
+    parser.add_argument("--reranker", type=Path, action="append", default=[], help="model directory whose logits join the fusion")
+    parser.add_argument("--threads", type=int, default=2, help="engine threads (default: %(default)s)")
     args = parser.parse_args()
     train, held = load_dataset(args.dataset, "train"), load_dataset(args.dataset, args.eval)
     first_stage = cached_index(train, progress=False)
@@ -80,6 +85,25 @@ def main() -> None:
     print("| order | MRR@10 |\n|---|---|")
     for label, weights in rows.items():
         print(f"| {label} | {mrr(held, fused_run(on_held, weights)):.3f} |")
+    for model_dir in args.reranker:
+        curve = with_reranker(held, on_held, best, model_dir, args.threads)
+        weight = max(curve, key=lambda w: (round(curve[w], 6), -w))
+        print(f"| fused + {weight:g} * z({model_dir} logit), weight chosen on {args.eval} | {curve[weight]:.3f} |")
+
+
+def with_reranker(dataset: Dataset, feats: Features, weights: tuple[float, float, float], model_dir: Path, threads: int) -> dict[float, float]:
+    """MRR@10 of the fused score plus w * the re-ranker's standardised logit, for each w of the grid."""
+    from lrt_rerank import CrossEncoder
+
+    encoder = CrossEncoder.load(str(model_dir), threads=threads)
+    logits = {qid: _z(np.asarray(encoder.score(dataset.queries[qid], [dataset.corpus[d].full_text for d in ids]), dtype=np.float64))
+              for qid, (ids, _) in feats.items()}
+    w = np.asarray(weights)
+    curve = {}
+    for extra in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0):
+        run = {qid: [ids[i] for i in np.argsort(-(w @ x + extra * logits[qid]), kind="stable")] for qid, (ids, x) in feats.items()}
+        curve[extra] = mrr(dataset, run)
+    return curve
 
 
 if __name__ == "__main__":
