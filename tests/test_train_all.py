@@ -122,6 +122,37 @@ def test_train_all_resumes_from_its_stages_and_cached_teacher_scores(factory_run
     assert (factory_run / "lrt-int8" / "card.json").is_file() and (factory_run / "report.json").is_file()
 
 
+def test_train_all_distils_the_fusion_teacher_and_measures_retention_against_it(factory_run: Path, tiny: Path, tmp_path: Path) -> None:
+    from lrt_rerank.train.factory import FUSION_LABEL
+    from lrt_rerank.train.fusion import FIRST_STAGE_GRID, TEACHER_GRID
+
+    run = tmp_path / "fusion"
+    args = [a for a in FACTORY_ARGS if a not in ("--teacher-cloze", "6")]
+    assert main(["train", "all", "--dataset", str(tiny), "--out", str(run), "--teacher", str(factory_run / "teacher"), "--teacher-fusion", *args]) == 0
+    fusion = json.loads((run / "fusion-teacher.json").read_text(encoding="utf-8"))
+    w = fusion["weights"]
+    assert {w["bm25"], w["dense"], w["prior"]} <= set(FIRST_STAGE_GRID) and w["teacher"] in TEACHER_GRID and w["bm25"] + w["dense"] + w["prior"] > 0
+    curve = fusion["dev_mrr@10_by_teacher_weight"]
+    assert curve[str(float(w["teacher"]))] == max(curve.values()), "the teacher's weight is the best of its dev curve"
+    student = json.loads((run / "lrt" / "lrt-train.json").read_text(encoding="utf-8"))
+    assert student["recipe"]["loop"]["prior_weight"] == w["prior"], "the student trains as a residual of the fusion's own prior"
+    card = json.loads((run / "lrt-fp32" / "card.json").read_text(encoding="utf-8"))
+    assert card["teacher"]["fusion"] == w
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["retention_of"] == FUSION_LABEL and report["fusion_teacher"] == fusion
+    for split in report["splits"].values():
+        rows = {row["system"]: row for row in split["rows"]}
+        first, teacher, lrt = rows["RRF first stage"], rows[f"+ {FUSION_LABEL}"], rows["+ LRT INT8"]
+        assert "rerank_p95_ms" not in teacher and "retention" not in teacher
+        gain = teacher["interpolated"]["MRR@10"] - first["MRR@10"]
+        expected = None if gain <= 1e-9 else (lrt["interpolated"]["MRR@10"] - first["MRR@10"]) / gain
+        got = lrt["retention"]["MRR@10"]["interpolated"]
+        assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-3)
+    dev = report["splits"]["tinysci/dev"]["rows"]
+    fused_dev = next(row for row in dev if row["system"] == f"+ {FUSION_LABEL}")
+    assert report["targets"]["teacher_gain_interpolated_mrr@10"] == pytest.approx(fused_dev["interpolated"]["MRR@10"] / dev[0]["MRR@10"] - 1, abs=1e-3)
+
+
 # ------------------------------------------------------------------------------ held-out queries
 def test_queries_file_overlapping_a_reported_split_is_refused(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lrt_rerank.datasets import DatasetError

@@ -132,6 +132,9 @@ def _register_all(tsub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                    "groups (clicked vs skipped-above) and more queries for the teacher to score; refused if it holds a dev or test query")
     p.add_argument("--teacher-cloze", type=int, default=d.teacher_cloze,
                    help="inverse-cloze groups from the corpus added to the teacher's judged ones (default: %(default)s)")
+    p.add_argument("--teacher-fusion", action="store_true",
+                   help="distil the fusion teacher: the teacher's z-scored logit plus the first stage's z-scored BM25 and dense scores, "
+                   "weights chosen on train (first stage) and dev (teacher); see docs/model-factory.md")
     p.add_argument("--layers", type=_layer_map, default=d.student_layers, help="teacher layers the student keeps (default: 0,5)")
     p.add_argument("--student-epochs", type=float, default=d.student_epochs, help="passes over the lists (default: %(default)s)")
     p.add_argument("--student-lr", type=float, default=d.student_lr, help="(default: %(default)s)")
@@ -158,7 +161,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     cfg = FactoryConfig(
         dataset=args.dataset, out=args.out, teacher=args.teacher, queries=args.queries, cache=args.cache, pseudo_queries=args.pseudo_queries,
         max_length=args.max_length, teacher_layers=args.teacher_layers, teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr,
-        teacher_cloze=args.teacher_cloze, clicks=args.clicks, dev_depth=args.dev_depth,
+        teacher_cloze=args.teacher_cloze, clicks=args.clicks, teacher_fusion=args.teacher_fusion, dev_depth=args.dev_depth,
         student_layers=args.layers, student_epochs=args.student_epochs, student_lr=args.student_lr, list_size=args.list_size,
         loss=args.loss, temperature=args.temperature, kd_weight=args.kd_weight, prior_weight=args.prior_weight, head_lr=args.head_lr,
         batch=args.batch, eval_every=args.eval_every, dev_queries=args.dev_queries, train_queries=args.train_queries,

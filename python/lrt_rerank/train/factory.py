@@ -9,12 +9,14 @@ Stages, each skipped when its output is already complete (so a stopped run resum
    (:mod:`lrt_rerank.train.lists`);
 3. **teacher scores** of every passage of every list, cached pair by pair in
    ``RUN/.candidates/teacher-scores.sqlite`` (``--cache DIR`` shares one cache, and the mined
-   candidates, between runs) (:mod:`lrt_rerank.train.score_cache`);
+   candidates, between runs) (:mod:`lrt_rerank.train.score_cache`); with ``--teacher-fusion`` the
+   student's teacher is the fusion of those scores with the first stage's BM25 and dense scores
+   (:mod:`lrt_rerank.train.fusion`, weights in ``RUN/fusion-teacher.json``);
 4. **student** (``RUN/lrt/``): a few layers fitted to those scores (listwise KL or Margin-MSE);
 5. **export**: ``RUN/lrt-fp32/`` and its INT8 copy ``RUN/lrt-int8/``;
 6. **report**: both models re-rank the RRF top 50 of dev (interpolation weights chosen there) and
    of test when the dataset has test qrels; ``RUN/report.json`` and ``RUN/report.md``, with the
-   student's retention of the teacher's gain.
+   student's retention of the teacher's gain (the fusion teacher's, with ``--teacher-fusion``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported only when the factory runs, so the CLI parses without the train extra
+    import numpy as np
+
+    from lrt_rerank.datasets import Dataset
+    from lrt_rerank.train.data import Candidates
+    from lrt_rerank.train.fusion import FusionWeights
+    from lrt_rerank.train.lists import QueryList
     from lrt_rerank.train.recipes import Recipe
+    from lrt_rerank.train.report import Derived
+    from lrt_rerank.train.teachers import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,8 @@ STUDENT_INT8 = "lrt-int8"
 REPORT = "report.json"
 TEACHER_LABEL = "teacher FP32"
 STUDENT_LABEL = "LRT INT8"
+FUSION_LABEL = "fusion teacher (BM25 + dense + teacher FP32)"
+FUSION_FILE = "fusion-teacher.json"
 
 
 @dataclass
@@ -56,6 +68,7 @@ class FactoryConfig:
     teacher_lr: float = 5e-5
     teacher_cloze: int = 0
     clicks: Path | None = None
+    teacher_fusion: bool = False
     student_layers: list[int] = field(default_factory=lambda: [0, 5])
     student_epochs: float = 1.0
     student_lr: float = 1e-4
@@ -192,20 +205,27 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     started = stage("teacher scores")
     teacher = open_teacher(checkpoint or teacher_dir, cfg.threads)  # a checkpoint's scores are keyed by its weights' sha256
     scores = score_lists(teacher, [(q.query, [passage_text(train, d) for d in q.doc_ids]) for q in lists], cache, cfg.threads, progress)
+    provenance = teacher.provenance()
+    student_cfg = cfg
+    fusion: FusionWeights | None = None
+    if cfg.teacher_fusion:
+        fusion, scores = fusion_teacher(cfg, train, train_cands, lists, scores, teacher, cache, progress)
+        provenance["fusion"] = fusion.to_json()
+        student_cfg = replace(cfg, prior_weight=fusion.prior)  # residual training on the fusion's own prior weight
     timings["teacher_scores"] = time.perf_counter() - started
 
     # 4. student
     started = stage("student")
     student = cfg.out / STUDENT_CKPT
     if not _done(student, "lrt-train.json"):
-        distill_lists(_student_recipe(cfg), checkpoint or teacher_dir, cfg.student_layers, lists, scores, cfg.list_size, progress)
+        distill_lists(_student_recipe(student_cfg), checkpoint or teacher_dir, cfg.student_layers, lists, scores, cfg.list_size, progress)
     timings["student"] = time.perf_counter() - started
 
     # 5. export
     started = stage("export")
     fp32 = cfg.out / STUDENT_FP32
     if not _done(fp32, "card.json"):
-        write_model_dir(student, fp32, STUDENT_FP32, cfg.max_length, {"teacher": teacher.provenance()})
+        write_model_dir(student, fp32, STUDENT_FP32, cfg.max_length, {"teacher": provenance})
     int8 = cfg.out / STUDENT_INT8
     if not _done(int8, "card.json"):
         quantize(fp32, int8)
@@ -213,7 +233,7 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
 
     # 6. report
     started = stage("report")
-    report = factory_report(cfg, teacher_dir, int8, cache, progress)
+    report = factory_report(cfg, teacher_dir, int8, cache, progress, fusion)
     timings["report"] = time.perf_counter() - started
     report["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     report["lists"] = json.loads((student / "lrt-train.json").read_text(encoding="utf-8")).get("lists")
@@ -222,29 +242,84 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, cache: Path, progress: bool) -> dict[str, Any]:
-    """The teacher and the LRT INT8 on dev (tuning) and test (when present), with retention and targets."""
-    from lrt_rerank.train.report import Split, build_report, markdown, write_card_figures
+def fusion_teacher(cfg: FactoryConfig, train: Dataset, train_cands: Candidates, lists: list[QueryList], scores: list[np.ndarray],
+                   teacher: Teacher, cache: Path, progress: bool) -> tuple[FusionWeights, list[np.ndarray]]:
+    """The fusion teacher's weights (first-stage ones on train's judged queries, the teacher's on dev; written to
+    ``RUN/fusion-teacher.json``) and its score for every passage of every list (:mod:`lrt_rerank.train.fusion`)."""
+    from tqdm.auto import tqdm
+
+    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.train.data import load_or_mine, passage_text
+    from lrt_rerank.train.fusion import choose_first_stage_weights, choose_teacher_weight, first_stage_features
+    from lrt_rerank.train.lists import RERANK_DEPTH
+    from lrt_rerank.train.teachers import score_lists
+
+    first_stage = cached_index(train, progress=progress)
+    on_train = {q: (ids[:RERANK_DEPTH], first_stage_features(first_stage, train.queries[q], ids[:RERANK_DEPTH])) for q, ids in train_cands.ids.items()}
+    base, train_mrr = choose_first_stage_weights(train.qrels, on_train)
+    dev, dev_cands = load_or_mine(cfg.dataset, "dev", cache, progress)
+    dev_ids = {q: ids[:RERANK_DEPTH] for q, ids in dev_cands.ids.items()}
+    dev_logits = score_lists(teacher, [(dev.queries[q], [passage_text(dev, d) for d in ids]) for q, ids in dev_ids.items()], cache, cfg.threads, progress)
+    on_dev = {q: (ids, first_stage_features(first_stage, dev.queries[q], ids)) for q, ids in dev_ids.items()}
+    weights, curve = choose_teacher_weight(dev.qrels, on_dev, dict(zip(dev_ids, dev_logits)), base)
+    record = {"weights": weights.to_json(), "first_stage_weights_chosen_on": f"{cfg.dataset.name}/train", "train_mrr@10_without_teacher": round(train_mrr, 4),
+              "teacher_weight_chosen_on": f"{cfg.dataset.name}/dev", "dev_mrr@10_by_teacher_weight": {str(k): round(v, 4) for k, v in curve.items()}}
+    (cfg.out / FUSION_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    logger.info("fusion teacher %s (train MRR@10 without the teacher %.4f; dev by teacher weight %s)", weights, train_mrr, record["dev_mrr@10_by_teacher_weight"])
+    targets = [weights.target(first_stage_features(first_stage, q.query, q.doc_ids), s)
+               for q, s in tqdm(list(zip(lists, scores)), desc="fusion teacher", unit="list", disable=not progress)]
+    return weights, targets
+
+
+def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, cache: Path, progress: bool,
+                   fusion: FusionWeights | None = None) -> dict[str, Any]:
+    """The teacher (and the fusion teacher, when given) and the LRT INT8 on dev (tuning) and test (when present),
+    with the LRT's retention of the gain of the teacher it was distilled from, and the targets."""
+    from lrt_rerank.train.report import Derived, Split, build_report, markdown, write_card_figures
 
     splits = [Split(cfg.dataset, "dev", "tune")]
     if (cfg.dataset / "qrels" / "test.tsv").is_file():
         splits.append(Split(cfg.dataset, "test", "test"))
     models = {TEACHER_LABEL: teacher_dir, STUDENT_LABEL: student_dir}
-    report = build_report(models, splits, cache, threads=cfg.threads, progress=progress, teacher=TEACHER_LABEL)
+    derived: dict[str, Derived] = {}
+    if fusion is not None:
+        derived[FUSION_LABEL] = _fusion_system(cfg, fusion)
+    report = build_report(models, splits, cache, threads=cfg.threads, progress=progress,
+                          teacher=FUSION_LABEL if fusion is not None else TEACHER_LABEL, derived=derived)
+    if fusion is not None:
+        report["fusion_teacher"] = json.loads((cfg.out / FUSION_FILE).read_text(encoding="utf-8"))
     for label, path in models.items():
         if path.resolve().is_relative_to(cfg.out.resolve()):  # never rewrite the card of a teacher brought from elsewhere
             write_card_figures(path, label, report)
-    report["targets"] = targets(report)
+    report["targets"] = targets(report, FUSION_LABEL if fusion is not None else TEACHER_LABEL)
     (cfg.out / "report.md").write_text(markdown(report), encoding="utf-8")
     return report
 
 
-def targets(report: dict[str, Any]) -> dict[str, Any]:
-    """The distillation targets read off the tuning split: retention (interpolated MRR@10), the
-    teacher's gain over the first stage, the LRT's size and its p95 against the teacher's."""
+def _fusion_system(cfg: FactoryConfig, fusion: FusionWeights) -> Derived:
+    """The fusion teacher as a report system: its score from the first stage's scores and the teacher FP32's logits."""
+    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.datasets import load_dataset
+    from lrt_rerank.train.fusion import first_stage_features
+    from lrt_rerank.train.report import DEPTH
+
+    first_stage = cached_index(load_dataset(cfg.dataset, "train"), progress=False)
+
+    def score(dataset: Dataset, candidates: Candidates, logits: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {q: fusion.target(first_stage_features(first_stage, dataset.queries[q], candidates.ids[q][:DEPTH]), row)
+                for q, row in logits[TEACHER_LABEL].items()}
+
+    return score
+
+
+def targets(report: dict[str, Any], teacher_label: str = TEACHER_LABEL) -> dict[str, Any]:
+    """The distillation targets read off the tuning split: retention (interpolated MRR@10), the gain over the
+    first stage of the teacher the LRT learnt from (``teacher_label``), the LRT's size and its p95 against the
+    teacher FP32's (a fusion teacher costs the same plus the first stage's scores, already at hand)."""
     tune = next(data for data in report["splits"].values() if data["role"] == "tune")
     rows = {row["system"]: row for row in tune["rows"]}
-    first, teacher, student = rows["RRF first stage"], rows[f"+ {TEACHER_LABEL}"], rows[f"+ {STUDENT_LABEL}"]
+    first, teacher, student = rows["RRF first stage"], rows[f"+ {teacher_label}"], rows[f"+ {STUDENT_LABEL}"]
+    engine_teacher = rows[f"+ {TEACHER_LABEL}"]
     gain = teacher["interpolated"]["MRR@10"] / first["MRR@10"] - 1.0 if first["MRR@10"] else float("nan")
     return {
         "split": next(k for k, d in report["splits"].items() if d["role"] == "tune"),
@@ -254,6 +329,6 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         "teacher_gain_target": 0.05,
         "lrt_parameters": student.get("parameters"),
         "lrt_parameters_target": 16_000_000,
-        "p95_ratio_lrt_to_teacher": round(student["rerank_p95_ms"] / teacher["rerank_p95_ms"], 3) if teacher["rerank_p95_ms"] else None,
+        "p95_ratio_lrt_to_teacher": round(student["rerank_p95_ms"] / engine_teacher["rerank_p95_ms"], 3) if engine_teacher["rerank_p95_ms"] else None,
         "p95_ratio_target": round(1 / 3, 3),
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,24 @@ def interleaved_logits(
 
 
 def _model_row(label: str, card: dict[str, Any], dataset: Dataset, candidates: Candidates, logits: dict[str, np.ndarray],
-               timings: list[float], weight: float) -> dict[str, Any]:
-    p = latency_percentiles(timings)
-    return {
+               timings: list[float] | None, weight: float) -> dict[str, Any]:
+    """A system's figures; latency and size only for engine models (``timings`` given)."""
+    row: dict[str, Any] = {
         "system": f"+ {label}",
         **_round(metrics_for(dataset, reranked_run(candidates, logits, 0.0))),
         "interpolated": {"weight": weight, **_round(metrics_for(dataset, reranked_run(candidates, logits, weight)))},
-        "rerank_p50_ms": round(p[50], 1),
-        "rerank_p95_ms": round(p[95], 1),
-        "rerank_p99_ms": round(p[99], 1),
-        "parameters": card.get("parameters"),
-        "layers": card.get("layers"),
-        "max_length": card.get("max_length"),
     }
+    if timings is not None:
+        p = latency_percentiles(timings)
+        row.update({
+            "rerank_p50_ms": round(p[50], 1),
+            "rerank_p95_ms": round(p[95], 1),
+            "rerank_p99_ms": round(p[99], 1),
+            "parameters": card.get("parameters"),
+            "layers": card.get("layers"),
+            "max_length": card.get("max_length"),
+        })
+    return row
 
 
 def retention(first: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -146,16 +152,23 @@ def add_intervals(rows: list[dict[str, Any]], first: np.ndarray, per_query: dict
             row["retention"]["MRR@10"]["interpolated_ci95"] = _interval(gains[label][up] / lift[up]) if sure else None
 
 
+Derived = Callable[[Dataset, Candidates, dict[str, dict[str, np.ndarray]]], dict[str, np.ndarray]]
+
+
 def build_report(
     models: dict[str, Path], splits: list[Split], cache_dir: Path, threads: int | None = None, progress: bool = True,
-    teacher: str | None = None,
+    teacher: str | None = None, derived: dict[str, Derived] | None = None,
 ) -> dict[str, Any]:
     """Figures for every model on every split; the "tune" split must come first (it sets the weights).
-    With ``teacher`` (one of the labels) every other model's rows gain its :func:`retention`."""
+    ``derived`` systems score a split from its candidates and the models' logits (e.g. the fusion teacher
+    of :mod:`lrt_rerank.train.fusion`); they get the same rows, without latency or size.
+    With ``teacher`` (one of the labels) every other system's rows gain its :func:`retention`."""
+    derived = derived or {}
+    labels = [*models, *derived]
     if not splits or splits[0].role != "tune":
         raise ValueError("the first split must be the tuning split (role 'tune'), where interpolation weights are chosen")
-    if teacher is not None and teacher not in models:
-        raise ValueError(f"teacher {teacher!r} is not one of the models {list(models)}")
+    if teacher is not None and teacher not in labels:
+        raise ValueError(f"teacher {teacher!r} is not one of the systems {labels}")
     cards = {label: json.loads((path / "card.json").read_text(encoding="utf-8")) for label, path in models.items()}
     report: dict[str, Any] = {
         "protocol": f"re-rank the RRF(BM25, dense) top-{DEPTH} of the embedded first stage; interpolation "
@@ -163,27 +176,30 @@ def build_report(
         f"{list(WEIGHT_GRID)}; latency = one CrossEncoder.score call on a query's {DEPTH} passages, models interleaved",
         "threads": threads,
         "models": {label: {"dir": str(path), "sha256": cards[label].get("sha256")} for label, path in models.items()},
+        "retention_of": teacher,
         "weights": {},
         "splits": {},
     }
     for split in splits:
         dataset, candidates = load_or_mine(split.dataset, split.split, cache_dir, progress)
         logits, timings = interleaved_logits(models, dataset, candidates, threads, progress)
+        for label, score in derived.items():
+            logits[label] = score(dataset, candidates, logits)
         if split.role == "tune":
-            for label in models:
+            for label in labels:
                 weight, curve = best_weight(dataset, candidates, logits[label])
                 report["weights"][label] = {"weight": weight, "chosen_on": split.key, "curve": {str(k): round(v, 4) for k, v in curve.items()}}
         rows = [{"system": "RRF first stage", **_round(metrics_for(dataset, candidates.ids))}]
-        for label in models:
-            rows.append(_model_row(label, cards[label], dataset, candidates, logits[label], timings[label], report["weights"][label]["weight"]))
+        for label in labels:
+            rows.append(_model_row(label, cards.get(label, {}), dataset, candidates, logits[label], timings.get(label), report["weights"][label]["weight"]))
         if teacher is not None:
-            by_label = dict(zip(models, rows[1:]))
+            by_label = dict(zip(labels, rows[1:]))
             for label, row in by_label.items():
                 if label != teacher:
                     row["retention"] = retention(rows[0], by_label[teacher], row)
         first_run = {qid: candidates.ids[qid] for qid in logits[next(iter(models))]}
         add_intervals(rows, per_query_mrr(dataset, first_run), {
-            label: per_query_mrr(dataset, reranked_run(candidates, logits[label], report["weights"][label]["weight"])) for label in models
+            label: per_query_mrr(dataset, reranked_run(candidates, logits[label], report["weights"][label]["weight"])) for label in labels
         }, teacher)
         report["splits"][split.key] = {"role": split.role, "queries": len(candidates.ids), "rows": rows}
         logger.info("%s: %s", split.key, json.dumps(rows))
