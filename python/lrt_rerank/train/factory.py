@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # torch is imported only when the factory runs, so the CLI pa
     import numpy as np
 
     from lrt_rerank.datasets import Dataset
+    from lrt_rerank.first_stage.base import FirstStage
     from lrt_rerank.train.data import Candidates
     from lrt_rerank.train.fusion import FusionWeights
     from lrt_rerank.train.lists import QueryList
@@ -197,8 +199,10 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
             seen.add(text)
             fresh.append((source, text))
     unlabelled = fresh
+    first_stage = cached_index(train, progress=progress) if unlabelled or cfg.teacher_fusion else None
     if unlabelled:
-        lists += mine_lists(cached_index(train, progress=progress), unlabelled, progress=progress)
+        assert first_stage is not None
+        lists += mine_lists(first_stage, unlabelled, progress=progress)
     timings["lists"] = time.perf_counter() - started
 
     # 3. teacher scores
@@ -207,11 +211,13 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     scores = score_lists(teacher, [(q.query, [passage_text(train, d) for d in q.doc_ids]) for q in lists], cache, cfg.threads, progress)
     provenance = teacher.provenance()
     student_cfg = cfg
-    fusion: FusionWeights | None = None
+    fusion: tuple[FusionWeights, FirstStage] | None = None
     if cfg.teacher_fusion:
-        fusion, scores = fusion_teacher(cfg, train, train_cands, lists, scores, teacher, cache, progress)
-        provenance["fusion"] = fusion.to_json()
-        student_cfg = replace(cfg, prior_weight=fusion.prior)  # residual training on the fusion's own prior weight
+        assert first_stage is not None
+        weights, scores = fusion_teacher(cfg, train, train_cands, first_stage, lists, scores, teacher, cache, progress)
+        fusion = (weights, first_stage)
+        provenance["fusion"] = weights.to_json()
+        student_cfg = replace(cfg, prior_weight=weights.prior)  # residual training on the fusion's own prior weight
     timings["teacher_scores"] = time.perf_counter() - started
 
     # 4. student
@@ -242,20 +248,27 @@ def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def fusion_teacher(cfg: FactoryConfig, train: Dataset, train_cands: Candidates, lists: list[QueryList], scores: list[np.ndarray],
-                   teacher: Teacher, cache: Path, progress: bool) -> tuple[FusionWeights, list[np.ndarray]]:
+def fusion_teacher(cfg: FactoryConfig, train: Dataset, train_cands: Candidates, first_stage: FirstStage, lists: list[QueryList],
+                   scores: list[np.ndarray], teacher: Teacher, cache: Path, progress: bool) -> tuple[FusionWeights, list[np.ndarray]]:
     """The fusion teacher's weights (first-stage ones on train's judged queries, the teacher's on dev; written to
     ``RUN/fusion-teacher.json``) and its score for every passage of every list (:mod:`lrt_rerank.train.fusion`)."""
     from tqdm.auto import tqdm
 
-    from lrt_rerank.commands.pipeline import cached_index
     from lrt_rerank.train.data import load_or_mine, passage_text
     from lrt_rerank.train.fusion import choose_first_stage_weights, choose_teacher_weight, first_stage_features
     from lrt_rerank.train.lists import RERANK_DEPTH
     from lrt_rerank.train.teachers import score_lists
 
-    first_stage = cached_index(train, progress=progress)
-    on_train = {q: (ids[:RERANK_DEPTH], first_stage_features(first_stage, train.queries[q], ids[:RERANK_DEPTH])) for q, ids in train_cands.ids.items()}
+    found: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+
+    def features(query: str, ids: Sequence[str]) -> np.ndarray:
+        """Each (query, list) searched once: train queries' lists are both where weights are chosen and trained on."""
+        key = (query, tuple(ids))
+        if key not in found:
+            found[key] = first_stage_features(first_stage, query, ids)
+        return found[key]
+
+    on_train = {q: (ids[:RERANK_DEPTH], features(train.queries[q], ids[:RERANK_DEPTH])) for q, ids in train_cands.ids.items()}
     base, train_mrr = choose_first_stage_weights(train.qrels, on_train)
     dev, dev_cands = load_or_mine(cfg.dataset, "dev", cache, progress)
     dev_ids = {q: ids[:RERANK_DEPTH] for q, ids in dev_cands.ids.items()}
@@ -266,15 +279,16 @@ def fusion_teacher(cfg: FactoryConfig, train: Dataset, train_cands: Candidates, 
               "teacher_weight_chosen_on": f"{cfg.dataset.name}/dev", "dev_mrr@10_by_teacher_weight": {str(k): round(v, 4) for k, v in curve.items()}}
     (cfg.out / FUSION_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("fusion teacher %s (train MRR@10 without the teacher %.4f; dev by teacher weight %s)", weights, train_mrr, record["dev_mrr@10_by_teacher_weight"])
-    targets = [weights.target(first_stage_features(first_stage, q.query, q.doc_ids), s)
+    targets = [weights.target(features(q.query, q.doc_ids), s)
                for q, s in tqdm(list(zip(lists, scores)), desc="fusion teacher", unit="list", disable=not progress)]
     return weights, targets
 
 
 def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, cache: Path, progress: bool,
-                   fusion: FusionWeights | None = None) -> dict[str, Any]:
-    """The teacher (and the fusion teacher, when given) and the LRT INT8 on dev (tuning) and test (when present),
-    with the LRT's retention of the gain of the teacher it was distilled from, and the targets."""
+                   fusion: tuple[FusionWeights, FirstStage] | None = None) -> dict[str, Any]:
+    """The teacher (and the fusion teacher, when given with the first stage it reads) and the LRT INT8 on dev
+    (tuning) and test (when present), with the LRT's retention of the gain of the teacher it was distilled
+    from, and the targets."""
     from lrt_rerank.train.report import Derived, Split, build_report, markdown, write_card_figures
 
     splits = [Split(cfg.dataset, "dev", "tune")]
@@ -283,7 +297,7 @@ def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, cac
     models = {TEACHER_LABEL: teacher_dir, STUDENT_LABEL: student_dir}
     derived: dict[str, Derived] = {}
     if fusion is not None:
-        derived[FUSION_LABEL] = _fusion_system(cfg, fusion)
+        derived[FUSION_LABEL] = _fusion_system(*fusion)
     report = build_report(models, splits, cache, threads=cfg.threads, progress=progress,
                           teacher=FUSION_LABEL if fusion is not None else TEACHER_LABEL, derived=derived)
     if fusion is not None:
@@ -296,14 +310,10 @@ def factory_report(cfg: FactoryConfig, teacher_dir: Path, student_dir: Path, cac
     return report
 
 
-def _fusion_system(cfg: FactoryConfig, fusion: FusionWeights) -> Derived:
+def _fusion_system(fusion: FusionWeights, first_stage: FirstStage) -> Derived:
     """The fusion teacher as a report system: its score from the first stage's scores and the teacher FP32's logits."""
-    from lrt_rerank.commands.pipeline import cached_index
-    from lrt_rerank.datasets import load_dataset
     from lrt_rerank.train.fusion import first_stage_features
     from lrt_rerank.train.report import DEPTH
-
-    first_stage = cached_index(load_dataset(cfg.dataset, "train"), progress=False)
 
     def score(dataset: Dataset, candidates: Candidates, logits: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {q: fusion.target(first_stage_features(first_stage, dataset.queries[q], candidates.ids[q][:DEPTH]), row)
