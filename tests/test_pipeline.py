@@ -143,7 +143,7 @@ def test_empty_query_returns_nothing_without_searching(query: str) -> None:
 
 @pytest.mark.parametrize("scorer", [BrokenScorer(), BrokenScorer(np.array([1.0])), BrokenScorer(np.full(50, np.nan))])
 def test_reranker_failure_returns_first_stage_order(scorer: BrokenScorer, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="lrt_rerank.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="lrt_rerank.rerank"):
         result = Pipeline(ListFirstStage(100), scorer, rerank_depth=50).run("q", k=100)
     assert [h.id for h in result.hits] == [f"doc{i}" for i in range(100)]
     assert result.status is RerankStatus.FAILED and result.reranked == 0
@@ -174,7 +174,7 @@ def test_budget_reranks_what_fits_and_flags_the_rest() -> None:
 
 
 def test_cold_pipeline_probes_before_spending_its_budget() -> None:
-    from lrt_rerank.pipeline import PROBE_PASSAGES
+    from lrt_rerank.rerank.budget import PROBE_PASSAGES
 
     scorer = LengthScorer(delay_s=0.02)  # 20 ms per passage, unknown to a fresh pipeline
     result = Pipeline(ListFirstStage(100), scorer, rerank_depth=50, chunk_size=16).run("q", k=100, budget_ms=100)

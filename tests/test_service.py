@@ -25,8 +25,10 @@ import pytest
 from fastapi.testclient import TestClient
 from lrt_rerank import CrossEncoder, ModelError
 from lrt_rerank.commands.serve import register
-from lrt_rerank.service.app import ServiceSettings, create_app, resolve_model_dir
-from lrt_rerank.service.cache import KEY_PREFIX
+from lrt_rerank.service.app import create_app
+from lrt_rerank.service.engine import resolve_model_dir
+from lrt_rerank.service.settings import ServiceSettings
+from lrt_rerank.rerank.tiers import KEY_PREFIX
 from lrt_rerank.service.schemas import CohereRerankResponse, CohereResult
 from prometheus_client.parser import text_string_to_metric_families
 from service_fixtures import API_KEY, RedisServer, ServeProcess

@@ -19,8 +19,9 @@ from service_fixtures import RedisServer, ServeProcess, metric
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.models.store import file_sha256
-from lrt_rerank.service.app import RETRY_AFTER_S
-from lrt_rerank.service.cache import RedisScoreTier, RedisSettings, redis_key
+from lrt_rerank.service.engine import RETRY_AFTER_S
+from lrt_rerank.rerank.redis_tier import RedisScoreTier, RedisSettings
+from lrt_rerank.rerank.tiers import tier_key
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +170,7 @@ def test_a_corrupt_redis_value_is_a_miss_and_is_overwritten(
     docs = ["not a float", "nan", "infinity", "bytes", "a good value"]
     stored = [b"not a float", b"nan", b"-inf", b"\xff\xfe\x00", b"123.5"]
     client = redis_server.client()
-    keys = [redis_key(fingerprint, query, d) for d in docs]
+    keys = [tier_key(fingerprint, query, d) for d in docs]
     for key, value in zip(keys, stored, strict=True):
         client.set(key, value, ex=600)
     before = httpx.get(small_rerank_server.url + "/metrics").text

@@ -19,12 +19,11 @@ from lrt_rerank.opensearch.pipeline import (
     uninstall_pipeline,
 )
 from lrt_rerank.opensearch.remote import RemoteReranker, RemoteRerankError
-from lrt_rerank.opensearch.searcher import HybridResult, HybridSearcher, SearchHit, search_server_side
+from lrt_rerank.opensearch.searcher import HybridSearcher, search_server_side
 
 __all__ = [
     "RERANK_PIPELINE",
     "RRF_PIPELINE",
-    "HybridResult",
     "HybridSearcher",
     "IndexReport",
     "IndexingError",
@@ -32,7 +31,6 @@ __all__ = [
     "PipelineError",
     "RemoteRerankError",
     "RemoteReranker",
-    "SearchHit",
     "connect",
     "ensure_rrf_pipeline",
     "index_documents",

@@ -1,13 +1,9 @@
-"""Two-tier score cache of the rerank service.
+"""The shared score tier in Redis (redis-py; the ``serve`` extra), for every replica and worker.
 
-Tier 1 is the in-process Rust ``ScoreCache``: every request of a process shares it (the
-``CrossEncoder`` itself runs without a cache; :class:`TwoTierScorer` consults the tiers in
-order). Tier 2 is optional Redis (redis-py), shared by every replica and worker. Both are
-keyed by the core's hash of (model fingerprint, query, passage).
-
-Redis is best effort: on any Redis error the request goes on as a cache miss, and Redis is
-left alone for a back-off period (doubling up to a cap) so a dead or slow Redis costs at most
-one short socket timeout per period instead of one per request.
+Scores are stored as float text under :func:`lrt_rerank.rerank.tiers.tier_key` keys with a TTL.
+Redis is best effort: on any Redis error the call goes on as a cache miss, and Redis is left alone
+for a back-off period (doubling up to a cap), so a dead or slow Redis costs at most one short
+socket timeout per period instead of one per request.
 """
 
 from __future__ import annotations
@@ -19,17 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from lrt_rerank import CrossEncoder, ScoreCache
-from lrt_rerank._core import cache_key
-
 log = logging.getLogger(__name__)
-
-KEY_PREFIX = b"lrt-rerank:score:"
 
 
 @dataclass(frozen=True)
@@ -41,13 +31,8 @@ class RedisSettings:
     backoff_max_s: float = 30.0
 
 
-def redis_key(fingerprint: str, query: str, passage: str) -> bytes:
-    """Redis key of one score: the core's (fingerprint, query, passage) hash under a prefix."""
-    return KEY_PREFIX + cache_key(fingerprint, query, passage).encode("ascii")
-
-
 class RedisScoreTier:
-    """Scores in Redis, as float text under :func:`redis_key` keys with a TTL. Thread-safe.
+    """Scores in Redis, as float text under :func:`~lrt_rerank.rerank.tiers.tier_key` keys with a TTL. Thread-safe.
 
     ``clock`` (seconds, monotonic) times the back-off periods.
     """
@@ -132,43 +117,3 @@ def _parse_score(value: bytes | None) -> float | None:
     except ValueError:
         return None
     return score if math.isfinite(score) else None
-
-
-class TwoTierScorer:
-    """Scores passages from the in-process cache, then Redis (when configured), then the model.
-
-    Scores found in Redis are copied into the in-process cache; scores the model computes go
-    into both tiers.
-    """
-
-    def __init__(self, encoder: CrossEncoder, local: ScoreCache, redis_tier: RedisScoreTier | None) -> None:
-        self.encoder = encoder
-        self.local = local
-        self.redis = redis_tier
-
-    def score(self, query: str, passages: list[str]) -> np.ndarray:
-        """Raw logits (float32) in input order."""
-        fp = self.encoder.fingerprint
-        found: list[float | None] = list(self.local.get_many(fp, query, passages))
-        missing = [i for i, s in enumerate(found) if s is None]
-        keys: list[bytes] = []
-        if missing and self.redis is not None:
-            keys = [redis_key(fp, query, passages[i]) for i in missing]
-            remote = self.redis.get_many(keys)
-            hits = [(i, s) for i, s in zip(missing, remote, strict=True) if s is not None]
-            if hits:
-                self.local.put_many(fp, query, [passages[i] for i, _ in hits], [s for _, s in hits])
-                for i, s in hits:
-                    found[i] = s
-                keys = [k for k, s in zip(keys, remote, strict=True) if s is None]
-                missing = [i for i in missing if found[i] is None]
-        if missing:
-            texts = [passages[i] for i in missing]
-            fresh = self.encoder.score(query, texts)
-            values = fresh.tolist()
-            self.local.put_many(fp, query, texts, values)
-            if self.redis is not None:
-                self.redis.put_many(keys, values)
-            for i, s in zip(missing, values, strict=True):
-                found[i] = s
-        return np.array(found, dtype=np.float32)

@@ -1,0 +1,162 @@
+"""The service's engine: the loaded model, its cache tiers, and scoring through the re-ranking core.
+
+The cache tiers (in-process and Redis) hold raw logits; the core calibrates after the lookup, so a
+cached score is calibrated exactly like a fresh one. A request whose scoring fails (an ONNX Runtime
+error, a model output that does not fit) is answered 503 with a ``Retry-After`` header and counted
+in ``lrt_rerank_scoring_errors_total``; the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+from fastapi import HTTPException, Response
+
+from lrt_rerank import CrossEncoder, ModelError, ScoreCache
+from lrt_rerank.first_stage.base import Candidate
+from lrt_rerank.models import store
+from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult
+from lrt_rerank.rerank.redis_tier import RedisScoreTier, RedisSettings
+from lrt_rerank.service.metrics import ServiceMetrics
+from lrt_rerank.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+"""Seconds a client is asked to wait (``Retry-After``) after a 503."""
+
+EncoderLoader = Callable[[], CrossEncoder]
+
+
+def unavailable(detail: str) -> HTTPException:
+    """A 503 with a ``Retry-After`` header; FastAPI answers it as ``{"detail": ...}``."""
+    return HTTPException(status_code=503, detail=detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def resolve_model_dir(model: str) -> Path:
+    """The cross-encoder source for ``--model``: "default" (built on first use), a model directory or a
+    Hugging Face snapshot folder. Only resolved here: what the folder holds is ``CrossEncoder.load``'s to
+    judge (it reads model directories and imports snapshots), so a folder without card.json is not
+    rejected here."""
+    path = store.resolve_model_dir(model, "cross-encoder")
+    if not path.is_dir():
+        raise ModelError(
+            f"{path}: not a directory (--model must be a model directory, a Hugging Face snapshot or 'default')"
+        )
+    return path
+
+
+def default_loader(settings: ServiceSettings) -> EncoderLoader:
+    def load() -> CrossEncoder:
+        return CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=settings.threads)
+
+    return load
+
+
+class Engine:
+    """The loaded model, its caches and the scoring entry point of one process."""
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics, loader: EncoderLoader) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cache = ScoreCache(capacity=settings.cache_capacity)
+        self._loader = loader
+        self.core: RerankCore | None = None
+        self.load_error: str | None = None
+        self.limiter = anyio.CapacityLimiter(settings.max_concurrent_scoring)
+        self._redis: RedisScoreTier | None = None
+        self.encoder: CrossEncoder | None = None
+        self._scoring_lock = threading.Lock()
+        self._scoring = 0
+        self._scoring_peak = 0
+        metrics.scoring_slots.set(settings.max_concurrent_scoring)
+
+    def load(self) -> None:
+        """Load the model (blocking; runs in a worker thread)."""
+        try:
+            encoder = self._loader()
+            if self.settings.redis_url:
+                self._redis = RedisScoreTier(
+                    RedisSettings(
+                        url=self.settings.redis_url,
+                        ttl_s=self.settings.redis_ttl_s,
+                        socket_timeout_s=self.settings.redis_timeout_s,
+                        backoff_initial_s=self.settings.redis_backoff_s,
+                    )
+                )
+            core = RerankCore(encoder, depth=self.settings.max_documents, cache=self.cache, shared=self._redis)
+        except Exception as err:  # reported by /health and the log; the process keeps answering 503
+            self.load_error = f"{type(err).__name__}: {err}"
+            log.exception("loading the model failed")
+            return
+        self.metrics.set_model(encoder.name, encoder.fingerprint, encoder.max_length)
+        self.encoder = encoder
+        self.core = core
+        log.info("model %s (sha256 %s) loaded from %s", encoder.name, encoder.fingerprint, encoder.model_dir)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+    def _rerank(
+        self, query: str, passages: list[str], top_n: int | None, first_stage_order: bool, queued_at: float
+    ) -> tuple[SearchResult, float]:
+        """The core's result and the seconds waited for a scoring slot (runs holding a slot)."""
+        assert self.core is not None
+        waited = time.perf_counter() - queued_at
+        with self._scoring_lock:
+            self._scoring += 1
+            self._scoring_peak = max(self._scoring_peak, self._scoring)
+            self.metrics.scoring_in_progress_peak.set(self._scoring_peak)
+        self.metrics.scoring_in_progress.inc()
+        candidates = [Candidate(str(i), 0.0, i + 1) for i in range(len(passages))]
+        try:
+            result = self.core.rerank(query, candidates, passages, top_n=top_n, interpolate=first_stage_order)
+        finally:
+            self.metrics.scoring_in_progress.dec()
+            with self._scoring_lock:
+                self._scoring -= 1
+        redis_stats = self._redis.stats() if self._redis is not None else None
+        c = self.cache
+        local = {"hits": c.hits, "misses": c.misses, "evictions": c.evictions, "len": len(c)}
+        self.metrics.mirror_cache(local, redis_stats)
+        return result, waited
+
+    async def rank(
+        self, query: str, passages: list[str], top_n: int | None, raw_scores: bool, response: Response, first_stage_order: bool = False
+    ) -> list[tuple[int, float]]:
+        """(index, score) pairs, best first (ties by index), at most ``top_n`` of them.
+
+        The order follows the logit, or with ``first_stage_order`` (the passages are in first-stage
+        order) the card's interpolation of the logit with that order (:func:`lrt_rerank.interpolation.combine`).
+        The score is the calibrated probability of the logit (:attr:`CrossEncoder.calibration`), also
+        under ``first_stage_order``; with ``raw_scores`` it is the value that sets the order.
+        """
+        if self.core is None:
+            raise unavailable("model not loaded yet")
+        self.metrics.batch_size.observe(len(passages))
+        if not passages:
+            return []
+        result, queued = await anyio.to_thread.run_sync(
+            self._rerank, query, passages, top_n, first_stage_order, time.perf_counter(), limiter=self.limiter
+        )
+        if result.status is RerankStatus.FAILED:  # the request gets a 503 and the process goes on serving
+            error_type = result.error_type or "Exception"
+            self.metrics.scoring_errors.labels(error=error_type).inc()
+            log.error("scoring %d documents failed: %s", len(passages), result.error)
+            raise unavailable(f"scoring failed ({error_type}); retry later")
+        scoring = result.rerank_ms / 1000.0
+        self.metrics.score_seconds.observe(scoring)
+        response.headers["Server-Timing"] = f"queue;dur={queued * 1000:.3f}, score;dur={result.rerank_ms:.3f}"
+        # At most 9 significant digits: enough to round-trip a float32 score exactly, and short
+        # enough that OpenSearch ml-commons' JSON parser reads a Double, not a BigDecimal (a
+        # number over 18 characters breaks its Cohere rerank post-process function).
+        return [
+            (hit.first_stage_rank - 1, float(f"{(hit.score if raw_scores or hit.relevance is None else hit.relevance):.9g}"))
+            for hit in result.hits
+        ]
