@@ -1,4 +1,9 @@
-"""The ``lrt-rerank`` command line: each area registers its sub-commands from lrt_rerank.commands."""
+"""The ``lrt-rerank`` command line: each area registers its sub-commands from lrt_rerank.commands.
+
+A command whose optional dependencies are missing fails here, in one line naming the extra that
+installs them (:mod:`lrt_rerank.extras`), whether it was found missing while registering the command
+or while running it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,21 @@ import logging
 import sys
 
 from lrt_rerank import LrtError, __version__
+from lrt_rerank.extras import MissingExtra, as_missing_extra
 
 #: Modules under lrt_rerank.commands, each with ``register(subparsers)``.
 COMMAND_MODULES = ("models", "pipeline", "serve", "opensearch", "stack", "train")
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, name: str, missing: MissingExtra) -> None:
+    """A command whose module cannot be imported without an extra: listed, and naming the extra when run."""
+    parser = sub.add_parser(name, help=f"(not installed: {missing})", add_help=False)
+    parser.add_argument("arguments", nargs=argparse.REMAINDER)
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise missing
+
+    parser.set_defaults(func=unavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,11 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"lrt_rerank.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lrt_rerank.commands.{name}":
+            module.register(sub)
+        except ImportError as exc:
+            if isinstance(exc, ModuleNotFoundError) and exc.name == f"lrt_rerank.commands.{name}":
+                continue
+            missing = as_missing_extra(exc)
+            if missing is None:
                 raise
-            continue
-        module.register(sub)
+            _register_unavailable(sub, name, missing)
     return parser
 
 
@@ -43,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except (LrtError, ValueError, FileNotFoundError) as exc:
         print(f"lrt-rerank {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:
+        missing = as_missing_extra(exc)
+        if missing is None:
+            raise
+        print(f"lrt-rerank {args.command}: {missing}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from lrt_rerank.commands.pipeline import add_dense_model_arg
-from lrt_rerank.models.store import CARD, KINDS, ModelCard, build_minilm_model, default_model_dir
+from lrt_rerank.models.resolve import default_model_dir
+from lrt_rerank.models.store import CARD, KINDS, ModelCard
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from lrt_rerank.models.minilm import build_minilm_model
+
     out = build_minilm_model(args.out, args.kind, num_layers=args.layers, max_length=args.max_length, seed=args.seed)
     print(out)
     return 0

@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import wraps
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lrt_rerank.bundled import BUNDLED_DATASET as DEMO_DATASET
+from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
+from lrt_rerank.extras import require
 from lrt_rerank.first_stage.base import FirstStage
-from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
+from lrt_rerank.first_stage.embedded import EmbeddedFirstStage, IndexFormatError
+from lrt_rerank.first_stage.index_cache import cache_home, cached_index, corpus_digest
+from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_first_stage
 from lrt_rerank.interpolation import card_weight, resolve_weight
-from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES, dense_model_dir, file_sha256, model_home
-from lrt_rerank.pipeline import Pipeline, Reranker
+from lrt_rerank.models.resolve import dense_model_dir, load_reranker
+from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
+from lrt_rerank.pipeline import Pipeline
 
-DEMO_DATASET = "nfcorpus-test"
+__all__ = ["bundled_dataset_dir", "cache_home", "cached_index", "corpus_digest", "load_reranker", "register"]
+"""Library functions that used to live here, still importable from here (import them from
+:mod:`lrt_rerank.first_stage.index_cache`, :mod:`lrt_rerank.models.resolve` and :mod:`lrt_rerank.bundled`)."""
+
 DEMO_SAMPLE_QUERIES = ("PLAIN-2", "PLAIN-1635", "PLAIN-3161")
 """Statin drugs and breast cancer; milk; milk and mucus: judged queries with clear topics."""
 
@@ -132,85 +138,11 @@ def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def cache_home() -> Path:
-    """$LRT_RERANK_HOME, else ~/.cache/lrt-rerank: default models live in models/, cached indexes in indexes/."""
-    return model_home().parent
-
-
-def bundled_dataset_dir() -> Path:
-    return Path(str(resources.files("lrt_rerank") / "data" / DEMO_DATASET))
-
-
-def load_reranker(spec: str) -> Reranker | None:
-    """'none' -> None; 'default' -> the default cross-encoder; anything else -> that model directory."""
-    from lrt_rerank import CrossEncoder
-
-    if spec == "none":
-        return None
-    if spec == "default":
-        return CrossEncoder.load()
-    model_dir = Path(spec)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"--reranker {spec}: not 'default', 'none' or a model directory")
-    return CrossEncoder.load(str(model_dir))
-
-
-def corpus_digest(dataset: Dataset) -> str:
-    """sha256 over the documents as read (id, title, text, in corpus order)."""
-    digest = hashlib.sha256()
-    for document in dataset.corpus.values():
-        for field in (document.id, document.title, document.text):
-            digest.update(field.encode("utf-8", "surrogatepass"))
-            digest.update(b"\x00")
-    return digest.hexdigest()
-
-
-def cached_index(
-    dataset: Dataset, progress: bool = True, rebuild: bool = False, dense_model: str | None = None
-) -> EmbeddedFirstStage:
-    """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
-
-    ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small). The cache
-    key covers the corpus's documents (ids, titles and texts in order, not the file's bytes, so two
-    copies of one corpus share an index), the bi-encoder and the index format version, so a changed
-    corpus or model gets a fresh index. Builds go to a temporary directory that is renamed into place,
-    so an interrupted build never leaves a half index behind.
-    """
-    model_dir = dense_model_dir(dense_model)
-    key_source = "|".join([corpus_digest(dataset), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
-    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
-    target = cache_home() / "indexes" / f"corpus-{len(dataset.corpus)}-{key}"
-    if target.is_dir() and not rebuild:
-        try:
-            return EmbeddedFirstStage.open(target, model_dir=model_dir)
-        except IndexFormatError as exc:
-            print(f"cached index unusable ({exc}); rebuilding", file=sys.stderr)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    EmbeddedFirstStage.build(dataset.corpus.values(), staging, model_dir=model_dir, progress=progress)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
-    return EmbeddedFirstStage.open(target, model_dir=model_dir)
-
-
 def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
     """The first stage that `eval` and `models calibrate` read from their --first-stage/--index/--dense-model flags."""
-    if args.first_stage != "embedded":
-        if not args.first_stage.startswith(("http://", "https://")):
-            raise ValueError(f"--first-stage {args.first_stage}: expected 'embedded' or an http(s) URL of OpenSearch")
-        try:
-            from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
-        except ModuleNotFoundError as exc:
-            raise ValueError(
-                f"--first-stage {args.first_stage}: the OpenSearch first stage is not available ({exc})"
-            ) from exc
-        return OpenSearchFirstStage.connect(args.first_stage, args.opensearch_index or dataset.name)
-    if args.index is None:
-        return cached_index(dataset, dense_model=args.dense_model)
-    if (args.index / "manifest.json").is_file():
-        return EmbeddedFirstStage.open(args.index)
-    print(f"building index in {args.index}", file=sys.stderr)
-    return EmbeddedFirstStage.build(dataset.corpus.values(), args.index, model_dir=dense_model_dir(args.dense_model))
+    return open_named_first_stage(
+        args.first_stage, dataset, index=args.index, dense_model=args.dense_model, opensearch_index=args.opensearch_index
+    )
 
 
 def _print_rows(rows: list[list[str]], header: list[str]) -> None:
@@ -301,6 +233,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 @_reports_user_errors
 def cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.split)
+    if args.plot is not None:
+        require("plot", "--plot")  # before the evaluation, not after it
     query_ids = dataset.eval_query_ids()
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
@@ -343,7 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print(f"[1/4] Index (BM25 + {args.dense_model or DEFAULT_DENSE_MODEL} embeddings; cached after the first run)")
     step = time.perf_counter()
-    stage = cached_index(dataset, rebuild=args.rebuild, dense_model=args.dense_model)
+    stage = cached_index(dataset, rebuild=args.rebuild, dense_model=args.dense_model, home=cache_home())
     print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
 
     print("[2/4] Re-ranker")

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Document
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System, wants_search
-from lrt_rerank.models.store import default_model_dir, file_sha256
+from lrt_rerank.models.resolve import default_model_dir
+from lrt_rerank.models.store import file_sha256
 
 # bm25s pins its logger at DEBUG on import; let it follow the application's logging level instead.
 logging.getLogger("bm25s").setLevel(logging.NOTSET)

@@ -48,7 +48,8 @@ class OpenSearchFirstStage(FirstStage):
         Raises ``ValueError`` when the index is missing or was built with another bi-encoder.
         """
         from lrt_rerank import BiEncoder
-        from lrt_rerank.models.store import default_model_dir, file_sha256
+        from lrt_rerank.models.resolve import default_model_dir
+        from lrt_rerank.models.store import file_sha256
 
         client = connect(url)
         if not client.indices.exists(index=index):

@@ -1,13 +1,18 @@
-"""Model directories and the model factory's conversions.
+"""Model directories and the model factory's conversions, in layers (each imports only those below it):
 
 * :mod:`~lrt_rerank.models.store`: model directories and cards, the packaged defaults, the model home;
 * :mod:`~lrt_rerank.models.convert` and :mod:`~lrt_rerank.models.weights`: torch-free conversion of
   encoder weights to ONNX;
 * :mod:`~lrt_rerank.models.importers`: Hugging Face snapshots into model directories;
 * :mod:`~lrt_rerank.models.quantize`: dynamic INT8;
-* :mod:`~lrt_rerank.models.default_dense`: how the packaged bge-small-en-v1.5 INT8 is made.
+* :mod:`~lrt_rerank.models.minilm`: all-MiniLM-L6-v2 model directories (``models build``);
+* :mod:`~lrt_rerank.models.default_dense`: how the packaged bge-small-en-v1.5 INT8 is made;
+* :mod:`~lrt_rerank.models.resolve`: which directory a name means (defaults, named models, snapshots).
+
+Importing this package loads no onnx: the layers that need it are imported where they are used.
 """
 
-from lrt_rerank.models.store import ModelCard, default_model_dir, dense_model_dir, resolve_model_dir
+from lrt_rerank.models.resolve import default_model_dir, dense_model_dir, load_reranker, resolve_model_dir
+from lrt_rerank.models.store import ModelCard
 
-__all__ = ["ModelCard", "default_model_dir", "dense_model_dir", "resolve_model_dir"]
+__all__ = ["ModelCard", "default_model_dir", "dense_model_dir", "load_reranker", "resolve_model_dir"]

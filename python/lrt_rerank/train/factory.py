@@ -140,7 +140,7 @@ def check_inputs(cfg: FactoryConfig) -> None:
 
 def run_factory(cfg: FactoryConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report (also written to ``RUN/report.json``)."""
-    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.first_stage.index_cache import cached_index
     from lrt_rerank.train.data import load_or_mine, passage_text
     from lrt_rerank.train.export import quantize, write_model_dir
     from lrt_rerank.train.lists import held_out_queries, labelled_lists, mine_lists, pseudo_queries, read_queries_file

@@ -152,7 +152,7 @@ def _weak_groups(recipe: Recipe, train: Dataset, progress: bool) -> tuple[Datase
 
     held_out = held_out_queries(recipe.dataset)
     if recipe.cloze:
-        from lrt_rerank.commands.pipeline import cached_index
+        from lrt_rerank.first_stage.index_cache import cached_index
         from lrt_rerank.train.cloze import cloze_groups
 
         train, weak["cloze"], found = cloze_groups(train, cached_index(train, progress=progress), recipe.cloze, recipe.negatives,

@@ -139,8 +139,10 @@ def _build(snap: Snapshot, digests: dict[str, str], tmp: Path, out: Path, max_le
     model, card["provenance"]["converter"], card["parameters"] = _graph(snap)
     onnx.save(model, str(tmp / MODEL))
     del model
-    card["optimization"] = optimize_in_place(tmp / MODEL, snap.config, length)
+    card["optimization"], figures = optimize_in_place(tmp / MODEL, snap.config, length)
     card["sha256"] = file_sha256(tmp / MODEL)
+    if figures:
+        card["measured"] = figures
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 

@@ -4,12 +4,22 @@ Fusions (model_type "bert" for all four families, as in :mod:`lrt_rerank.train.e
 embedding layer norm, skip layer norm, bias GELU / FastGelu where the patterns match. The fused
 graph must reproduce the unfused one on a probe batch (padding included); otherwise the unfused
 graph is kept and the card says why.
+
+No torch: ``onnxruntime.transformers.optimizer.optimize_model(..., opt_level=1)`` imports torch for
+its ONNX Runtime step (to ask whether a GPU build is ROCm), so that step is run here directly
+(:func:`_basic_optimized`) and the optimizer is left only its Python fusion passes (``opt_level=0``):
+the same graph, with or without torch installed.
+
+The parity error is measured on this machine's kernels and differs from CPU to CPU in its last digits:
+it goes into the card's ``measured`` field (:func:`lrt_rerank.models.store.measured`), not into
+``optimization``, so that two builds of one snapshot have equal cards everywhere else.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from lrt_rerank.models.convert import EncoderConfig
+from lrt_rerank.models.store import measured
 
 logger = logging.getLogger(__name__)
 
@@ -85,36 +96,62 @@ def _quiet_optimizer() -> Iterator[None]:
         log.setLevel(level)
 
 
-def optimize_in_place(model_path: Path, config: EncoderConfig, max_length: int) -> dict[str, Any]:
-    """Replace ``model_path`` by its fused graph when that reproduces it; return the card's ``optimization``."""
+#: Graph rewrites the transformer optimizer turns off in its ONNX Runtime step (``optimize_model``).
+DISABLED_ORT_OPTIMIZERS = ["ConstantSharing"]
+
+
+def _basic_optimized(model_path: Path, out: Path) -> Path:
+    """What ``optimize_by_onnxruntime(opt_level=1)`` writes, without its torch import: ONNX Runtime's basic
+    graph optimizations (constant folding, redundant-node elimination) on the CPU provider, saved to ``out``."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3
+    ort.InferenceSession(
+        str(model_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_ORT_OPTIMIZERS
+    )
+    if not out.is_file():
+        raise RuntimeError(f"onnxruntime wrote no optimized graph to {out}")
+    return out
+
+
+def fuse(model_path: Path, config: EncoderConfig) -> Any:
+    """The optimizer's fused model (an ``OnnxModel``) of ``model_path``, as ``optimize_model(opt_level=1)``
+    makes it, without torch."""
     from onnxruntime.transformers import optimizer
 
+    with tempfile.TemporaryDirectory(prefix=".ort-basic-", dir=model_path.parent) as tmp, _quiet_optimizer():
+        basic = _basic_optimized(model_path, Path(tmp) / "basic.onnx")
+        return optimizer.optimize_model(
+            str(basic), model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=0
+        )
+
+
+def optimize_in_place(model_path: Path, config: EncoderConfig, max_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Replace ``model_path`` by its fused graph when that reproduces it.
+
+    Returns the card's ``optimization`` (deterministic: what was fused, or why not) and its ``measured``
+    (the parity error on this machine; empty when nothing was compared)."""
     before = _contrib_ops(onnx.load(str(model_path), load_external_data=False))
     try:
-        with _quiet_optimizer():
-            optimized = optimizer.optimize_model(
-                str(model_path),
-                model_type="bert",
-                num_heads=config.num_heads,
-                hidden_size=config.hidden_size,
-                opt_level=1,
-            )
+        optimized = fuse(model_path, config)
     except Exception as exc:  # the optimizer raises whatever its passes raise
         logger.warning("%s: transformer optimizer failed: %s", model_path, exc)
-        return {"fused": bool(before), "ops": before, "reason": f"onnxruntime transformer optimizer failed: {exc}"}
+        return {"fused": bool(before), "ops": before, "reason": f"onnxruntime transformer optimizer failed: {exc}"}, {}
     ops = _contrib_ops(optimized.model)
     if ops == before:
-        return {"fused": bool(before), "ops": before, "reason": "the optimizer found nothing (more) to fuse"}
+        return {"fused": bool(before), "ops": before, "reason": "the optimizer found nothing (more) to fuse"}, {}
     fused_path = model_path.with_name(f".fused-{model_path.name}")
     optimized.save_model_to_file(str(fused_path))
     error = parity_error(model_path, fused_path, probe_batch(config, max_length))
+    figures = measured(fusion_parity_max_rel_error=float(f"{error:.3g}"))
     if error > PARITY_RTOL:
         fused_path.unlink()
         return {
             "fused": bool(before),
             "ops": before,
-            "reason": f"the fused graph ({ops}) differs from the unfused one by {error:.2e} (relative, "
-            f"> {PARITY_RTOL:g}): kept the unfused graph",
-        }
+            "reason": f"the fused graph ({ops}) differs from the unfused one by more than {PARITY_RTOL:g} (relative; "
+            "see measured.fusion_parity_max_rel_error): kept the unfused graph",
+        }, figures
     os.replace(fused_path, model_path)
-    return {"fused": True, "ops": ops, "parity_max_rel_error": error}
+    return {"fused": True, "ops": ops, "parity_rtol": PARITY_RTOL}, figures

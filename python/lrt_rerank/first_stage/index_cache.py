@@ -1,0 +1,95 @@
+"""Embedded indexes cached per corpus and bi-encoder, and the first stage a ``--first-stage`` value names.
+
+``eval``, ``demo``, ``models calibrate`` and the model factory (:mod:`lrt_rerank.train`) open their
+first stage here: the embedded index of a dataset's corpus is built once under
+``$LRT_RERANK_HOME/indexes`` (``~/.cache/lrt-rerank/indexes``) and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from lrt_rerank.datasets import Dataset
+from lrt_rerank.first_stage.base import FirstStage
+from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
+from lrt_rerank.models.resolve import dense_model_dir
+from lrt_rerank.models.store import file_sha256, model_home
+
+
+def cache_home() -> Path:
+    """$LRT_RERANK_HOME, else ~/.cache/lrt-rerank: default models live in models/, cached indexes in indexes/."""
+    return model_home().parent
+
+
+def corpus_digest(dataset: Dataset) -> str:
+    """sha256 over the documents as read (id, title, text, in corpus order)."""
+    digest = hashlib.sha256()
+    for document in dataset.corpus.values():
+        for field in (document.id, document.title, document.text):
+            digest.update(field.encode("utf-8", "surrogatepass"))
+            digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def cached_index(
+    dataset: Dataset,
+    progress: bool = True,
+    rebuild: bool = False,
+    dense_model: str | None = None,
+    home: Path | None = None,
+) -> EmbeddedFirstStage:
+    """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
+
+    ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small). ``home``: the
+    cache root (default :func:`cache_home`); indexes live in its ``indexes/``. The cache key covers the
+    corpus's documents (ids, titles and texts in order, not the file's bytes, so two copies of one corpus
+    share an index), the bi-encoder and the index format version, so a changed corpus or model gets a
+    fresh index. Builds go to a temporary directory that is renamed into place, so an interrupted build
+    never leaves a half index behind.
+    """
+    model_dir = dense_model_dir(dense_model)
+    key_source = "|".join([corpus_digest(dataset), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    target = (home or cache_home()) / "indexes" / f"corpus-{len(dataset.corpus)}-{key}"
+    if target.is_dir() and not rebuild:
+        try:
+            return EmbeddedFirstStage.open(target, model_dir=model_dir)
+        except IndexFormatError as exc:
+            print(f"cached index unusable ({exc}); rebuilding", file=sys.stderr)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    EmbeddedFirstStage.build(dataset.corpus.values(), staging, model_dir=model_dir, progress=progress)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return EmbeddedFirstStage.open(target, model_dir=model_dir)
+
+
+def open_first_stage(
+    spec: str,
+    dataset: Dataset,
+    index: Path | None = None,
+    dense_model: str | None = None,
+    opensearch_index: str | None = None,
+) -> FirstStage:
+    """The first stage ``spec`` names for ``dataset``: "embedded" (the cached index, or the one in
+    ``index``, built there if absent) or the http(s) URL of OpenSearch (index ``opensearch_index``,
+    default the dataset's name; needs the ``opensearch`` extra)."""
+    if spec != "embedded":
+        if not spec.startswith(("http://", "https://")):
+            raise ValueError(f"--first-stage {spec}: expected 'embedded' or an http(s) URL of OpenSearch")
+        from lrt_rerank.extras import require
+
+        require("opensearch", f"--first-stage {spec}")
+        from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
+
+        return OpenSearchFirstStage.connect(spec, opensearch_index or dataset.name)
+    if index is None:
+        return cached_index(dataset, dense_model=dense_model)
+    if (index / "manifest.json").is_file():
+        return EmbeddedFirstStage.open(index)
+    print(f"building index in {index}", file=sys.stderr)
+    return EmbeddedFirstStage.build(dataset.corpus.values(), index, model_dir=dense_model_dir(dense_model))
