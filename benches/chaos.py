@@ -1,6 +1,6 @@
 """Chaos run of the scale-out stack: searches under load while a replica, Redis and a node die.
 
-Starts its own stack on 127.0.0.1 (``lrt_rerank.stack``: Redis, 2 ``lrt-rerank serve``
+Starts its own stack on 127.0.0.1 (``lrt_rerank.ops.stack``: Redis, 2 ``lrt-rerank serve``
 replicas behind HAProxy, a 2-node OpenSearch cluster whose rerank pipeline calls HAProxy),
 loads the NFCorpus test collection (bundled; 500 documents held back), then for ``--duration``
 seconds (default 120) 8 clients send hybrid searches (k=10) through the ``lrt-rrf-rerank``
@@ -48,13 +48,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from lrt_rerank.opensearch import node as nodes
 from lrt_rerank.opensearch.indexing import Embedder, document_source, index_documents
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE, RRF_PIPELINE
 from lrt_rerank.opensearch.queries import hybrid_body
-from lrt_rerank.stack.haproxy import HAProxyError, backend_state
-from lrt_rerank.stack.launcher import Stack
-from lrt_rerank.stack.processes import cpu_seconds
+from lrt_rerank.ops import opensearch as nodes
+from lrt_rerank.ops.stack.haproxy import HAProxyError, backend_state
+from lrt_rerank.ops.stack.launcher import Stack
+from lrt_rerank.ops.stack.processes import cpu_seconds
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import OpenSearchException
 from prometheus_client.parser import text_string_to_metric_families
@@ -681,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     from lrt_rerank import BiEncoder
     from lrt_rerank.models.store import default_model_dir
     from lrt_rerank.opensearch.client import connect
-    from lrt_rerank.stack.launcher import StackSpec, down, up
+    from lrt_rerank.ops.stack.launcher import StackSpec, down, up
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=8)

@@ -2,7 +2,7 @@
 
 Loaded as a pytest plugin (``pytest_plugins = [..., "opensearch_fixtures"]`` in conftest.py).
 
-* ``opensearch_node`` starts the single-node OpenSearch of ``lrt_rerank.opensearch.node`` on
+* ``opensearch_node`` starts the single-node OpenSearch of ``lrt_rerank.ops.opensearch`` on
   127.0.0.1:$LRT_OPENSEARCH_PORT (default 9200) unless it already runs there (CI may start it
   with `lrt-rerank opensearch up`), and stops it at the end only if this session started it.
   A node that cannot start fails every test that needs it, with the error and its log path:
@@ -42,8 +42,8 @@ class OpenSearchNode:
 @pytest.fixture(scope="session")
 def opensearch_node() -> Iterator[OpenSearchNode]:
     from lrt_rerank.opensearch.client import connect
-    from lrt_rerank.opensearch.node import NodeError, NodeSpec, down, status, up
     from lrt_rerank.opensearch.templates import TemplateError
+    from lrt_rerank.ops.opensearch import NodeError, NodeSpec, down, status, up
 
     spec = NodeSpec(port=OPENSEARCH_PORT)
     already_running = status(spec).version is not None

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from lrt_rerank.opensearch.node import (
+from lrt_rerank.ops.opensearch import (
     NodeError,
     NodeSpec,
     check_traversable,

@@ -1,6 +1,6 @@
 """The scale-out stack under faults, short version of benches/chaos.py (its :data:`SHORT` schedule).
 
-The module starts its own stack on free loopback ports (``lrt_rerank.stack.launcher.up``): Redis,
+The module starts its own stack on free loopback ports (``lrt_rerank.ops.stack.launcher.up``): Redis,
 2 `lrt-rerank serve` replicas behind HAProxy, and a 2-node OpenSearch cluster from the same
 assembled distribution as the session's single node (its own ports, data and config under
 ``cluster-<version>-<port>/``, removed afterwards). Then 8 clients search through the rerank
@@ -25,12 +25,12 @@ import httpx
 import pytest
 from lrt_rerank.cli import main as cli_main
 from lrt_rerank.opensearch.client import connect
-from lrt_rerank.opensearch.node import ClusterSpec, cluster_status
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE
 from lrt_rerank.opensearch.queries import hybrid_body
 from lrt_rerank.opensearch.searcher import embed_query
-from lrt_rerank.stack.haproxy import backend_state
-from lrt_rerank.stack.launcher import Stack, StackError, StackSpec, down, up
+from lrt_rerank.ops.opensearch import ClusterSpec, cluster_status
+from lrt_rerank.ops.stack.haproxy import backend_state
+from lrt_rerank.ops.stack.launcher import Stack, StackError, StackSpec, down, up
 from service_fixtures import free_port
 
 pytestmark = pytest.mark.integration

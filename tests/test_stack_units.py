@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from lrt_rerank.cli import main as cli_main
-from lrt_rerank.opensearch.node import ClusterSpec, recorded_cluster
-from lrt_rerank.stack import haproxy
-from lrt_rerank.stack.launcher import StackError, StackSpec, load
-from lrt_rerank.stack.processes import ManagedProcess, ProcessError
+from lrt_rerank.ops.opensearch import ClusterSpec, recorded_cluster
+from lrt_rerank.ops.stack import haproxy
+from lrt_rerank.ops.stack.launcher import StackError, StackSpec, load
+from lrt_rerank.ops.stack.processes import ManagedProcess, ProcessError
 
 
 def test_cluster_members_get_distinct_ports_names_and_files(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_a_process_that_exits_during_start_up_reports_its_log(tmp_path: Path) ->
 
 
 def test_up_refuses_to_replace_a_running_stack_with_other_settings(tmp_path: Path) -> None:
-    from lrt_rerank.stack.launcher import STATE_FILE, Stack, up
+    from lrt_rerank.ops.stack.launcher import STATE_FILE, Stack, up
 
     running = StackSpec(opensearch=None, state_dir=tmp_path, redis_port=16999)
     (tmp_path / STATE_FILE).write_text(json.dumps(running.to_json()))

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lrt_rerank.opensearch.node import ClusterSpec
+    from lrt_rerank.ops.opensearch import ClusterSpec
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.commands.pipeline import add_dense_model_arg
-    from lrt_rerank.opensearch.node import DEFAULT_VERSION
+    from lrt_rerank.ops.opensearch import DEFAULT_VERSION
 
     parser = sub.add_parser(
         "opensearch",
@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cluster(args: argparse.Namespace) -> ClusterSpec:
     """The cluster `up` asks for, or for `down`/`status` the one `up` recorded for this --port."""
-    from lrt_rerank.opensearch.node import ClusterSpec, default_work_dir, recorded_cluster
+    from lrt_rerank.ops.opensearch import ClusterSpec, default_work_dir, recorded_cluster
 
     work_dir = args.work_dir or default_work_dir()
     if getattr(args, "nodes", None) is None:
@@ -109,8 +109,8 @@ def _fail(action: str, exc: Exception) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import NodeError, up_cluster
     from lrt_rerank.opensearch.templates import TemplateError
+    from lrt_rerank.ops.opensearch import NodeError, up_cluster
 
     started = time.monotonic()
     try:
@@ -124,7 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import down_cluster
+    from lrt_rerank.ops.opensearch import down_cluster
 
     try:
         stopped = down_cluster(_cluster(args))
@@ -135,7 +135,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import cluster_status
+    from lrt_rerank.ops.opensearch import cluster_status
 
     try:
         state = cluster_status(_cluster(args))

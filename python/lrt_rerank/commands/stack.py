@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lrt_rerank.opensearch.node import DEFAULT_VERSION, default_work_dir
-    from lrt_rerank.stack.launcher import default_state_dir
+    from lrt_rerank.ops.opensearch import DEFAULT_VERSION, default_work_dir
+    from lrt_rerank.ops.stack.launcher import default_state_dir
 
     parser = sub.add_parser(
         "stack",
@@ -63,9 +63,9 @@ def _fail(action: str, exc: Exception) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from lrt_rerank.opensearch.node import ClusterSpec
-    from lrt_rerank.stack.haproxy import HAProxyError
-    from lrt_rerank.stack.launcher import StackError, StackSpec, up
+    from lrt_rerank.ops.opensearch import ClusterSpec
+    from lrt_rerank.ops.stack.haproxy import HAProxyError
+    from lrt_rerank.ops.stack.launcher import StackError, StackSpec, up
 
     started = time.monotonic()
     try:
@@ -95,8 +95,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from lrt_rerank.stack.haproxy import HAProxyError
-    from lrt_rerank.stack.launcher import StackError, down
+    from lrt_rerank.ops.stack.haproxy import HAProxyError
+    from lrt_rerank.ops.stack.launcher import StackError, down
 
     try:
         stopped = down(args.state_dir)
@@ -107,8 +107,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lrt_rerank.stack.haproxy import HAProxyError
-    from lrt_rerank.stack.launcher import StackError, status
+    from lrt_rerank.ops.stack.haproxy import HAProxyError
+    from lrt_rerank.ops.stack.launcher import StackError, status
 
     try:
         state = status(args.state_dir)

@@ -41,7 +41,7 @@ def config_text(port: int, stats_port: int, replica_ports: list[int], timeout_s:
     if not replica_ports:
         raise ValueError("the load balancer needs at least one replica port")
     servers = "\n".join(f"    server replica-{i} 127.0.0.1:{p}" for i, p in enumerate(replica_ports, start=1))
-    return f"""# Written by lrt-rerank (python/lrt_rerank/stack/haproxy.py) on every `lrt-rerank stack up`.
+    return f"""# Written by lrt-rerank (python/lrt_rerank/ops/stack/haproxy.py) on every `lrt-rerank stack up`.
 global
     maxconn 512
     # whole rerank requests stay buffered, so a failed attempt can be replayed on another replica

@@ -5,12 +5,12 @@
 1. ``redis-server`` on 127.0.0.1 (no persistence: it only holds scores that can be computed again);
 2. ``replicas`` processes of ``lrt-rerank serve`` on ``replica_port``, ``replica_port + 1``, ...,
    all with ``--redis-url`` of that Redis (a score one replica computed is a hit for the others);
-3. HAProxy on ``port`` in front of them (:mod:`lrt_rerank.stack.haproxy`: health checks on ``/health``);
-4. unless ``opensearch`` is None, the OpenSearch cluster (:func:`lrt_rerank.opensearch.node.up_cluster`)
+3. HAProxy on ``port`` in front of them (:mod:`lrt_rerank.ops.stack.haproxy`: health checks on ``/health``);
+4. unless ``opensearch`` is None, the OpenSearch cluster (:func:`lrt_rerank.ops.opensearch.cluster.up_cluster`)
    and the rerank pipeline, whose ml-commons connector points at the load balancer, not at a replica.
 
 Every process runs detached and is recorded under ``state_dir`` (``<name>.json`` and
-``<name>.log``, see :mod:`lrt_rerank.stack.processes`), with the stack's settings in
+``<name>.log``, see :mod:`lrt_rerank.ops.stack.processes`), with the stack's settings in
 ``stack.json``, so ``lrt-rerank stack down`` (or a fault test) finds them later.
 """
 
@@ -30,9 +30,10 @@ from typing import Any
 
 import redis
 
-from lrt_rerank.opensearch.node import ClusterSpec, NodeStatus
-from lrt_rerank.stack import haproxy
-from lrt_rerank.stack.processes import ManagedProcess, ProcessError
+from lrt_rerank.ops.opensearch import ClusterSpec, NodeError, NodeStatus, down_cluster, up_cluster
+from lrt_rerank.ops.opensearch import status as node_status
+from lrt_rerank.ops.stack import haproxy
+from lrt_rerank.ops.stack.processes import ManagedProcess, ProcessError
 
 STATE_FILE = "stack.json"
 API_KEY_ENV = "LRT_RERANK_API_KEY"
@@ -278,11 +279,8 @@ def down(state_dir: Path | None = None) -> list[str]:
     spec = load(state_dir)
     stack = Stack(spec)
     stopped = [p.name for p in (stack.haproxy, *stack.replicas, stack.redis) if p.stop()]
-    if spec.opensearch is not None:
-        from lrt_rerank.opensearch.node import down_cluster
-
-        if down_cluster(spec.opensearch):
-            stopped.append("opensearch")
+    if spec.opensearch is not None and down_cluster(spec.opensearch):
+        stopped.append("opensearch")
     return stopped
 
 
@@ -321,8 +319,6 @@ def status(state_dir: Path | None = None) -> StackStatus:
         healthy = []
     nodes: list[NodeStatus] = []
     if spec.opensearch is not None:
-        from lrt_rerank.opensearch.node import status as node_status
-
         nodes = [node_status(member) for member in spec.opensearch.members()]
     return StackStatus(stack.status(), healthy, nodes)
 
@@ -330,7 +326,6 @@ def status(state_dir: Path | None = None) -> StackStatus:
 # ---------------------------------------------------------------------------- helpers
 def _opensearch_up(spec: StackSpec, cluster: ClusterSpec, say: Progress, timeout_s: float) -> None:
     from lrt_rerank.opensearch.client import connect
-    from lrt_rerank.opensearch.node import NodeError, up_cluster
     from lrt_rerank.opensearch.pipeline import PipelineError, install_pipeline
 
     say(f"OpenSearch: {cluster.nodes} node(s) from {cluster.url}")

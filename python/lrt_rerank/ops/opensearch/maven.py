@@ -1,0 +1,86 @@
+"""Which Maven Central artifacts make a node, and resolving them with ``mvn``.
+
+The packaged ``pom.xml`` (in :func:`lrt_rerank.opensearch.templates.assets_dir`) lists them:
+
+* core: ``org.opensearch.distribution.integ-test-zip:opensearch:<v>`` (no JDK, no security
+  plugin: plain HTTP);
+* the ``lang-painless`` and ``analysis-common`` modules, which are published only as jars
+  (:data:`JAR_MODULES`);
+* the plugin zips of :data:`PLUGINS` (``<v>.0``). k-NN from Maven carries no native engines,
+  so vectors must use the ``lucene`` engine.
+
+Maven downloads them once into the local repository ``<work dir>/m2``; nothing is copied out of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from lrt_rerank.opensearch.templates import assets_dir
+from lrt_rerank.ops.opensearch.java import find_java_home, java_env
+from lrt_rerank.ops.opensearch.spec import NodeError, NodeSpec, Progress
+
+PLUGINS = ("opensearch-job-scheduler", "opensearch-ml-plugin", "opensearch-knn", "neural-search")
+"""Plugin zip artifactIds in install order: ml-commons extends job-scheduler, k-NN extends
+lang-painless, neural-search extends k-NN. (neural-search's artifactId has no ``opensearch-``
+prefix on Maven Central.)"""
+JAR_MODULES: dict[str, tuple[str, ...]] = {
+    "lang-painless": (
+        "lang-painless",
+        "opensearch-scripting-painless-spi",
+        "antlr4-runtime",
+        "asm",
+        "asm-util",
+        "asm-tree",
+        "asm-commons",
+        "asm-analysis",
+    ),
+    "analysis-common": ("analysis-common",),
+}
+"""Modules assembled from jars: module name -> artifactIds of its jars. Their descriptors live in
+``assets/modules/<name>/``. The integ-test-zip ships transport-netty4 only; k-NN needs
+lang-painless, and the index's analyzer (pattern tokenizer, length filter) needs analysis-common."""
+
+
+def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
+    """Resolve every artifact in ``opensearch/pom.xml`` into the local Maven repository.
+
+    Returns artifactId -> file in that repository (nothing is copied). Raises
+    :class:`NodeError` with the Maven log when ``mvn`` is missing or resolution fails.
+    """
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise NodeError("Maven not found: install it (Debian: apt-get install -y maven) so `mvn` is on PATH")
+    log = spec.work_dir / f"mvn-{spec.version}.log"
+    classpath_file = spec.work_dir / f"artifacts-{spec.version}.txt"
+    command = [
+        mvn,
+        "--batch-mode",
+        "--no-transfer-progress",
+        "-f",
+        str(assets_dir() / "pom.xml"),
+        f"-Dmaven.repo.local={spec.work_dir / 'm2'}",
+        f"-Dopensearch.version={spec.version}",
+        "dependency:build-classpath",
+        f"-Dmdep.outputFile={classpath_file}",
+    ]
+    say(f"resolving OpenSearch {spec.version} artifacts from Maven Central (cache {spec.work_dir / 'm2'})")
+    with log.open("w", encoding="utf-8") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home()), check=False)
+    if result.returncode != 0 or not classpath_file.is_file():
+        raise NodeError(f"Maven could not resolve the OpenSearch {spec.version} artifacts (exit {result.returncode})", log)
+    files = [Path(p) for p in classpath_file.read_text(encoding="utf-8").strip().split(os.pathsep) if p]
+    by_name: dict[str, Path] = {}
+    for path in files:
+        # <repo>/<group path>/<artifactId>/<version>/<artifactId>-<version>.<ext>
+        by_name[path.parent.parent.name] = path
+    wanted = ("opensearch", *PLUGINS, *(jar for jars in JAR_MODULES.values() for jar in jars))
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise NodeError(f"Maven resolved no file for {', '.join(missing)} (see {classpath_file})", log)
+    return by_name

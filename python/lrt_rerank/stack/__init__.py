@@ -1,6 +1,0 @@
-"""Scale-out on one machine: rerank replicas sharing Redis behind HAProxy, and an OpenSearch cluster.
-
-:mod:`lrt_rerank.stack.launcher` starts and stops the whole stack (``lrt-rerank stack up|down|status``),
-:mod:`lrt_rerank.stack.haproxy` writes the load balancer's configuration and reads its stats, and
-:mod:`lrt_rerank.stack.processes` keeps track of the detached processes.
-"""
