@@ -510,9 +510,10 @@ def load_collection(
     """Index the bundled NFCorpus test corpus (its first ``documents``, all by default) except the last
     ``held_back`` of them, from the cached embedded index's vectors; return (query, vector) pairs of
     the test queries and the held-back documents' sources for the writer."""
-    from lrt_rerank.commands.pipeline import bundled_dataset_dir, cached_index
+    from lrt_rerank.bundled import bundled_dataset_dir
     from lrt_rerank.datasets import load_dataset
     from lrt_rerank.first_stage.embedded import EMBEDDINGS
+    from lrt_rerank.first_stage.index_cache import cached_index
 
     dataset = load_dataset(bundled_dataset_dir(), "test")
     stage = cached_index(dataset, progress=False)

@@ -63,7 +63,7 @@ def opensearch_node() -> Iterator[OpenSearchNode]:
 @pytest.fixture(scope="session")
 def nfcorpus_test() -> Dataset:
     """The NFCorpus test split bundled with the package (3,633 documents, 323 judged queries)."""
-    from lrt_rerank.commands.pipeline import bundled_dataset_dir
+    from lrt_rerank.bundled import bundled_dataset_dir
 
     return load_dataset(bundled_dataset_dir(), "test")
 
@@ -71,7 +71,7 @@ def nfcorpus_test() -> Dataset:
 @pytest.fixture(scope="session")
 def embedded_nfcorpus(nfcorpus_test: Dataset) -> EmbeddedFirstStage:
     """The embedded first stage over the same corpus (the cached index; built on first use)."""
-    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.first_stage.index_cache import cached_index
 
     return cached_index(nfcorpus_test, progress=False)
 
