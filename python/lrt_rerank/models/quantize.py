@@ -1,29 +1,74 @@
-"""Dynamic INT8 quantization of a model directory with ONNX Runtime's quantization tool."""
+"""Dynamic INT8 quantization of a model directory with ONNX Runtime's quantization tool.
+
+Weights become int8 (per output channel by default), activations are quantized to uint8 at run time.
+``keep_fp32`` leaves parts of a graph fused by the transformer optimizer in FP32:
+
+``"head"``        the pooler and classifier after the last transformer layer;
+``"head+edges"``  those and the first and last transformer layers.
+
+What each costs and keeps of the FP32 scores, per CPU kind, is in benches/RESULTS.md ("INT8 fidelity").
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, ModelCard, file_sha256
 
+KeepFp32 = Literal["none", "head", "head+edges"]
+KEEP_FP32: tuple[KeepFp32, ...] = ("none", "head", "head+edges")
+GEMMS = ("MatMul", "Gemm", "Attention")
 
-def quantize_model_dir(src: Path, dst: Path, per_channel: bool = True) -> Path:
+
+def fp32_nodes(graph: onnx.GraphProto, keep: KeepFp32) -> list[str]:
+    """Names of the nodes ``keep`` leaves unquantized in a fused transformer graph.
+
+    A transformer layer runs from one ``Attention`` node to the next; the head is every GEMM after the
+    last ``SkipLayerNormalization``. A graph without fused ``Attention`` nodes has no layers to keep.
+    """
+    if keep not in KEEP_FP32:
+        raise ValueError(f"keep_fp32 must be one of {', '.join(KEEP_FP32)}, got {keep!r}")
+    if keep == "none":
+        return []
+    nodes = list(graph.node)
+    norms = [i for i, n in enumerate(nodes) if n.op_type in ("SkipLayerNormalization", "LayerNormalization")]
+    if not norms:
+        raise ValueError("keep_fp32 needs a graph with layer normalizations (fused or not)")
+    kept = [n.name for n in nodes[norms[-1] + 1 :] if n.op_type in GEMMS]
+    attention = [i for i, n in enumerate(nodes) if n.op_type == "Attention"]
+    if keep == "head+edges" and attention:
+        bounds = [*attention, norms[-1] + 1]
+        for start, end in ((bounds[0], bounds[1]), (bounds[-2], bounds[-1])):
+            kept += [n.name for n in nodes[start:end] if n.op_type in GEMMS]
+    if any(not name for name in kept):
+        raise ValueError("keep_fp32 needs named nodes; this graph has unnamed GEMMs")
+    return sorted(set(kept))
+
+
+def quantize_model_dir(
+    src: Path, dst: Path, per_channel: bool = True, keep_fp32: KeepFp32 = "none", reduce_range: bool = False
+) -> Path:
     """Write ``dst``: ``src`` with int8 weights (per channel), activations quantized at run time."""
     card = ModelCard.read(src)
     if not (src / MODEL).is_file():
         raise FileNotFoundError(f"{src / MODEL}: model file not found")
     dst.mkdir(parents=True, exist_ok=True)
-    fused = any(n.domain == "com.microsoft" for n in onnx.load(str(src / MODEL), load_external_data=False).graph.node)
+    graph = onnx.load(str(src / MODEL), load_external_data=False).graph
+    fused = any(n.domain == "com.microsoft" for n in graph.node)
+    excluded = fp32_nodes(graph, keep_fp32)
     quantize_dynamic(
         str(src / MODEL),
         str(dst / MODEL),
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
+        reduce_range=reduce_range,
+        nodes_to_exclude=excluded,
         # graphs fused by the transformer optimizer carry contrib ops whose outputs have no
         # inferred type; without a default the quantizer fails on them
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
@@ -34,9 +79,11 @@ def quantize_model_dir(src: Path, dst: Path, per_channel: bool = True) -> Path:
     data["sha256"] = file_sha256(dst / MODEL)
     data["quantization"] = {
         "method": "onnxruntime.quantization.quantize_dynamic",
-        "weights": "int8, per channel" if per_channel else "int8, per tensor",
+        "weights": ("int8, per channel" if per_channel else "int8, per tensor") + (", 7-bit range" if reduce_range else ""),
         "activations": "uint8, dynamic",
         "source_sha256": file_sha256(src / MODEL),
     }
+    if excluded:
+        data["quantization"]["fp32"] = {"keep": keep_fp32, "nodes": excluded}
     (dst / CARD).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return dst
