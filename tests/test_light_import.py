@@ -106,3 +106,19 @@ def test_snapshot_import_is_fused_without_torch(tmp_path: Path) -> None:
     assert optimization["ops"]["Attention"] == 6 and optimization["ops"]["EmbedLayerNormalization"] == 1, optimization
     assert "reason" not in optimization
     assert card["measured"]["fusion_parity_max_rel_error"] <= optimization["parity_rtol"]
+
+
+def test_extras_in_pyproject_match_the_module_map() -> None:
+    """pyproject.toml's extras and lrt_rerank.extras (which names them in errors) list the same things."""
+    tomllib = pytest.importorskip("tomllib")
+    from lrt_rerank.extras import EXTRAS
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras = {name: {req.split(">")[0].split("[")[0].lower() for req in reqs} for name, reqs in project["optional-dependencies"].items()}
+    core = {req.split(">")[0].lower() for req in project["dependencies"]}
+    assert extras["all"] == extras["serve"] | extras["opensearch"] | extras["plot"]
+    assert not core & extras["all"], "an extra's package is also a core dependency"
+    distributions = {"opensearchpy": "opensearch-py", "prometheus_client": "prometheus-client", "sentence_transformers": "sentence-transformers"}
+    for extra in ("serve", "opensearch", "plot", "train"):
+        named = {distributions.get(module, module) for module in EXTRAS[extra]} - {"pydantic", "starlette"}  # fastapi's own
+        assert named <= extras[extra], (extra, named - extras[extra])

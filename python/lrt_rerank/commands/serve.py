@@ -74,11 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from lrt_rerank.extras import require
+
+    require("serve")  # all of it, before anything else: one line naming the extra if it is missing
     import redis
     import uvicorn
 
     from lrt_rerank import CrossEncoder, LrtError
-    from lrt_rerank.service.app import SETTINGS_ENV, ServiceSettings, resolve_model_dir
+    from lrt_rerank.service.engine import resolve_model_dir
+    from lrt_rerank.service.settings import SETTINGS_ENV, ServiceSettings
 
     for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -1,4 +1,5 @@
-"""``lrt-rerank train teacher|distill|report|all`` and ``lrt-rerank export`` (need the ``train`` extra: torch, transformers)."""
+"""``lrt-rerank train teacher|distill|export|report|all`` (need the ``train`` extra: torch, transformers);
+``lrt-rerank export`` is kept as an alias of ``train export``."""
 
 from __future__ import annotations
 
@@ -83,14 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     student.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the distillation loss (default: %(default)s)")
     student.set_defaults(func=cmd_distill)
 
-    export = sub.add_parser("export", help="checkpoint -> ONNX model directory (fused, FP32) and its INT8 copy")
-    export.add_argument("checkpoint", type=Path, help="checkpoint directory from `train teacher` or `train distill`")
-    export.add_argument("--out", type=Path, required=True, help="FP32 model directory to write")
-    export.add_argument("--int8", type=Path, help="also write the INT8 (dynamic, per-channel) model directory here")
-    export.add_argument("--max-length", type=int, help="card max_length (default: the training max length)")
-    export.add_argument("--name", help="model name in the card (default: the output folder name)")
-    export.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
-    export.set_defaults(func=cmd_export)
+    _register_export(tsub.add_parser("export", help=EXPORT_HELP))
+    # the factory's commands live under `train`; the top-level name is kept for older scripts
+    _register_export(sub.add_parser("export", help=f"{EXPORT_HELP} (alias of `train export`)"))
 
     report = tsub.add_parser("report", help="re-rank dev/test/out-of-domain with model directories; choose interpolation on dev; write figures")
     report.add_argument("--model", action="append", type=_labelled_dir, required=True, metavar="LABEL=DIR",
@@ -106,6 +102,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     report.set_defaults(func=cmd_report)
 
     _register_all(tsub)
+
+
+EXPORT_HELP = "checkpoint -> ONNX model directory (fused, FP32) and its INT8 copy"
+
+
+def _register_export(export: argparse.ArgumentParser) -> None:
+    export.add_argument("checkpoint", type=Path, help="checkpoint directory from `train teacher` or `train distill`")
+    export.add_argument("--out", type=Path, required=True, help="FP32 model directory to write")
+    export.add_argument("--int8", type=Path, help="also write the INT8 (dynamic, per-channel) model directory here")
+    export.add_argument("--max-length", type=int, help="card max_length (default: the training max length)")
+    export.add_argument("--name", help="model name in the card (default: the output folder name)")
+    export.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
+    export.set_defaults(func=cmd_export)
 
 
 def _register_all(tsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -196,11 +205,9 @@ def _recipe(args: argparse.Namespace, layers: int):  # type: ignore[no-untyped-d
 
 
 def _train_imports() -> None:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ModuleNotFoundError as exc:
-        raise FileNotFoundError(f"training needs the train extra (pip install 'lrt-rerank[train]'): {exc}") from exc
+    from lrt_rerank.extras import require
+
+    require("train")
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
