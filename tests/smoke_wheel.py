@@ -82,7 +82,7 @@ print("core API: scores", [round(float(x), 3) for x in scores])
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    print("+ " + " ".join(argv), file=sys.stderr, flush=True)
+    print("+ " + " ".join("<script>" if "\n" in arg else arg for arg in argv), file=sys.stderr, flush=True)
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
 
 
