@@ -2,10 +2,15 @@
 //! InferenceError, see `error::guarded`). Logic lives in the pure-Rust modules, each with its own
 //! `cargo test`.
 
+pub mod batching;
+pub mod bi;
 pub mod cache;
-pub mod encoder;
+pub mod cross;
 pub mod error;
 pub mod fusion;
+pub mod pool;
+pub mod pooling;
+pub mod runtime;
 pub mod tokenize;
 
 use std::path::PathBuf;
@@ -33,24 +38,15 @@ fn to_py(e: CoreError) -> PyErr {
     }
 }
 
-/// Batching of `batch_size` items per batch at most, within `token_budget` padded tokens (None: the default).
-fn batching(batch_size: usize, token_budget: Option<usize>) -> PyResult<encoder::Batching> {
-    encoder::Batching::new(batch_size, token_budget.unwrap_or(encoder::DEFAULT_TOKEN_BUDGET)).map_err(to_py)
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
 /// Load libonnxruntime from `path` (once per process; later calls are no-ops).
 #[pyfunction]
 fn init_runtime(py: Python<'_>, path: PathBuf) -> PyResult<()> {
-    py.detach(|| encoder::init_runtime(&path)).map_err(to_py)
+    py.detach(|| runtime::init_runtime(&path)).map_err(to_py)
 }
 
 #[pyfunction]
 fn runtime_ready() -> bool {
-    encoder::runtime_ready()
+    runtime::runtime_ready()
 }
 
 /// Thread-safe bounded LRU of scores keyed by (model fingerprint, query, passage).
@@ -136,7 +132,7 @@ fn cache_key(fingerprint: &str, query: &str, passage: &str) -> String {
 /// (the GIL is released) and then queue for the session, whose run uses `threads` intra-op threads.
 #[pyclass(name = "CrossEncoderCore", module = "lrt_rerank._core", frozen)]
 struct PyCrossEncoder {
-    inner: Arc<encoder::CrossEncoderCore>,
+    inner: Arc<cross::CrossEncoderCore>,
     fingerprint: String,
     cache: Option<Arc<cache::ScoreCache>>,
 }
@@ -145,9 +141,7 @@ struct PyCrossEncoder {
 impl PyCrossEncoder {
     #[new]
     #[pyo3(signature = (model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None, token_budget = None))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         model_dir: PathBuf,
         max_length: usize,
         fingerprint: String,
@@ -156,10 +150,16 @@ impl PyCrossEncoder {
         cache: Option<PyRef<'_, PyScoreCache>>,
         token_budget: Option<usize>,
     ) -> PyResult<Self> {
-        let threads = threads.unwrap_or_else(default_threads);
-        let batching = batching(batch_size, token_budget)?;
-        let inner = py
-            .detach(|| guarded(|| encoder::CrossEncoderCore::load(&model_dir, max_length, threads, batching)))
+        // The parameters are exactly the Python ones; the GIL token comes from `Python::attach`
+        // (already held here, so it only borrows it) rather than from one more parameter.
+        let defaults = cross::CrossEncoderOptions::default();
+        let options = cross::CrossEncoderOptions {
+            max_length,
+            threads: threads.unwrap_or(defaults.threads),
+            batch_size,
+            token_budget: token_budget.unwrap_or(defaults.token_budget),
+        };
+        let inner = Python::attach(|py| py.detach(|| guarded(|| cross::CrossEncoderCore::load(&model_dir, &options))))
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner), fingerprint, cache: cache.map(|c| c.inner.clone()) })
     }
@@ -196,7 +196,7 @@ impl PyCrossEncoder {
         let cache = self.cache.clone();
         let fp = self.fingerprint.clone();
         let scores = py
-            .detach(move || guarded(|| score_with_cache(&inner, cache.as_deref(), &fp, &query, &passages)))
+            .detach(move || guarded(|| inner.score_with_cache(cache.as_deref(), &fp, &query, &passages)))
             .map_err(to_py)?;
         Ok(PyArray1::from_vec(py, scores))
     }
@@ -219,59 +219,23 @@ impl PyCrossEncoder {
         let inner = self.inner.clone();
         py.detach(move || {
             let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-            guarded(|| {
-                let encs = inner.tokenizer().encode_pairs(&query, &refs)?;
-                let batches = inner.batching().batches(&encs, inner.model().sessions());
-                let real: usize = encs.iter().map(|e| e.len()).sum();
-                let longest = encs.iter().map(|e| e.len()).max().unwrap_or(0);
-                Ok((encoder::padded_tokens(&encs, &batches), longest * encs.len(), real))
-            })
+            guarded(|| inner.padding_stats(&query, &refs))
         })
         .map_err(to_py)
     }
 }
 
-fn score_with_cache(
-    inner: &encoder::CrossEncoderCore,
-    cache: Option<&cache::ScoreCache>,
-    fp: &str,
-    query: &str,
-    passages: &[String],
-) -> error::Result<Vec<f32>> {
-    let Some(cache) = cache else {
-        let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-        return inner.score(query, &refs);
-    };
-    let keys: Vec<u128> = passages.iter().map(|p| cache::cache_key(fp, query, p)).collect();
-    let cached = cache.get_many(&keys);
-    let miss_idx: Vec<usize> = (0..passages.len()).filter(|&i| cached[i].is_none()).collect();
-    let mut scores: Vec<f32> = cached.iter().map(|v| v.unwrap_or(0.0)).collect();
-    if !miss_idx.is_empty() {
-        let refs: Vec<&str> = miss_idx.iter().map(|&i| passages[i].as_str()).collect();
-        let fresh = inner.score(query, &refs)?;
-        let mut items = Vec::with_capacity(fresh.len());
-        for (&i, s) in miss_idx.iter().zip(fresh) {
-            scores[i] = s;
-            items.push((keys[i], s));
-        }
-        cache.put_many(&items);
-    }
-    Ok(scores)
-}
-
 /// Bi-encoder session: mean- or CLS-pooled embeddings, L2-normalised unless asked not to be.
 #[pyclass(name = "BiEncoderCore", module = "lrt_rerank._core", frozen)]
 struct PyBiEncoder {
-    inner: Arc<encoder::BiEncoderCore>,
+    inner: Arc<bi::BiEncoderCore>,
 }
 
 #[pymethods]
 impl PyBiEncoder {
     #[new]
     #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32, pooling = "mean", normalize = true, token_budget = None))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         model_dir: PathBuf,
         max_length: usize,
         threads: Option<usize>,
@@ -280,13 +244,17 @@ impl PyBiEncoder {
         normalize: bool,
         token_budget: Option<usize>,
     ) -> PyResult<Self> {
-        let threads = threads.unwrap_or_else(default_threads);
-        let pooling = encoder::Pooling::parse(pooling).map_err(to_py)?;
-        let batching = batching(batch_size, token_budget)?;
-        let inner = py
-            .detach(|| {
-                guarded(|| encoder::BiEncoderCore::load(&model_dir, max_length, threads, batching, pooling, normalize))
-            })
+        // As for CrossEncoderCore: the Python parameters only, the GIL token from `Python::attach`.
+        let defaults = bi::BiEncoderOptions::default();
+        let options = bi::BiEncoderOptions {
+            max_length,
+            threads: threads.unwrap_or(defaults.threads),
+            batch_size,
+            token_budget: token_budget.unwrap_or(defaults.token_budget),
+            pooling: crate::pooling::Pooling::parse(pooling).map_err(to_py)?,
+            normalize,
+        };
+        let inner = Python::attach(|py| py.detach(|| guarded(|| bi::BiEncoderCore::load(&model_dir, &options))))
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -305,10 +273,7 @@ impl PyBiEncoder {
     }
     #[getter]
     fn pooling(&self) -> &'static str {
-        match self.inner.pooling() {
-            encoder::Pooling::Mean => "mean",
-            encoder::Pooling::Cls => "cls",
-        }
+        self.inner.pooling().name()
     }
     #[getter]
     fn normalize(&self) -> bool {

@@ -1,0 +1,214 @@
+//! Cross-encoder scoring: one raw logit per (query, passage) pair, in input order, optionally
+//! through a score cache (only misses run).
+
+use std::path::Path;
+
+use crate::batching::{Batching, DEFAULT_TOKEN_BUDGET};
+use crate::cache::{self, ScoreCache};
+use crate::error::{CoreError, Result};
+use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
+use crate::runtime::DYNAMIC;
+use crate::tokenize::{Encoded, TextTokenizer};
+
+/// How a cross-encoder is loaded and batches its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossEncoderOptions {
+    /// Longest pair, in tokens (the passage is truncated to fit).
+    pub max_length: usize,
+    /// Sessions (single-threaded, one per core by default) that run batches in parallel.
+    pub threads: usize,
+    /// Most pairs in one batch.
+    pub batch_size: usize,
+    /// Most padded tokens (rows × longest) in one batch.
+    pub token_budget: usize,
+}
+
+impl Default for CrossEncoderOptions {
+    fn default() -> Self {
+        Self { max_length: 512, threads: default_threads(), batch_size: 16, token_budget: DEFAULT_TOKEN_BUDGET }
+    }
+}
+
+pub struct CrossEncoderCore {
+    model: SessionPool,
+    tokenizer: TextTokenizer,
+    batching: Batching,
+}
+
+/// The logits of a cross-encoder batch output of `batch` pairs (already checked against the
+/// declared output): the output must be [batch] or [batch, 1] and finite.
+fn logits(out: &BatchOutput, batch: usize) -> std::result::Result<&[f32], String> {
+    if !matches!(out.shape.as_slice(), [b] | [b, 1] if usize::try_from(*b).ok() == Some(batch)) {
+        return Err(format!("expected one logit per pair ([{batch}] or [{batch}, 1]), got shape {:?}", out.shape));
+    }
+    if let Some(j) = out.data.iter().position(|x| !x.is_finite()) {
+        return Err(format!("the model returned a non-finite logit ({}) for row {j} of a batch of {batch}", out.data[j]));
+    }
+    Ok(&out.data)
+}
+
+/// The logits of a cross-encoder batch of `batch` pairs, checked against the declared output,
+/// then by `logits`.
+fn check_logits<'a>(model: &SessionPool, out: &'a BatchOutput, batch: usize) -> std::result::Result<&'a [f32], String> {
+    model.check_output(out, batch)?;
+    logits(out, batch)
+}
+
+/// Scores of `passages` for `query`, looked up in `cache` under `fingerprint` first: only the
+/// misses go to `score` (in input order, one call), and their scores are stored.
+fn through_cache(
+    cache: &ScoreCache,
+    fingerprint: &str,
+    query: &str,
+    passages: &[String],
+    score: impl FnOnce(&[&str]) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    let keys: Vec<u128> = passages.iter().map(|p| cache::cache_key(fingerprint, query, p)).collect();
+    let cached = cache.get_many(&keys);
+    let miss_idx: Vec<usize> = (0..passages.len()).filter(|&i| cached[i].is_none()).collect();
+    let mut scores: Vec<f32> = cached.iter().map(|v| v.unwrap_or(0.0)).collect();
+    if !miss_idx.is_empty() {
+        let refs: Vec<&str> = miss_idx.iter().map(|&i| passages[i].as_str()).collect();
+        let fresh = score(&refs)?;
+        let mut items = Vec::with_capacity(fresh.len());
+        for (&i, s) in miss_idx.iter().zip(fresh) {
+            scores[i] = s;
+            items.push((keys[i], s));
+        }
+        cache.put_many(&items);
+    }
+    Ok(scores)
+}
+
+impl CrossEncoderCore {
+    pub fn load(dir: &Path, options: &CrossEncoderOptions) -> Result<Self> {
+        let batching = Batching::new(options.batch_size, options.token_budget)?;
+        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads)?;
+        let declared = model.output_dims();
+        if !matches!(declared, [_] | [_, 1 | DYNAMIC]) {
+            return Err(CoreError::model(
+                model.path(),
+                format!("a cross-encoder must output one logit per pair ([batch] or [batch, 1]); the graph declares {declared:?}"),
+            ));
+        }
+        let out = model.probe(&tokenizer, &dir.join("tokenizer.json"))?;
+        check_logits(&model, &out, 1).map_err(|msg| CoreError::model(model.path(), format!("probe run: {msg}")))?;
+        Ok(Self { model, tokenizer, batching })
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn model(&self) -> &SessionPool {
+        &self.model
+    }
+
+    pub fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    /// Raw logits for (query, passage) pairs, in input order. Every batch's output is checked
+    /// (shape against the batch and the declared output, finite values) before it is read.
+    pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
+        let mut scores = vec![0f32; passages.len()];
+        for (base, window) in self.batching.windows(passages) {
+            let encs = self.tokenizer.encode_pairs(query, window)?;
+            let batches = self.batching.batches(&encs, self.model.sessions());
+            let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
+            let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
+            for (batch, out) in batches.iter().zip(outs) {
+                let logits = check_logits(&self.model, &out, batch.len()).map_err(|msg| self.model.inference_error(msg))?;
+                for (&i, &logit) in batch.iter().zip(logits) {
+                    scores[base + i] = logit;
+                }
+            }
+        }
+        Ok(scores)
+    }
+
+    /// `score`, through `cache` (keyed under the model's `fingerprint`) where there is one.
+    pub fn score_with_cache(
+        &self,
+        cache: Option<&ScoreCache>,
+        fingerprint: &str,
+        query: &str,
+        passages: &[String],
+    ) -> Result<Vec<f32>> {
+        match cache {
+            Some(cache) => through_cache(cache, fingerprint, query, passages, |refs| self.score(query, refs)),
+            None => {
+                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+                self.score(query, &refs)
+            }
+        }
+    }
+
+    /// Padded token count of one call under this engine's batching, and under one batch padded
+    /// to the longest pair: (length-bucketed, pad-to-longest, real tokens).
+    pub fn padding_stats(&self, query: &str, passages: &[&str]) -> Result<(usize, usize, usize)> {
+        let encs = self.tokenizer.encode_pairs(query, passages)?;
+        Ok(self.batching.padding_stats(&encs, self.model.sessions()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(shape: Vec<i64>, data: Vec<f32>) -> BatchOutput {
+        BatchOutput { shape, data, mask: Vec::new(), seq_len: 1 }
+    }
+
+    #[test]
+    fn logits_take_one_finite_value_per_pair() {
+        assert_eq!(logits(&out(vec![2], vec![0.5, -1.0]), 2), Ok(&[0.5, -1.0][..]));
+        assert_eq!(logits(&out(vec![2, 1], vec![0.5, -1.0]), 2), Ok(&[0.5, -1.0][..]));
+        assert_eq!(
+            logits(&out(vec![1, 2], vec![0.5, -1.0]), 1),
+            Err("expected one logit per pair ([1] or [1, 1]), got shape [1, 2]".to_string())
+        );
+        assert_eq!(
+            logits(&out(vec![2], vec![0.5, f32::NAN]), 2),
+            Err("the model returned a non-finite logit (NaN) for row 1 of a batch of 2".to_string())
+        );
+    }
+
+    #[test]
+    fn only_cache_misses_are_scored_and_then_stored() {
+        let cache = ScoreCache::new(16).expect("a capacity");
+        let passages: Vec<String> = ["a", "bb", "ccc"].iter().map(|s| s.to_string()).collect();
+        let by_len = |refs: &[&str]| Ok(refs.iter().map(|p| p.len() as f32).collect());
+        let first = through_cache(&cache, "fp", "q", &passages[..2], by_len).expect("scored");
+        assert_eq!(first, vec![1.0, 2.0]);
+        let mut seen = Vec::new();
+        let second = through_cache(&cache, "fp", "q", &passages, |refs| {
+            seen.extend(refs.iter().map(|s| s.to_string()));
+            by_len(refs)
+        })
+        .expect("scored");
+        assert_eq!(second, vec![1.0, 2.0, 3.0]);
+        assert_eq!(seen, vec!["ccc".to_string()]);
+        // all hits: nothing runs; another fingerprint misses
+        let all = through_cache(&cache, "fp", "q", &passages, |_| panic!("nothing should run")).expect("cached");
+        assert_eq!(all, vec![1.0, 2.0, 3.0]);
+        let other = through_cache(&cache, "fp2", "q", &passages[..1], |refs| Ok(vec![9.0; refs.len()])).expect("scored");
+        assert_eq!(other, vec![9.0]);
+    }
+
+    #[test]
+    fn a_failed_score_stores_nothing() {
+        let cache = ScoreCache::new(16).expect("a capacity");
+        let passages = vec!["a".to_string()];
+        let failed = through_cache(&cache, "fp", "q", &passages, |_| Err(CoreError::Inference("boom".into())));
+        assert!(matches!(failed, Err(CoreError::Inference(m)) if m == "boom"));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn options_default_to_the_python_defaults() {
+        let o = CrossEncoderOptions::default();
+        assert_eq!((o.batch_size, o.token_budget), (16, DEFAULT_TOKEN_BUDGET));
+        assert!(o.threads >= 1);
+    }
+}
