@@ -22,7 +22,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from lrt_rerank import CrossEncoder
-from lrt_rerank.models.store import PLACEHOLDER_CROSS_ENCODER_NAME, build_minilm_model, model_home
+from lrt_rerank.models.store import PLACEHOLDER_CROSS_ENCODER_NAME, model_home
+from lrt_rerank.models.minilm import build_minilm_model
 from lrt_rerank.models.quantize import quantize_model_dir
 
 THREADS = 2

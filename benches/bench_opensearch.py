@@ -48,7 +48,7 @@ QUERIES = 30
 
 @pytest.fixture(scope="session")
 def bi_encoder_dir() -> Path:
-    from lrt_rerank.models.store import default_model_dir
+    from lrt_rerank.models.resolve import default_model_dir
 
     return default_model_dir("bi-encoder")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lrt_rerank import CrossEncoder, ScoreCache
-from lrt_rerank.commands.pipeline import cached_index
+from lrt_rerank.first_stage.index_cache import cached_index
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage

@@ -680,7 +680,7 @@ def write_section(text: str) -> None:
 # ------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     from lrt_rerank import BiEncoder
-    from lrt_rerank.models.store import default_model_dir
+    from lrt_rerank.models.resolve import default_model_dir
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.ops.stack.launcher import StackSpec, down, up
 

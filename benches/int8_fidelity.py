@@ -44,7 +44,8 @@ from lrt_rerank.datasets import load_dataset  # noqa: E402
 from lrt_rerank.evaluate import reciprocal_rank  # noqa: E402
 from lrt_rerank.models.importers import import_snapshot  # noqa: E402
 from lrt_rerank.models.quantize import quantize_model_dir  # noqa: E402
-from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, default_model_dir, file_sha256  # noqa: E402
+from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256  # noqa: E402
+from lrt_rerank.models.resolve import default_model_dir
 
 MAX_LENGTH = 256
 DEFAULT = "int8 per-channel (shipped)"

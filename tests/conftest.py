@@ -39,7 +39,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def bi_encoder_dir() -> Path:
     """The default dense model (bge-small-en-v1.5 INT8, CLS pooling)."""
-    from lrt_rerank.models.store import default_model_dir
+    from lrt_rerank.models.resolve import default_model_dir
 
     return default_model_dir("bi-encoder")
 
@@ -47,7 +47,7 @@ def bi_encoder_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm_bi_encoder_dir() -> Path:
     """all-MiniLM-L6-v2 converted by the project (mean pooling)."""
-    from lrt_rerank.models.store import dense_model_dir
+    from lrt_rerank.models.resolve import dense_model_dir
 
     return dense_model_dir("minilm")
 
@@ -55,7 +55,8 @@ def minilm_bi_encoder_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm_cross_encoder_dir() -> Path:
     """The full 6-layer MiniLM-shaped cross-encoder (placeholder head)."""
-    from lrt_rerank.models.store import PLACEHOLDER_CROSS_ENCODER_NAME, build_minilm_model, model_home
+    from lrt_rerank.models.store import PLACEHOLDER_CROSS_ENCODER_NAME, model_home
+    from lrt_rerank.models.minilm import build_minilm_model
 
     path = model_home() / PLACEHOLDER_CROSS_ENCODER_NAME
     if not (path / "card.json").is_file():
@@ -66,7 +67,7 @@ def minilm_cross_encoder_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer cross-encoder at 64 tokens: fast enough for many-passage tests."""
-    from lrt_rerank.models.store import build_minilm_model
+    from lrt_rerank.models.minilm import build_minilm_model
 
     return build_minilm_model(tmp_path_factory.mktemp("models") / "ce-2l", "cross-encoder", num_layers=2, max_length=64)
 
@@ -74,7 +75,7 @@ def small_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_bi_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-layer bi-encoder (mean pooling, normalised) at 32 tokens: fast enough for fuzzing."""
-    from lrt_rerank.models.store import build_minilm_model
+    from lrt_rerank.models.minilm import build_minilm_model
 
     return build_minilm_model(tmp_path_factory.mktemp("models") / "be-1l", "bi-encoder", num_layers=1, max_length=32)
 

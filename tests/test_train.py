@@ -18,7 +18,8 @@ import pytest
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import Dataset, Document
-from lrt_rerank.models.store import CARD, MODEL, PACKAGED_DIR, default_model_dir, file_sha256
+from lrt_rerank.models.store import CARD, MODEL, PACKAGED_DIR, file_sha256
+from lrt_rerank.models.resolve import default_model_dir
 
 SHIPPED = PACKAGED_DIR / "lrt-nfcorpus-int8"
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024

@@ -233,7 +233,7 @@ def test_bootstrap_intervals_of_gain_and_retention_follow_sampling_theory() -> N
 # ------------------------------------------------------------------------------ inverse-cloze teacher groups
 def test_cloze_groups_hide_their_sentence_and_draw_negatives_from_its_first_stage_list(tiny: Path) -> None:
     _need_torch()
-    from lrt_rerank.commands.pipeline import cached_index
+    from lrt_rerank.first_stage.index_cache import cached_index
     from lrt_rerank.train.cloze import cloze_groups, sentences
     from lrt_rerank.train.lists import HeldOut, held_out_queries, normalise
 

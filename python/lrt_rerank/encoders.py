@@ -11,7 +11,8 @@ import numpy as np
 
 from lrt_rerank import _core
 from lrt_rerank.calibration import Calibration
-from lrt_rerank.models.store import CARD, MODEL, ModelCard, file_sha256, resolve_model_dir
+from lrt_rerank.models.store import CARD, MODEL, ModelCard, file_sha256
+from lrt_rerank.models.resolve import resolve_model_dir
 from lrt_rerank.runtime import ensure_runtime
 from lrt_rerank.text import lone_surrogate_at
 

@@ -161,7 +161,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank import BiEncoder
     from lrt_rerank.datasets import DatasetError, load_corpus
     from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
-    from lrt_rerank.models.store import dense_model_dir
+    from lrt_rerank.models.resolve import dense_model_dir
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
     from lrt_rerank.opensearch.templates import TemplateError

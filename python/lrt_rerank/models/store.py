@@ -150,21 +150,3 @@ def packaged_model_dir(name: str) -> Path:
     if not (path / CARD).is_file():
         raise _core.ModelError(f"{path / CARD}: missing; this lrt-rerank installation is incomplete (reinstall it)")
     return path
-
-
-#: Names that moved up to :mod:`lrt_rerank.models.resolve` and :mod:`lrt_rerank.models.minilm`, still
-#: importable from here for older callers (import them from :mod:`lrt_rerank.models` instead).
-_MOVED = {
-    "build_minilm_model": "lrt_rerank.models.minilm",
-    "default_model_dir": "lrt_rerank.models.resolve",
-    "dense_model_dir": "lrt_rerank.models.resolve",
-    "resolve_model_dir": "lrt_rerank.models.resolve",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

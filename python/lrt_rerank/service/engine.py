@@ -19,7 +19,7 @@ from fastapi import HTTPException, Response
 
 from lrt_rerank import CrossEncoder, ModelError, ScoreCache
 from lrt_rerank.first_stage.base import Candidate
-from lrt_rerank.models import store
+from lrt_rerank.models.resolve import resolve_model_dir as resolve_source
 from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult
 from lrt_rerank.rerank.redis_tier import RedisScoreTier, RedisSettings
 from lrt_rerank.service.metrics import ServiceMetrics
@@ -43,7 +43,7 @@ def resolve_model_dir(model: str) -> Path:
     Hugging Face snapshot folder. Only resolved here: what the folder holds is ``CrossEncoder.load``'s to
     judge (it reads model directories and imports snapshots), so a folder without card.json is not
     rejected here."""
-    path = store.resolve_model_dir(model, "cross-encoder")
+    path = resolve_source(model, "cross-encoder")
     if not path.is_dir():
         raise ModelError(
             f"{path}: not a directory (--model must be a model directory, a Hugging Face snapshot or 'default')"
