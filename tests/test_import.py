@@ -535,3 +535,18 @@ def test_int8_fidelity_bound_rejects_a_broken_quantization(int8_setup: Int8Setup
     damaged = getattr(int8_variants, broken)(src, tmp_path / broken)
     low, mean = engine_fidelity(int8_setup, damaged)
     assert mean < INT8_MEAN_SPEARMAN and low < INT8_MIN_SPEARMAN, (low, mean)
+
+
+def test_int8_keep_fp32_leaves_the_head_and_edge_layers_unquantized(int8_setup: Int8Setup, tmp_path: Path) -> None:
+    """``keep_fp32="head+edges"`` on the 6-layer graph: the first and last layers' attention stays FP32
+    (2 Attention, 4 QAttention), the classifier stays a float MatMul, and fidelity holds the bound."""
+    from lrt_rerank.models.quantize import quantize_model_dir
+
+    out = quantize_model_dir(int8_setup.fp32, tmp_path / "edges", keep_fp32="head+edges")
+    ops = [n.op_type for n in onnx.load(str(out / MODEL)).graph.node]
+    assert ops.count("Attention") == 2 and ops.count("QAttention") == 4
+    assert ops[-3:] == ["Gemm", "Tanh", "MatMul"] or ops[-4:] == ["MatMul", "Add", "Tanh", "MatMul"]  # pooler, classifier in FP32
+    card = json.loads((out / CARD).read_text(encoding="utf-8"))
+    assert card["quantization"]["fp32"]["keep"] == "head+edges" and len(card["quantization"]["fp32"]["nodes"]) == 11
+    low, mean = engine_fidelity(int8_setup, out)
+    assert low >= INT8_MIN_SPEARMAN and mean >= INT8_MEAN_SPEARMAN, (low, mean)

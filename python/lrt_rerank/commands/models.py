@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lrt_rerank.commands.pipeline import add_dense_model_arg
+from lrt_rerank.models.quantize import KEEP_FP32
 from lrt_rerank.models.resolve import default_model_dir
 from lrt_rerank.models.store import CARD, KINDS, ModelCard
 
@@ -32,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("src", type=Path)
     q.add_argument("dst", type=Path)
     q.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
+    q.add_argument(
+        "--keep-fp32",
+        choices=KEEP_FP32,
+        default="none",
+        help="leave the head (and the first and last transformer layers) of a fused graph in FP32",
+    )
+    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (onnxruntime's reduce_range)")
     q.set_defaults(func=_quantize)
 
     s = msub.add_parser("show", help="print a model directory's card")
@@ -100,7 +108,11 @@ def _default(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from lrt_rerank.models.quantize import quantize_model_dir
 
-    print(quantize_model_dir(args.src, args.dst, per_channel=not args.per_tensor))
+    print(
+        quantize_model_dir(
+            args.src, args.dst, per_channel=not args.per_tensor, keep_fp32=args.keep_fp32, reduce_range=args.reduce_range
+        )
+    )
     return 0
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
-
-import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from typing import TYPE_CHECKING, Literal
 
 from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, ModelCard, file_sha256
+
+if TYPE_CHECKING:
+    import onnx
 
 KeepFp32 = Literal["none", "head", "head+edges"]
 KEEP_FP32: tuple[KeepFp32, ...] = ("none", "head", "head+edges")
@@ -48,13 +48,18 @@ def fp32_nodes(graph: onnx.GraphProto, keep: KeepFp32) -> list[str]:
             kept += [n.name for n in nodes[start:end] if n.op_type in GEMMS]
     if any(not name for name in kept):
         raise ValueError("keep_fp32 needs named nodes; this graph has unnamed GEMMs")
-    return sorted(set(kept))
+    # quantize_dynamic first rewrites each Gemm as a MatMul named "<gemm>_MatMul" plus an Add
+    gemms = {n.name for n in nodes if n.op_type == "Gemm"}
+    return sorted(set(kept) | {f"{name}_MatMul" for name in kept if name in gemms})
 
 
 def quantize_model_dir(
     src: Path, dst: Path, per_channel: bool = True, keep_fp32: KeepFp32 = "none", reduce_range: bool = False
 ) -> Path:
     """Write ``dst``: ``src`` with int8 weights (per channel), activations quantized at run time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     card = ModelCard.read(src)
     if not (src / MODEL).is_file():
         raise FileNotFoundError(f"{src / MODEL}: model file not found")
