@@ -5,8 +5,9 @@ For every judged query of a split, the embedded first stage's RRF top 50 is re-o
     a * z(BM25 score) + b * z(dense cosine) + c * z(-log RRF rank)
 
 (``z``: standardised over the query's 50 candidates; a candidate missing from one system's top 200
-gets that system's lowest score; the code is :mod:`lrt_rerank.train.fusion`, which ``train all
---teacher-fusion`` uses). ``a, b, c`` are chosen on the ``train`` split over a small grid,
+gets that system's lowest score; the features are :mod:`lrt_rerank.rerank.fusion`'s, the weights
+:mod:`lrt_rerank.train.fusion`'s, which ``train all --teacher-fusion`` uses). ``lrt-rerank tune`` is the
+shipped form of this probe: cross-validated, with a guard, applied on every path (docs/tuned-fusion.md). ``a, b, c`` are chosen on the ``train`` split over a small grid,
 then applied unchanged to ``--eval`` (dev or test). It answers one question: how much of a
 re-ranker's possible gain is already in the first stage's scores, which RRF reduces to ranks.
 With ``--reranker DIR`` (repeatable) each model's standardised logit is added to the fused score,
@@ -23,24 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lrt_rerank.commands.pipeline import cached_index
 from lrt_rerank.datasets import Dataset, load_dataset
 from lrt_rerank.first_stage.base import FirstStage
-from lrt_rerank.train.fusion import (
-    Features,
-    FusionWeights,
-    choose_first_stage_weights,
-    choose_teacher_weight,
-    first_stage_features,
-    fused_run,
-    mrr_at_10,
-)
+from lrt_rerank.first_stage.index_cache import cached_index
+from lrt_rerank.rerank.fusion import first_stage_features
+from lrt_rerank.train.fusion import Features, FusionWeights, choose_first_stage_weights, choose_teacher_weight, fused_run, mrr_at_10
 
 DEPTH = 50
 
 
 def features(dataset: Dataset, first_stage: FirstStage) -> Features:
-    """Per judged query: the RRF top-50 ids and their z(BM25), z(dense) (:func:`lrt_rerank.train.fusion.first_stage_features`)."""
+    """Per judged query: the RRF top-50 ids and their z(BM25), z(dense) (:func:`lrt_rerank.rerank.fusion.first_stage_features`)."""
     out: Features = {}
     for qid in dataset.eval_query_ids():
         text = dataset.queries[qid]

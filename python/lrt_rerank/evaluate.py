@@ -10,6 +10,9 @@ least one relevant judgment):
 
 Latency is wall time per query in milliseconds, split into first stage, re-rank and total,
 summarised by the 50th, 95th and 99th percentiles.
+
+Differences between systems over the same queries get a paired bootstrap interval
+(:func:`bootstrap_gains`, :func:`interval95`).
 """
 
 from __future__ import annotations
@@ -27,17 +30,22 @@ from tqdm.auto import tqdm
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.first_stage.base import SYSTEMS, FirstStage, System, check_system
 from lrt_rerank.pipeline import Pipeline, Reranker
+from lrt_rerank.rerank.fusion import Fusion
 
 METRICS: tuple[str, ...] = ("MRR@10", "NDCG@5", "NDCG@10", "R@50")
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
 STAGES: tuple[str, ...] = ("first_stage", "rerank", "total")
 RERANKED_SYSTEM = "rrf+rerank"
+TUNED_SYSTEM = "tuned"
 SYSTEM_LABELS: dict[str, str] = {
     "bm25": "BM25",
     "dense": "dense",
     "rrf": "RRF(BM25, dense)",
     RERANKED_SYSTEM: "RRF + re-ranker",
+    TUNED_SYSTEM: "tuned fusion",
 }
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
 
 
 def _gain(grade: int) -> float:
@@ -92,6 +100,21 @@ def score_run(
     if count == 0:
         raise ValueError("no queries to evaluate")
     return {name: total / count for name, total in totals.items()}
+
+
+def bootstrap_gains(first: np.ndarray, systems: dict[str, np.ndarray], samples: int = BOOTSTRAP_SAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
+    """Paired bootstrap over queries: for each of ``samples`` resamples (the same draws for every system),
+    the mean per-query gain of each system over ``first``; returns [samples] arrays."""
+    if any(values.shape != first.shape for values in systems.values()):
+        raise ValueError("per-query figures must cover the same queries")
+    draws = np.random.default_rng(seed).integers(0, first.size, size=(samples, first.size))
+    return {label: (values - first)[draws].mean(axis=1) for label, values in systems.items()}
+
+
+def interval95(values: np.ndarray) -> list[float]:
+    """The central 95% of bootstrap resamples (2.5th and 97.5th percentiles), rounded to 4 places."""
+    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
 
 
 def latency_percentiles(samples_ms: Sequence[float]) -> dict[int, float]:
@@ -197,18 +220,19 @@ def _run_first_stage_system(
 
 
 def _run_pipeline(
-    pipeline: Pipeline, dataset: Dataset, query_ids: Sequence[str], depth: int, progress: bool
+    pipeline: Pipeline, dataset: Dataset, query_ids: Sequence[str], depth: int, progress: bool,
+    system: str = RERANKED_SYSTEM,
 ) -> SystemResult:
     run: dict[str, list[str]] = {}
     stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     pipeline.run(dataset.queries[query_ids[0]], k=depth)  # warm-up, not timed
-    for query_id in tqdm(query_ids, desc=f"eval {RERANKED_SYSTEM}", disable=not progress, leave=False):
+    for query_id in tqdm(query_ids, desc=f"eval {system}", disable=not progress, leave=False):
         result = pipeline.run(dataset.queries[query_id], k=depth)
         run[query_id] = [hit.id for hit in result.hits]
         stages["first_stage"].append(result.first_stage_ms)
         stages["rerank"].append(result.rerank_ms)
         stages["total"].append(result.total_ms)
-    return SystemResult(RERANKED_SYSTEM, score_run(run, dataset.qrels, query_ids), stages, len(query_ids))
+    return SystemResult(system, score_run(run, dataset.qrels, query_ids), stages, len(query_ids))
 
 
 def evaluate(
@@ -222,8 +246,11 @@ def evaluate(
     on_result: Callable[[SystemResult], None] | None = None,
     systems: Sequence[str] = (*SYSTEMS, RERANKED_SYSTEM),
     interpolation: float | None = None,
+    fusion: Fusion | None = None,
 ) -> list[SystemResult]:
-    """Evaluate BM25, dense and RRF (top ``depth`` each) and, with a re-ranker, RRF + re-ranker.
+    """Evaluate BM25, dense and RRF (top ``depth`` each), with a re-ranker RRF + re-ranker, and with a
+    ``fusion`` the tuned fusion (system ``tuned``: the pipeline with that fusion, and the re-ranker only
+    when the fusion weighs its logit).
 
     ``interpolation`` is the pipeline's weight of the first-stage score (default: the model card's).
 
@@ -231,9 +258,12 @@ def evaluate(
     selects among ``bm25``, ``dense``, ``rrf`` and ``rrf+rerank`` (the last only runs with a
     re-ranker). ``on_result`` is called as each system finishes (for streaming output).
     """
-    unknown = [system for system in systems if system not in (*SYSTEMS, RERANKED_SYSTEM)]
+    known = (*SYSTEMS, RERANKED_SYSTEM, TUNED_SYSTEM)
+    unknown = [system for system in systems if system not in known]
     if unknown:
-        raise ValueError(f"unknown system {unknown[0]!r}; expected some of {', '.join((*SYSTEMS, RERANKED_SYSTEM))}")
+        raise ValueError(f"unknown system {unknown[0]!r}; expected some of {', '.join(known)}")
+    if fusion is not None and TUNED_SYSTEM not in systems:
+        systems = (*systems, TUNED_SYSTEM)
     ids = list(query_ids) if query_ids is not None else dataset.eval_query_ids()
     missing = [query_id for query_id in ids if query_id not in dataset.queries or query_id not in dataset.qrels]
     if missing:
@@ -247,6 +277,12 @@ def evaluate(
                 continue
             pipeline = Pipeline(first_stage, reranker, rerank_depth=rerank_depth, candidates=depth, interpolation=interpolation)
             results.append(_run_pipeline(pipeline, dataset, ids, depth, progress))
+        elif system == TUNED_SYSTEM:
+            if fusion is None:
+                continue
+            tuned = Pipeline(first_stage, reranker if fusion.uses_reranker else None, rerank_depth=rerank_depth,
+                             candidates=depth, fusion=fusion)
+            results.append(_run_pipeline(tuned, dataset, ids, depth, progress, TUNED_SYSTEM))
         else:
             results.append(_run_first_stage_system(first_stage, check_system(system), dataset, ids, depth, progress))
         if on_result is not None:

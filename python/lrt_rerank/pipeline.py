@@ -5,15 +5,21 @@
 (the re-ranked part by score, then the rest in first-stage order), interpolates with the first-stage
 order when the re-ranker's card asks for it, keeps to the budget and fails open. See
 :mod:`lrt_rerank.rerank.core` for the rules.
+
+With a tuned fusion (``fusion=``, a ``fusion.json`` of ``lrt-rerank tune``), the first stage is also
+asked for the candidates' BM25 and dense signals (:func:`lrt_rerank.rerank.fusion.first_stage_signals`,
+counted in the first-stage time) and the core orders by the fusion in place of the rank prior.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.rerank import Hit, Reranker, RerankCore, RerankStatus, SearchResult
+from lrt_rerank.rerank.fusion import Fusion, first_stage_signals, load_fusion
 
 __all__ = ["Hit", "Pipeline", "Reranker", "RerankStatus", "SearchResult"]
 
@@ -32,6 +38,7 @@ class Pipeline:
         chunk_size: passages scored per step when a budget is set.
         interpolation: weight of the first-stage order in the re-ranked score; default: the
             re-ranker's model card (``card`` attribute), else 0.
+        fusion: a tuned fusion, or the path of its ``fusion.json``; ``None`` keeps the interpolation.
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class Pipeline:
         candidates: int = 100,
         chunk_size: int = 16,
         interpolation: float | None = None,
+        fusion: Fusion | str | Path | None = None,
     ) -> None:
         if rerank_depth < 0:
             raise ValueError(f"rerank_depth must be >= 0, got {rerank_depth}")
@@ -53,7 +61,10 @@ class Pipeline:
         self.rerank_depth = rerank_depth
         self.cache: ScoreCache | None = cache if cache is not None else getattr(reranker, "cache", None)
         self.candidates = candidates
-        self.core = RerankCore(reranker, rerank_depth, interpolation, cache=self.cache, chunk_size=chunk_size)
+        self.fusion = load_fusion(fusion) if isinstance(fusion, (str, Path)) else fusion
+        self.core = RerankCore(
+            reranker, rerank_depth, interpolation, cache=self.cache, chunk_size=chunk_size, fusion=self.fusion
+        )
         self.interpolation = self.core.interpolation
 
     def search(self, query: str, k: int = 10, budget_ms: float | None = None) -> list[Hit]:
@@ -70,9 +81,13 @@ class Pipeline:
         if not query.strip():
             return SearchResult([], RerankStatus.EMPTY, 0, 0.0, 0.0, 0.0)
         candidates = self.first_stage.search(query, max(k, self.rerank_depth, self.candidates), "rrf")
+        signals = None
+        if self.fusion is not None:
+            signals = first_stage_signals(self.first_stage, query, [c.id for c in candidates[: self.rerank_depth]])
         first_stage_ms = (time.perf_counter() - start) * 1000.0
         return self.core.rerank(
-            query, candidates, self.first_stage.get_texts, top_n=k, budget_ms=budget_ms, first_stage_ms=first_stage_ms
+            query, candidates, self.first_stage.get_texts, top_n=k, budget_ms=budget_ms, first_stage_ms=first_stage_ms,
+            signals=signals,
         )
 
     def cache_stats(self) -> dict[str, int] | None:

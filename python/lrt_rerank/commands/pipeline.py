@@ -13,23 +13,21 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from lrt_rerank.bundled import BUNDLED_DATASET as DEMO_DATASET
 from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
 from lrt_rerank.extras import require
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage, IndexFormatError
-from lrt_rerank.first_stage.index_cache import cache_home, cached_index, corpus_digest
+from lrt_rerank.first_stage.index_cache import cache_home, cached_index
 from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_first_stage
 from lrt_rerank.interpolation import card_weight, resolve_weight
 from lrt_rerank.models.resolve import dense_model_dir, load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.pipeline import Pipeline
+from lrt_rerank.rerank.fusion import load_fusion
 
-__all__ = ["bundled_dataset_dir", "cache_home", "cached_index", "corpus_digest", "load_reranker", "register"]
-"""Library functions that used to live here, still importable from here (import them from
-:mod:`lrt_rerank.first_stage.index_cache`, :mod:`lrt_rerank.models.resolve` and :mod:`lrt_rerank.bundled`)."""
+__all__ = ["register"]
 
 DEMO_SAMPLE_QUERIES = ("PLAIN-2", "PLAIN-1635", "PLAIN-3161")
 """Statin drugs and breast cancer; milk; milk and mucus: judged queries with clear topics."""
@@ -63,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--budget-ms", type=float, help="latency budget for the whole search; what does not fit keeps first-stage order"
     )
+    _add_fusion_arg(search)
     search.add_argument("--json", action="store_true", help="print hits as JSON lines instead of a table")
     search.set_defaults(func=cmd_search, command_name="search")
 
@@ -88,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
     add_dense_model_arg(ev)
     ev.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
+    _add_fusion_arg(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per system per line instead of a table")
     ev.add_argument("--plot", type=Path, help="write the MRR@10 vs p95 latency chart to this PNG")
     ev.set_defaults(func=cmd_eval, command_name="eval")
@@ -137,6 +137,15 @@ def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_fusion_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fusion",
+        type=Path,
+        metavar="FILE",
+        help="fusion.json of `lrt-rerank tune`: order by the tuned function (with the re-ranker only if it weighs one)",
+    )
+
+
 # ------------------------------------------------------------------------------------ helpers
 def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
     """The first stage that `eval` and `models calibrate` read from their --first-stage/--index/--dense-model flags."""
@@ -171,7 +180,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 """Bad input: reported as one line on stderr with exit code 2, not a traceback."""
 
 
-def _reports_user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def reports_user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     @wraps(handler)
     def run(args: argparse.Namespace) -> int:
         try:
@@ -183,7 +192,7 @@ def _reports_user_errors(handler: Callable[[argparse.Namespace], int]) -> Callab
     return run
 
 
-@_reports_user_errors
+@reports_user_errors
 def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.datasets import load_corpus
 
@@ -200,13 +209,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_user_errors
+@reports_user_errors
 def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
-    reranker = load_reranker(args.reranker)
-    result = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation).run(
-        args.query, k=args.k, budget_ms=args.budget_ms
-    )
+    fusion = load_fusion(args.fusion) if args.fusion is not None else None
+    reranker = load_reranker(args.reranker) if fusion is None or fusion.uses_reranker else None
+    pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
+    result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
     if args.json:
         for hit in result.hits:
             print(json.dumps({**asdict(hit), "title": stage.document(hit.id).title}))
@@ -230,7 +239,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_user_errors
+@reports_user_errors
 def cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.split)
     if args.plot is not None:
@@ -238,7 +247,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     query_ids = dataset.eval_query_ids()
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
+    fusion = load_fusion(args.fusion) if args.fusion is not None else None
     reranker = load_reranker(args.reranker)
+    if fusion is not None and fusion.uses_reranker and reranker is None:
+        raise ValueError(f"{args.fusion}: field 'weights.reranker' is {fusion.weights['reranker']:g}: pass its --reranker")
     stage = open_first_stage(args, dataset)
     try:
         results = evaluate(
@@ -248,6 +260,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             rerank_depth=args.rerank_depth,
             query_ids=query_ids,
             interpolation=args.interpolation,
+            fusion=fusion,
             on_result=(lambda r: print(json.dumps(r.to_json()), flush=True)) if args.json else None,
         )
     finally:
@@ -257,6 +270,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, "
             f"re-rank depth {args.rerank_depth}" + (f", interpolation weight {weight:g}" if reranker is not None else "")
+            + (f", tuned fusion {fusion.describe()} ({args.fusion})" if fusion is not None else "")
         )
         print(markdown_table(results))
     if args.plot is not None:
@@ -265,7 +279,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_user_errors
+@reports_user_errors
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     root = bundled_dataset_dir()

@@ -25,6 +25,11 @@ from typing import Literal
 System = Literal["bm25", "dense", "rrf"]
 SYSTEMS: tuple[System, ...] = ("bm25", "dense", "rrf")
 
+RRF_K = 60
+"""The ``k`` of the first stage's RRF, ``sum 1 / (k + rank)``."""
+FUSION_DEPTH = 100
+"""Candidates taken from each of BM25 and dense before RRF fusion (at least the ``k`` asked for)."""
+
 
 @dataclass(frozen=True)
 class Candidate:

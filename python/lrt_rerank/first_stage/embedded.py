@@ -28,7 +28,7 @@ import Stemmer
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Document
-from lrt_rerank.first_stage.base import Candidate, FirstStage, System, wants_search
+from lrt_rerank.first_stage.base import FUSION_DEPTH, RRF_K, Candidate, FirstStage, System, wants_search
 from lrt_rerank.models.resolve import default_model_dir
 from lrt_rerank.models.store import file_sha256
 
@@ -47,9 +47,6 @@ STEMMER: str | None = None
 """No stemming: it matches the reference BM25 (0.519 MRR@10 on NFCorpus test); the Snowball
 English stemmer scores 0.528 there but departs from the reference configuration."""
 
-FUSION_DEPTH = 100
-"""Candidates taken from each of BM25 and dense before RRF fusion (at least ``k``)."""
-RRF_K = 60
 
 
 class IndexFormatError(RuntimeError):

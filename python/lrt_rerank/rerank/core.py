@@ -13,6 +13,11 @@ Score: the re-ranker's logit, or with interpolation ``logit + weight * prior(fir
 (:func:`lrt_rerank.interpolation.combine`), rounded to float32 (the precision the service sends, so
 every path orders the same values). ``relevance`` is the calibrated probability of the logit.
 
+Tuned fusion: with a :class:`~lrt_rerank.rerank.fusion.Fusion` and the candidates' first-stage
+signals, the fused score (:meth:`Fusion.scores`, the logit among its terms when it weighs one) takes
+the place of the rank-prior interpolation. Without a re-ranker the first ``depth`` candidates are
+ordered by the fusion alone; with one, the scored prefix is (a failed call keeps first-stage order).
+
 Budget: ``budget_ms`` bounds the whole call, first stage included. The time left is spent scoring
 candidates in chunks, in first-stage order, as long as the next chunk is expected to finish in time
 (:mod:`lrt_rerank.rerank.budget`).
@@ -34,6 +39,7 @@ from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import Candidate
 from lrt_rerank.interpolation import combine, resolve_weight
 from lrt_rerank.rerank.budget import CostEstimate
+from lrt_rerank.rerank.fusion import Fusion, Signals
 from lrt_rerank.rerank.tiers import SharedTier, TieredScorer
 from lrt_rerank.rerank.types import Hit, Reranker, RerankStatus, SearchResult
 
@@ -56,6 +62,8 @@ class RerankCore:
             re-ranker was loaded with this cache (it then looks it up itself).
         shared: a shared tier (Redis) consulted after ``cache``.
         chunk_size: passages scored per step when a budget is set.
+        fusion: a tuned fusion (``lrt-rerank tune``) to order by in place of the interpolation, when
+            :meth:`rerank` is given the candidates' signals.
     """
 
     def __init__(
@@ -66,9 +74,13 @@ class RerankCore:
         cache: ScoreCache | None = None,
         shared: SharedTier | None = None,
         chunk_size: int = 16,
+        fusion: Fusion | None = None,
     ) -> None:
         if depth < 0:
             raise ValueError(f"rerank depth must be >= 0, got {depth}")
+        if fusion is not None and fusion.uses_reranker and reranker is None:
+            raise ValueError(f"{fusion.source}: field 'weights.reranker' is {fusion.weights['reranker']:g}: this fusion needs a re-ranker")
+        self.fusion = fusion
         self.reranker = reranker
         self.depth = depth
         self.interpolation = resolve_weight(reranker, interpolation)
@@ -89,11 +101,13 @@ class RerankCore:
         budget_ms: float | None = None,
         first_stage_ms: float = 0.0,
         interpolate: bool = True,
+        signals: Signals | None = None,
     ) -> SearchResult:
         """Re-rank ``candidates`` (in first-stage order, ranks 1..n) for ``query``.
 
         ``first_stage_ms`` is the time already spent (it counts against ``budget_ms``);
-        ``interpolate=False`` ranks by the logit alone (the candidates' order means nothing).
+        ``interpolate=False`` ranks by the logit alone (the candidates' order means nothing);
+        ``signals`` (of at least the first ``depth`` candidates) let a tuned fusion order them.
         """
         if top_n is not None and top_n < 0:
             raise ValueError(f"top_n must be >= 0, got {top_n}")
@@ -118,7 +132,7 @@ class RerankCore:
                 logger.exception("re-ranker failed (%s); returning the first-stage order", error)
                 logits = []
             status = _status(error, len(logits), len(top))
-        hits = self._merge(candidates, logits, interpolate)
+        hits = self._merge(candidates, logits, interpolate, signals if status != RerankStatus.FAILED else None)
         if top_n is not None:
             hits = hits[:top_n]
         rerank_ms = (time.perf_counter() - began) * 1000.0
@@ -149,20 +163,25 @@ class RerankCore:
         self.cost.observe(len(passages), (time.perf_counter() - began) * 1000.0)
         return [float(x) for x in raw]
 
-    def _merge(self, candidates: Sequence[Candidate], logits: list[float], interpolate: bool) -> list[Hit]:
+    def _merge(
+        self, candidates: Sequence[Candidate], logits: list[float], interpolate: bool, signals: Signals | None
+    ) -> list[Hit]:
         n = len(logits)
         ranking: npt.NDArray[np.float32] = np.asarray(logits, dtype=np.float32)
-        if n and interpolate and self.interpolation > 0:
+        if self.fusion is not None and signals is not None and interpolate:
+            n = n if self.scorer is not None else min(self.depth, len(candidates), len(signals))
+            ranking = self.fusion.scores(signals.head(n), logits or None).astype(np.float32)
+        elif n and interpolate and self.interpolation > 0:
             ranking = combine(logits, self.interpolation).astype(np.float32)
-        relevance = self.calibration.apply(np.asarray(logits, dtype=np.float32)) if n and self.calibration is not None else None
+        relevance = self.calibration.apply(np.asarray(logits, dtype=np.float32)) if logits and self.calibration is not None else None
         order = sorted(range(n), key=lambda i: (-float(ranking[i]), candidates[i].rank)) + list(range(n, len(candidates)))
         hits = []
         for rank, i in enumerate(order, start=1):
-            c, reranked = candidates[i], i < n
+            c, reranked = candidates[i], i < len(logits)
             hits.append(
                 Hit(
                     id=c.id,
-                    score=float(ranking[i]) if reranked else c.score,
+                    score=float(ranking[i]) if i < n else c.score,
                     rank=rank,
                     first_stage_rank=c.rank,
                     first_stage_score=c.score,

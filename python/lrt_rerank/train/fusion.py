@@ -12,7 +12,9 @@ is a fair place to choose), ``d`` on dev, which the cross-encoder teacher was no
 student is fitted to ``t`` with the prior weight ``c`` (residual training); at run time it reads only
 the query and the passage, so what it keeps of the fusion it keeps in its weights.
 
-Numpy only (no torch), so ``benches/fusion_probe.py`` shares it.
+Numpy only (no torch), so ``benches/fusion_probe.py`` shares it. The first-stage features are those of the
+tuned fusion (:func:`lrt_rerank.rerank.fusion.first_stage_features`), which ``lrt-rerank tune`` chooses for
+every path.
 """
 
 from __future__ import annotations
@@ -25,32 +27,16 @@ import numpy as np
 import numpy.typing as npt
 
 from lrt_rerank.evaluate import score_run
-from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.interpolation import rank_prior
+from lrt_rerank.rerank.fusion import first_stage_features, zscore
 
-FEATURE_POOL = 200
+__all__ = ["FusionWeights", "choose_first_stage_weights", "choose_teacher_weight", "first_stage_features", "fused_run", "mrr_at_10"]
+
 FIRST_STAGE_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 TEACHER_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 Array = npt.NDArray[np.float64]
 Features = dict[str, tuple[list[str], Array]]  # query id -> (candidate ids, [2, n] z(BM25), z(dense))
-
-
-def zscore(values: Sequence[float] | Array) -> Array:
-    """Standardised over one query's candidates (mean 0, standard deviation 1; all-equal values give 0)."""
-    x = np.asarray(values, dtype=np.float64)
-    return (x - x.mean()) / (x.std() + 1e-9) if x.size else x
-
-
-def first_stage_features(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Array:
-    """``[2, len(ids)]``: z(BM25 score) and z(dense cosine) of the candidates ``ids``, each system searched to
-    depth ``pool``; a candidate beyond it gets that system's lowest score in the pool (0 when it found nothing)."""
-    rows = []
-    for system in ("bm25", "dense"):
-        scores = {c.id: c.score for c in first_stage.search(query, pool, system)}
-        floor = min(scores.values()) if scores else 0.0
-        rows.append(zscore([scores.get(d, floor) for d in ids]))
-    return np.vstack(rows) if ids else np.zeros((2, 0))
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
-from lrt_rerank.evaluate import latency_percentiles, reciprocal_rank
+from lrt_rerank.evaluate import bootstrap_gains, interval95, latency_percentiles, reciprocal_rank
 from lrt_rerank.train.data import Candidates, load_or_mine, passage_text
 from lrt_rerank.train.scoring import WEIGHT_GRID, best_weight, metrics_for, reranked_run
 
 logger = logging.getLogger(__name__)
 
 DEPTH = 50
-BOOTSTRAP_SAMPLES = 2000
-BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -120,27 +118,13 @@ def per_query_mrr(dataset: Dataset, run: dict[str, list[str]]) -> np.ndarray:
     return np.array([reciprocal_rank(ranking, dataset.qrels[qid], 10) for qid, ranking in run.items()], dtype=np.float64)
 
 
-def bootstrap_gains(first: np.ndarray, systems: dict[str, np.ndarray], samples: int = BOOTSTRAP_SAMPLES,
-                    seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
-    """Paired bootstrap over queries: for each of ``samples`` resamples (the same draws for every system),
-    the mean per-query gain of each system over ``first``; returns [samples] arrays."""
-    if any(values.shape != first.shape for values in systems.values()):
-        raise ValueError("per-query figures must cover the same queries")
-    draws = np.random.default_rng(seed).integers(0, first.size, size=(samples, first.size))
-    return {label: (values - first)[draws].mean(axis=1) for label, values in systems.items()}
-
-
-def _interval(values: np.ndarray) -> list[float]:
-    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
-
-
 def add_intervals(rows: list[dict[str, Any]], first: np.ndarray, per_query: dict[str, np.ndarray], teacher: str | None) -> None:
     """Give each model row the 95% paired-bootstrap interval of its interpolated MRR@10 gain over the first
     stage and, beside a teacher whose gain is above 0 in at least 97.5% of the resamples, of its retention."""
     gains = bootstrap_gains(first, per_query)
     for row in rows[1:]:
         label = row["system"].removeprefix("+ ")
-        row["gain_interpolated_mrr@10"] = {"mean": round(float((per_query[label] - first).mean()), 4), "ci95": _interval(gains[label])}
+        row["gain_interpolated_mrr@10"] = {"mean": round(float((per_query[label] - first).mean()), 4), "ci95": interval95(gains[label])}
     if teacher is None:
         return
     lift = gains[teacher]
@@ -149,7 +133,7 @@ def add_intervals(rows: list[dict[str, Any]], first: np.ndarray, per_query: dict
     for row in rows[1:]:
         if "retention" in row:
             label = row["system"].removeprefix("+ ")
-            row["retention"]["MRR@10"]["interpolated_ci95"] = _interval(gains[label][up] / lift[up]) if sure else None
+            row["retention"]["MRR@10"]["interpolated_ci95"] = interval95(gains[label][up] / lift[up]) if sure else None
 
 
 Derived = Callable[[Dataset, Candidates, dict[str, dict[str, np.ndarray]]], dict[str, np.ndarray]]

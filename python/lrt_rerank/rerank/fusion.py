@@ -1,0 +1,239 @@
+"""The tuned fusion: one ranking function of the first stage's own signals (and a re-ranker's logit),
+chosen on judged queries by ``lrt-rerank tune`` (:mod:`lrt_rerank.tune`) and read from a ``fusion.json``.
+
+For one query's first-stage candidates (in first-stage order, positions 1..n) the fused score is
+
+    score = a * N(BM25 score) + b * N(dense cosine) + c * prior(position_k) + d * z(logit)
+
+* ``N`` is the normalisation over the query's candidates: ``zscore`` (mean 0, standard deviation 1)
+  or ``minmax`` (0..1);
+* ``prior`` is the rank prior of :mod:`lrt_rerank.interpolation`, ``z(-log position)``;
+  ``position_k`` is the candidate's position in the order of RRF with constant ``k``
+  (``1/(k + BM25 rank) + 1/(k + dense rank)``, ranks counted in each system's top
+  :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH`); for the first stage's own ``k``
+  (:data:`~lrt_rerank.first_stage.base.RRF_K`) it is the first-stage position itself;
+* ``d * z(logit)`` is the re-ranker's standardised logit (only a fusion fitted with a re-ranker has ``d > 0``).
+
+``function: "rrf"`` is the case ``a = b = 0, c = 1``: the order of RRF with constant ``k``.
+A candidate missing from one system's top :data:`FEATURE_POOL` gets that system's lowest score there.
+
+The BM25 and dense signals come from :func:`first_stage_signals` (two more searches of the same first
+stage), so the function means the same for the embedded and the OpenSearch first stage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from lrt_rerank.first_stage.base import FUSION_DEPTH, RRF_K, FirstStage
+from lrt_rerank.interpolation import rank_prior
+
+FORMAT = "lrt-rerank-fusion"
+FORMAT_VERSION = 1
+FEATURE_POOL = 200
+"""Depth to which BM25 and dense are searched for the candidates' scores."""
+FUNCTIONS = ("rrf", "linear")
+Normalisation = Literal["zscore", "minmax"]
+NORMALISATIONS: tuple[Normalisation, ...] = ("zscore", "minmax")
+WEIGHTS = ("bm25", "dense", "prior", "reranker")
+
+Array = npt.NDArray[np.float64]
+
+
+class FusionFormatError(ValueError):
+    """A ``fusion.json`` that cannot be used; the message names the file and the field."""
+
+
+def zscore(values: Sequence[float] | Array) -> Array:
+    """Standardised over one query's candidates (mean 0, standard deviation 1; all-equal values give 0)."""
+    x = np.asarray(values, dtype=np.float64)
+    return (x - x.mean()) / (x.std() + 1e-9) if x.size else x
+
+
+def minmax(values: Sequence[float] | Array) -> Array:
+    """Scaled over one query's candidates to 0 (lowest) .. 1 (highest); all-equal values give 0."""
+    x = np.asarray(values, dtype=np.float64)
+    return (x - x.min()) / (x.max() - x.min() + 1e-9) if x.size else x
+
+
+def normalise(values: Array, how: Normalisation) -> Array:
+    return zscore(values) if how == "zscore" else minmax(values)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The first stage's signals of one query's candidates, in first-stage order: each system's score
+    (its lowest score in the pool where the candidate is missing) and rank (0 = not in its top
+    :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH`)."""
+
+    bm25: Array
+    dense: Array
+    bm25_rank: npt.NDArray[np.int64]
+    dense_rank: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.bm25.size)
+
+    def head(self, n: int) -> Signals:
+        """The signals of the first ``n`` candidates."""
+        return Signals(self.bm25[:n], self.dense[:n], self.bm25_rank[:n], self.dense_rank[:n])
+
+    def rrf_positions(self, k: int) -> npt.NDArray[np.int64]:
+        """Each candidate's 0-based position in the order of RRF with constant ``k`` (ties: first-stage order)."""
+        score = np.zeros(len(self))
+        for ranks in (self.bm25_rank, self.dense_rank):
+            score += np.where(ranks > 0, 1.0 / (k + np.maximum(ranks, 1)), 0.0)
+        order = np.argsort(-score, kind="stable")
+        positions = np.empty(len(self), dtype=np.int64)
+        positions[order] = np.arange(len(self))
+        return positions
+
+
+def first_stage_signals(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Signals:
+    """:class:`Signals` of the candidates ``ids``: BM25 and dense each searched to depth ``pool``."""
+    scores, ranks = [], []
+    for system in ("bm25", "dense"):
+        found = first_stage.search(query, pool, system)
+        by_id = {c.id: c for c in found}
+        floor = min((c.score for c in found), default=0.0)
+        scores.append(np.array([by_id[d].score if d in by_id else floor for d in ids], dtype=np.float64))
+        ranks.append(np.array([by_id[d].rank if d in by_id and by_id[d].rank <= FUSION_DEPTH else 0 for d in ids], dtype=np.int64))
+    return Signals(scores[0], scores[1], ranks[0], ranks[1])
+
+
+def first_stage_features(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Array:
+    """``[2, len(ids)]``: z(BM25 score) and z(dense cosine) of the candidates ``ids`` (:func:`first_stage_signals`)."""
+    signals = first_stage_signals(first_stage, query, ids, pool)
+    return np.vstack([zscore(signals.bm25), zscore(signals.dense)]) if ids else np.zeros((2, 0))
+
+
+def terms(signals: Signals, logits: Sequence[float] | Array | None, normalisation: Normalisation, rrf_k: int) -> Array:
+    """``[4, n]``: the terms the weights multiply: prior(position_k), N(BM25), N(dense), z(logit) (0 without logits)."""
+    n = len(signals)
+    positions = np.arange(n) if rrf_k == RRF_K else signals.rrf_positions(rrf_k)
+    out = np.zeros((4, n))
+    if n:
+        out[0] = rank_prior(n)[positions]
+        out[1] = normalise(signals.bm25, normalisation)
+        out[2] = normalise(signals.dense, normalisation)
+        if logits is not None:
+            out[3] = zscore(logits)
+    return out
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """A ranking function (module docstring): ``weights`` a, b, c, d by name, ``normalisation`` of the
+    scores, ``rrf_k`` of the prior's order; ``fitted_on`` and ``figures`` record where it came from."""
+
+    function: Literal["rrf", "linear"] = "rrf"
+    weights: Mapping[str, float] = field(default_factory=lambda: {"bm25": 0.0, "dense": 0.0, "prior": 1.0, "reranker": 0.0})
+    normalisation: Normalisation = "zscore"
+    rrf_k: int = RRF_K
+    fitted_on: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    figures: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    source: str = field(default="the fusion", compare=False)
+    """Where it was read from (named in errors); not written."""
+
+    @property
+    def uses_reranker(self) -> bool:
+        return self.weights["reranker"] > 0
+
+    def vector(self) -> Array:
+        """The weights in the order of :func:`terms`' rows."""
+        return np.array([self.weights[k] for k in ("prior", "bm25", "dense", "reranker")], dtype=np.float64)
+
+    def scores(self, signals: Signals, logits: Sequence[float] | Array | None = None) -> Array:
+        """The fused score of each candidate (higher is better), in the candidates' order."""
+        if self.uses_reranker and (logits is None or len(logits) != len(signals)):
+            raise ValueError(f"this fusion weighs a re-ranker's logit ({self.weights['reranker']:g}) and needs {len(signals)} logits")
+        return self.vector() @ terms(signals, logits, self.normalisation, self.rrf_k)
+
+    def describe(self) -> str:
+        """One line, e.g. ``linear (zscore): 1 BM25 + 0.5 dense + 1 prior`` or ``RRF k=60``."""
+        if self.function == "rrf" and not self.uses_reranker:
+            return f"RRF k={self.rrf_k}"
+        names = {"bm25": "BM25", "dense": "dense", "prior": "prior", "reranker": "z(logit)"}
+        terms = " + ".join(f"{self.weights[k]:g} {names[k]}" for k in WEIGHTS if self.weights[k])
+        prior = f", prior of RRF k={self.rrf_k}" if self.rrf_k != RRF_K else ""
+        return f"{self.function} ({self.normalisation}{prior}): {terms}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "function": self.function,
+            "weights": {k: float(self.weights[k]) for k in WEIGHTS},
+            "normalisation": self.normalisation,
+            "rrf_k": self.rrf_k,
+            "fitted_on": dict(self.fitted_on),
+            "figures": dict(self.figures),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        return out
+
+
+def load_fusion(path: str | Path) -> Fusion:
+    """Read and validate a ``fusion.json``; :class:`FusionFormatError` names the file and the field."""
+    source = Path(path)
+    try:
+        record = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FusionFormatError(f"{source}: no such fusion file (write one with `lrt-rerank tune`)") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FusionFormatError(f"{source}: not JSON ({exc})") from exc
+    return parse_fusion(record, str(source))
+
+
+def parse_fusion(record: object, source: str = "fusion.json") -> Fusion:
+    """A :class:`Fusion` from its JSON object, validated field by field."""
+
+    def fail(name: str, why: str) -> FusionFormatError:
+        return FusionFormatError(f"{source}: field '{name}' {why}")
+
+    if not isinstance(record, dict):
+        raise FusionFormatError(f"{source}: expected a JSON object")
+    if record.get("format") != FORMAT:
+        raise fail("format", f"must be {FORMAT!r}, got {record.get('format')!r}")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise fail("format_version", f"must be {FORMAT_VERSION}, got {record.get('format_version')!r}")
+    function = record.get("function")
+    if function not in FUNCTIONS:
+        raise fail("function", f"must be one of {', '.join(FUNCTIONS)}, got {function!r}")
+    weights = record.get("weights")
+    if not isinstance(weights, dict):
+        raise fail("weights", "must be an object with " + ", ".join(WEIGHTS))
+    unknown = sorted(set(weights) - set(WEIGHTS))
+    if unknown:
+        raise fail(f"weights.{unknown[0]}", f"is not a weight (expected {', '.join(WEIGHTS)})")
+    values: dict[str, float] = {}
+    for name in WEIGHTS:
+        value = weights.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise fail(f"weights.{name}", f"must be a finite number >= 0, got {value!r}")
+        values[name] = float(value)
+    if sum(values.values()) <= 0:
+        raise fail("weights", "are all 0: the function would rank nothing")
+    if function == "rrf" and (values["bm25"] or values["dense"]):
+        raise fail("weights", "of function 'rrf' must have bm25 = dense = 0")
+    normalisation = record.get("normalisation", "zscore")
+    if normalisation not in NORMALISATIONS:
+        raise fail("normalisation", f"must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
+    rrf_k = record.get("rrf_k", RRF_K)
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
+        raise fail("rrf_k", f"must be an integer >= 1, got {rrf_k!r}")
+    for name in ("fitted_on", "figures"):
+        if not isinstance(record.get(name, {}), dict):
+            raise fail(name, "must be an object")
+    return Fusion(function, values, normalisation, rrf_k, record.get("fitted_on", {}), record.get("figures", {}), source)
