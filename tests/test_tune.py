@@ -223,3 +223,18 @@ def test_tunes_measure_is_evals(tiny: tuple[Path, Path]) -> None:
     results = evaluate(dataset, stage, None, progress=False, systems=("rrf",), fusion=fusion)
     assert results[-1].system == TUNED_SYSTEM
     assert results[-1].metrics["MRR@10"] == pytest.approx(float(mrr.mean()))
+
+
+class Broken:
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        raise RuntimeError("model gone")
+
+
+def test_a_failing_reranker_under_a_fusion_fails_open_to_the_first_stage_order(tiny: tuple[Path, Path]) -> None:
+    root, index = tiny
+    stage = EmbeddedFirstStage.open(index)
+    query = load_dataset(root, "train").queries[load_dataset(root, "train").eval_query_ids()[0]]
+    combined = Fusion("linear", {"bm25": 1.0, "dense": 1.0, "prior": 0.0, "reranker": 1.0})
+    result = Pipeline(stage, Broken(), fusion=combined).run(query, k=20)
+    assert result.status.value == "failed" and "model gone" in (result.error or "")
+    assert [h.id for h in result.hits] == [c.id for c in stage.search(query, 20, "rrf")]

@@ -8,7 +8,8 @@ order when the re-ranker's card asks for it, keeps to the budget and fails open.
 
 With a tuned fusion (``fusion=``, a ``fusion.json`` of ``lrt-rerank tune``), the first stage is also
 asked for the candidates' BM25 and dense signals (:func:`lrt_rerank.rerank.fusion.first_stage_signals`,
-counted in the first-stage time) and the core orders by the fusion in place of the rank prior.
+counted in the first-stage time) and the core orders by the fusion in place of the rank prior. A fusion
+that keeps the first stage's RRF, without a re-ranker, costs nothing: the first-stage order is the answer.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Pipeline:
             return SearchResult([], RerankStatus.EMPTY, 0, 0.0, 0.0, 0.0)
         candidates = self.first_stage.search(query, max(k, self.rerank_depth, self.candidates), "rrf")
         signals = None
-        if self.fusion is not None:
+        if self.fusion is not None and not (self.reranker is None and self.fusion.is_first_stage_order):
             signals = first_stage_signals(self.first_stage, query, [c.id for c in candidates[: self.rerank_depth]])
         first_stage_ms = (time.perf_counter() - start) * 1000.0
         return self.core.rerank(

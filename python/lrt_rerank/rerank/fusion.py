@@ -146,6 +146,11 @@ class Fusion:
     def uses_reranker(self) -> bool:
         return self.weights["reranker"] > 0
 
+    @property
+    def is_first_stage_order(self) -> bool:
+        """RRF with the first stage's own ``k`` and nothing else: the order the first stage already gives."""
+        return self.function == "rrf" and self.rrf_k == RRF_K and not self.uses_reranker
+
     def vector(self) -> Array:
         """The weights in the order of :func:`terms`' rows."""
         return np.array([self.weights[k] for k in ("prior", "bm25", "dense", "reranker")], dtype=np.float64)
