@@ -25,7 +25,7 @@ import pytest
 import uvicorn
 from lrt_rerank import CrossEncoder
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System
-from lrt_rerank.opensearch import HybridSearcher, RemoteReranker
+from lrt_rerank.opensearch import HybridSearcher, RemoteReranker, ensure_rrf_pipeline
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD
 from lrt_rerank.pipeline import Pipeline, RerankStatus
 from lrt_rerank.service.app import create_app
@@ -99,6 +99,7 @@ def encoder(cross_encoder_dir: Path) -> CrossEncoder:
 @pytest.fixture(scope="module")
 def cluster_list(opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, bi_encoder) -> tuple[list[Candidate], dict[str, str]]:
     """The node's RRF candidates for QUERY (ids, scores, ranks) and their stored texts."""
+    ensure_rrf_pipeline(opensearch_node.client)
     raw = HybridSearcher(opensearch_node.client, opensearch_nfcorpus, bi_encoder, None, depth=DEPTH).first_stage(QUERY)
     assert len(raw) == DEPTH
     candidates = [Candidate(str(h["_id"]), float(h["_score"]), rank) for rank, h in enumerate(raw, start=1)]
