@@ -8,7 +8,8 @@ use crate::cache::{self, ScoreCache};
 use crate::error::{CoreError, Result};
 use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
 use crate::runtime::DYNAMIC;
-use crate::tokenize::{Encoded, TextTokenizer};
+use crate::tokenize::{Encoded, PairWindows, TextTokenizer};
+use crate::windows::{Aggregate, LongDocuments, WindowOptions};
 
 /// How a cross-encoder is loaded and batches its calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +22,19 @@ pub struct CrossEncoderOptions {
     pub batch_size: usize,
     /// Most padded tokens (rows × longest) in one batch.
     pub token_budget: usize,
+    /// Long passages: truncated (default) or scored as windows and aggregated.
+    pub windows: WindowOptions,
 }
 
 impl Default for CrossEncoderOptions {
     fn default() -> Self {
-        Self { max_length: 512, threads: default_threads(), batch_size: 16, token_budget: DEFAULT_TOKEN_BUDGET }
+        Self {
+            max_length: 512,
+            threads: default_threads(),
+            batch_size: 16,
+            token_budget: DEFAULT_TOKEN_BUDGET,
+            windows: WindowOptions::default(),
+        }
     }
 }
 
@@ -33,6 +42,47 @@ pub struct CrossEncoderCore {
     model: SessionPool,
     tokenizer: TextTokenizer,
     batching: Batching,
+    windows: WindowOptions,
+}
+
+/// The score of one passage with its window telemetry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassageScore {
+    /// The aggregate of the window scores (the truncated pair's score under truncation).
+    pub score: f32,
+    /// The winning window (see `Aggregate::apply`).
+    pub window: usize,
+    /// Character span (start, end) of the winning window in the passage.
+    pub span: (usize, usize),
+    /// The passage's tokens, without special tokens.
+    pub tokens: usize,
+    /// Distinct passage tokens inside a scored window.
+    pub tokens_scored: usize,
+    pub windows_scored: usize,
+    pub windows_dropped: usize,
+}
+
+/// Per-passage aggregation of the window scores `flat` (all windows of `plans`, in order).
+fn aggregate_windows(plans: &[PairWindows], flat: &[f32], aggregate: Aggregate) -> Vec<PassageScore> {
+    let mut at = 0usize;
+    plans
+        .iter()
+        .map(|p| {
+            let n = p.encs.len();
+            let scores = flat.get(at..at + n).unwrap_or(&[]);
+            at += n;
+            let (score, window) = aggregate.apply(scores);
+            PassageScore {
+                score,
+                window,
+                span: p.spans.get(window).copied().unwrap_or((0, 0)),
+                tokens: p.tokens,
+                tokens_scored: p.tokens_scored,
+                windows_scored: n,
+                windows_dropped: p.dropped,
+            }
+        })
+        .collect()
 }
 
 /// The logits of a cross-encoder batch output of `batch` pairs (already checked against the
@@ -93,7 +143,12 @@ impl CrossEncoderCore {
         }
         let out = model.probe(&tokenizer, &dir.join("tokenizer.json"))?;
         check_logits(&model, &out, 1).map_err(|msg| CoreError::model(model.path(), format!("probe run: {msg}")))?;
-        Ok(Self { model, tokenizer, batching })
+        options.windows.validate()?;
+        Ok(Self { model, tokenizer, batching, windows: options.windows })
+    }
+
+    pub fn windows(&self) -> WindowOptions {
+        self.windows
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -108,9 +163,51 @@ impl CrossEncoderCore {
         self.batching
     }
 
-    /// Raw logits for (query, passage) pairs, in input order. Every batch's output is checked
-    /// (shape against the batch and the declared output, finite values) before it is read.
+    /// Raw logits for (query, passage) pairs, in input order: the truncated pair's, or the
+    /// aggregate of the passage's windows. Every batch's output is checked (shape against the
+    /// batch and the declared output, finite values) before it is read.
     pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
+        match self.windows.long_documents {
+            LongDocuments::Truncate => self.score_truncated(query, passages),
+            LongDocuments::Windows => Ok(self.score_details(query, passages)?.into_iter().map(|d| d.score).collect()),
+        }
+    }
+
+    /// Scores with window telemetry, in input order. Under truncation each passage has one
+    /// window, the truncated pair (scored as `score` scores it), and the rest of its windows
+    /// counted as dropped.
+    pub fn score_details(&self, query: &str, passages: &[&str]) -> Result<Vec<PassageScore>> {
+        let (cap, aggregate) = match self.windows.long_documents {
+            LongDocuments::Truncate => (1, Aggregate::First),
+            LongDocuments::Windows => (self.windows.cap(), self.windows.aggregate),
+        };
+        let mut details = Vec::with_capacity(passages.len());
+        for (_, chunk) in self.batching.windows(passages) {
+            let plans = self.tokenizer.encode_windows(query, chunk, self.windows.stride, cap)?;
+            // The windows of all passages of the chunk share the token-budget batching.
+            let flat: Vec<Encoded> = plans.iter().flat_map(|p| p.encs.iter().cloned()).collect();
+            let scores = self.run(&flat)?;
+            details.extend(aggregate_windows(&plans, &scores, aggregate));
+        }
+        Ok(details)
+    }
+
+    /// Logits of encoded pairs, in input order, through the token-budget batching.
+    fn run(&self, encs: &[Encoded]) -> Result<Vec<f32>> {
+        let mut scores = vec![0f32; encs.len()];
+        let batches = self.batching.batches(encs, self.model.sessions());
+        let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
+        let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
+        for (batch, out) in batches.iter().zip(outs) {
+            let logits = check_logits(&self.model, &out, batch.len()).map_err(|msg| self.model.inference_error(msg))?;
+            for (&i, &logit) in batch.iter().zip(logits) {
+                scores[i] = logit;
+            }
+        }
+        Ok(scores)
+    }
+
+    fn score_truncated(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
         let mut scores = vec![0f32; passages.len()];
         for (base, window) in self.batching.windows(passages) {
             let encs = self.tokenizer.encode_pairs(query, window)?;
@@ -210,5 +307,29 @@ mod tests {
         let o = CrossEncoderOptions::default();
         assert_eq!((o.batch_size, o.token_budget), (16, DEFAULT_TOKEN_BUDGET));
         assert!(o.threads >= 1);
+        assert_eq!(o.windows, WindowOptions::default());
+    }
+
+    fn plan(windows: usize, dropped: usize) -> PairWindows {
+        PairWindows {
+            encs: vec![Encoded { ids: vec![1], type_ids: vec![0] }; windows],
+            spans: (0..windows).map(|k| (k * 10, k * 10 + 20)).collect(),
+            tokens: 40,
+            tokens_scored: 30,
+            dropped,
+        }
+    }
+
+    #[test]
+    fn window_scores_aggregate_per_passage_in_order() {
+        let plans = [plan(3, 2), plan(1, 0), plan(2, 0)];
+        let flat = [1.0, 5.0, 2.0, 7.0, -1.0, -3.0];
+        let max = aggregate_windows(&plans, &flat, Aggregate::Max);
+        let got: Vec<_> = max.iter().map(|d| (d.score, d.window, d.span, d.windows_scored, d.windows_dropped)).collect();
+        assert_eq!(got, vec![(5.0, 1, (10, 30), 3, 2), (7.0, 0, (0, 20), 1, 0), (-1.0, 0, (0, 20), 2, 0)]);
+        let sum: Vec<f32> = aggregate_windows(&plans, &flat, Aggregate::Sum).iter().map(|d| d.score).collect();
+        assert_eq!(sum, vec![8.0, 7.0, -4.0]);
+        let first: Vec<f32> = aggregate_windows(&plans, &flat, Aggregate::First).iter().map(|d| d.score).collect();
+        assert_eq!(first, vec![1.0, 7.0, -1.0]);
     }
 }

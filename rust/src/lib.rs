@@ -12,6 +12,7 @@ pub mod pool;
 pub mod pooling;
 pub mod runtime;
 pub mod tokenize;
+pub mod windows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,6 +129,11 @@ fn cache_key(fingerprint: &str, query: &str, passage: &str) -> String {
     format!("{:032x}", cache::cache_key(fingerprint, query, passage))
 }
 
+/// One passage's `score_details` row.
+type Details = (f32, usize, usize, usize, usize, usize, usize, usize);
+/// One encoded pair: (token ids, token type ids).
+type Pair = (Vec<i64>, Vec<i64>);
+
 /// Cross-encoder session: scores (query, passage) pairs. Concurrent calls tokenize in parallel
 /// (the GIL is released) and then queue for the session, whose run uses `threads` intra-op threads.
 #[pyclass(name = "CrossEncoderCore", module = "lrt_rerank._core", frozen)]
@@ -140,7 +146,11 @@ struct PyCrossEncoder {
 #[pymethods]
 impl PyCrossEncoder {
     #[new]
-    #[pyo3(signature = (model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None, token_budget = None))]
+    #[pyo3(signature = (
+        model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None, token_budget = None,
+        long_documents = "truncate", window_stride = None, max_windows = 8, aggregate = "max"
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         model_dir: PathBuf,
         max_length: usize,
@@ -149,6 +159,10 @@ impl PyCrossEncoder {
         batch_size: usize,
         cache: Option<PyRef<'_, PyScoreCache>>,
         token_budget: Option<usize>,
+        long_documents: &str,
+        window_stride: Option<usize>,
+        max_windows: usize,
+        aggregate: &str,
     ) -> PyResult<Self> {
         // The parameters are exactly the Python ones; the GIL token comes from `Python::attach`
         // (already held here, so it only borrows it) rather than from one more parameter.
@@ -158,10 +172,76 @@ impl PyCrossEncoder {
             threads: threads.unwrap_or(defaults.threads),
             batch_size,
             token_budget: token_budget.unwrap_or(defaults.token_budget),
+            windows: windows::WindowOptions {
+                long_documents: windows::LongDocuments::parse(long_documents).map_err(to_py)?,
+                stride: window_stride,
+                max_windows,
+                aggregate: windows::Aggregate::parse(aggregate).map_err(to_py)?,
+            },
         };
+        options.windows.validate().map_err(to_py)?;
+        // Cached scores are keyed by the model and, for windows, by the window settings.
+        let fingerprint = options.windows.cache_fingerprint(&fingerprint);
         let inner = Python::attach(|py| py.detach(|| guarded(|| cross::CrossEncoderCore::load(&model_dir, &options))))
             .map_err(to_py)?;
         Ok(Self { inner: Arc::new(inner), fingerprint, cache: cache.map(|c| c.inner.clone()) })
+    }
+
+    #[getter]
+    fn long_documents(&self) -> &'static str {
+        self.inner.windows().long_documents.name()
+    }
+    #[getter]
+    fn window_stride(&self) -> Option<usize> {
+        self.inner.windows().stride
+    }
+    #[getter]
+    fn max_windows(&self) -> usize {
+        self.inner.windows().max_windows
+    }
+    #[getter]
+    fn aggregate(&self) -> &'static str {
+        self.inner.windows().aggregate.name()
+    }
+    /// Special tokens the model's pair template adds (3 for BERT, 4 for XLM-R).
+    #[getter]
+    fn pair_special_tokens(&self) -> usize {
+        self.inner.tokenizer().pair_specials()
+    }
+
+    /// Tokens per window for `query` (None when the query alone leaves no room).
+    fn window_width(&self, py: Python<'_>, query: String) -> PyResult<Option<usize>> {
+        let inner = self.inner.clone();
+        py.detach(move || guarded(|| inner.tokenizer().window_width(&query))).map_err(to_py)
+    }
+
+    /// Per passage: (score, winning window, span start, span end (characters), tokens, tokens
+    /// scored, windows scored, windows dropped). Not cached.
+    fn score_details(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<Details>> {
+        let inner = self.inner.clone();
+        let details = py
+            .detach(move || {
+                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+                guarded(|| inner.score_details(&query, &refs))
+            })
+            .map_err(to_py)?;
+        Ok(details
+            .into_iter()
+            .map(|d| (d.score, d.window, d.span.0, d.span.1, d.tokens, d.tokens_scored, d.windows_scored, d.windows_dropped))
+            .collect())
+    }
+
+    /// Each window as this engine feeds it: per passage, (token ids, token type ids) per window.
+    fn encode_windows(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<Vec<Pair>>> {
+        let inner = self.inner.clone();
+        let plans = py
+            .detach(move || {
+                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+                let w = inner.windows();
+                guarded(|| inner.tokenizer().encode_windows(&query, &refs, w.stride, w.cap()))
+            })
+            .map_err(to_py)?;
+        Ok(plans.into_iter().map(|p| p.encs.into_iter().map(|e| (e.ids, e.type_ids)).collect()).collect())
     }
 
     #[getter]

@@ -9,6 +9,7 @@ use std::path::Path;
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{CoreError, Result};
+use crate::windows::{default_stride, WindowPlan};
 
 /// One encoded sequence, without padding. The attention mask is implied: 1 for every token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,64 @@ impl Encoded {
     }
 }
 
+/// The windows of one (query, passage) pair: each scored window as its own pair, its character
+/// span in the passage, and the plan's counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairWindows {
+    /// One pair per scored window, through the model's pair template.
+    pub encs: Vec<Encoded>,
+    /// Character span (start, end) in the passage of each window's tokens ((0, 0) when empty).
+    pub spans: Vec<(usize, usize)>,
+    /// The passage's tokens (without special tokens).
+    pub tokens: usize,
+    /// Distinct passage tokens inside a scored window.
+    pub tokens_scored: usize,
+    /// Windows not scored because of the cap.
+    pub dropped: usize,
+}
+
+fn tokenize_error(e: impl std::fmt::Display) -> CoreError {
+    CoreError::Tokenize(e.to_string())
+}
+
+/// Encoding of tokens `range` of `enc` (a single sequence without special tokens) as the second
+/// sequence of a pair: type id 1, as the tokenizer gives a pair's second sequence before its
+/// post-processor runs.
+fn slice_as_second(enc: &Encoding, range: std::ops::Range<usize>) -> Encoding {
+    let r = range;
+    Encoding::new(
+        enc.get_ids()[r.clone()].to_vec(),
+        vec![1; r.len()],
+        enc.get_tokens()[r.clone()].to_vec(),
+        enc.get_word_ids()[r.clone()].to_vec(),
+        enc.get_offsets()[r.clone()].to_vec(),
+        enc.get_special_tokens_mask()[r.clone()].to_vec(),
+        enc.get_attention_mask()[r].to_vec(),
+        Vec::new(),
+        Default::default(),
+    )
+}
+
+/// Character span of the non-special tokens of sequence `seq` in `enc` ((0, 0) when none).
+fn sequence_span(enc: &Encoding, seq: usize) -> (usize, usize, usize) {
+    let mut count = 0usize;
+    let mut span: Option<(usize, usize)> = None;
+    for (i, (&(start, end), &special)) in enc.get_offsets().iter().zip(enc.get_special_tokens_mask()).enumerate() {
+        if special == 0 && enc.get_sequence_ids().get(i).copied().flatten() == Some(seq) {
+            count += 1;
+            span = Some(span.map_or((start, end), |(s, e)| (s.min(start), e.max(end))));
+        }
+    }
+    let (s, e) = span.unwrap_or((0, 0));
+    (s, e, count)
+}
+
 pub struct TextTokenizer {
+    /// Neither truncates nor pads: encodes the query and passage of windows and applies the
+    /// pair template to each window.
+    plain: Tokenizer,
+    /// Special tokens the pair template adds (3 for BERT, 4 for XLM-R).
+    pair_specials: usize,
     /// Truncates only the second sequence (the passage); used for pairs.
     only_second: Tokenizer,
     /// Truncates the longest sequence first; used for single texts and for pairs whose
@@ -71,9 +129,82 @@ impl TextTokenizer {
             .or_else(|| base.token_to_id("[PAD]").map(i64::from))
             .or_else(|| base.token_to_id("<pad>").map(i64::from))
             .unwrap_or(0);
+        let mut plain = base.clone();
+        plain.with_padding(None);
+        plain
+            .with_truncation(None)
+            .map_err(|e| CoreError::model(path, format!("cannot turn truncation off: {e}")))?;
+        // The template's special tokens, counted on an empty pair (no tokens of its own).
+        let pair_specials = plain
+            .encode_fast(("", ""), true)
+            .map_err(|e| CoreError::model(path, format!("cannot encode an empty pair: {e}")))?
+            .len();
         let only_second = with_truncation(base.clone(), path, max_length, TruncationStrategy::OnlySecond)?;
         let longest_first = with_truncation(base, path, max_length, TruncationStrategy::LongestFirst)?;
-        Ok(Self { only_second, longest_first, max_length, pad_id })
+        Ok(Self { plain, pair_specials, only_second, longest_first, max_length, pad_id })
+    }
+
+    /// Special tokens the model's pair template adds (3 for BERT, 4 for XLM-R).
+    pub fn pair_specials(&self) -> usize {
+        self.pair_specials
+    }
+
+    /// Tokens of each window for `query`: `max_length` − the query's tokens − the pair template's
+    /// special tokens; None when the query alone leaves no passage token (today's truncation
+    /// rule applies then, without windows).
+    pub fn window_width(&self, query: &str) -> Result<Option<usize>> {
+        let q = self.plain.encode_fast(query, false).map_err(tokenize_error)?;
+        Ok(self.width_after(q.len()))
+    }
+
+    fn width_after(&self, query_tokens: usize) -> Option<usize> {
+        self.max_length.checked_sub(query_tokens + self.pair_specials).filter(|&w| w >= 1)
+    }
+
+    /// The windows of each passage for `query` (see `windows::WindowPlan`): windows of
+    /// `window_width(query)` tokens every `stride` tokens (default: half the window), at most
+    /// `max_windows` per passage, each through the pair template. A passage that fits gets one
+    /// window, the pair `encode_pairs` gives; so does every passage when the query alone leaves
+    /// no room (today's rule, longest-first truncation).
+    pub fn encode_windows(
+        &self,
+        query: &str,
+        passages: &[&str],
+        stride: Option<usize>,
+        max_windows: usize,
+    ) -> Result<Vec<PairWindows>> {
+        let q = self.plain.encode_fast(query, false).map_err(tokenize_error)?;
+        let encs = self.plain.encode_batch_char_offsets(passages.to_vec(), false).map_err(tokenize_error)?;
+        let Some(width) = self.width_after(q.len()) else {
+            return passages.iter().zip(&encs).map(|(p, enc)| self.fallback_window(query, p, enc.len())).collect();
+        };
+        let stride = stride.unwrap_or_else(|| default_stride(width));
+        encs.iter()
+            .map(|p| {
+                let plan = WindowPlan::new(p.len(), width, stride, max_windows);
+                let mut out = Vec::with_capacity(plan.scored());
+                let mut spans = Vec::with_capacity(plan.scored());
+                for r in plan.ranges() {
+                    spans.push(match (p.get_offsets().get(r.start), r.end.checked_sub(1).and_then(|e| p.get_offsets().get(e))) {
+                        (Some(&(start, _)), Some(&(_, end))) if !r.is_empty() => (start, end),
+                        _ => (0, 0),
+                    });
+                    let pair = self.plain.post_process(q.clone(), Some(slice_as_second(p, r)), true).map_err(tokenize_error)?;
+                    out.push(Encoded::from_encoding(&pair));
+                }
+                Ok(PairWindows { encs: out, spans, tokens: p.len(), tokens_scored: plan.tokens_scored(), dropped: plan.dropped() })
+            })
+            .collect()
+    }
+
+    /// The one window of a pair whose query alone leaves no room: today's pair.
+    fn fallback_window(&self, query: &str, passage: &str, tokens: usize) -> Result<PairWindows> {
+        let enc = match self.only_second.encode_char_offsets((query, passage), true) {
+            Ok(e) => e,
+            Err(_) => self.longest_first.encode_char_offsets((query, passage), true).map_err(tokenize_error)?,
+        };
+        let (start, end, kept) = sequence_span(&enc, 1);
+        Ok(PairWindows { encs: vec![Encoded::from_encoding(&enc)], spans: vec![(start, end)], tokens, tokens_scored: kept, dropped: 0 })
     }
 
     pub fn max_length(&self) -> usize {
@@ -247,6 +378,109 @@ mod tests {
         let texts = tok.encode_texts(&["", " \t\n", "\u{0}\u{7}", "zzz"]).expect("encodable");
         let ids: Vec<Vec<i64>> = texts.into_iter().map(|e| e.ids).collect();
         assert_eq!(ids, vec![vec![CLS, SEP], vec![CLS, SEP], vec![CLS, SEP], vec![CLS, 1, SEP]]);
+    }
+
+    /// The tokenizer of `tokenizer_json` with an XLM-R-style pair template:
+    /// `[CLS] A [SEP] [SEP] B [SEP]`, all type ids 0 (4 special tokens).
+    fn load_xlmr(max_length: usize) -> TextTokenizer {
+        let bert = r#""pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+             {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "[SEP]", "type_id": 1}}]"#;
+        let xlmr = r#""pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+             {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}]"#;
+        let json = tokenizer_json("[PAD]");
+        assert!(json.contains(bert));
+        TextTokenizer::from_file(&temp_file(&json.replace(bert, xlmr)), max_length).expect("a valid tokenizer")
+    }
+
+    fn windows(tok: &TextTokenizer, query: &str, passage: &str, stride: Option<usize>, cap: usize) -> PairWindows {
+        let mut w = tok.encode_windows(query, &[passage], stride, cap).expect("encodable");
+        assert_eq!(w.len(), 1);
+        w.remove(0)
+    }
+
+    #[test]
+    fn the_pair_template_counts_its_special_tokens() {
+        assert_eq!(load(10).pair_specials(), 3);
+        assert_eq!(load_xlmr(10).pair_specials(), 4);
+        // 10 - 2 query tokens - 3 specials
+        assert_eq!(load(10).window_width("a b").expect("encodable"), Some(5));
+        assert_eq!(load_xlmr(10).window_width("a b").expect("encodable"), Some(4));
+        assert_eq!(load(10).window_width("a b c d e").expect("encodable"), Some(2));
+        assert_eq!(load(10).window_width("a b c d e a b").expect("encodable"), None);
+    }
+
+    #[test]
+    fn windows_are_pairs_of_passage_slices() {
+        let tok = load(10);
+        // W = 5, stride 2: 8 tokens -> starts 0, 2, 4 ([4, 8) reaches the end)
+        let w = windows(&tok, "a b", "c d e c d e c d", Some(2), 8);
+        let ids: Vec<Vec<i64>> = w.encs.iter().map(|e| e.ids.clone()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                vec![CLS, A, B, SEP, C, D, E, C, D, SEP],
+                vec![CLS, A, B, SEP, E, C, D, E, C, SEP],
+                vec![CLS, A, B, SEP, D, E, C, D, SEP],
+            ]
+        );
+        assert_eq!(w.encs[2].type_ids, vec![0, 0, 0, 0, 1, 1, 1, 1, 1]);
+        // character spans in the passage: "c d e c d" is 0..9, "e c d e c" 4..13, "d e c d" 8..15
+        assert_eq!(w.spans, vec![(0, 9), (4, 13), (8, 15)]);
+        assert_eq!((w.tokens, w.tokens_scored, w.dropped), (8, 8, 0));
+        // the first window is today's truncated pair; the default stride is W // 2 = 2
+        assert_eq!(w.encs[0], pair(&tok, "a b", "c d e c d e c d"));
+        assert_eq!(windows(&tok, "a b", "c d e c d e c d", None, 8), w);
+        // the cap keeps the first windows and counts the rest
+        let capped = windows(&tok, "a b", "c d e c d e c d", Some(2), 2);
+        assert_eq!((capped.encs.len(), capped.dropped, capped.tokens_scored), (2, 1, 7));
+        assert_eq!(capped.encs[..], w.encs[..2]);
+    }
+
+    #[test]
+    fn a_passage_that_fits_is_one_window_equal_to_todays_pair() {
+        let tok = load(10);
+        for passage in ["b c", "", "c d e c d"] {
+            let w = windows(&tok, "a b", passage, Some(1), 8);
+            assert_eq!(w.encs, vec![pair(&tok, "a b", passage)], "{passage:?}");
+            assert_eq!(w.dropped, 0);
+        }
+        assert_eq!(windows(&tok, "a b", "", None, 8).spans, vec![(0, 0)]);
+        // unicode: spans count characters, not bytes
+        let w = windows(&tok, "a", "é b", None, 8);
+        assert_eq!(w.spans, vec![(0, 3)]);
+    }
+
+    #[test]
+    fn a_query_that_fills_the_limit_gets_todays_pair_and_no_windows() {
+        let tok = load(8);
+        let query = "a b c d e a b c d e";
+        let w = windows(&tok, query, "b c d e b c d e", None, 8);
+        assert_eq!(w.encs, vec![pair(&tok, query, "b c d e b c d e")]);
+        assert_eq!((w.tokens, w.dropped, w.encs.len()), (8, 0, 1));
+        assert!(w.tokens_scored <= 8);
+    }
+
+    #[test]
+    fn xlmr_style_windows_use_the_four_token_template() {
+        let tok = load_xlmr(10);
+        // W = 10 - 2 - 4 = 4, stride 2: 7 tokens -> [0,4) [2,6) [4,7)
+        let w = windows(&tok, "a b", "c d e c d e c", None, 8);
+        assert_eq!(w.encs.len(), 3);
+        assert_eq!(w.encs[0].ids, vec![CLS, A, B, SEP, SEP, C, D, E, C, SEP]);
+        assert_eq!(w.encs[2].ids, vec![CLS, A, B, SEP, SEP, D, E, C, SEP]);
+        assert!(w.encs.iter().all(|e| e.type_ids.iter().all(|&t| t == 0) && e.len() <= 10));
+        assert_eq!(w.encs[0], pair(&tok, "a b", "c d e c d e c"));
+    }
+
+    #[test]
+    fn a_huge_passage_has_bounded_windows() {
+        let tok = load(16);
+        let passage = "a b c d e ".repeat(20_000);
+        let w = windows(&tok, "a", &passage, None, 8);
+        assert_eq!((w.tokens, w.encs.len()), (100_000, 8));
+        assert!(w.encs.iter().all(|e| e.len() <= 16));
+        assert_eq!(w.tokens_scored, 12 + 7 * 6);
+        assert_eq!(w.dropped, 1 + (100_000 - 12usize).div_ceil(6) - 8);
     }
 
     #[test]
