@@ -82,36 +82,49 @@ def build_variants(work: Path) -> dict[str, Path]:
 
 
 def dequantized_lrt(work: Path) -> Path:
-    """The shipped LRT with its INT8 weights dequantized into FP32 MatMul/Attention nodes."""
+    """The shipped LRT with its INT8 weights dequantized into FP32 MatMul, Attention and
+    EmbedLayerNormalization nodes (the graph ONNX Runtime's dynamic quantizer started from, up to the
+    rounding of the weights)."""
     out = work / "lrt-dequantized"
     if (out / CARD).is_file():
         return out
     src = default_model_dir("cross-encoder")
     model = onnx.load(str(src / MODEL))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    nodes, added = [], []
+    added: list[onnx.TensorProto] = []
 
-    def dequant(weight: str, scale: str, zero: str | None) -> str:
+    def dequant(weight: str, scale: str, zero: str) -> str:
         w = inits[weight].astype(np.float32) - (inits[zero].astype(np.float32) if zero else 0.0)
         added.append(numpy_helper.from_array((w * inits[scale].astype(np.float32)).astype(np.float32), weight + "_fp32"))
         return weight + "_fp32"
 
+    quantized_from = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
-        if n.op_type == "DynamicQuantizeMatMul":  # A, B, b_scale, b_zero_point, bias
-            ins = list(n.input) + [""] * 5
-            w = dequant(ins[1], ins[2], ins[3] or None)
-            mm = helper.make_node("MatMul", [ins[0], w], [n.output[0] + ("_mm" if ins[4] else "")], name=n.name)
-            nodes.append(mm)
-            if ins[4]:
-                nodes.append(helper.make_node("Add", [mm.output[0], ins[4]], [n.output[0]], name=n.name + "_bias"))
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    dropped: set[int] = set()
+    nodes = []
+    for n in model.graph.node:
+        if id(n) in dropped:
+            continue
+        if n.op_type == "MatMulInteger":  # -> Cast -> Mul(scales): one FP32 MatMul writing the Mul's output
+            cast = consumers[n.output[0]][0]
+            mul = consumers[cast.output[0]][0]
+            dropped.update((id(cast), id(mul)))
+            w = dequant(n.input[1], n.input[1].replace("_quantized", "_scale"), n.input[3])
+            nodes.append(helper.make_node("MatMul", [quantized_from[n.input[0]], w], [mul.output[0]], name=n.name))
         elif n.op_type == "QAttention":  # input, weight, bias, input_scale, weight_scale, mask, input_zp, weight_zp
-            ins = list(n.input) + [""] * 9
-            w = dequant(ins[1], ins[4], ins[7] or None)
+            ins = [*n.input, "", "", ""]
+            w = dequant(ins[1], ins[4], ins[7])
             attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-            nodes.append(helper.make_node("Attention", [ins[0], w, ins[2], ins[5]], list(n.output), name=n.name,
-                                          domain="com.microsoft", **attrs))  # fmt: skip
-        elif n.op_type in ("MatMulInteger", "DynamicQuantizeLinear"):
-            raise SystemExit(f"{src / MODEL}: unexpected {n.op_type} (the converter handles fused dynamic ops only)")
+            nodes.append(helper.make_node("Attention", [quantized_from[ins[0]], w, ins[2], ins[5]], list(n.output),
+                                          name=n.name, domain="com.microsoft", **attrs))  # fmt: skip
+        elif n.op_type == "QEmbedLayerNormalization":  # ids, segments, 5 tables, mask, 5 scales, 5 zero points
+            tables = [dequant(n.input[2 + k], n.input[8 + k], n.input[13 + k]) for k in range(5)]
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            nodes.append(helper.make_node("EmbedLayerNormalization", [n.input[0], n.input[1], *tables, n.input[7]],
+                                          list(n.output), name=n.name, domain="com.microsoft", **attrs))  # fmt: skip
         else:
             nodes.append(n)
     del model.graph.node[:]
