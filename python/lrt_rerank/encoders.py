@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,6 +52,58 @@ def _check_positive(**values: int | None) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
 
 
+LONG_DOCUMENTS = ("truncate", "windows")
+AGGREGATES = ("max", "mean", "sum", "first")
+
+
+@dataclass(frozen=True)
+class ScoreDetails:
+    """One passage's score with its window telemetry (see :meth:`CrossEncoder.score_details`).
+
+    ``span`` is the winning window's (start, end) character range in the passage (``passage[start:end]``),
+    for highlighting and citations; ``(0, 0)`` for an empty passage.
+    """
+
+    score: float
+    window: int
+    span: tuple[int, int]
+    tokens: int
+    tokens_scored: int
+    windows_scored: int
+    windows_dropped: int
+
+    @property
+    def tokens_dropped(self) -> int:
+        """Passage tokens outside every scored window."""
+        return max(0, self.tokens - self.tokens_scored)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "window": self.window,
+            "span": list(self.span),
+            "tokens": self.tokens,
+            "tokens_scored": self.tokens_scored,
+            "tokens_dropped": self.tokens_dropped,
+            "windows_scored": self.windows_scored,
+            "windows_dropped": self.windows_dropped,
+        }
+
+
+def check_window_options(
+    long_documents: object, window_stride: object, max_windows: object, aggregate: object
+) -> tuple[str, int | None, int, str]:
+    """The window options, checked: ValueError/TypeError naming the argument that is wrong."""
+    if long_documents not in LONG_DOCUMENTS:
+        raise ValueError(f"long_documents must be one of {', '.join(map(repr, LONG_DOCUMENTS))}, got {long_documents!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(map(repr, AGGREGATES))}, got {aggregate!r}")
+    _check_positive(window_stride=window_stride, max_windows=max_windows)  # type: ignore[arg-type]
+    if max_windows is None:
+        raise ValueError("max_windows must be at least 1, got None")
+    return str(long_documents), window_stride, int(max_windows), str(aggregate)  # type: ignore[arg-type]
+
+
 def _open_model_dir(model_dir: PathLike | None, kind: str) -> tuple[Path, ModelCard]:
     """Load the runtime, resolve ``model_dir`` (None/"default": the default of ``kind``) and read its card."""
     ensure_runtime()
@@ -81,6 +134,7 @@ class CrossEncoder:
         self.model_dir = model_dir
         self.card = card.data
         self.cache = cache
+        self._sha256: str | None = None
         self._calibration = Calibration.from_card(card.data, model_dir / CARD)
 
     @classmethod
@@ -92,13 +146,31 @@ class CrossEncoder:
         batch_size: int | None = None,
         cache: _core.ScoreCache | None = None,
         token_budget: int | None = None,
+        long_documents: str | None = None,
+        window_stride: int | None = None,
+        max_windows: int | None = None,
+        aggregate: str | None = None,
     ) -> "CrossEncoder":
         """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default).
 
         A batch holds at most ``batch_size`` pairs and ``token_budget`` padded tokens (default: the
-        engine's, 512)."""
+        engine's, 512).
+
+        Long passages (see docs/long-documents.md): ``long_documents="truncate"`` (default) cuts each
+        pair at ``max_length``; ``"windows"`` scores windows of the passage's tokens (``max_length`` − the
+        query's tokens − the template's special tokens each, every ``window_stride`` tokens, default half a
+        window, at most ``max_windows``, default 8) and aggregates them with ``aggregate``: ``"max"``
+        (default), ``"mean"``, ``"sum"`` or ``"first"``. Options left None take the card's
+        ``long_documents`` / ``window_stride`` / ``max_windows`` / ``aggregate`` where it has them."""
         _check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "cross-encoder")
+        defaults = card.data
+        mode, stride, cap, agg = check_window_options(
+            long_documents if long_documents is not None else defaults.get("long_documents", "truncate"),
+            window_stride if window_stride is not None else defaults.get("window_stride"),
+            max_windows if max_windows is not None else defaults.get("max_windows", 8),
+            aggregate if aggregate is not None else defaults.get("aggregate", "max"),
+        )
         fingerprint = file_sha256(path / MODEL)
         core = _core.CrossEncoderCore(
             str(path),
@@ -108,13 +180,66 @@ class CrossEncoder:
             batch_size=batch_size or 16,
             cache=cache,
             token_budget=token_budget,
+            long_documents=mode,
+            window_stride=stride,
+            max_windows=cap,
+            aggregate=agg,
         )
-        return cls(core, path, card, cache)
+        encoder = cls(core, path, card, cache)
+        encoder._sha256 = fingerprint
+        return encoder
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of model.onnx: part of every cache key."""
+        """The key of this encoder's cached scores: the sha256 of model.onnx, followed by the window
+        settings under ``long_documents="windows"`` (so that cache tiers tell settings apart)."""
         return self._core.fingerprint
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of model.onnx."""
+        return getattr(self, "_sha256", None) or self._core.fingerprint.split("|", 1)[0]
+
+    @property
+    def long_documents(self) -> str:
+        return self._core.long_documents
+
+    @property
+    def window_stride(self) -> int | None:
+        """Tokens between window starts; None: half the window (``window_width(query) // 2``)."""
+        return self._core.window_stride
+
+    @property
+    def max_windows(self) -> int:
+        return self._core.max_windows
+
+    @property
+    def aggregate(self) -> str:
+        return self._core.aggregate
+
+    @property
+    def pair_special_tokens(self) -> int:
+        """Special tokens the model's pair template adds (3 for BERT, 4 for XLM-R)."""
+        return self._core.pair_special_tokens
+
+    def window_width(self, query: str) -> int | None:
+        """Passage tokens per window for ``query``; None when the query alone fills ``max_length``."""
+        return self._core.window_width(check_text("query", query))
+
+    def score_details(self, query: str, passages: Sequence[str]) -> list[ScoreDetails]:
+        """Per passage, in input order: the score (as :meth:`score` gives it), the winning window and its
+        character span, the passage's tokens, the tokens scored, the windows scored and dropped.
+
+        Under ``long_documents="truncate"`` each passage has one window, the truncated pair; the windows
+        it would have had past the first count as dropped. Not cached."""
+        rows = self._core.score_details(check_text("query", query), _check_texts("passages", passages))
+        return [
+            ScoreDetails(float(s), w, (a, b), t, ts, ws, wd) for s, w, a, b, t, ts, ws, wd in rows
+        ]
+
+    def encode_windows(self, query: str, passages: Sequence[str]) -> list[list[tuple[list[int], list[int]]]]:
+        """Per passage, (token ids, token type ids) of each window scored, as fed to the model."""
+        return self._core.encode_windows(check_text("query", query), _check_texts("passages", passages))
 
     @property
     def name(self) -> str:
@@ -173,6 +298,11 @@ class CrossEncoder:
         return self._core.padding_stats(check_text("query", query), _check_texts("passages", passages))
 
     def __repr__(self) -> str:
+        if self.long_documents == "windows":
+            return (
+                f"CrossEncoder({self.model_dir}, max_length={self.max_length}, long_documents='windows', "
+                f"window_stride={self.window_stride}, max_windows={self.max_windows}, aggregate={self.aggregate!r})"
+            )
         return f"CrossEncoder({self.model_dir}, max_length={self.max_length})"
 
 

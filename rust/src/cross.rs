@@ -2,6 +2,7 @@
 //! through a score cache (only misses run).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::batching::{Batching, DEFAULT_TOKEN_BUDGET};
 use crate::cache::{self, ScoreCache};
@@ -38,9 +39,11 @@ impl Default for CrossEncoderOptions {
     }
 }
 
+/// A loaded cross-encoder. The model and tokenizer are shared (`with_windows` makes a view with
+/// other window settings over the same sessions).
 pub struct CrossEncoderCore {
-    model: SessionPool,
-    tokenizer: TextTokenizer,
+    model: Arc<SessionPool>,
+    tokenizer: Arc<TextTokenizer>,
     batching: Batching,
     windows: WindowOptions,
 }
@@ -144,7 +147,33 @@ impl CrossEncoderCore {
         let out = model.probe(&tokenizer, &dir.join("tokenizer.json"))?;
         check_logits(&model, &out, 1).map_err(|msg| CoreError::model(model.path(), format!("probe run: {msg}")))?;
         options.windows.validate()?;
-        Ok(Self { model, tokenizer, batching, windows: options.windows })
+        Ok(Self { model: Arc::new(model), tokenizer: Arc::new(tokenizer), batching, windows: options.windows })
+    }
+
+    /// This model (the same sessions and tokenizer) under other window settings.
+    pub fn with_windows(&self, windows: WindowOptions) -> Result<Self> {
+        windows.validate()?;
+        Ok(Self { model: self.model.clone(), tokenizer: self.tokenizer.clone(), batching: self.batching, windows })
+    }
+
+    /// Window telemetry of each passage without scoring it (tokenization only): what
+    /// `score_details` reports besides the score and the winning window.
+    pub fn window_stats(&self, query: &str, passages: &[&str]) -> Result<Vec<PairWindows>> {
+        let (cap, _) = self.cap_and_aggregate();
+        let w = self.windows;
+        let mut out = self.tokenizer.encode_windows(query, passages, w.stride, cap, w.max_passage_tokens)?;
+        for p in &mut out {
+            p.encs = Vec::new();
+        }
+        Ok(out)
+    }
+
+    /// Windows scored per passage and their aggregation: one window, the first, under truncation.
+    pub fn cap_and_aggregate(&self) -> (usize, Aggregate) {
+        match self.windows.long_documents {
+            LongDocuments::Truncate => (1, Aggregate::First),
+            LongDocuments::Windows => (self.windows.cap(), self.windows.aggregate),
+        }
     }
 
     pub fn windows(&self) -> WindowOptions {
@@ -167,9 +196,9 @@ impl CrossEncoderCore {
     /// aggregate of the passage's windows. Every batch's output is checked (shape against the
     /// batch and the declared output, finite values) before it is read.
     pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
-        match self.windows.long_documents {
-            LongDocuments::Truncate => self.score_truncated(query, passages),
-            LongDocuments::Windows => Ok(self.score_details(query, passages)?.into_iter().map(|d| d.score).collect()),
+        match (self.windows.long_documents, self.windows.max_passage_tokens) {
+            (LongDocuments::Truncate, None) => self.score_truncated(query, passages),
+            _ => Ok(self.score_details(query, passages)?.into_iter().map(|d| d.score).collect()),
         }
     }
 
@@ -177,13 +206,10 @@ impl CrossEncoderCore {
     /// window, the truncated pair (scored as `score` scores it), and the rest of its windows
     /// counted as dropped.
     pub fn score_details(&self, query: &str, passages: &[&str]) -> Result<Vec<PassageScore>> {
-        let (cap, aggregate) = match self.windows.long_documents {
-            LongDocuments::Truncate => (1, Aggregate::First),
-            LongDocuments::Windows => (self.windows.cap(), self.windows.aggregate),
-        };
+        let (cap, aggregate) = self.cap_and_aggregate();
         let mut details = Vec::with_capacity(passages.len());
         for (_, chunk) in self.batching.windows(passages) {
-            let plans = self.tokenizer.encode_windows(query, chunk, self.windows.stride, cap)?;
+            let plans = self.tokenizer.encode_windows(query, chunk, self.windows.stride, cap, self.windows.max_passage_tokens)?;
             // The windows of all passages of the chunk share the token-budget batching.
             let flat: Vec<Encoded> = plans.iter().flat_map(|p| p.encs.iter().cloned()).collect();
             let scores = self.run(&flat)?;

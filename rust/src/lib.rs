@@ -139,8 +139,30 @@ type Pair = (Vec<i64>, Vec<i64>);
 #[pyclass(name = "CrossEncoderCore", module = "lrt_rerank._core", frozen)]
 struct PyCrossEncoder {
     inner: Arc<cross::CrossEncoderCore>,
+    /// The cache key's fingerprint: the model's, plus the window settings (see
+    /// `WindowOptions::cache_fingerprint`).
     fingerprint: String,
+    /// The model's fingerprint as given.
+    model_fingerprint: String,
     cache: Option<Arc<cache::ScoreCache>>,
+}
+
+fn window_options(
+    long_documents: &str,
+    window_stride: Option<usize>,
+    max_windows: usize,
+    aggregate: &str,
+    max_tokens_per_doc: Option<usize>,
+) -> PyResult<windows::WindowOptions> {
+    let options = windows::WindowOptions {
+        long_documents: windows::LongDocuments::parse(long_documents).map_err(to_py)?,
+        stride: window_stride,
+        max_windows,
+        aggregate: windows::Aggregate::parse(aggregate).map_err(to_py)?,
+        max_passage_tokens: max_tokens_per_doc,
+    };
+    options.validate().map_err(to_py)?;
+    Ok(options)
 }
 
 #[pymethods]
@@ -148,7 +170,7 @@ impl PyCrossEncoder {
     #[new]
     #[pyo3(signature = (
         model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None, token_budget = None,
-        long_documents = "truncate", window_stride = None, max_windows = 8, aggregate = "max"
+        long_documents = "truncate", window_stride = None, max_windows = 8, aggregate = "max", max_tokens_per_doc = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -163,6 +185,7 @@ impl PyCrossEncoder {
         window_stride: Option<usize>,
         max_windows: usize,
         aggregate: &str,
+        max_tokens_per_doc: Option<usize>,
     ) -> PyResult<Self> {
         // The parameters are exactly the Python ones; the GIL token comes from `Python::attach`
         // (already held here, so it only borrows it) rather than from one more parameter.
@@ -172,19 +195,56 @@ impl PyCrossEncoder {
             threads: threads.unwrap_or(defaults.threads),
             batch_size,
             token_budget: token_budget.unwrap_or(defaults.token_budget),
-            windows: windows::WindowOptions {
-                long_documents: windows::LongDocuments::parse(long_documents).map_err(to_py)?,
-                stride: window_stride,
-                max_windows,
-                aggregate: windows::Aggregate::parse(aggregate).map_err(to_py)?,
-            },
+            windows: window_options(long_documents, window_stride, max_windows, aggregate, max_tokens_per_doc)?,
         };
-        options.windows.validate().map_err(to_py)?;
         // Cached scores are keyed by the model and, for windows, by the window settings.
-        let fingerprint = options.windows.cache_fingerprint(&fingerprint);
+        let model_fingerprint = fingerprint;
+        let fingerprint = options.windows.cache_fingerprint(&model_fingerprint);
         let inner = Python::attach(|py| py.detach(|| guarded(|| cross::CrossEncoderCore::load(&model_dir, &options))))
             .map_err(to_py)?;
-        Ok(Self { inner: Arc::new(inner), fingerprint, cache: cache.map(|c| c.inner.clone()) })
+        Ok(Self { inner: Arc::new(inner), fingerprint, model_fingerprint, cache: cache.map(|c| c.inner.clone()) })
+    }
+
+    /// This model (the same sessions, tokenizer and cache) under other window settings.
+    #[pyo3(signature = (long_documents = "truncate", window_stride = None, max_windows = 8, aggregate = "max", max_tokens_per_doc = None))]
+    fn with_windows(
+        &self,
+        long_documents: &str,
+        window_stride: Option<usize>,
+        max_windows: usize,
+        aggregate: &str,
+        max_tokens_per_doc: Option<usize>,
+    ) -> PyResult<Self> {
+        let options = window_options(long_documents, window_stride, max_windows, aggregate, max_tokens_per_doc)?;
+        let inner = self.inner.with_windows(options).map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            fingerprint: options.cache_fingerprint(&self.model_fingerprint),
+            model_fingerprint: self.model_fingerprint.clone(),
+            cache: self.cache.clone(),
+        })
+    }
+
+    #[getter]
+    fn model_fingerprint(&self) -> &str {
+        &self.model_fingerprint
+    }
+    #[getter]
+    fn max_tokens_per_doc(&self) -> Option<usize> {
+        self.inner.windows().max_passage_tokens
+    }
+
+    /// Per passage, without scoring (tokenization only): (tokens, tokens scored, windows scored,
+    /// windows dropped) as `score_details` would report them.
+    fn window_stats(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<(usize, usize, usize, usize)>> {
+        let inner = self.inner.clone();
+        let stats = py
+            .detach(move || {
+                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+                guarded(|| inner.window_stats(&query, &refs))
+            })
+            .map_err(to_py)?;
+        Ok(stats.into_iter().map(|p| (p.tokens, p.tokens_scored, p.spans.len(), p.dropped)).collect())
     }
 
     #[getter]
@@ -238,7 +298,8 @@ impl PyCrossEncoder {
             .detach(move || {
                 let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
                 let w = inner.windows();
-                guarded(|| inner.tokenizer().encode_windows(&query, &refs, w.stride, w.cap()))
+                let (cap, _) = inner.cap_and_aggregate();
+                guarded(|| inner.tokenizer().encode_windows(&query, &refs, w.stride, cap, w.max_passage_tokens))
             })
             .map_err(to_py)?;
         Ok(plans.into_iter().map(|p| p.encs.into_iter().map(|e| (e.ids, e.type_ids)).collect()).collect())

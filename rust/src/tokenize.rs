@@ -165,13 +165,15 @@ impl TextTokenizer {
     /// `window_width(query)` tokens every `stride` tokens (default: half the window), at most
     /// `max_windows` per passage, each through the pair template. A passage that fits gets one
     /// window, the pair `encode_pairs` gives; so does every passage when the query alone leaves
-    /// no room (today's rule, longest-first truncation).
+    /// no room (today's rule, longest-first truncation). With `max_passage_tokens`, only the
+    /// passage's first tokens up to it are windowed (the rest count as not scored).
     pub fn encode_windows(
         &self,
         query: &str,
         passages: &[&str],
         stride: Option<usize>,
         max_windows: usize,
+        max_passage_tokens: Option<usize>,
     ) -> Result<Vec<PairWindows>> {
         let q = self.plain.encode_fast(query, false).map_err(tokenize_error)?;
         let encs = self.plain.encode_batch_char_offsets(passages.to_vec(), false).map_err(tokenize_error)?;
@@ -181,7 +183,8 @@ impl TextTokenizer {
         let stride = stride.unwrap_or_else(|| default_stride(width));
         encs.iter()
             .map(|p| {
-                let plan = WindowPlan::new(p.len(), width, stride, max_windows);
+                let read = max_passage_tokens.map_or(p.len(), |n| n.min(p.len()));
+                let plan = WindowPlan::new(read, width, stride, max_windows);
                 let mut out = Vec::with_capacity(plan.scored());
                 let mut spans = Vec::with_capacity(plan.scored());
                 for r in plan.ranges() {
@@ -192,7 +195,13 @@ impl TextTokenizer {
                     let pair = self.plain.post_process(q.clone(), Some(slice_as_second(p, r)), true).map_err(tokenize_error)?;
                     out.push(Encoded::from_encoding(&pair));
                 }
-                Ok(PairWindows { encs: out, spans, tokens: p.len(), tokens_scored: plan.tokens_scored(), dropped: plan.dropped() })
+                Ok(PairWindows {
+                    encs: out,
+                    spans,
+                    tokens: p.len(),
+                    tokens_scored: plan.tokens_scored(),
+                    dropped: plan.dropped(),
+                })
             })
             .collect()
     }
@@ -393,7 +402,7 @@ mod tests {
     }
 
     fn windows(tok: &TextTokenizer, query: &str, passage: &str, stride: Option<usize>, cap: usize) -> PairWindows {
-        let mut w = tok.encode_windows(query, &[passage], stride, cap).expect("encodable");
+        let mut w = tok.encode_windows(query, &[passage], stride, cap, None).expect("encodable");
         assert_eq!(w.len(), 1);
         w.remove(0)
     }
@@ -434,6 +443,11 @@ mod tests {
         let capped = windows(&tok, "a b", "c d e c d e c d", Some(2), 2);
         assert_eq!((capped.encs.len(), capped.dropped, capped.tokens_scored), (2, 1, 7));
         assert_eq!(capped.encs[..], w.encs[..2]);
+        // at most 6 passage tokens read: windows over "c d e c d e" only
+        let limited = tok.encode_windows("a b", &["c d e c d e c d"], Some(2), 8, Some(6)).expect("encodable");
+        assert_eq!(limited[0].encs.len(), 2);
+        assert_eq!(limited[0].encs[1].ids, vec![CLS, A, B, SEP, E, C, D, E, SEP]);
+        assert_eq!((limited[0].tokens, limited[0].tokens_scored), (8, 6));
     }
 
     #[test]

@@ -107,11 +107,20 @@ pub struct WindowOptions {
     /// Most windows scored per passage.
     pub max_windows: usize,
     pub aggregate: Aggregate,
+    /// Most passage tokens read (Cohere's `max_tokens_per_doc`): the passage's tokens past it are
+    /// dropped before truncation or windows; None: all of them.
+    pub max_passage_tokens: Option<usize>,
 }
 
 impl Default for WindowOptions {
     fn default() -> Self {
-        Self { long_documents: LongDocuments::Truncate, stride: None, max_windows: 8, aggregate: Aggregate::Max }
+        Self {
+            long_documents: LongDocuments::Truncate,
+            stride: None,
+            max_windows: 8,
+            aggregate: Aggregate::Max,
+            max_passage_tokens: None,
+        }
     }
 }
 
@@ -122,6 +131,9 @@ impl WindowOptions {
         }
         if self.stride == Some(0) {
             return Err(CoreError::InvalidArgument("window_stride must be at least 1 token".into()));
+        }
+        if self.max_passage_tokens == Some(0) {
+            return Err(CoreError::InvalidArgument("max_tokens_per_doc must be at least 1 token".into()));
         }
         Ok(())
     }
@@ -137,12 +149,13 @@ impl WindowOptions {
     /// The fingerprint that keys cached scores: the model's own under truncation (so that the keys
     /// stay those of every other cache tier), the model's plus the window settings otherwise.
     pub fn cache_fingerprint(&self, model: &str) -> String {
+        let limit = self.max_passage_tokens.map_or_else(String::new, |n| format!("|max_tokens_per_doc={n}"));
         match self.long_documents {
-            LongDocuments::Truncate => model.to_string(),
+            LongDocuments::Truncate => format!("{model}{limit}"),
             LongDocuments::Windows => {
                 let stride = self.stride.map_or_else(|| "auto".to_string(), |s| s.to_string());
                 format!(
-                    "{model}|windows(stride={stride},max_windows={},aggregate={})",
+                    "{model}|windows(stride={stride},max_windows={},aggregate={}){limit}",
                     self.max_windows,
                     self.aggregate.name()
                 )
@@ -305,6 +318,9 @@ mod tests {
         assert!(o.validate().is_ok());
         assert_eq!(o.cap(), 1);
         assert_eq!(o.cache_fingerprint("sha"), "sha");
+        let limited = WindowOptions { max_passage_tokens: Some(100), ..o };
+        assert_eq!(limited.cache_fingerprint("sha"), "sha|max_tokens_per_doc=100");
+        assert!(WindowOptions { max_passage_tokens: Some(0), ..o }.validate().is_err());
         let w = WindowOptions { long_documents: LongDocuments::Windows, ..o };
         assert_eq!(w.cap(), 8);
         let keys = [
@@ -312,6 +328,7 @@ mod tests {
             WindowOptions { stride: Some(16), ..w }.cache_fingerprint("sha"),
             WindowOptions { max_windows: 2, ..w }.cache_fingerprint("sha"),
             WindowOptions { aggregate: Aggregate::Mean, ..w }.cache_fingerprint("sha"),
+            WindowOptions { max_passage_tokens: Some(100), ..w }.cache_fingerprint("sha"),
         ];
         for (i, a) in keys.iter().enumerate() {
             assert!(a.starts_with("sha|windows("));
