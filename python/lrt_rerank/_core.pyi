@@ -45,7 +45,21 @@ class CrossEncoderCore:
         window_stride: int | None = None,
         max_windows: int = 8,
         aggregate: str = "max",
+        max_tokens_per_doc: int | None = None,
     ) -> None: ...
+    def with_windows(
+        self,
+        long_documents: str = "truncate",
+        window_stride: int | None = None,
+        max_windows: int = 8,
+        aggregate: str = "max",
+        max_tokens_per_doc: int | None = None,
+    ) -> CrossEncoderCore: ...
+    @property
+    def model_fingerprint(self) -> str: ...
+    @property
+    def max_tokens_per_doc(self) -> int | None: ...
+    def window_stats(self, query: str, passages: list[str]) -> list[tuple[int, int, int, int]]: ...
     @property
     def max_length(self) -> int: ...
     @property

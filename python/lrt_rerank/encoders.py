@@ -134,7 +134,6 @@ class CrossEncoder:
         self.model_dir = model_dir
         self.card = card.data
         self.cache = cache
-        self._sha256: str | None = None
         self._calibration = Calibration.from_card(card.data, model_dir / CARD)
 
     @classmethod
@@ -150,6 +149,7 @@ class CrossEncoder:
         window_stride: int | None = None,
         max_windows: int | None = None,
         aggregate: str | None = None,
+        max_tokens_per_doc: int | None = None,
     ) -> "CrossEncoder":
         """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default).
 
@@ -161,8 +161,15 @@ class CrossEncoder:
         query's tokens − the template's special tokens each, every ``window_stride`` tokens, default half a
         window, at most ``max_windows``, default 8) and aggregates them with ``aggregate``: ``"max"``
         (default), ``"mean"``, ``"sum"`` or ``"first"``. Options left None take the card's
-        ``long_documents`` / ``window_stride`` / ``max_windows`` / ``aggregate`` where it has them."""
-        _check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
+        ``long_documents`` / ``window_stride`` / ``max_windows`` / ``aggregate`` where it has them.
+        ``max_tokens_per_doc`` (Cohere's): read at most that many tokens of each passage."""
+        _check_positive(
+            max_length=max_length,
+            threads=threads,
+            batch_size=batch_size,
+            token_budget=token_budget,
+            max_tokens_per_doc=max_tokens_per_doc,
+        )
         path, card = _open_model_dir(model_dir, "cross-encoder")
         defaults = card.data
         mode, stride, cap, agg = check_window_options(
@@ -184,10 +191,29 @@ class CrossEncoder:
             window_stride=stride,
             max_windows=cap,
             aggregate=agg,
+            max_tokens_per_doc=max_tokens_per_doc,
         )
-        encoder = cls(core, path, card, cache)
-        encoder._sha256 = fingerprint
-        return encoder
+        return cls(core, path, card, cache)
+
+    def with_windows(
+        self,
+        long_documents: str = "truncate",
+        window_stride: int | None = None,
+        max_windows: int = 8,
+        aggregate: str = "max",
+        max_tokens_per_doc: int | None = None,
+    ) -> "CrossEncoder":
+        """This model (the same ONNX sessions, tokenizer and cache: nothing is loaded) under other window
+        settings (see :meth:`load`); its :attr:`fingerprint` keys its cached scores apart."""
+        mode, stride, cap, agg = check_window_options(long_documents, window_stride, max_windows, aggregate)
+        _check_positive(max_tokens_per_doc=max_tokens_per_doc)
+        core = self._core.with_windows(
+            long_documents=mode, window_stride=stride, max_windows=cap, aggregate=agg, max_tokens_per_doc=max_tokens_per_doc
+        )
+        view = CrossEncoder.__new__(CrossEncoder)
+        view.__dict__.update(self.__dict__)
+        view._core = core
+        return view
 
     @property
     def fingerprint(self) -> str:
@@ -198,7 +224,17 @@ class CrossEncoder:
     @property
     def sha256(self) -> str:
         """sha256 of model.onnx."""
-        return getattr(self, "_sha256", None) or self._core.fingerprint.split("|", 1)[0]
+        return self._core.model_fingerprint
+
+    @property
+    def max_tokens_per_doc(self) -> int | None:
+        """Most tokens read of each passage (None: all)."""
+        return self._core.max_tokens_per_doc
+
+    def window_stats(self, query: str, passages: Sequence[str]) -> list[tuple[int, int, int, int]]:
+        """Per passage, without scoring it (tokenization only): (tokens, tokens scored, windows scored,
+        windows dropped), as :meth:`score_details` reports them."""
+        return self._core.window_stats(check_text("query", query), _check_texts("passages", passages))
 
     @property
     def long_documents(self) -> str:

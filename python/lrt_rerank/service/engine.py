@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -31,6 +33,75 @@ RETRY_AFTER_S = 1
 """Seconds a client is asked to wait (``Retry-After``) after a 503."""
 
 EncoderLoader = Callable[[], CrossEncoder]
+
+MAX_VARIANTS = 16
+"""Window settings kept ready at once (views over the same sessions; the least recently used goes)."""
+
+
+@dataclass(frozen=True)
+class LongDocumentRequest:
+    """A request's choices of how long documents are read; None: the served encoder's setting."""
+
+    long_documents: str | None = None
+    window_stride: int | None = None
+    max_windows: int | None = None
+    aggregate: str | None = None
+    max_tokens_per_doc: int | None = None
+    reject_unread: bool = False
+    """TEI's ``truncate: false``: a 413 when a document has tokens no scored window reads."""
+
+    def is_default(self) -> bool:
+        return all(
+            v is None for v in (self.long_documents, self.window_stride, self.max_windows, self.aggregate, self.max_tokens_per_doc)
+        )
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    """What was read of one request's documents (the response's ``meta``)."""
+
+    long_documents: str
+    documents_truncated: int
+    documents_windowed: int
+    tokens_dropped: int
+    windows_scored: int
+    windows_dropped: int
+    windows_per_document: tuple[int, ...]
+    unread: tuple[int, ...]
+    """Indices of the documents with tokens no scored window read."""
+
+    @classmethod
+    def of(cls, mode: str, stats: list[tuple[int, int, int, int]]) -> "ReadStats":
+        dropped = [max(0, t - ts) for t, ts, _, _ in stats]
+        return cls(
+            long_documents=mode,
+            documents_truncated=sum(1 for d in dropped if d > 0),
+            documents_windowed=sum(1 for _, _, w, _ in stats if w > 1),
+            tokens_dropped=sum(dropped),
+            windows_scored=sum(w for _, _, w, _ in stats),
+            windows_dropped=sum(wd for _, _, _, wd in stats),
+            windows_per_document=tuple(w for _, _, w, _ in stats),
+            unread=tuple(i for i, d in enumerate(dropped) if d > 0),
+        )
+
+    def meta(self) -> dict[str, int | str]:
+        return {
+            "long_documents": self.long_documents,
+            "documents_truncated": self.documents_truncated,
+            "documents_windowed": self.documents_windowed,
+            "tokens_dropped": self.tokens_dropped,
+            "windows_scored": self.windows_scored,
+            "windows_dropped": self.windows_dropped,
+        }
+
+
+def too_long(unread: tuple[int, ...]) -> HTTPException:
+    shown = ", ".join(str(i) for i in unread[:10]) + (", ..." if len(unread) > 10 else "")
+    return HTTPException(
+        status_code=413,
+        detail=f"truncate is false but {len(unread)} text(s) have tokens that would not be read (indices {shown}): "
+        "send truncate: true, or long_documents: windows with enough max_windows",
+    )
 
 
 def unavailable(detail: str) -> HTTPException:
@@ -74,6 +145,8 @@ class Engine:
         self._scoring_lock = threading.Lock()
         self._scoring = 0
         self._scoring_peak = 0
+        self._variants: OrderedDict[tuple, RerankCore] = OrderedDict()
+        self._variants_lock = threading.Lock()
         metrics.scoring_slots.set(settings.max_concurrent_scoring)
 
     def load(self) -> None:
@@ -94,21 +167,64 @@ class Engine:
             self.load_error = f"{type(err).__name__}: {err}"
             log.exception("loading the model failed")
             return
-        self.metrics.set_model(encoder.name, encoder.fingerprint, encoder.max_length)
+        self.metrics.set_model(encoder.name, encoder.sha256, encoder.max_length)
         self.encoder = encoder
         self.core = core
-        log.info("model %s (sha256 %s) loaded from %s", encoder.name, encoder.fingerprint, encoder.model_dir)
+        log.info("model %s (sha256 %s) loaded from %s", encoder.name, encoder.sha256, encoder.model_dir)
 
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
 
+    def _variant(self, request: LongDocumentRequest) -> RerankCore:
+        """The core that reads long documents as ``request`` asks (the served one when it asks nothing)."""
+        assert self.core is not None and self.encoder is not None
+        if request.is_default():
+            return self.core
+        base = self.encoder
+        key = (
+            request.long_documents or base.long_documents,
+            request.window_stride if request.window_stride is not None else base.window_stride,
+            request.max_windows or base.max_windows,
+            request.aggregate or base.aggregate,
+            request.max_tokens_per_doc if request.max_tokens_per_doc is not None else base.max_tokens_per_doc,
+        )
+        if key == (base.long_documents, base.window_stride, base.max_windows, base.aggregate, base.max_tokens_per_doc):
+            return self.core
+        with self._variants_lock:
+            core = self._variants.get(key)
+            if core is not None:
+                self._variants.move_to_end(key)
+                return core
+        view = base.with_windows(*key)
+        core = RerankCore(view, depth=self.settings.max_documents, cache=self.cache, shared=self._redis)
+        with self._variants_lock:
+            self._variants[key] = core
+            while len(self._variants) > MAX_VARIANTS:
+                self._variants.popitem(last=False)
+        return core
+
     def _rerank(
-        self, query: str, passages: list[str], top_n: int | None, first_stage_order: bool, queued_at: float
-    ) -> tuple[SearchResult, float]:
-        """The core's result and the seconds waited for a scoring slot (runs holding a slot)."""
+        self,
+        query: str,
+        passages: list[str],
+        top_n: int | None,
+        first_stage_order: bool,
+        queued_at: float,
+        request: LongDocumentRequest | None = None,
+    ) -> tuple[SearchResult, float, ReadStats | None]:
+        """The core's result, the seconds waited for a scoring slot and what was read of the documents
+        (runs holding a slot)."""
         assert self.core is not None
+        request = request or LongDocumentRequest()
         waited = time.perf_counter() - queued_at
+        core = self._variant(request)
+        reader = getattr(core, "reranker", None)
+        stats: ReadStats | None = None
+        if isinstance(reader, CrossEncoder):
+            stats = ReadStats.of(reader.long_documents, reader.window_stats(query, passages))
+            if request.reject_unread and stats.unread:
+                raise too_long(stats.unread)
         with self._scoring_lock:
             self._scoring += 1
             self._scoring_peak = max(self._scoring_peak, self._scoring)
@@ -116,7 +232,7 @@ class Engine:
         self.metrics.scoring_in_progress.inc()
         candidates = [Candidate(str(i), 0.0, i + 1) for i in range(len(passages))]
         try:
-            result = self.core.rerank(query, candidates, passages, top_n=top_n, interpolate=first_stage_order)
+            result = core.rerank(query, candidates, passages, top_n=top_n, interpolate=first_stage_order)
         finally:
             self.metrics.scoring_in_progress.dec()
             with self._scoring_lock:
@@ -125,26 +241,44 @@ class Engine:
         c = self.cache
         local = {"hits": c.hits, "misses": c.misses, "evictions": c.evictions, "len": len(c)}
         self.metrics.mirror_cache(local, redis_stats)
-        return result, waited
+        return result, waited, stats
 
     async def rank(
         self, query: str, passages: list[str], top_n: int | None, raw_scores: bool, response: Response, first_stage_order: bool = False
     ) -> list[tuple[int, float]]:
+        """:meth:`rank_read` without what was read."""
+        ranked, _ = await self.rank_read(query, passages, top_n, raw_scores, response, first_stage_order)
+        return ranked
+
+    async def rank_read(
+        self,
+        query: str,
+        passages: list[str],
+        top_n: int | None,
+        raw_scores: bool,
+        response: Response,
+        first_stage_order: bool = False,
+        long_documents: LongDocumentRequest | None = None,
+    ) -> tuple[list[tuple[int, float]], ReadStats | None]:
         """(index, score) pairs, best first (ties by index), at most ``top_n`` of them.
 
         The order follows the logit, or with ``first_stage_order`` (the passages are in first-stage
         order) the card's interpolation of the logit with that order (:func:`lrt_rerank.interpolation.combine`).
         The score is the calibrated probability of the logit (:attr:`CrossEncoder.calibration`), also
         under ``first_stage_order``; with ``raw_scores`` it is the value that sets the order.
+        ``long_documents`` chooses how long documents are read for this request; what was read comes
+        back with the ranking (None for an empty list) and is counted in the metrics.
         """
         if self.core is None:
             raise unavailable("model not loaded yet")
         self.metrics.batch_size.observe(len(passages))
         if not passages:
-            return []
-        result, queued = await anyio.to_thread.run_sync(
-            self._rerank, query, passages, top_n, first_stage_order, time.perf_counter(), limiter=self.limiter
+            return [], None
+        result, queued, stats = await anyio.to_thread.run_sync(
+            self._rerank, query, passages, top_n, first_stage_order, time.perf_counter(), long_documents, limiter=self.limiter
         )
+        if stats is not None:
+            self.metrics.count_reads(stats.tokens_dropped, stats.documents_truncated, stats.windows_per_document)
         if result.status is RerankStatus.FAILED:  # the request gets a 503 and the process goes on serving
             error_type = result.error_type or "Exception"
             self.metrics.scoring_errors.labels(error=error_type).inc()
@@ -156,7 +290,8 @@ class Engine:
         # At most 9 significant digits: enough to round-trip a float32 score exactly, and short
         # enough that OpenSearch ml-commons' JSON parser reads a Double, not a BigDecimal (a
         # number over 18 characters breaks its Cohere rerank post-process function).
-        return [
+        ranked = [
             (hit.first_stage_rank - 1, float(f"{(hit.score if raw_scores or hit.relevance is None else hit.relevance):.9g}"))
             for hit in result.hits
         ]
+        return ranked, stats

@@ -31,6 +31,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000)
+WINDOW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 UNMATCHED_ROUTE = "unmatched"
 
 
@@ -116,11 +117,36 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.tokens_dropped = Counter(
+            "lrt_rerank_tokens_dropped",
+            "Document tokens that no scored window read (truncated, past max_windows or max_tokens_per_doc).",
+            registry=r,
+        )
+        self.documents_truncated = Counter(
+            "lrt_rerank_documents_truncated",
+            "Documents with tokens that no scored window read.",
+            registry=r,
+        )
+        self.windows_per_document = Histogram(
+            "lrt_rerank_windows_per_document",
+            "Windows (model pairs) scored per document: 1 under truncation.",
+            buckets=WINDOW_BUCKETS,
+            registry=r,
+        )
         self._seen: dict[str, int] = {}
         self._seen_lock = threading.Lock()
 
     def set_model(self, name: str, sha256: str, max_length: int) -> None:
         self.model_info.labels(name=name, sha256=sha256, max_length=str(max_length)).set(1)
+
+    def count_reads(self, tokens_dropped: int, documents_truncated: int, windows_per_document: tuple[int, ...]) -> None:
+        """Count what one request read of its documents."""
+        if tokens_dropped > 0:
+            self.tokens_dropped.inc(tokens_dropped)
+        if documents_truncated > 0:
+            self.documents_truncated.inc(documents_truncated)
+        for w in windows_per_document:
+            self.windows_per_document.observe(w)
 
     def mirror_cache(self, local: dict[str, int], redis: dict[str, int] | None) -> None:
         """Add what the caches counted since the last call to the Prometheus counters."""

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lrt_rerank.service.engine import Engine, unavailable
+from lrt_rerank.service.engine import Engine, LongDocumentRequest, ReadStats, unavailable
 from lrt_rerank.service.schemas import (
     CohereRerankRequestBase,
     CohereRerankResponse,
@@ -29,6 +29,7 @@ from lrt_rerank.service.schemas import (
     ModelCalibration,
     ModelList,
     ModelObject,
+    RerankMeta,
     TeiRerankRequestBase,
     TeiResult,
 )
@@ -79,11 +80,25 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
+def _meta(stats: ReadStats | None) -> RerankMeta | None:
+    return None if stats is None else RerankMeta(**stats.meta())
+
+
 async def cohere_rerank(body: CohereRerankRequestBase, response: Response, engine: EngineDep) -> CohereRerankResponse:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    ranked = await engine.rank(body.query, texts, body.top_n, body.raw_scores, response, body.first_stage_order)
+    request = LongDocumentRequest(
+        long_documents=body.long_documents,
+        window_stride=body.window_stride,
+        max_windows=body.max_windows,
+        aggregate=body.aggregate,
+        max_tokens_per_doc=body.max_tokens_per_doc,
+    )
+    ranked, stats = await engine.rank_read(
+        body.query, texts, body.top_n, body.raw_scores, response, body.first_stage_order, request
+    )
     return CohereRerankResponse(
         id=str(uuid.uuid4()),
+        meta=_meta(stats),
         results=[
             CohereResult(
                 index=i,
@@ -96,7 +111,14 @@ async def cohere_rerank(body: CohereRerankRequestBase, response: Response, engin
 
 
 async def tei_rerank(body: TeiRerankRequestBase, response: Response, engine: EngineDep) -> list[TeiResult]:
-    ranked = await engine.rank(body.query, body.texts, None, body.raw_scores, response, body.first_stage_order)
+    request = LongDocumentRequest(
+        long_documents=body.long_documents,
+        window_stride=body.window_stride,
+        max_windows=body.max_windows,
+        aggregate=body.aggregate,
+        reject_unread=body.truncate is False,
+    )
+    ranked, _ = await engine.rank_read(body.query, body.texts, None, body.raw_scores, response, body.first_stage_order, request)
     return [TeiResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
 
 
@@ -109,7 +131,7 @@ async def list_models(engine: EngineDep) -> ModelList:
             ModelObject(
                 id=encoder.name,
                 kind=str(encoder.card["kind"]),
-                sha256=encoder.fingerprint,
+                sha256=encoder.sha256,
                 card=encoder.card,
                 calibration=ModelCalibration(**encoder.calibration.to_json()),
             )

@@ -39,6 +39,39 @@ FIRST_STAGE_ORDER_DOC = (
 )
 
 
+LONG_DOCUMENTS_DOC = (
+    "Extension: how a document longer than the model's window is read. `truncate` (the server's default "
+    "unless `serve --long-documents` says otherwise) cuts it; `windows` scores windows of its tokens and "
+    "aggregates them (see `aggregate`). See docs/long-documents.md."
+)
+
+
+class LongDocumentFields(BaseModel):
+    """Request fields that choose how long documents are read (all optional: the server's defaults)."""
+
+    long_documents: Literal["truncate", "windows"] | None = Field(default=None, description=LONG_DOCUMENTS_DOC)
+    window_stride: int | None = Field(
+        default=None, ge=1, description="Extension: tokens between window starts (default: half a window)."
+    )
+    max_windows: int | None = Field(
+        default=None, ge=1, le=64, description="Extension: most windows scored per document (default 8)."
+    )
+    aggregate: Literal["max", "mean", "sum", "first"] | None = Field(
+        default=None, description="Extension: how window scores make a document's score (default `max`)."
+    )
+
+
+class RerankMeta(BaseModel):
+    """What was read of the documents (Cohere clients ignore unknown `meta` fields)."""
+
+    long_documents: str = Field(description="`truncate` or `windows`: how long documents were read.")
+    documents_truncated: int = Field(description="Documents with tokens that no scored window read.")
+    documents_windowed: int = Field(description="Documents scored as more than one window.")
+    tokens_dropped: int = Field(description="Document tokens, over all documents, that no scored window read.")
+    windows_scored: int = Field(description="Windows (model pairs) scored, over all documents.")
+    windows_dropped: int = Field(description="Windows not scored because of `max_windows`.")
+
+
 def _encodable(text: str) -> str:
     return check_text("text", text)
 
@@ -74,6 +107,7 @@ class CohereRerankResponse(BaseModel):
         description="Documents best first: by `relevance_score`, descending, unless `first_stage_order` was sent "
         "(then by the interpolated score)."
     )
+    meta: RerankMeta | None = Field(default=None, description="What was read of the documents.")
 
 
 class ErrorResponse(BaseModel):
@@ -114,7 +148,7 @@ class TeiResult(BaseModel):
     text: str | None = Field(default=None, description="The text, present only when `return_text` is true.")
 
 
-class CohereRerankRequestBase(BaseModel):
+class CohereRerankRequestBase(LongDocumentFields):
     model_config = ConfigDict(extra="ignore")
 
     query: Text = Field(description="The search query.")
@@ -131,9 +165,15 @@ class CohereRerankRequestBase(BaseModel):
         default=False, description="Extension to Cohere's API: return raw logits instead of calibrated probabilities."
     )
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
+    max_tokens_per_doc: int | None = Field(
+        default=None,
+        ge=1,
+        description="As in Cohere's API: read at most this many tokens of each document (then truncation or "
+        "windows apply as usual).",
+    )
 
 
-class TeiRerankRequestBase(BaseModel):
+class TeiRerankRequestBase(LongDocumentFields):
     model_config = ConfigDict(extra="ignore")
 
     query: Text = Field(description="The search query.")
@@ -141,11 +181,12 @@ class TeiRerankRequestBase(BaseModel):
     raw_scores: bool = Field(default=False, description="Return raw logits instead of calibrated probabilities.")
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
     return_text: bool = Field(default=False, description="Echo each text in the results.")
-    truncate: bool = Field(
-        default=False,
+    truncate: bool | None = Field(
+        default=None,
         description=(
-            "Accepted for compatibility with TEI. Inputs are always truncated to the model's "
-            "maximum sequence length, whatever this field says."
+            "As in TEI: `false` answers 413 when a text has tokens that would not be read (longer than the "
+            "model's window, or than all its scored windows); `true` or absent reads what fits (the server "
+            "truncates, or scores windows with `long_documents: windows`)."
         ),
     )
 
