@@ -135,6 +135,35 @@ def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
         metavar="W",
         help="re-ranked score = logit + W * z(-log first-stage rank); default: the weight in the model card (0 = logit alone)",
     )
+    add_long_document_args(parser)
+
+
+def add_long_document_args(parser: argparse.ArgumentParser) -> None:
+    """--long-documents, --window-stride, --max-windows, --aggregate (docs/long-documents.md)."""
+    parser.add_argument(
+        "--long-documents", choices=("truncate", "windows"), default=None,
+        help="truncate passages at the model's max length, or score windows of them (default: the card's, else truncate)",
+    )
+    parser.add_argument("--window-stride", type=int, default=None, help="tokens between windows (default: half a window)")
+    parser.add_argument("--max-windows", type=int, default=None, help="most windows per passage (default: 8)")
+    parser.add_argument(
+        "--aggregate", choices=("max", "mean", "sum", "first"), default=None,
+        help="how window scores make a passage's score (default: max)",
+    )
+
+
+def with_long_documents(reranker, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``reranker`` under the window flags of ``args`` (unchanged when none is given)."""
+    names = ("long_documents", "window_stride", "max_windows", "aggregate")
+    chosen = {n: getattr(args, n, None) for n in names}
+    if reranker is None or all(v is None for v in chosen.values()) or not hasattr(reranker, "with_windows"):
+        return reranker
+    return reranker.with_windows(
+        long_documents=chosen["long_documents"] or reranker.long_documents,
+        window_stride=chosen["window_stride"] if chosen["window_stride"] is not None else reranker.window_stride,
+        max_windows=chosen["max_windows"] or reranker.max_windows,
+        aggregate=chosen["aggregate"] or reranker.aggregate,
+    )
 
 
 def _add_fusion_arg(parser: argparse.ArgumentParser) -> None:
@@ -213,7 +242,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = load_reranker(args.reranker) if fusion is None or fusion.uses_reranker else None
+    reranker = with_long_documents(load_reranker(args.reranker), args) if fusion is None or fusion.uses_reranker else None
     pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
     if args.json:
@@ -248,7 +277,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = load_reranker(args.reranker)
+    reranker = with_long_documents(load_reranker(args.reranker), args)
     if fusion is not None and fusion.uses_reranker and reranker is None:
         raise ValueError(f"{args.fusion}: field 'weights.reranker' is {fusion.weights['reranker']:g}: pass its --reranker")
     stage = open_first_stage(args, dataset)
@@ -295,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
 
     print("[2/4] Re-ranker")
-    reranker = load_reranker(args.reranker)
+    reranker = with_long_documents(load_reranker(args.reranker), args)
     if reranker is None:
         print("      none (--reranker none): first stage only\n")
     else:
