@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False, help="log every request")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    from lrt_rerank.commands.pipeline import add_long_document_args
+
+    add_long_document_args(p)  # the served default; a request may choose its own (docs/long-documents.md)
     p.set_defaults(func=serve)
 
 
@@ -111,6 +114,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
     os.environ[SETTINGS_ENV] = settings.to_env()
+    from lrt_rerank.service.engine import LONG_DOCUMENTS_ENV, long_document_env
+
+    os.environ[LONG_DOCUMENTS_ENV] = long_document_env(args)
     metrics_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="lrt-rerank-metrics-")

@@ -8,7 +8,9 @@ in ``lrt_rerank_scoring_errors_total``; the process keeps serving.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -122,9 +124,20 @@ def resolve_model_dir(model: str) -> Path:
     return path
 
 
+LONG_DOCUMENTS_ENV = "LRT_RERANK_LONG_DOCUMENTS"
+"""JSON of the served encoder's window settings (``serve --long-documents`` etc.), beside the settings."""
+
+
+def long_document_env(args: object) -> str:
+    """The JSON of ``LONG_DOCUMENTS_ENV`` for parsed ``serve`` arguments (unset flags left out)."""
+    names = ("long_documents", "window_stride", "max_windows", "aggregate")
+    return json.dumps({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+
+
 def default_loader(settings: ServiceSettings) -> EncoderLoader:
     def load() -> CrossEncoder:
-        return CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=settings.threads)
+        windows = json.loads(os.environ.get(LONG_DOCUMENTS_ENV) or "{}")
+        return CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=settings.threads, **windows)
 
     return load
 
