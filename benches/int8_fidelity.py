@@ -195,7 +195,7 @@ def main() -> None:
     text = "\n".join([
         f"{datetime.date.today()}, `lscpu` flags: {flags}; NFCorpus {args.split}, {len(candidates)} queries, BM25 top {args.depth}, "
         f"{MAX_LENGTH} tokens (LRT: its card's), 2 threads, interleaved.",
-        f"Command: `python benches/int8_fidelity.py --split {args.split} --queries {args.queries} --depth {args.depth}`",
+        f"Command: `python benches/int8_fidelity.py --split {args.split} --queries {args.queries} --depth {args.depth}{' --lrt' if args.lrt else ''}`",
         "",
         "| variant | Spearman min | Spearman mean | MRR@10 alone (change) | p50 ms | time / shipped INT8 | GFLOP/s (GOP/s) |",
         "|---|---|---|---|---|---|---|",
