@@ -129,7 +129,9 @@ class RerankCore:
                 logits = self._score_within(query, passages, budget_ms, first_stage_ms, began)
             except Exception as exc:  # noqa: BLE001 - fail open on any re-ranker error
                 error = f"{type(exc).__name__}: {exc}"
-                logger.exception("re-ranker failed (%s); returning the first-stage order", error)
+                # one line per failure (the error names what failed); the traceback only at debug level
+                logger.error("re-ranker failed (%s); returning the first-stage order", error)
+                logger.debug("re-ranker traceback", exc_info=True)
                 logits = []
             status = _status(error, len(logits), len(top))
         hits = self._merge(candidates, logits, interpolate, signals if status != RerankStatus.FAILED else None)
