@@ -39,6 +39,19 @@ fn to_py(e: CoreError) -> PyErr {
     }
 }
 
+/// Run `work` on `texts` (as `&str`s) with the GIL released; a panic or core error becomes a Python exception.
+fn detached<T: Send>(
+    py: Python<'_>,
+    texts: Vec<String>,
+    work: impl FnOnce(&[&str]) -> crate::error::Result<T> + Send,
+) -> PyResult<T> {
+    py.detach(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        guarded(|| work(&refs))
+    })
+    .map_err(to_py)
+}
+
 /// Load libonnxruntime from `path` (once per process; later calls are no-ops).
 #[pyfunction]
 fn init_runtime(py: Python<'_>, path: PathBuf) -> PyResult<()> {
@@ -238,12 +251,7 @@ impl PyCrossEncoder {
     /// windows dropped) as `score_details` would report them.
     fn window_stats(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<(usize, usize, usize, usize)>> {
         let inner = self.inner.clone();
-        let stats = py
-            .detach(move || {
-                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-                guarded(|| inner.window_stats(&query, &refs))
-            })
-            .map_err(to_py)?;
+        let stats = detached(py, passages, move |refs| inner.window_stats(&query, refs))?;
         Ok(stats.into_iter().map(|p| (p.tokens, p.tokens_scored, p.spans.len(), p.dropped)).collect())
     }
 
@@ -279,12 +287,7 @@ impl PyCrossEncoder {
     /// scored, windows scored, windows dropped). Not cached.
     fn score_details(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<Details>> {
         let inner = self.inner.clone();
-        let details = py
-            .detach(move || {
-                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-                guarded(|| inner.score_details(&query, &refs))
-            })
-            .map_err(to_py)?;
+        let details = detached(py, passages, move |refs| inner.score_details(&query, refs))?;
         Ok(details
             .into_iter()
             .map(|d| (d.score, d.window, d.span.0, d.span.1, d.tokens, d.tokens_scored, d.windows_scored, d.windows_dropped))
@@ -294,14 +297,11 @@ impl PyCrossEncoder {
     /// Each window as this engine feeds it: per passage, (token ids, token type ids) per window.
     fn encode_windows(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<Vec<Pair>>> {
         let inner = self.inner.clone();
-        let plans = py
-            .detach(move || {
-                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-                let w = inner.windows();
-                let (cap, _) = inner.cap_and_aggregate();
-                guarded(|| inner.tokenizer().encode_windows(&query, &refs, w.stride, cap, w.max_passage_tokens))
-            })
-            .map_err(to_py)?;
+        let plans = detached(py, passages, move |refs| {
+            let w = inner.windows();
+            let (cap, _) = inner.cap_and_aggregate();
+            inner.tokenizer().encode_windows(&query, refs, w.stride, cap, w.max_passage_tokens)
+        })?;
         Ok(plans.into_iter().map(|p| p.encs.into_iter().map(|e| (e.ids, e.type_ids)).collect()).collect())
     }
 
@@ -345,12 +345,7 @@ impl PyCrossEncoder {
     /// Token ids and type ids of each pair as this engine feeds them (for parity checks).
     fn encode(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<(Vec<i64>, Vec<i64>)>> {
         let inner = self.inner.clone();
-        let encs = py
-            .detach(move || {
-                let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-                guarded(|| inner.tokenizer().encode_pairs(&query, &refs))
-            })
-            .map_err(to_py)?;
+        let encs = detached(py, passages, move |refs| inner.tokenizer().encode_pairs(&query, refs))?;
         Ok(encs.into_iter().map(|e| (e.ids, e.type_ids)).collect())
     }
 
@@ -358,11 +353,7 @@ impl PyCrossEncoder {
     /// to the longest pair: (length-bucketed, pad-to-longest, real tokens).
     fn padding_stats(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<(usize, usize, usize)> {
         let inner = self.inner.clone();
-        py.detach(move || {
-            let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-            guarded(|| inner.padding_stats(&query, &refs))
-        })
-        .map_err(to_py)
+        detached(py, passages, move |refs| inner.padding_stats(&query, refs))
     }
 }
 
@@ -426,12 +417,7 @@ impl PyBiEncoder {
         let inner = self.inner.clone();
         let dim = inner.dim();
         let n = texts.len();
-        let flat = py
-            .detach(move || {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                guarded(|| inner.embed(&refs))
-            })
-            .map_err(to_py)?;
+        let flat = detached(py, texts, move |refs| inner.embed(refs))?;
         let arr = PyArray1::from_vec(py, flat);
         arr.reshape([n, dim])
     }
@@ -439,12 +425,7 @@ impl PyBiEncoder {
     /// Token ids of each text as this engine feeds them (for parity checks).
     fn encode(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<i64>>> {
         let inner = self.inner.clone();
-        let encs = py
-            .detach(move || {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                guarded(|| inner.tokenizer().encode_texts(&refs))
-            })
-            .map_err(to_py)?;
+        let encs = detached(py, texts, move |refs| inner.tokenizer().encode_texts(refs))?;
         Ok(encs.into_iter().map(|e| e.ids).collect())
     }
 }
