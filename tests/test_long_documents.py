@@ -125,6 +125,17 @@ def test_windows_match_the_reference(small_cross_encoder_dir, ref, query, passag
     assert all(len(ids) <= MAX_LENGTH for w in fed for ids, _ in w)
 
 
+@pytest.mark.parametrize(("stride", "cap"), [(None, 8), (13, 3)])
+def test_padding_stats_count_the_windows_fed(small_cross_encoder_dir, ref, truncating, query, passages, stride, cap) -> None:
+    ce = load(small_cross_encoder_dir, long_documents="windows", window_stride=stride, max_windows=cap)
+    real = sum(len(ids) for p in passages for ids, _ in ref.windows(query, p, stride, cap)[0])
+    bucketed, longest, counted = ce.padding_stats(query, passages)
+    assert counted == real
+    assert longest >= bucketed >= real
+    # truncation feeds one pair per passage, fewer tokens than the windows of these long abstracts
+    assert truncating.padding_stats(query, passages)[2] < real
+
+
 def test_several_windows_are_scored_and_spans_point_into_the_passage(small_cross_encoder_dir, query, passages) -> None:
     ce = load(small_cross_encoder_dir, long_documents="windows")
     details = ce.score_details(query, passages)

@@ -330,7 +330,11 @@ class CrossEncoder:
         return self._core.encode(check_text("query", query), _check_texts("passages", passages))
 
     def padding_stats(self, query: str, passages: Sequence[str]) -> tuple[int, int, int]:
-        """(padded tokens with length buckets, padded tokens padding all to the longest, real tokens)."""
+        """(padded tokens with length buckets, padded tokens padding all to the longest, real tokens).
+
+        Counted over the pairs ``score`` feeds the model: one per passage under truncation, the
+        passages' windows under ``long_documents="windows"``.
+        """
         return self._core.padding_stats(check_text("query", query), _check_texts("passages", passages))
 
     def __repr__(self) -> str:

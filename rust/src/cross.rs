@@ -234,18 +234,9 @@ impl CrossEncoderCore {
     }
 
     fn score_truncated(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
-        let mut scores = vec![0f32; passages.len()];
-        for (base, window) in self.batching.windows(passages) {
-            let encs = self.tokenizer.encode_pairs(query, window)?;
-            let batches = self.batching.batches(&encs, self.model.sessions());
-            let refs: Vec<Vec<&Encoded>> = batches.iter().map(|b| b.iter().map(|&i| &encs[i]).collect()).collect();
-            let outs = self.model.run_many(&refs, self.tokenizer.pad_id())?;
-            for (batch, out) in batches.iter().zip(outs) {
-                let logits = check_logits(&self.model, &out, batch.len()).map_err(|msg| self.model.inference_error(msg))?;
-                for (&i, &logit) in batch.iter().zip(logits) {
-                    scores[base + i] = logit;
-                }
-            }
+        let mut scores = Vec::with_capacity(passages.len());
+        for (_, chunk) in self.batching.windows(passages) {
+            scores.extend(self.run(&self.tokenizer.encode_pairs(query, chunk)?)?);
         }
         Ok(scores)
     }
@@ -269,8 +260,16 @@ impl CrossEncoderCore {
 
     /// Padded token count of one call under this engine's batching, and under one batch padded
     /// to the longest pair: (length-bucketed, pad-to-longest, real tokens).
+    /// Under windows (or a token cap) the pairs are the passages' windows, as `score` runs them.
     pub fn padding_stats(&self, query: &str, passages: &[&str]) -> Result<(usize, usize, usize)> {
-        let encs = self.tokenizer.encode_pairs(query, passages)?;
+        let encs = match (self.windows.long_documents, self.windows.max_passage_tokens) {
+            (LongDocuments::Truncate, None) => self.tokenizer.encode_pairs(query, passages)?,
+            _ => {
+                let (cap, _) = self.cap_and_aggregate();
+                let plans = self.tokenizer.encode_windows(query, passages, self.windows.stride, cap, self.windows.max_passage_tokens)?;
+                plans.into_iter().flat_map(|p| p.encs).collect()
+            }
+        };
         Ok(self.batching.padding_stats(&encs, self.model.sessions()))
     }
 }
