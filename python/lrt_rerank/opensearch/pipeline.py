@@ -9,6 +9,15 @@ Two search pipelines (bodies in ``opensearch/search-pipeline-*.json``):
                     ``POST /v1/rerank`` through ml-commons' built-in
                     ``connector.pre_process.cohere.rerank`` / ``connector.post_process.cohere.rerank``.
 
+``lrt-fusion``      a tuned fusion run in the node (:func:`place_fusion`): the ``normalization-processor``
+                    (``min_max``, then ``arithmetic_mean`` with the fusion's weights), installed only
+                    when the fusion is one the node computes exactly as :mod:`lrt_rerank.rerank.fusion`
+                    does; otherwise the node keeps RRF and the client applies the fusion.
+
+The connector's request body carries the window settings for long documents when
+:func:`install_pipeline` is given them (the service's ``long_documents``, ``window_stride``,
+``max_windows`` and ``aggregate`` request fields).
+
 Failure tolerance (what OpenSearch 2.19 offers, all used here): the connector's
 ``client_config`` bounds each call (``connection_timeout`` ms, ``read_timeout`` s, no retries),
 and ``ignore_failure: true`` on the response processor makes a failed re-rank (service down,
@@ -26,17 +35,23 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, TransportError
 
 from lrt_rerank.opensearch import templates
+from lrt_rerank.rerank.fusion import FEATURE_POOL, Fusion
 
 RRF_PIPELINE = "lrt-rrf"
 RERANK_PIPELINE = "lrt-rrf-rerank"
+FUSION_PIPELINE = "lrt-fusion"
+NODE_FUSION_SINCE = (2, 19)
+"""The normalization-processor with the hybrid query's ``pagination_depth`` (the pool it normalises over)."""
+LONG_DOCUMENT_FIELDS = ("long_documents", "window_stride", "max_windows", "aggregate")
 MODEL_PREFIX = "lrt-rerank"
 ML = "/_plugins/_ml"
 DEPLOY_TIMEOUT_S = 60.0
@@ -62,6 +77,79 @@ class InstalledPipeline:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class FusionPlacement:
+    """Where a tuned fusion runs: ``node`` (search through ``pipeline``, the hybrid query's sub-queries to
+    depth ``pool``: :func:`lrt_rerank.opensearch.queries.hybrid_body`) or ``client`` (the node keeps RRF in
+    ``pipeline``; ``HybridSearcher(fusion=...)`` or ``Pipeline(..., fusion=...)`` applies it), and why."""
+
+    where: Literal["node", "client"]
+    pipeline: str
+    function: str
+    reason: str
+    pool: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def node_fusion_refusal(fusion: Fusion, version: str) -> str | None:
+    """Why the node (OpenSearch ``version``) cannot compute ``fusion`` exactly as the library does, or None.
+
+    The node's normalization-processor min-max normalises each sub-query's scores over its retrieved pool
+    and takes their weighted mean; the library's ``minmax`` does the same over the same pools. It has no
+    term for the RRF prior or a re-ranker's logit, and its ``z_score`` (3.x) standardises over the pool,
+    not over the candidates as the library's ``zscore`` does.
+    """
+    if fusion.is_first_stage_order:
+        return None
+    if fusion.uses_reranker:
+        return f"it weighs the re-ranker's logit ({fusion.weights['reranker']:g}) together with the first-stage signals"
+    if fusion.function != "linear":
+        return f"RRF with k={fusion.rrf_k}: the node's RRF pipeline has k=60"
+    if fusion.weights["prior"] > 0:
+        return f"it weighs the RRF prior ({fusion.weights['prior']:g}), which the normalization-processor has no term for"
+    if fusion.normalisation != "minmax":
+        return f"its {fusion.normalisation} is over the candidates; the node's normalisations are over each sub-query's pool"
+    try:
+        major_minor = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return f"OpenSearch version {version!r} is not MAJOR.MINOR.PATCH"
+    if major_minor < NODE_FUSION_SINCE:
+        return f"OpenSearch {version} has no pagination_depth for the hybrid query (needs {'.'.join(map(str, NODE_FUSION_SINCE))})"
+    return None
+
+
+def fusion_pipeline_body(fusion: Fusion) -> dict[str, Any]:
+    """The ``lrt-fusion`` search pipeline for a fusion the node can run: its BM25 and dense weights,
+    scaled to sum to 1 (the processor's rule; the order is the same)."""
+    body = templates.load("search-pipeline-fusion.json")
+    total = fusion.weights["bm25"] + fusion.weights["dense"]
+    try:
+        processor = body["phase_results_processors"][0]["normalization-processor"]
+        processor["combination"]["parameters"]["weights"] = [fusion.weights["bm25"] / total, fusion.weights["dense"] / total]
+    except (KeyError, IndexError, TypeError):
+        raise templates.TemplateError(
+            f"{templates.assets_dir() / 'search-pipeline-fusion.json'}: needs a phase_results_processors[0].normalization-processor "
+            "with combination.parameters"
+        ) from None
+    return body
+
+
+def place_fusion(client: OpenSearch, fusion: Fusion, name: str = FUSION_PIPELINE, rrf_pipeline: str = RRF_PIPELINE) -> FusionPlacement:
+    """Install ``fusion`` as the ``name`` search pipeline when the node can run it; else keep RRF in the
+    node (``rrf_pipeline``) for the client to apply it. Idempotent."""
+    version = str(client.info().get("version", {}).get("number", ""))
+    refusal = node_fusion_refusal(fusion, version)
+    ensure_rrf_pipeline(client, rrf_pipeline)
+    if refusal is not None:
+        return FusionPlacement("client", rrf_pipeline, fusion.describe(), f"the node cannot run it: {refusal}")
+    if fusion.is_first_stage_order:
+        return FusionPlacement("node", rrf_pipeline, fusion.describe(), "the first stage's own RRF: the node's RRF pipeline")
+    _request(client, "PUT", f"/_search/pipeline/{name}", fusion_pipeline_body(fusion), f"creating search pipeline {name}")
+    return FusionPlacement("node", name, fusion.describe(), f"min_max + arithmetic_mean on OpenSearch {version}", FEATURE_POOL)
+
+
 def ensure_rrf_pipeline(client: OpenSearch, name: str = RRF_PIPELINE) -> str:
     """Create or update the RRF-only search pipeline (needs only neural-search); return its name."""
     _request(client, "PUT", f"/_search/pipeline/{name}", templates.load("search-pipeline-rrf.json"), f"creating search pipeline {name}")
@@ -76,6 +164,7 @@ def install_pipeline(
     connection_timeout_ms: int = 1000,
     rrf_pipeline: str = RRF_PIPELINE,
     rerank_pipeline: str = RERANK_PIPELINE,
+    long_documents: Mapping[str, Any] | None = None,
 ) -> InstalledPipeline:
     """Install everything the server-side re-rank needs; safe to run again.
 
@@ -83,6 +172,9 @@ def install_pipeline(
        (loopback) addresses allowed, models allowed on non-ML nodes;
     2. a connector to ``service_url``/v1/rerank and a remote model on it, registered and deployed;
     3. the ``lrt-rrf`` and ``lrt-rrf-rerank`` search pipelines.
+
+    ``long_documents`` (keys of :data:`LONG_DOCUMENT_FIELDS`, None values left out) goes into every
+    request the connector sends, so the service reads long documents as asked.
     """
     base = _service_base(service_url)
     if read_timeout_s < 1:
@@ -91,7 +183,7 @@ def install_pipeline(
         raise ValueError(f"connection_timeout_ms must be >= 1, got {connection_timeout_ms}")
     _settle(client)
     _apply_cluster_settings(client, base)
-    connector = connector_body(base, api_key, read_timeout_s, connection_timeout_ms)
+    connector = connector_body(base, api_key, read_timeout_s, connection_timeout_ms, long_documents)
     name = connector["name"]
     connector_id = _find_one(client, "connectors", name) or _create_connector(client, connector)
     model_id = _find_one(client, "models", name) or _register_model(client, name, connector_id)
@@ -133,10 +225,28 @@ def uninstall_pipeline(client: OpenSearch, installed: InstalledPipeline) -> None
         _request(client, "PUT", "/_cluster/settings", body, "removing the trusted endpoint")
 
 
-def connector_body(service_url: str, api_key: str | None, read_timeout_s: int, connection_timeout_ms: int) -> dict[str, Any]:
-    """The connector from ``opensearch/connector.json`` with URL, timeouts, key and a content-derived name."""
+def connector_body(
+    service_url: str,
+    api_key: str | None,
+    read_timeout_s: int,
+    connection_timeout_ms: int,
+    long_documents: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The connector from ``opensearch/connector.json`` with URL, timeouts, key, the long-document request
+    fields and a content-derived name."""
     body = templates.load("connector.json")
     body["parameters"]["service_url"] = service_url
+    fields = {k: v for k, v in (long_documents or {}).items() if v is not None}
+    unknown = sorted(set(fields) - set(LONG_DOCUMENT_FIELDS))
+    if unknown:
+        raise ValueError(f"long_documents: {unknown[0]!r} is not one of {', '.join(LONG_DOCUMENT_FIELDS)}")
+    if fields:
+        for action in body["actions"]:
+            request_body = str(action["request_body"]).rstrip()
+            if not request_body.endswith("}"):
+                raise templates.TemplateError(f"{templates.assets_dir() / 'connector.json'}: request_body is not a JSON object")
+            extra = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in fields.items())
+            action["request_body"] = f"{request_body[:-1].rstrip()}, {extra} }}"
     body["client_config"]["read_timeout"] = read_timeout_s
     body["client_config"]["connection_timeout"] = connection_timeout_ms
     # ml-commons requires a non-empty credential map even when the service needs no key.

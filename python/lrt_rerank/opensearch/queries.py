@@ -1,7 +1,8 @@
 """Query bodies for the index built by :mod:`lrt_rerank.opensearch.indexing`.
 
 BM25 is a ``match`` on ``content``; dense is a ``knn`` query on ``embedding``; the hybrid query
-runs both, and the ``score-ranker-processor`` of the search pipeline fuses them with RRF.
+runs both, and the search pipeline fuses them: the ``score-ranker-processor`` with RRF, or the
+``normalization-processor`` of a tuned fusion that runs in the node (:mod:`lrt_rerank.opensearch.pipeline`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,22 @@ def search_body(query: dict[str, Any], size: int, source: Sequence[str] | bool =
 
 
 def hybrid_body(
-    text: str, vector: Sequence[float], depth: int, source: Sequence[str] | bool = False, rerank_query: str | None = None
+    text: str,
+    vector: Sequence[float],
+    depth: int,
+    source: Sequence[str] | bool = False,
+    rerank_query: str | None = None,
+    pool: int | None = None,
 ) -> dict[str, Any]:
-    """A hybrid query returning the RRF top ``depth``; each sub-query contributes its top ``depth``.
+    """A hybrid query returning the fused top ``depth``; each sub-query contributes its top ``depth``, or
+    with ``pool`` its top ``pool`` (``pagination_depth``: the set a normalization-processor normalises over).
 
     ``rerank_query`` adds the ``ext.rerank.query_context`` the rerank response processor reads.
     """
-    body = search_body({"hybrid": {"queries": [match_query(text), knn_query(vector, depth)]}}, depth, source)
+    hybrid: dict[str, Any] = {"queries": [match_query(text), knn_query(vector, pool or depth)]}
+    if pool is not None:
+        hybrid["pagination_depth"] = pool
+    body = search_body({"hybrid": hybrid}, depth, source)
     if rerank_query is not None:
         body["ext"] = {"rerank": {"query_context": {"query_text": rerank_query}}}
     return body

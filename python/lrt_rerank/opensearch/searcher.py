@@ -6,6 +6,12 @@ the returned hits go through the re-ranking core (:mod:`lrt_rerank.rerank`) in t
 sorted by score (ties keep RRF order), within an optional budget; if the re-ranker raises, the RRF
 order is returned with a logged warning and the error.
 
+Tuned fusion (``fusion=``, a ``fusion.json`` of ``lrt-rerank tune``): client-side, the searcher also
+asks the node for the candidates' BM25 and dense scores (a ``match`` and a ``knn`` query, each to depth
+:data:`~lrt_rerank.rerank.fusion.FEATURE_POOL`) and the core orders by the fusion, as ``Pipeline`` does.
+A fusion installed in the node (:func:`~lrt_rerank.opensearch.pipeline.place_fusion`) is searched through
+its pipeline with ``pool=`` instead, and needs no ``fusion=`` here.
+
 Server-side (:func:`search_server_side`): the same hybrid query through ``lrt-rrf-rerank``,
 whose ``rerank`` response processor asks the rerank service (see
 :mod:`lrt_rerank.opensearch.pipeline`). The pipeline ignores re-rank failures, so a dead or
@@ -18,8 +24,9 @@ Both re-rank exactly the hits the hybrid query returned (its ``depth``) and read
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +36,9 @@ from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import Candidate
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE, RRF_PIPELINE
-from lrt_rerank.opensearch.queries import hybrid_body
+from lrt_rerank.opensearch.queries import hybrid_body, knn_query, match_query, search_body
 from lrt_rerank.rerank import Hit, Reranker, RerankCore, RerankStatus, SearchResult
+from lrt_rerank.rerank.fusion import FEATURE_POOL, Fusion, Signals, load_fusion, signals_of
 
 SOURCE_FIELDS = ("doc_id", "title", CONTENT_FIELD)
 
@@ -50,6 +58,9 @@ class HybridSearcher:
         interpolation: weight of the RRF order in the re-ranked score (:mod:`lrt_rerank.interpolation`);
             default: the re-ranker's model card (``card``), else 0. The server-side pipeline gets the
             same from the service (its connector sends ``first_stage_order``).
+        fusion: a tuned fusion, or the path of its ``fusion.json``, applied here (client-side).
+        pool: each hybrid sub-query's depth (``pagination_depth``); a fusion installed in the node
+            normalises over it (:attr:`~lrt_rerank.opensearch.pipeline.FusionPlacement.pool`).
     """
 
     def __init__(
@@ -62,23 +73,39 @@ class HybridSearcher:
         depth: int = 50,
         pipeline: str = RRF_PIPELINE,
         interpolation: float | None = None,
+        fusion: Fusion | str | Path | None = None,
+        pool: int | None = None,
     ) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if pool is not None and pool < depth:
+            raise ValueError(f"pool must be >= depth ({depth}), got {pool}")
         self.client = client
         self.index = index
         self.bi_encoder = bi_encoder
         self.reranker = reranker
         self.depth = depth
         self.pipeline = pipeline
-        self.core = RerankCore(reranker, depth, interpolation, cache=cache)
+        self.pool = pool
+        self.fusion = load_fusion(fusion) if isinstance(fusion, (str, Path)) else fusion
+        self.core = RerankCore(reranker, depth, interpolation, cache=cache, fusion=self.fusion)
         self.interpolation = self.core.interpolation
 
-    def first_stage(self, query: str, depth: int | None = None) -> list[dict[str, Any]]:
-        """The RRF hits (raw OpenSearch hits with ``_source``), best first."""
-        body = hybrid_body(query, embed_query(self.bi_encoder, query), depth or self.depth, source=list(SOURCE_FIELDS))
+    def first_stage(self, query: str, depth: int | None = None, vector: Sequence[float] | None = None) -> list[dict[str, Any]]:
+        """The hybrid query's hits through the search pipeline (raw OpenSearch hits with ``_source``), best first."""
+        vector = embed_query(self.bi_encoder, query) if vector is None else vector
+        body = hybrid_body(query, vector, depth or self.depth, source=list(SOURCE_FIELDS), pool=self.pool)
         answer = self.client.search(index=self.index, body=body, params={"search_pipeline": self.pipeline})
         return list(answer["hits"]["hits"])
+
+    def signals(self, query: str, vector: Sequence[float], ids: Sequence[str]) -> Signals:
+        """The fusion's signals of the candidates ``ids``: BM25 and k-NN each searched to :data:`FEATURE_POOL`."""
+        pools = []
+        for sub in (match_query(query), knn_query(vector, FEATURE_POOL)):
+            answer = self.client.search(index=self.index, body=search_body(sub, FEATURE_POOL))
+            hits = answer["hits"]["hits"]
+            pools.append([Candidate(str(h["_id"]), float(h["_score"]), rank) for rank, h in enumerate(hits, start=1)])
+        return signals_of(ids, pools[0], pools[1])
 
     def search(self, query: str, k: int | None = None, budget_ms: float | None = None) -> SearchResult:
         """Top ``k`` (default: ``depth``) hits, re-ranked within ``budget_ms``; RRF order if the re-ranker fails.
@@ -88,11 +115,17 @@ class HybridSearcher:
         if not query.strip():
             return SearchResult([], RerankStatus.EMPTY, 0, 0.0, 0.0, 0.0)
         started = time.perf_counter()
-        raw = self.first_stage(query, max(k or 0, self.depth))
-        first_stage_ms = (time.perf_counter() - started) * 1000.0
+        vector = embed_query(self.bi_encoder, query)
+        raw = self.first_stage(query, max(k or 0, self.depth), vector)
         candidates = [Candidate(str(hit["_id"]), float(hit["_score"]), rank) for rank, hit in enumerate(raw, start=1)]
+        signals = None
+        if self.fusion is not None and not (self.reranker is None and self.fusion.is_first_stage_order):
+            signals = self.signals(query, vector, [c.id for c in candidates[: self.depth]])
+        first_stage_ms = (time.perf_counter() - started) * 1000.0
         texts = [str(hit["_source"].get(CONTENT_FIELD, "")) for hit in raw[: self.depth]]
-        result = self.core.rerank(query, candidates, texts, top_n=k or self.depth, budget_ms=budget_ms, first_stage_ms=first_stage_ms)
+        result = self.core.rerank(
+            query, candidates, texts, top_n=k or self.depth, budget_ms=budget_ms, first_stage_ms=first_stage_ms, signals=signals
+        )
         hits = [with_source(hit, raw[hit.first_stage_rank - 1]) for hit in result.hits]
         return dataclasses.replace(result, hits=hits)
 

@@ -5,8 +5,10 @@ For one query's first-stage candidates (in first-stage order, positions 1..n) th
 
     score = a * N(BM25 score) + b * N(dense cosine) + c * prior(position_k) + d * z(logit)
 
-* ``N`` is the normalisation over the query's candidates: ``zscore`` (mean 0, standard deviation 1)
-  or ``minmax`` (0..1);
+* ``N`` is the normalisation: ``zscore`` (mean 0, standard deviation 1 over the query's candidates)
+  or ``minmax`` (0..1 over each system's retrieved pool: its top :data:`FEATURE_POOL`, the range that
+  OpenSearch's normalization-processor uses, so a ``minmax`` fusion without a prior can run in the node;
+  over the candidates when the pool's range is not known);
 * ``prior`` is the rank prior of :mod:`lrt_rerank.interpolation`, ``z(-log position)``;
   ``position_k`` is the candidate's position in the order of RRF with constant ``k``
   (``1/(k + BM25 rank) + 1/(k + dense rank)``, ranks counted in each system's top
@@ -32,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lrt_rerank.first_stage.base import FUSION_DEPTH, RRF_K, FirstStage
+from lrt_rerank.first_stage.base import FUSION_DEPTH, RRF_K, Candidate, FirstStage
 from lrt_rerank.interpolation import rank_prior
 
 FORMAT = "lrt-rerank-fusion"
@@ -63,8 +65,14 @@ def minmax(values: Sequence[float] | Array) -> Array:
     return (x - x.min()) / (x.max() - x.min() + 1e-9) if x.size else x
 
 
-def normalise(values: Array, how: Normalisation) -> Array:
-    return zscore(values) if how == "zscore" else minmax(values)
+def normalise(values: Array, how: Normalisation, pool: tuple[float, float] | None = None) -> Array:
+    """``zscore`` over ``values``; ``minmax`` over the pool's (lowest, highest) when given, else over ``values``."""
+    if how == "zscore":
+        return zscore(values)
+    if pool is None:
+        return minmax(values)
+    low, high = pool
+    return (np.asarray(values, dtype=np.float64) - low) / (high - low + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -77,13 +85,19 @@ class Signals:
     dense: Array
     bm25_rank: npt.NDArray[np.int64]
     dense_rank: npt.NDArray[np.int64]
+    bm25_range: tuple[float, float] | None = None
+    """(lowest, highest) score of BM25's retrieved pool, the ``minmax`` range; None: the candidates'."""
+    dense_range: tuple[float, float] | None = None
+    """The same for dense."""
 
     def __len__(self) -> int:
         return int(self.bm25.size)
 
     def head(self, n: int) -> Signals:
-        """The signals of the first ``n`` candidates."""
-        return Signals(self.bm25[:n], self.dense[:n], self.bm25_rank[:n], self.dense_rank[:n])
+        """The signals of the first ``n`` candidates (the pools' ranges unchanged)."""
+        return Signals(
+            self.bm25[:n], self.dense[:n], self.bm25_rank[:n], self.dense_rank[:n], self.bm25_range, self.dense_range
+        )
 
     def rrf_positions(self, k: int) -> npt.NDArray[np.int64]:
         """Each candidate's 0-based position in the order of RRF with constant ``k`` (ties: first-stage order)."""
@@ -98,14 +112,21 @@ class Signals:
 
 def first_stage_signals(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Signals:
     """:class:`Signals` of the candidates ``ids``: BM25 and dense each searched to depth ``pool``."""
-    scores, ranks = [], []
-    for system in ("bm25", "dense"):
-        found = first_stage.search(query, pool, system)
+    return signals_of(ids, first_stage.search(query, pool, "bm25"), first_stage.search(query, pool, "dense"))
+
+
+def signals_of(ids: Sequence[str], bm25: Sequence[Candidate], dense: Sequence[Candidate]) -> Signals:
+    """:class:`Signals` of the candidates ``ids`` from each system's retrieved pool (best first, ranks 1..n):
+    a candidate missing from a pool gets its lowest score; ranks past
+    :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH` count as 0."""
+    scores, ranks, ranges = [], [], []
+    for found in (bm25, dense):
         by_id = {c.id: c for c in found}
         floor = min((c.score for c in found), default=0.0)
         scores.append(np.array([by_id[d].score if d in by_id else floor for d in ids], dtype=np.float64))
         ranks.append(np.array([by_id[d].rank if d in by_id and by_id[d].rank <= FUSION_DEPTH else 0 for d in ids], dtype=np.int64))
-    return Signals(scores[0], scores[1], ranks[0], ranks[1])
+        ranges.append((floor, max((c.score for c in found), default=0.0)))
+    return Signals(scores[0], scores[1], ranks[0], ranks[1], ranges[0], ranges[1])
 
 
 def first_stage_features(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Array:
@@ -121,8 +142,8 @@ def terms(signals: Signals, logits: Sequence[float] | Array | None, normalisatio
     out = np.zeros((4, n))
     if n:
         out[0] = rank_prior(n)[positions]
-        out[1] = normalise(signals.bm25, normalisation)
-        out[2] = normalise(signals.dense, normalisation)
+        out[1] = normalise(signals.bm25, normalisation, signals.bm25_range)
+        out[2] = normalise(signals.dense, normalisation, signals.dense_range)
         if logits is not None:
             out[3] = zscore(logits)
     return out
