@@ -90,6 +90,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     pipe.add_argument("--service-url", default="http://127.0.0.1:8000", help="rerank service base URL (default: %(default)s)")
     pipe.add_argument("--api-key", help="bearer key of the rerank service, if it requires one")
     pipe.add_argument("--read-timeout", type=int, default=5, help="seconds the connector waits for the service (default: %(default)s)")
+    pipe.add_argument(
+        "--fusion",
+        type=Path,
+        metavar="FILE",
+        help="fusion.json of `lrt-rerank tune`: installed in the node (pipeline lrt-fusion) when the node can run it, "
+        "else the node keeps RRF and the client applies it (docs/tuned-fusion.md)",
+    )
+    from lrt_rerank.commands.pipeline import add_long_document_args
+
+    add_long_document_args(pipe)  # sent by the connector with every request (docs/long-documents.md)
     pipe.set_defaults(func=cmd_pipeline)
 
 
@@ -198,13 +208,25 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.client import connect
-    from lrt_rerank.opensearch.pipeline import PipelineError, install_pipeline
+    from lrt_rerank.opensearch.pipeline import LONG_DOCUMENT_FIELDS, PipelineError, install_pipeline, place_fusion
+    from lrt_rerank.opensearch.templates import TemplateError
+    from lrt_rerank.rerank.fusion import load_fusion
 
     try:
+        fusion = load_fusion(args.fusion) if args.fusion is not None else None
+        client = connect(args.url)
         installed = install_pipeline(
-            connect(args.url), service_url=args.service_url, api_key=args.api_key, read_timeout_s=args.read_timeout
+            client,
+            service_url=args.service_url,
+            api_key=args.api_key,
+            read_timeout_s=args.read_timeout,
+            long_documents={name: getattr(args, name) for name in LONG_DOCUMENT_FIELDS},
         )
-    except (PipelineError, ValueError, ConnectionError) as exc:
+        placed = place_fusion(client, fusion) if fusion is not None else None
+    except (PipelineError, TemplateError, ValueError, ConnectionError) as exc:
         return _fail("pipeline", exc)
-    print(json.dumps(installed.to_json(), indent=2))
+    report = installed.to_json()
+    if placed is not None:
+        report["fusion"] = placed.to_json()
+    print(json.dumps(report, indent=2))
     return 0

@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.commands.pipeline import add_long_document_args
 
     add_long_document_args(p)  # the served default; a request may choose its own (docs/long-documents.md)
+    p.add_argument(
+        "--fusion",
+        metavar="FILE",
+        help="fusion.json of `lrt-rerank tune`: requests that send first_stage_scores are ordered by it (docs/tuned-fusion.md)",
+    )
     p.set_defaults(func=serve)
 
 
@@ -117,6 +122,14 @@ def serve(args: argparse.Namespace) -> int:
     from lrt_rerank.service.engine import LONG_DOCUMENTS_ENV, long_document_env
 
     os.environ[LONG_DOCUMENTS_ENV] = long_document_env(args)
+    if args.fusion is not None:
+        from lrt_rerank.service.engine import FUSION_ENV, fusion_env
+
+        try:
+            os.environ[FUSION_ENV] = fusion_env(args.fusion)
+        except ValueError as err:  # FusionFormatError: names the file and the field
+            print(f"lrt-rerank serve: {err}", file=sys.stderr)
+            return 2
     metrics_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="lrt-rerank-metrics-")

@@ -236,10 +236,7 @@ def connector_body(
     fields and a content-derived name."""
     body = templates.load("connector.json")
     body["parameters"]["service_url"] = service_url
-    fields = {k: v for k, v in (long_documents or {}).items() if v is not None}
-    unknown = sorted(set(fields) - set(LONG_DOCUMENT_FIELDS))
-    if unknown:
-        raise ValueError(f"long_documents: {unknown[0]!r} is not one of {', '.join(LONG_DOCUMENT_FIELDS)}")
+    fields = check_long_documents(long_documents or {})
     if fields:
         for action in body["actions"]:
             request_body = str(action["request_body"]).rstrip()
@@ -257,6 +254,27 @@ def connector_body(
     fingerprint = hashlib.sha256(json.dumps({**body, "name": None}, sort_keys=True).encode()).hexdigest()[:12]
     body["name"] = f"{MODEL_PREFIX}-{fingerprint}"
     return body
+
+
+def check_long_documents(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The long-document request fields that are set, checked as the service checks them (a value it would
+    refuse would make every re-rank fail, and the pipeline ignores failures): ``ValueError`` naming the field."""
+    chosen = {k: v for k, v in fields.items() if v is not None}
+    unknown = sorted(set(chosen) - set(LONG_DOCUMENT_FIELDS))
+    if unknown:
+        raise ValueError(f"long_documents: {unknown[0]!r} is not one of {', '.join(LONG_DOCUMENT_FIELDS)}")
+    choices = {"long_documents": ("truncate", "windows"), "aggregate": ("max", "mean", "sum", "first")}
+    for name, allowed in choices.items():
+        if name in chosen and chosen[name] not in allowed:
+            raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {chosen[name]!r}")
+    bounds = {"window_stride": (1, None), "max_windows": (1, 64)}
+    for name, (low, high) in bounds.items():
+        value = chosen.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise ValueError(f"{name}: must be an integer from {low}{f' to {high}' if high else ' up'}, got {value!r}")
+    return chosen
 
 
 def trusted_endpoint_regex(service_url: str) -> str:

@@ -4,6 +4,10 @@ The cache tiers (in-process and Redis) hold raw logits; the core calibrates afte
 cached score is calibrated exactly like a fresh one. A request whose scoring fails (an ONNX Runtime
 error, a model output that does not fit) is answered 503 with a ``Retry-After`` header and counted
 in ``lrt_rerank_scoring_errors_total``; the process keeps serving.
+
+A tuned fusion (``serve --fusion F``, handed to the workers in :data:`FUSION_ENV`) orders a request
+that carries its documents' first-stage scores (:func:`request_signals`) through the core, as the
+pipeline does; requests without them are answered as before.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import numpy as np
 from fastapi import HTTPException, Response
 
 from lrt_rerank import CrossEncoder, ModelError, ScoreCache
-from lrt_rerank.first_stage.base import Candidate
+from lrt_rerank.first_stage.base import RRF_K, Candidate
 from lrt_rerank.models.resolve import resolve_model_dir as resolve_source
 from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult
+from lrt_rerank.rerank.fusion import Fusion, Signals, load_fusion, parse_fusion
+from lrt_rerank.service.schemas import FirstStageScores
 from lrt_rerank.rerank.redis_tier import RedisScoreTier, RedisSettings
 from lrt_rerank.service.metrics import ServiceMetrics
 from lrt_rerank.service.settings import ServiceSettings
@@ -134,6 +141,61 @@ def long_document_env(args: object) -> str:
     return json.dumps({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
 
 
+FUSION_ENV = "LRT_RERANK_FUSION"
+"""JSON of the served tuned fusion (``serve --fusion F``): ``{"source": path, "fusion": its record}``."""
+
+
+def fusion_env(path: str | Path) -> str:
+    """The JSON of ``FUSION_ENV`` for a ``fusion.json`` (read and validated now: a bad file fails ``serve``)."""
+    fusion = load_fusion(path)
+    return json.dumps({"source": fusion.source, "fusion": fusion.to_json()})
+
+
+def served_fusion() -> Fusion | None:
+    """The fusion ``serve --fusion`` handed over in ``FUSION_ENV``, if any."""
+    raw = os.environ.get(FUSION_ENV)
+    if not raw:
+        return None
+    record = json.loads(raw)
+    return parse_fusion(record["fusion"], str(record["source"]))
+
+
+def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fusion | None) -> Signals | None:
+    """The :class:`Signals` of a request's ``first_stage_scores`` (None without them); a 422 naming the
+    field when the service has no fusion or a list does not fit the documents."""
+    if scores is None:
+        return None
+    if fusion is None:
+        raise HTTPException(
+            status_code=422,
+            detail="first_stage_scores: this service applies no fusion; start it with `lrt-rerank serve --fusion fusion.json`",
+        )
+    lists = {"bm25": scores.bm25, "dense": scores.dense, "bm25_rank": scores.bm25_rank, "dense_rank": scores.dense_rank}
+    for name, values in lists.items():
+        if values is not None and len(values) != documents:
+            raise HTTPException(
+                status_code=422, detail=f"first_stage_scores.{name}: {len(values)} values for {documents} documents"
+            )
+    if fusion.rrf_k != RRF_K and (scores.bm25_rank is None or scores.dense_rank is None):
+        raise HTTPException(
+            status_code=422,
+            detail=f"first_stage_scores.bm25_rank and .dense_rank: the served fusion's prior is RRF k={fusion.rrf_k}, "
+            "which needs each document's BM25 and dense ranks",
+        )
+    for name, pool in (("bm25_range", scores.bm25_range), ("dense_range", scores.dense_range)):
+        if pool is not None and pool[0] > pool[1]:
+            raise HTTPException(status_code=422, detail=f"first_stage_scores.{name}: lowest {pool[0]} above highest {pool[1]}")
+    zeros = [0] * documents
+    return Signals(
+        np.asarray(scores.bm25, dtype=np.float64),
+        np.asarray(scores.dense, dtype=np.float64),
+        np.asarray(scores.bm25_rank or zeros, dtype=np.int64),
+        np.asarray(scores.dense_rank or zeros, dtype=np.int64),
+        scores.bm25_range,
+        scores.dense_range,
+    )
+
+
 def default_loader(settings: ServiceSettings) -> EncoderLoader:
     def load() -> CrossEncoder:
         windows = json.loads(os.environ.get(LONG_DOCUMENTS_ENV) or "{}")
@@ -160,6 +222,7 @@ class Engine:
         self._scoring_peak = 0
         self._variants: OrderedDict[tuple, RerankCore] = OrderedDict()
         self._variants_lock = threading.Lock()
+        self.fusion: Fusion | None = None
         metrics.scoring_slots.set(settings.max_concurrent_scoring)
 
     def load(self) -> None:
@@ -175,7 +238,8 @@ class Engine:
                         backoff_initial_s=self.settings.redis_backoff_s,
                     )
                 )
-            core = RerankCore(encoder, depth=self.settings.max_documents, cache=self.cache, shared=self._redis)
+            self.fusion = served_fusion()
+            core = RerankCore(encoder, depth=self.settings.max_documents, cache=self.cache, shared=self._redis, fusion=self.fusion)
         except Exception as err:  # reported by /health and the log; the process keeps answering 503
             self.load_error = f"{type(err).__name__}: {err}"
             log.exception("loading the model failed")
@@ -210,7 +274,7 @@ class Engine:
                 self._variants.move_to_end(key)
                 return core
         view = base.with_windows(*key)
-        core = RerankCore(view, depth=self.settings.max_documents, cache=self.cache, shared=self._redis)
+        core = RerankCore(view, depth=self.settings.max_documents, cache=self.cache, shared=self._redis, fusion=self.fusion)
         with self._variants_lock:
             self._variants[key] = core
             while len(self._variants) > MAX_VARIANTS:
@@ -225,6 +289,7 @@ class Engine:
         first_stage_order: bool,
         queued_at: float,
         request: LongDocumentRequest | None = None,
+        signals: Signals | None = None,
     ) -> tuple[SearchResult, float, ReadStats | None]:
         """The core's result, the seconds waited for a scoring slot and what was read of the documents
         (runs holding a slot)."""
@@ -245,7 +310,8 @@ class Engine:
         self.metrics.scoring_in_progress.inc()
         candidates = [Candidate(str(i), 0.0, i + 1) for i in range(len(passages))]
         try:
-            result = core.rerank(query, candidates, passages, top_n=top_n, interpolate=first_stage_order)
+            interpolate = first_stage_order or signals is not None
+            result = core.rerank(query, candidates, passages, top_n=top_n, interpolate=interpolate, signals=signals)
         finally:
             self.metrics.scoring_in_progress.dec()
             with self._scoring_lock:
@@ -272,6 +338,7 @@ class Engine:
         response: Response,
         first_stage_order: bool = False,
         long_documents: LongDocumentRequest | None = None,
+        first_stage_scores: FirstStageScores | None = None,
     ) -> tuple[list[tuple[int, float]], ReadStats | None]:
         """(index, score) pairs, best first (ties by index), at most ``top_n`` of them.
 
@@ -281,14 +348,18 @@ class Engine:
         under ``first_stage_order``; with ``raw_scores`` it is the value that sets the order.
         ``long_documents`` chooses how long documents are read for this request; what was read comes
         back with the ranking (None for an empty list) and is counted in the metrics.
+        ``first_stage_scores`` (the passages then in first-stage order) orders by the served fusion; the raw
+        score is then the fused value.
         """
         if self.core is None:
             raise unavailable("model not loaded yet")
+        signals = request_signals(first_stage_scores, len(passages), self.fusion)
         self.metrics.batch_size.observe(len(passages))
         if not passages:
             return [], None
         result, queued, stats = await anyio.to_thread.run_sync(
-            self._rerank, query, passages, top_n, first_stage_order, time.perf_counter(), long_documents, limiter=self.limiter
+            self._rerank, query, passages, top_n, first_stage_order, time.perf_counter(), long_documents, signals,
+            limiter=self.limiter,
         )
         if stats is not None:
             self.metrics.count_reads(stats.tokens_dropped, stats.documents_truncated, stats.windows_per_document)

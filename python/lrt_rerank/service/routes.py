@@ -94,7 +94,7 @@ async def cohere_rerank(body: CohereRerankRequestBase, response: Response, engin
         max_tokens_per_doc=body.max_tokens_per_doc,
     )
     ranked, stats = await engine.rank_read(
-        body.query, texts, body.top_n, body.raw_scores, response, body.first_stage_order, request
+        body.query, texts, body.top_n, body.raw_scores, response, body.first_stage_order, request, body.first_stage_scores
     )
     return CohereRerankResponse(
         id=str(uuid.uuid4()),
@@ -118,7 +118,9 @@ async def tei_rerank(body: TeiRerankRequestBase, response: Response, engine: Eng
         aggregate=body.aggregate,
         reject_unread=body.truncate is False,
     )
-    ranked, _ = await engine.rank_read(body.query, body.texts, None, body.raw_scores, response, body.first_stage_order, request)
+    ranked, _ = await engine.rank_read(
+        body.query, body.texts, None, body.raw_scores, response, body.first_stage_order, request, body.first_stage_scores
+    )
     return [TeiResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
 
 

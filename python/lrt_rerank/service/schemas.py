@@ -61,6 +61,39 @@ class LongDocumentFields(BaseModel):
     )
 
 
+FIRST_STAGE_SCORES_DOC = (
+    "Extension: the documents' first-stage scores, for a service started with `serve --fusion F` (a tuned "
+    "fusion of `lrt-rerank tune`, docs/tuned-fusion.md). The documents are then taken to be in first-stage "
+    "order, best first, and ordered by the fusion (its re-ranker weight applied to the model's logit). "
+    "A service without a fusion answers 422."
+)
+
+
+class FirstStageScores(BaseModel):
+    """Each document's first-stage signals, in the order of the request's documents (one value each)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    bm25: list[float] = Field(
+        description="BM25 score of each document; a document BM25 did not retrieve gets BM25's lowest retrieved score."
+    )
+    dense: list[float] = Field(
+        description="Dense (bi-encoder cosine) score of each document; one dense did not retrieve gets dense's lowest retrieved score."
+    )
+    bm25_rank: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="Rank (1 = best) of each document in BM25's top 100, 0 when not in it; needed by a fusion whose RRF k "
+        "is not 60.",
+    )
+    dense_rank: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, description="The same for dense.")
+    bm25_range: tuple[float, float] | None = Field(
+        default=None,
+        description="(lowest, highest) BM25 score of the retrieved pool (its top 200), the range of a `minmax` fusion; "
+        "default: the range of the documents sent.",
+    )
+    dense_range: tuple[float, float] | None = Field(default=None, description="The same for dense.")
+
+
 class RerankMeta(BaseModel):
     """What was read of the documents (Cohere clients ignore unknown `meta` fields)."""
 
@@ -165,6 +198,7 @@ class CohereRerankRequestBase(LongDocumentFields):
         default=False, description="Extension to Cohere's API: return raw logits instead of calibrated probabilities."
     )
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
+    first_stage_scores: FirstStageScores | None = Field(default=None, description=FIRST_STAGE_SCORES_DOC)
     max_tokens_per_doc: int | None = Field(
         default=None,
         ge=1,
@@ -180,6 +214,7 @@ class TeiRerankRequestBase(LongDocumentFields):
     texts: list[Text]
     raw_scores: bool = Field(default=False, description="Return raw logits instead of calibrated probabilities.")
     first_stage_order: bool = Field(default=False, description=FIRST_STAGE_ORDER_DOC)
+    first_stage_scores: FirstStageScores | None = Field(default=None, description=FIRST_STAGE_SCORES_DOC)
     return_text: bool = Field(default=False, description="Echo each text in the results.")
     truncate: bool | None = Field(
         default=None,
