@@ -177,6 +177,7 @@ def install_pipeline(
     request the connector sends, so the service reads long documents as asked.
     """
     base = _service_base(service_url)
+    check_long_documents(long_documents or {})  # before anything is installed
     if read_timeout_s < 1:
         raise ValueError(f"read_timeout_s must be >= 1 (ml-commons counts whole seconds), got {read_timeout_s}")
     if connection_timeout_ms < 1:
