@@ -12,7 +12,7 @@ import numpy as np
 
 from lrt_rerank import _core
 from lrt_rerank.calibration import Calibration
-from lrt_rerank.models.store import CARD, MODEL, ModelCard, file_sha256
+from lrt_rerank.models.store import CARD, MODEL, ModelCard, model_sha256
 from lrt_rerank.models.resolve import resolve_model_dir
 from lrt_rerank.runtime import ensure_runtime
 from lrt_rerank.text import lone_surrogate_at
@@ -178,7 +178,7 @@ class CrossEncoder:
             max_windows if max_windows is not None else defaults.get("max_windows", 8),
             aggregate if aggregate is not None else defaults.get("aggregate", "max"),
         )
-        fingerprint = file_sha256(path / MODEL)
+        fingerprint = model_sha256(path)
         core = _core.CrossEncoderCore(
             str(path),
             max_length or card.max_length,

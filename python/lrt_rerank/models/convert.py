@@ -27,10 +27,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lrt_rerank import _core
+from lrt_rerank.models.onnx_files import MAX_GRAPH_BYTES, weight_bytes
 from lrt_rerank.models.weights import read_safetensors
 
 OPSET = 17
 MODEL_TYPES = ("bert", "electra", "roberta", "xlm-roberta", "distilbert")
+#: Families whose graph is exported from transformers with torch.onnx (the [train] extra), see
+#: :mod:`lrt_rerank.models.importers.torch_export`; their config.json fields are read here all the same.
+EXPORTED_TYPES = ("modernbert", "deberta-v2", "qwen3")
 #: Families whose position ids start at ``pad_token_id + 1`` and which have no token types.
 ROBERTA_TYPES = ("roberta", "xlm-roberta")
 #: ``hidden_act`` values and the GELU/ReLU form they compute (as in transformers.activations).
@@ -75,10 +79,12 @@ class EncoderConfig:
     def from_dict(cls, raw: Mapping[str, Any], path: Path) -> "EncoderConfig":
         """Read a config.json object; ``path`` names the file in errors."""
         model_type = raw.get("model_type")
-        if model_type not in MODEL_TYPES:
+        if model_type not in MODEL_TYPES + EXPORTED_TYPES:
             raise _core.ModelError(
-                f"{path}: model_type {model_type!r} is not supported (supported: {', '.join(MODEL_TYPES)})"
+                f"{path}: model_type {model_type!r} is not supported (supported: {', '.join(MODEL_TYPES + EXPORTED_TYPES)})"
             )
+        if model_type in EXPORTED_TYPES:
+            return cls._exported(raw, path, model_type)
         position = raw.get("position_embedding_type", "absolute")
         if position != "absolute":
             raise _core.ModelError(f"{path}: position_embedding_type {position!r} is not supported (only 'absolute')")
@@ -128,6 +134,28 @@ class EncoderConfig:
         return config
 
     @classmethod
+    def _exported(cls, raw: Mapping[str, Any], path: Path, model_type: str) -> "EncoderConfig":
+        """A family that transformers computes (activations, positions and norms are its own)."""
+        eps_key = {"modernbert": "norm_eps", "deberta-v2": "layer_norm_eps", "qwen3": "rms_norm_eps"}[model_type]
+        config = cls(
+            vocab_size=_int(raw, "vocab_size", path),
+            hidden_size=_int(raw, "hidden_size", path),
+            num_layers=_int(raw, "num_hidden_layers", path),
+            num_heads=_int(raw, "num_attention_heads", path),
+            intermediate_size=_int(raw, "intermediate_size", path),
+            max_position=_int(raw, "max_position_embeddings", path),
+            layer_norm_eps=float(raw.get(eps_key, 1e-5)),
+            model_type=model_type,
+            hidden_act=str(raw.get("hidden_activation" if model_type == "modernbert" else "hidden_act", "gelu")),
+            # DeBERTa-v3 has no segment embeddings (type_vocab_size 0); ModernBERT and Qwen3 none at all
+            type_vocab_size=int(raw.get("type_vocab_size", 0)) if model_type == "deberta-v2" else 0,
+            pad_token_id=int(raw.get("pad_token_id") or 0),
+        )
+        if config.max_tokens < 4:
+            raise _core.ModelError(f"{path}: max_position_embeddings {config.max_position} leaves under 4 positions")
+        return config
+
+    @classmethod
     def from_file(cls, path: Path) -> "EncoderConfig":
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -154,7 +182,12 @@ class EncoderConfig:
     @property
     def has_token_types(self) -> bool:
         """Whether the model distinguishes segments (BERT, ELECTRA); RoBERTa's single type is a constant."""
-        return self.model_type in ("bert", "electra") and self.type_vocab_size > 1
+        return self.model_type in ("bert", "electra", "deberta-v2") and self.type_vocab_size > 1
+
+    @property
+    def exported(self) -> bool:
+        """Whether the graph is exported from transformers (torch.onnx) rather than built from the tensors."""
+        return self.model_type in EXPORTED_TYPES
 
 
 #: The name the MiniLM tools and tests use.
@@ -201,10 +234,12 @@ class Checkpoint:
     def __init__(self, tensors: Mapping[str, np.ndarray], source: Path, model_type: str) -> None:
         self.source = source
         self.model_type = model_type
-        self.tensors = {self._modern(k): v for k, v in tensors.items()}
+        # tensors are looked up lazily (a streamed mapping reads each one from its file when asked)
+        self.tensors = tensors
+        self.names = {self._modern(k): k for k in tensors}
         prefix = _BASE_PREFIX[model_type]
-        self.prefix = prefix if f"{prefix}embeddings.word_embeddings.weight" in self.tensors else ""
-        self.used: set[str] = set()
+        self.prefix = prefix if f"{prefix}embeddings.word_embeddings.weight" in self.names else ""
+        self.used: dict[str, int] = {}
 
     @staticmethod
     def _modern(key: str) -> str:
@@ -216,10 +251,10 @@ class Checkpoint:
 
     def top(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         """A tensor outside the base model (a classification head)."""
-        if key not in self.tensors:
+        if key not in self.names:
             raise _core.ModelError(f"{self.source}: tensor {key!r} not found (is this a {self.model_type} checkpoint?)")
-        value = self.tensors[key]
-        self.used.add(key)
+        value = self.tensors[self.names[key]]
+        self.used[key] = int(value.size)
         if tuple(value.shape) != shape:
             raise _core.ModelError(
                 f"{self.source}: tensor {key!r} has shape {list(value.shape)}, config.json implies {list(shape)}"
@@ -233,7 +268,7 @@ class Checkpoint:
     @property
     def parameters(self) -> int:
         """Number of weights in the tensors looked up so far (those a built graph computes with)."""
-        return sum(int(self.tensors[k].size) for k in self.used)
+        return sum(self.used.values())
 
 
 class _Graph:
@@ -452,7 +487,8 @@ def build_encoder_onnx(
     graph = helper.make_graph(g.nodes, f"{config.model_type}-{kind}", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lrt-rerank")
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    if weight_bytes(model) <= MAX_GRAPH_BYTES:  # larger graphs are checked once saved with external data
+        onnx.checker.check_model(model)
     return model
 
 

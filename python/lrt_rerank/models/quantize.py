@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, ModelCard, file_sha256
+from lrt_rerank.models.store import CARD, MODEL, MODEL_DATA, TOKENIZER, ModelCard, model_sha256
 
 if TYPE_CHECKING:
     import onnx
@@ -66,6 +66,7 @@ def quantize_model_dir(
     dst.mkdir(parents=True, exist_ok=True)
     graph = onnx.load(str(src / MODEL), load_external_data=False).graph
     fused = any(n.domain == "com.microsoft" for n in graph.node)
+    external = (src / MODEL_DATA).is_file()
     excluded = fp32_nodes(graph, keep_fp32)
     quantize_dynamic(
         str(src / MODEL),
@@ -77,16 +78,21 @@ def quantize_model_dir(
         # graphs fused by the transformer optimizer carry contrib ops whose outputs have no
         # inferred type; without a default the quantizer fails on them
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
+        use_external_data_format=external,
     )
+    if external:  # the quantizer names its data file model.onnx.data; ours is model.onnx_data (or none)
+        from lrt_rerank.models.onnx_files import consolidate
+
+        consolidate(dst / MODEL)
     shutil.copyfile(src / TOKENIZER, dst / TOKENIZER)
     data = dict(card.data)
     data["name"] = dst.name
-    data["sha256"] = file_sha256(dst / MODEL)
+    data["sha256"] = model_sha256(dst)
     data["quantization"] = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weights": ("int8, per channel" if per_channel else "int8, per tensor") + (", 7-bit range" if reduce_range else ""),
         "activations": "uint8, dynamic",
-        "source_sha256": file_sha256(src / MODEL),
+        "source_sha256": model_sha256(src),
     }
     if excluded:
         data["quantization"]["fp32"] = {"keep": keep_fp32, "nodes": excluded}

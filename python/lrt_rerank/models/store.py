@@ -33,6 +33,8 @@ POOLINGS = ("mean", "cls")
 CARD = "card.json"
 MODEL = "model.onnx"
 TOKENIZER = "tokenizer.json"
+#: External data of a graph over protobuf's 2 GB limit, beside model.onnx.
+MODEL_DATA = "model.onnx_data"
 
 BI_ENCODER_NAME = "minilm-l6-bi"
 #: Named dense models (``--dense-model``); the first is the default.
@@ -103,6 +105,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def model_sha256(model_dir: Path) -> str:
+    """sha256 of model.onnx; with external data, of model.onnx's and model.onnx_data's digests together
+    (the graph file alone does not change with the weights)."""
+    graph = file_sha256(model_dir / MODEL)
+    data = model_dir / MODEL_DATA
+    if not data.is_file():
+        return graph
+    return hashlib.sha256(f"{graph}\n{file_sha256(data)}\n".encode()).hexdigest()
 
 
 def model_home() -> Path:

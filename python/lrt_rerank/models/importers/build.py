@@ -26,22 +26,24 @@ from lrt_rerank.models.convert import (
 )
 from lrt_rerank.models.importers.metadata import read_activation, read_license
 from lrt_rerank.models.importers.onnx_export import adapt_onnx_export
+from lrt_rerank.models import onnx_files
 from lrt_rerank.models.importers.optimize import optimize_in_place
+from lrt_rerank.models.importers.torch_export import HEADS as TORCH_HEADS
 from lrt_rerank.models.importers.snapshot import IMPORTER_VERSION, Snapshot, architecture, key_of, open_snapshot
 from lrt_rerank.models.importers.tokenizer import write_tokenizer
-from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256, model_home, publish_model_dir
-from lrt_rerank.models.weights import read_weights
+from lrt_rerank.models.prompts import Prompt, make_prompt
+from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, model_home, model_sha256, publish_model_dir
+from lrt_rerank.models.weights import SafetensorsWeights, open_weights
 
 #: Longest sequence an imported model defaults to (all four families were trained at 512 or less).
 MAX_LENGTH_CAP = 512
-#: protobuf's limit on one ONNX file; larger graphs would need external data.
-MAX_GRAPH_BYTES = 2_000_000_000
 HEADS = {
     "bert": "BertForSequenceClassification: pooler (dense, tanh) on [CLS], then classifier",
     "electra": "ElectraClassificationHead: dense, GELU, out_proj on [CLS]",
     "roberta": "RobertaClassificationHead: dense, tanh, out_proj on <s>",
     "xlm-roberta": "XLMRobertaClassificationHead: dense, tanh, out_proj on <s>",
     "distilbert": "DistilBertForSequenceClassification: pre_classifier, ReLU, classifier on [CLS]",
+    **TORCH_HEADS,
 }
 
 
@@ -66,39 +68,49 @@ def _max_length(snap: Snapshot, requested: int | None) -> int:
     return default
 
 
-def _graph(snap: Snapshot) -> tuple[onnx.ModelProto, str, int]:
-    """The FP32 graph, how it was made and its parameter count.
+def _graph(snap: Snapshot, path: Path, prompt: Prompt | None) -> tuple[str, int]:
+    """Write the FP32 graph to ``path`` (model.onnx_data beside it over 2 GB); return how it was made and
+    its parameter count.
 
     Converted graphs count the checkpoint's tensors they compute with (for a cross-encoder: all of
-    transformers' ``*ForSequenceClassification`` parameters); an ONNX export counts its float initializers.
+    transformers' ``*ForSequenceClassification`` parameters); exported graphs their float initializers.
     """
     if snap.weights is None:
         assert snap.onnx is not None
         adapted = " (+ logit[1] - logit[0])" if snap.num_labels == 2 else ""
         model = adapt_onnx_export(snap.onnx, snap.kind, snap.num_labels)
-        return model, f"the snapshot's ONNX export{adapted}", count_parameters(model)
-    tensors = read_weights(snap.weights)
-    size = sum(t.nbytes for t in tensors.values())
-    if size > MAX_GRAPH_BYTES:
-        raise _core.ModelError(
-            f"{snap.weights}: {size / 1e9:.1f} GB of weights; ONNX graphs over 2 GB (external data) are not supported"
-        )
+        onnx_files.save(model, path)
+        return f"the snapshot's ONNX export{adapted}", count_parameters(model)
+    if snap.config.exported:
+        from lrt_rerank.models.importers.torch_export import export_graph
+
+        converter, _ = export_graph(snap.root, snap.config, snap.num_labels, prompt, path)
+        onnx_files.consolidate(path)
+        return converter, count_parameters(onnx.load(str(path), load_external_data=False))
+    tensors = open_weights(snap.weights)  # safetensors: streamed, each tensor read when the graph takes it
     ckpt = Checkpoint(tensors, snap.weights, snap.config.model_type)
     head = None
     if snap.kind == "cross-encoder":
         assert snap.num_labels is not None
         head = sequence_classification_head(ckpt, snap.config, snap.num_labels)
-    reader = "safetensors" if snap.weights.suffix == ".safetensors" else "pytorch_model.bin (torch.load, weights_only)"
+    reader = {
+        ".safetensors": "safetensors",
+        ".json": f"safetensors, {len(snap.shards)} shards",
+    }.get(snap.weights.suffix, "pytorch_model.bin (torch.load, weights_only)")
     model = build_encoder_onnx(ckpt, snap.config, head)
-    return model, f"lrt_rerank.models.convert.build_encoder_onnx ({reader} -> ONNX opset 17)", ckpt.parameters
+    onnx_files.save(model, path)
+    return f"lrt_rerank.models.convert.build_encoder_onnx ({reader} -> ONNX opset 17)", ckpt.parameters
 
 
-def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int) -> dict[str, Any]:
+def _card(
+    snap: Snapshot, digests: dict[str, str], out: Path, max_length: int, prompt: Prompt | None
+) -> dict[str, Any]:
     """The card's facts from the snapshot's files (checked before the graph is built)."""
     cross = snap.kind == "cross-encoder"
     card: dict[str, Any] = {"kind": snap.kind, "name": out.name, "max_length": max_length}
-    if cross:
-        card["pooling"] = "cls"
+    if cross:  # inside the graph: [CLS], ModernBERT's classifier_pooling, or a template's last token
+        pooling = snap.raw_config.get("classifier_pooling", "cls") if snap.config.model_type == "modernbert" else "cls"
+        card["pooling"] = "last" if prompt is not None else pooling
     else:
         assert snap.pooling is not None
         card.update(pooling=snap.pooling.mode, normalize=snap.pooling.normalize)
@@ -108,8 +120,8 @@ def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int) -
             "files": digests,
             "architecture": architecture(snap.raw_config) or None,
             "model_type": snap.config.model_type,
-            "num_labels": snap.num_labels,
-            "score": None if not cross else "logit" if snap.num_labels == 1 else "logit[1]-logit[0]",
+            "num_labels": None if prompt else snap.num_labels,
+            "score": _score(snap, prompt),
             "activation": read_activation(snap.raw_config, snap.config_path) if cross else None,
             "license": read_license(snap.readme),
             "layers": snap.config.num_layers,
@@ -121,12 +133,24 @@ def _card(snap: Snapshot, digests: dict[str, str], out: Path, max_length: int) -
             },
         }
     )
+    if prompt is not None:
+        card["prompt"] = prompt.card()
     if snap.onnx is not None:
         card["onnx"] = {"imported": snap.onnx.relative_to(snap.root).as_posix(), "variants": list(snap.onnx_variants)}
     return card
 
 
-def _build(snap: Snapshot, digests: dict[str, str], tmp: Path, out: Path, max_length: int | None) -> None:
+def _score(snap: Snapshot, prompt: Prompt | None) -> str | None:
+    if snap.kind != "cross-encoder":
+        return None
+    if prompt is not None:
+        return "logit(yes)-logit(no) of the last token"
+    return "logit" if snap.num_labels == 1 else "logit[1]-logit[0]"
+
+
+def _build(
+    snap: Snapshot, digests: dict[str, str], tmp: Path, out: Path, max_length: int | None, prompt: Prompt | None
+) -> None:
     """Write the FP32 model directory into ``tmp`` (named after ``out``)."""
     length = _max_length(snap, max_length)
     vocab = write_tokenizer(snap.tokenizer, tmp / TOKENIZER)
@@ -135,24 +159,26 @@ def _build(snap: Snapshot, digests: dict[str, str], tmp: Path, out: Path, max_le
             f"{snap.config_path}: vocab_size {snap.config.vocab_size} is smaller than the tokenizer's vocabulary "
             f"of {vocab} tokens ({snap.tokenizer})"
         )
-    card = _card(snap, digests, out, length)
-    model, card["provenance"]["converter"], card["parameters"] = _graph(snap)
-    onnx.save(model, str(tmp / MODEL))
-    del model
+    card = _card(snap, digests, out, length, prompt)
+    card["provenance"]["converter"], card["parameters"] = _graph(snap, tmp / MODEL, prompt)
     card["optimization"], figures = optimize_in_place(tmp / MODEL, snap.config, length)
-    card["sha256"] = file_sha256(tmp / MODEL)
+    card["sha256"] = model_sha256(tmp)
+    if (tmp / onnx_files.MODEL_DATA).is_file():
+        card["external_data"] = onnx_files.MODEL_DATA
     if figures:
         card["measured"] = figures
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
-def _import(snap: Snapshot, digests: dict[str, str], out: Path, int8: bool, max_length: int | None) -> Path:
+def _import(
+    snap: Snapshot, digests: dict[str, str], out: Path, int8: bool, max_length: int | None, prompt: Prompt | None = None
+) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         fp32 = work / out.name
         fp32.mkdir()
-        _build(snap, digests, fp32, out, max_length)
+        _build(snap, digests, fp32, out, max_length, prompt)
         final = fp32
         if int8:
             from lrt_rerank.models.quantize import quantize_model_dir
@@ -164,18 +190,43 @@ def _import(snap: Snapshot, digests: dict[str, str], out: Path, int8: bool, max_
     return out
 
 
+def _check_family(snap: Snapshot, prompt: Prompt | None) -> None:
+    """Exported families are cross-encoders; a causal LM is one only under a template."""
+    model_type, arch = snap.config.model_type, architecture(snap.raw_config)
+    if model_type == "qwen3" and prompt is None:
+        raise _core.ModelError(
+            f"{snap.config_path}: a {arch or model_type} is imported as a re-ranker with --template qwen3-reranker"
+        )
+    if snap.config.exported and snap.kind != "cross-encoder":
+        raise _core.ModelError(f"{snap.config_path}: model_type {model_type!r} is imported as a cross-encoder only")
+
+
 def import_snapshot(
-    src: Path, out: Path, kind: str | None = None, int8: bool = False, max_length: int | None = None
+    src: Path,
+    out: Path,
+    kind: str | None = None,
+    int8: bool = False,
+    max_length: int | None = None,
+    template: str | None = None,
+    instruction: str | None = None,
 ) -> Path:
     """Import the snapshot ``src`` into the model directory ``out`` (which must not exist yet).
 
     ``kind`` None: a ``*ForSequenceClassification`` architecture is a cross-encoder, anything
     else a bi-encoder. ``max_length`` None: min(positions, 512, sentence-transformers' max_seq_length).
+    ``template`` (:mod:`lrt_rerank.models.prompts`) turns a causal LM into a re-ranker scored by its
+    next-token logits of "yes" and "no"; ``instruction`` replaces the template's default one.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists (remove it, or choose another --out)")
-    snap = open_snapshot(src, kind)
-    return _import(snap, snap.digests(), out, int8, max_length)
+    if instruction is not None and template is None:
+        raise ValueError("an instruction needs a template (--template)")
+    snap = open_snapshot(src, "cross-encoder" if template else kind)
+    prompt = None
+    if template is not None:
+        prompt = make_prompt(template, instruction, architecture(snap.raw_config), snap.config_path, snap.tokenizer)
+    _check_family(snap, prompt)
+    return _import(snap, snap.digests(), out, int8, max_length, prompt)
 
 
 def imported_model_dir(src: Path, kind: str) -> Path:
@@ -188,4 +239,5 @@ def imported_model_dir(src: Path, kind: str) -> Path:
     out = model_home() / "imported" / f"{snapshot_name(src)}-{key_of(snap, digests)[:16]}"
     if (out / CARD).is_file():
         return out
+    _check_family(snap, None)
     return _import(snap, digests, out, int8=False, max_length=None)

@@ -30,6 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from lrt_rerank.models.convert import EncoderConfig
+from lrt_rerank.models.onnx_files import has_external_data
 from lrt_rerank.models.store import measured
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ def optimize_in_place(model_path: Path, config: EncoderConfig, max_length: int) 
     Returns the card's ``optimization`` (deterministic: what was fused, or why not) and its ``measured``
     (the parity error on this machine; empty when nothing was compared)."""
     before = _contrib_ops(onnx.load(str(model_path), load_external_data=False))
+    if has_external_data(model_path):
+        return {"fused": bool(before), "ops": before, "reason": "graphs with external data (over 2 GB) are not fused"}, {}
     try:
         optimized = fuse(model_path, config)
     except Exception as exc:  # the optimizer raises whatever its passes raise

@@ -1,6 +1,7 @@
 """A model folder as downloaded with ``huggingface-cli download``: its layout and the files an import reads.
 
-Layouts: ``config.json`` + weights (``model.safetensors`` or ``pytorch_model.bin``) + a tokenizer
+Layouts: ``config.json`` + weights (``model.safetensors``, shards named by ``model.safetensors.index.json``,
+or ``pytorch_model.bin``) + a tokenizer
 (``tokenizer.json``; or ``vocab.txt``; or ``sentencepiece.bpe.model``, each with
 ``tokenizer_config.json``) — or, without weights, an ONNX export (``onnx/model.onnx`` or
 ``model.onnx``) with config.json and the tokenizer files.
@@ -17,9 +18,10 @@ from lrt_rerank import _core
 from lrt_rerank.models.convert import EncoderConfig
 from lrt_rerank.models.importers.metadata import Pooling, read_json, read_pooling
 from lrt_rerank.models.store import CARD, KINDS, file_sha256
+from lrt_rerank.models.weights import SHARD_INDEX, shard_files
 
 CONFIG = "config.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", SHARD_INDEX, "pytorch_model.bin")
 ONNX_FILES = ("onnx/model.onnx", "model.onnx")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")
 #: Read alongside vocab.txt / sentencepiece.bpe.model (special tokens, lower-casing).
@@ -46,8 +48,10 @@ class Snapshot:
     kind: str
     #: Labels of the classification head (cross-encoders); None for bi-encoders.
     num_labels: int | None
-    #: model.safetensors / pytorch_model.bin, or None when the ONNX export is imported.
+    #: model.safetensors / model.safetensors.index.json / pytorch_model.bin, or None when the ONNX export is imported.
     weights: Path | None
+    #: The shards a model.safetensors.index.json names (empty otherwise).
+    shards: tuple[Path, ...]
     onnx: Path | None
     #: Other .onnx files beside the imported export (quantized variants), relative to root.
     onnx_variants: tuple[str, ...]
@@ -64,7 +68,7 @@ class Snapshot:
     @property
     def files(self) -> list[Path]:
         """Every file the import reads."""
-        files = [self.config_path, self.weights or self.onnx, self.tokenizer]
+        files = [self.config_path, self.weights or self.onnx, *self.shards, self.tokenizer]
         if self.tokenizer.name != "tokenizer.json":
             files += [self.root / n for n in TOKENIZER_SIDE_FILES if (self.root / n).is_file()]
         if self.pooling is not None:
@@ -121,9 +125,6 @@ def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
     weights = _first(src, WEIGHT_FILES)
     onnx_path = None if weights else _first(src, ONNX_FILES)
     if weights is None and onnx_path is None:
-        sharded = src / "model.safetensors.index.json"
-        if sharded.is_file():
-            raise _core.ModelError(f"{sharded}: sharded checkpoints are not supported (one model.safetensors is)")
         raise _core.ModelError(
             f"{src / WEIGHT_FILES[0]}: not found, nor {', '.join(WEIGHT_FILES[1:] + ONNX_FILES)}: no weights to import"
         )
@@ -147,6 +148,7 @@ def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
         kind=kind,
         num_labels=_num_labels(raw, config_path) if kind == "cross-encoder" else None,
         weights=weights,
+        shards=tuple(shard_files(weights)) if weights is not None and weights.name == SHARD_INDEX else (),
         onnx=onnx_path,
         onnx_variants=variants,
         tokenizer=tokenizer,
