@@ -195,9 +195,13 @@ def test_cli_installs_the_same_pipeline(
     opensearch_rerank_service: ServeProcess,
     installed: InstalledPipeline,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
+    key_file = tmp_path / "service-key"
+    key_file.write_text(SERVICE_API_KEY + "\n", encoding="utf-8")
+    key_file.chmod(0o600)
     argv = ["opensearch", "pipeline", "--url", opensearch_node.url, "--service-url", opensearch_rerank_service.url]
-    argv += ["--api-key", SERVICE_API_KEY, "--read-timeout", "120"]
+    argv += ["--service-api-key-file", str(key_file), "--read-timeout", "120"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == installed.to_json()
 

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lrt_rerank.ops.opensearch import ClusterSpec
 
-DEFAULT_URL = "http://127.0.0.1:9200"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.commands.pipeline import add_dense_model_arg
+    from lrt_rerank.opensearch.connection import add_connection_args
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION
 
     parser = sub.add_parser(
@@ -48,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--heap-mb", type=int, help="JVM heap per node in MB, at most 1024 (default: 1024 for one node, 512 each for more)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the node (default: %(default)s)")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="with the security plugin: TLS on HTTP and transport (a generated CA), user admin with a generated "
+        "password in a 0600 file; `status` names the files",
+    )
     up.set_defaults(func=cmd_up)
 
     down = actions.add_parser("down", help="stop the node (every node of the cluster) started by `up` with this --port")
@@ -75,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="load the documents and embeddings of an index built by `lrt-rerank index` (no re-embedding)",
     )
     index.add_argument("--index", required=True, help="index name")
-    index.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default: %(default)s)")
+    add_connection_args(index)
     add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding and bulk batch (default: %(default)s)")
     index.add_argument("--recreate", action="store_true", help="delete the index first if it exists")
@@ -86,9 +91,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="install the RRF search pipelines and the ml-commons model that calls the rerank service",
         description="Idempotent: cluster settings, connector, model (registered and deployed), search pipelines.",
     )
-    pipe.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default: %(default)s)")
+    add_connection_args(pipe)
     pipe.add_argument("--service-url", default="http://127.0.0.1:8000", help="rerank service base URL (default: %(default)s)")
-    pipe.add_argument("--api-key", help="bearer key of the rerank service, if it requires one")
+    pipe.add_argument(
+        "--service-api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="file whose first line is the rerank service's API key; the connector stores it as an (encrypted) "
+        "credential and sends it as `Authorization: Bearer` (default: no key)",
+    )
     pipe.add_argument("--read-timeout", type=int, default=5, help="seconds the connector waits for the service (default: %(default)s)")
     pipe.add_argument(
         "--fusion",
@@ -110,7 +121,7 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
     work_dir = args.work_dir or default_work_dir()
     if getattr(args, "nodes", None) is None:
         return recorded_cluster(args.version, args.port, work_dir)
-    return ClusterSpec(args.nodes, args.version, args.port, args.heap_mb, work_dir, args.transport_port)
+    return ClusterSpec(args.nodes, args.version, args.port, args.heap_mb, work_dir, args.transport_port, args.secure)
 
 
 def _fail(action: str, exc: Exception) -> int:
@@ -121,16 +132,28 @@ def _fail(action: str, exc: Exception) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.templates import TemplateError
     from lrt_rerank.ops.opensearch import NodeError, up_cluster
+    from lrt_rerank.ops.opensearch.security import connection_json
 
     started = time.monotonic()
     try:
-        states = up_cluster(_cluster(args), timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
+        cluster = _cluster(args)
+        states = up_cluster(cluster, timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
     except (NodeError, TemplateError, ValueError) as exc:
         return _fail("up", exc)
     for state in states:
         print(f"{state.name}: OpenSearch {state.version} {state.health} at {state.url} (pid {state.pid}); log: {state.log_path}")
+    if cluster.secure:
+        print(_secured_line(connection_json(cluster.members()[0])))
     print(f"ready in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _secured_line(connection: dict[str, object]) -> str:
+    return (
+        f"secured: user {connection['user']}, password in {connection['password_file']}, CA {connection['ca_certs']}\n"
+        f"  e.g. --url {connection['url']} --user {connection['user']} --password-file {connection['password_file']} "
+        f"--ca-certs {connection['ca_certs']}"
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -162,6 +185,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state.health is not None:
         members = ", ".join(state.joined)
         print(f"cluster health {state.health}; {len(state.joined)} node(s) joined: {members}; cluster manager {state.cluster_manager}")
+    if "password_file" in state.connection:
+        print(_secured_line(state.connection))
     return 0 if state.running else 1
 
 
@@ -173,6 +198,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
     from lrt_rerank.models.resolve import dense_model_dir
     from lrt_rerank.opensearch.client import connect
+    from lrt_rerank.opensearch.connection import settings_from_args
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
     from lrt_rerank.opensearch.templates import TemplateError
 
@@ -180,6 +206,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _fail("index", ValueError("--batch-size must be at least 1"))
     started = time.monotonic()
     try:
+        connection = settings_from_args(args)
         model_dir = dense_model_dir(args.dense_model)
         vectors = None
         if args.from_embedded_index is not None:
@@ -189,7 +216,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             documents = list(load_corpus(args.dataset / "corpus.jsonl").values())
         encoder = BiEncoder.load(str(model_dir))
-        client = connect(args.url)
+        client = connect(connection)
         report = index_documents(
             client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors
         )
@@ -208,17 +235,20 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.client import connect
+    from lrt_rerank.opensearch.connection import read_secret_file, settings_from_args
     from lrt_rerank.opensearch.pipeline import LONG_DOCUMENT_FIELDS, PipelineError, install_pipeline, place_fusion
     from lrt_rerank.opensearch.templates import TemplateError
     from lrt_rerank.rerank.fusion import load_fusion
 
     try:
         fusion = load_fusion(args.fusion) if args.fusion is not None else None
-        client = connect(args.url)
+        key_file = args.service_api_key_file
+        api_key = read_secret_file(key_file, "--service-api-key-file") if key_file is not None else None
+        client = connect(settings_from_args(args))
         installed = install_pipeline(
             client,
             service_url=args.service_url,
-            api_key=args.api_key,
+            api_key=api_key,
             read_timeout_s=args.read_timeout,
             long_documents={name: getattr(args, name) for name in LONG_DOCUMENT_FIELDS},
         )

@@ -24,6 +24,7 @@ from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_fi
 from lrt_rerank.interpolation import card_weight, resolve_weight
 from lrt_rerank.models.resolve import dense_model_dir, load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
+from lrt_rerank.opensearch.connection import add_connection_args, settings_from_args
 from lrt_rerank.pipeline import Pipeline
 from lrt_rerank.rerank.fusion import load_fusion
 
@@ -85,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--index", type=Path, help="embedded index directory to use (built there if absent)")
     ev.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
+    add_connection_args(ev, url_flag=None)  # the URL is --first-stage's
     add_dense_model_arg(ev)
     ev.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
     _add_fusion_arg(ev)
@@ -177,9 +179,16 @@ def _add_fusion_arg(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------ helpers
 def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
-    """The first stage that `eval` and `models calibrate` read from their --first-stage/--index/--dense-model flags."""
+    """The first stage that `eval` and `models calibrate` read from their --first-stage/--index/--dense-model
+    flags (and the OpenSearch connection flags, for a URL)."""
+    connection = settings_from_args(args, url=args.first_stage) if args.first_stage != "embedded" else None
     return open_named_first_stage(
-        args.first_stage, dataset, index=args.index, dense_model=args.dense_model, opensearch_index=args.opensearch_index
+        args.first_stage,
+        dataset,
+        index=args.index,
+        dense_model=args.dense_model,
+        opensearch_index=args.opensearch_index,
+        connection=connection,
     )
 
 

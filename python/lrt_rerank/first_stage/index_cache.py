@@ -12,12 +12,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.models.resolve import dense_model_dir
 from lrt_rerank.models.store import file_sha256, model_home
+
+if TYPE_CHECKING:
+    from lrt_rerank.opensearch.connection import ConnectionSettings
 
 
 def cache_home() -> Path:
@@ -74,10 +78,12 @@ def open_first_stage(
     index: Path | None = None,
     dense_model: str | None = None,
     opensearch_index: str | None = None,
+    connection: ConnectionSettings | None = None,
 ) -> FirstStage:
     """The first stage ``spec`` names for ``dataset``: "embedded" (the cached index, or the one in
     ``index``, built there if absent) or the http(s) URL of OpenSearch (index ``opensearch_index``,
-    default the dataset's name; needs the ``opensearch`` extra)."""
+    default the dataset's name; needs the ``opensearch`` extra), reached with ``connection``'s
+    credentials and trust (its URL is ``spec``)."""
     if spec != "embedded":
         if not spec.startswith(("http://", "https://")):
             raise ValueError(f"--first-stage {spec}: expected 'embedded' or an http(s) URL of OpenSearch")
@@ -86,7 +92,8 @@ def open_first_stage(
         require("opensearch", f"--first-stage {spec}")
         from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
 
-        return OpenSearchFirstStage.connect(spec, opensearch_index or dataset.name)
+        target = connection.with_url(spec) if connection is not None else spec
+        return OpenSearchFirstStage.connect(target, opensearch_index or dataset.name)
     if index is None:
         return cached_index(dataset, dense_model=dense_model)
     if (index / "manifest.json").is_file():

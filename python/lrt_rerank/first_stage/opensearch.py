@@ -24,6 +24,7 @@ from lrt_rerank.datasets import Document
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System, wants_search
 from lrt_rerank.first_stage.embedded import FUSION_DEPTH
 from lrt_rerank.opensearch.client import connect
+from lrt_rerank.opensearch.connection import ConnectionSettings
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder, index_meta
 from lrt_rerank.opensearch.pipeline import RRF_PIPELINE, ensure_rrf_pipeline
 from lrt_rerank.opensearch.queries import hybrid_body, knn_query, match_query, search_body
@@ -40,8 +41,10 @@ class OpenSearchFirstStage(FirstStage):
         self.depth = depth
 
     @classmethod
-    def connect(cls, url: str, index: str, model_dir: str | Path | None = None, encoder: Embedder | None = None) -> OpenSearchFirstStage:
-        """Open ``index`` at ``url``; install the RRF pipeline if missing.
+    def connect(
+        cls, cluster: ConnectionSettings | str, index: str, model_dir: str | Path | None = None, encoder: Embedder | None = None
+    ) -> OpenSearchFirstStage:
+        """Open ``index`` on ``cluster`` (connection settings, or a bare URL); install the RRF pipeline if missing.
 
         The bi-encoder is ``encoder``, else the one in ``model_dir``, else the default one; it
         must be the model the index was built with (recorded in the index's ``_meta``).
@@ -51,11 +54,12 @@ class OpenSearchFirstStage(FirstStage):
         from lrt_rerank.models.resolve import default_model_dir
         from lrt_rerank.models.store import file_sha256
 
-        client = connect(url)
+        settings = ConnectionSettings(cluster) if isinstance(cluster, str) else cluster
+        client = connect(settings)
         if not client.indices.exists(index=index):
             raise ValueError(
-                f"OpenSearch index {index!r} not found at {url}; create it with "
-                f"`lrt-rerank opensearch index --dataset DIR --index {index} --url {url}`"
+                f"OpenSearch index {index!r} not found at {settings.url}; create it with "
+                f"`lrt-rerank opensearch index --dataset DIR --index {index} --url {settings.url}`"
             )
         if encoder is None:
             resolved = Path(model_dir) if model_dir is not None else Path(default_model_dir("bi-encoder"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from lrt_rerank.opensearch.templates import assets_dir
 from lrt_rerank.ops.opensearch.java import java_env
-from lrt_rerank.ops.opensearch.maven import JAR_MODULES, PLUGINS, resolve_artifacts
+from lrt_rerank.ops.opensearch import security
+from lrt_rerank.ops.opensearch.maven import JAR_MODULES, PLUGINS, resolve_artifacts, resolve_security_plugin
 from lrt_rerank.ops.opensearch.spec import CLUSTER_NAME, NodeError, NodeSpec, Progress
 
 INSTALLED_MARKER = ".lrt-installed.json"
@@ -39,6 +41,9 @@ def install(spec: NodeSpec, java_home: Path, say: Progress) -> None:
             pass
         say(f"{spec.home}: assembled from other inputs; rebuilding it (its data is discarded)")
     artifacts = resolve_artifacts(spec, say)
+    plugins = {name: artifacts[name] for name in PLUGINS}
+    if spec.secure:
+        plugins[security.PLUGIN] = resolve_security_plugin(spec, say)
     say(f"assembling the node in {spec.home}")
     staging = Path(tempfile.mkdtemp(prefix=f"node-{spec.version}.", dir=spec.work_dir))
     try:
@@ -46,16 +51,18 @@ def install(spec: NodeSpec, java_home: Path, say: Progress) -> None:
         for module in JAR_MODULES:
             _add_jar_module(home, module, artifacts, spec.version)
         env = java_env(java_home)
-        for plugin in PLUGINS:
+        for plugin, archive in plugins.items():
             say(f"installing plugin {plugin}")
-            command = [str(home / "bin" / "opensearch-plugin"), "install", "--batch", artifacts[plugin].resolve().as_uri()]
+            if plugin == security.PLUGIN:
+                archive = security.plugin_zip_for(archive, spec.version, staging)
+            command = [str(home / "bin" / "opensearch-plugin"), "install", "--batch", archive.resolve().as_uri()]
             result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 log = spec.work_dir / f"plugin-install-{plugin}.log"
                 log.write_text(result.stdout + result.stderr, encoding="utf-8")
                 raise NodeError(f"installing {plugin} failed (exit {result.returncode})", log)
         (home / INSTALLED_MARKER).write_text(
-            json.dumps({"fingerprint": fingerprint, "version": spec.version, "plugins": list(PLUGINS)}, indent=2) + "\n",
+            json.dumps({"fingerprint": fingerprint, "version": spec.version, "plugins": list(plugins)}, indent=2) + "\n",
             encoding="utf-8",
         )
         if spec.home.exists():
@@ -97,14 +104,18 @@ def _install_fingerprint(spec: NodeSpec) -> str:
             digest.update(template.relative_to(assets_dir()).as_posix().encode())
             digest.update(template.read_bytes())
     digest.update(",".join(PLUGINS).encode())
+    if spec.secure:
+        digest.update(f"+{security.PLUGIN}:{security.plugin_version(spec.version)}".encode())
     return digest.hexdigest()
 
 
-def write_config(spec: NodeSpec) -> None:
+def write_config(spec: NodeSpec, run_as: pwd.struct_passwd | None = None) -> None:
     """opensearch.yml and the heap options; rewritten on every start (port/heap may change).
 
     A cluster node gets its own config directory (a copy of the home's on its first start) with
-    its name, ports, data and log paths and the discovery settings.
+    its name, ports, data and log paths and the discovery settings. A secured node also gets its
+    certificates, users file and the security plugin's settings (:mod:`~lrt_rerank.ops.opensearch.security`;
+    its files are handed to ``run_as``, the JVM's user under root).
     """
     lines = [
         "# Written by lrt-rerank (python/lrt_rerank/ops/opensearch/assemble.py) on every `opensearch up`.",
@@ -130,6 +141,8 @@ def write_config(spec: NodeSpec) -> None:
             f"path.data: {spec.node_dir / 'data'}",
             f"path.logs: {spec.node_dir / 'logs'}",
         ]
+    if spec.secure:
+        lines += security.write_node_security(spec, run_as)
     lines += ["cluster.routing.allocation.disk.threshold_enabled: false", ""]
     (spec.config_dir / "opensearch.yml").write_text("\n".join(lines), encoding="utf-8")
     options = spec.config_dir / "jvm.options.d"

@@ -7,7 +7,10 @@ and transport port (``transport_port``, ``transport_port + 1``, ...), and finds 
 (the default) runs with ``discovery.type: single-node`` from the home itself.
 
 ``up_cluster`` records the cluster's shape in ``cluster-<version>-<port>/cluster.json`` so that a
-later ``status`` or ``down`` with only the port finds every node (:func:`recorded_cluster`).
+later ``status`` or ``down`` with only the port finds every node (:func:`recorded_cluster`). A
+secured cluster (``secure=True``, :mod:`~lrt_rerank.ops.opensearch.security`) lives in
+``cluster-<version>-<port>-secure/`` and a secured single node in ``node-<version>-secure/``; ``status``
+and ``down`` find those too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from pathlib import Path
 
 from lrt_rerank.ops.opensearch.java import find_java_home
 from lrt_rerank.ops.opensearch.launch import down, get_json, locked, read_pid, start, status, up, wait_healthy
-from lrt_rerank.ops.opensearch.spec import DEFAULT_VERSION, Member, NodeSpec, NodeStatus, Progress, default_work_dir
+from lrt_rerank.ops.opensearch.security import connection_json
+from lrt_rerank.ops.opensearch.spec import (
+    DEFAULT_VERSION,
+    SECURE_SUFFIX,
+    Member,
+    NodeSpec,
+    NodeStatus,
+    Progress,
+    default_work_dir,
+)
 
 MAX_NODES = 4
 CLUSTER_MANIFEST = "cluster.json"
@@ -39,6 +51,7 @@ class ClusterSpec:
     heap_mb: int | None = None
     work_dir: Path = field(default_factory=default_work_dir)
     transport_port: int | None = None
+    secure: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= MAX_NODES:
@@ -58,7 +71,7 @@ class ClusterSpec:
 
     @property
     def dir(self) -> Path:
-        return self.work_dir / f"cluster-{self.version}-{self.port}"
+        return self.work_dir / f"cluster-{self.version}-{self.port}{SECURE_SUFFIX if self.secure else ''}"
 
     @property
     def node_heap_mb(self) -> int:
@@ -67,17 +80,19 @@ class ClusterSpec:
     def members(self) -> list[NodeSpec]:
         """One :class:`NodeSpec` per node (a single node for ``nodes == 1``)."""
         if self.nodes == 1:
-            return [NodeSpec(self.version, self.port, self.node_heap_mb, self.work_dir)]
+            return [NodeSpec(self.version, self.port, self.node_heap_mb, self.work_dir, secure=self.secure)]
         first = self.port + 100 if self.transport_port is None else self.transport_port
         seeds = tuple(range(first, first + self.nodes))
         return [
-            NodeSpec(self.version, self.port + i, self.node_heap_mb, self.work_dir, Member(i + 1, seeds[i], seeds, self.dir))
+            NodeSpec(
+                self.version, self.port + i, self.node_heap_mb, self.work_dir, Member(i + 1, seeds[i], seeds, self.dir), self.secure
+            )
             for i in range(self.nodes)
         ]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.members()[0].url
 
     @property
     def urls(self) -> list[str]:
@@ -85,17 +100,22 @@ class ClusterSpec:
 
 
 def recorded_cluster(version: str, port: int, work_dir: Path) -> ClusterSpec:
-    """The cluster that `up` started with HTTP port ``port`` (from its ``cluster.json``), else one node."""
-    manifest = ClusterSpec(1, version, port, work_dir=work_dir).dir / CLUSTER_MANIFEST
-    try:
-        recorded = json.loads(manifest.read_text(encoding="utf-8"))
-        spec = ClusterSpec(
-            int(recorded["nodes"]), version, port, int(recorded["heap_mb"]), work_dir, int(recorded["transport_port"])
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return ClusterSpec(1, version, port, work_dir=work_dir)
-    if any(read_pid(member) is not None for member in spec.members()):
-        return spec
+    """The cluster that `up` started with HTTP port ``port`` (from its ``cluster.json``; secured or
+    not), else the single node (secured or not) that runs there, else one unsecured node."""
+    for secure in (False, True):
+        manifest = ClusterSpec(1, version, port, work_dir=work_dir, secure=secure).dir / CLUSTER_MANIFEST
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+            spec = ClusterSpec(
+                int(recorded["nodes"]), version, port, int(recorded["heap_mb"]), work_dir, int(recorded["transport_port"]), secure
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if any(read_pid(member) is not None for member in spec.members()):
+            return spec
+    single = ClusterSpec(1, version, port, work_dir=work_dir, secure=True)
+    if read_pid(single.members()[0]) is not None:
+        return single
     return ClusterSpec(1, version, port, work_dir=work_dir)
 
 
@@ -111,7 +131,7 @@ def up_cluster(cluster: ClusterSpec, timeout: float = 300.0, progress: Progress 
         java_home = find_java_home()
         cluster.dir.mkdir(parents=True, exist_ok=True)
         first_transport = members[0].member.transport_port  # type: ignore[union-attr]
-        manifest = {"nodes": cluster.nodes, "heap_mb": cluster.node_heap_mb, "transport_port": first_transport}
+        manifest = {"nodes": cluster.nodes, "heap_mb": cluster.node_heap_mb, "transport_port": first_transport, "secure": cluster.secure}
         (cluster.dir / CLUSTER_MANIFEST).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
         started = time.monotonic()
         procs = [start(member, java_home, say) for member in members]
@@ -136,6 +156,9 @@ class ClusterStatus:
     joined: list[str]
     """Names of the nodes in the cluster, as a running node sees it."""
     cluster_manager: str | None
+    connection: dict[str, object] = field(default_factory=dict)
+    """How a client reaches it: ``url``, and for a secured cluster ``user``, ``password_file`` and
+    ``ca_certs`` (paths; the password itself is never reported)."""
 
     @property
     def running(self) -> bool:
@@ -143,6 +166,7 @@ class ClusterStatus:
 
     def to_json(self) -> dict[str, object]:
         return {
+            **self.connection,
             "health": self.health,
             "joined": self.joined,
             "cluster_manager": self.cluster_manager,
@@ -152,16 +176,18 @@ class ClusterStatus:
 
 def cluster_status(cluster: ClusterSpec) -> ClusterStatus:
     """Every node's :class:`NodeStatus`, and the cluster's health and members seen from a live node."""
-    nodes = [status(member) for member in cluster.members()]
-    for node in nodes:
+    specs = cluster.members()
+    nodes = [status(member) for member in specs]
+    connection = connection_json(specs[0]) if cluster.secure else {"url": cluster.url}
+    for spec, node in zip(specs, nodes, strict=True):
         if node.version is None:
             continue
         try:
-            health = str(get_json(f"{node.url}/_cluster/health", 5.0)["status"])
-            state = get_json(f"{node.url}/_cluster/state/nodes,cluster_manager_node", 5.0)
+            health = str(get_json(spec, "/_cluster/health", 5.0)["status"])
+            state = get_json(spec, "/_cluster/state/nodes,cluster_manager_node", 5.0)
         except (OSError, ValueError, KeyError):
             continue
         members = state.get("nodes", {})
         manager = members.get(state.get("cluster_manager_node"), {}).get("name")
-        return ClusterStatus(nodes, health, sorted(str(m.get("name")) for m in members.values()), manager)
-    return ClusterStatus(nodes, None, [], None)
+        return ClusterStatus(nodes, health, sorted(str(m.get("name")) for m in members.values()), manager, connection)
+    return ClusterStatus(nodes, None, [], None, connection)

@@ -18,7 +18,7 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 from lrt_rerank.ops.opensearch.assemble import install, write_config
 from lrt_rerank.ops.opensearch.java import find_java_home, java_env
 from lrt_rerank.ops.opensearch.privileges import check_traversable, chown_tree, service_user
+from lrt_rerank.ops.opensearch.security import ensure_credentials, open_url
 from lrt_rerank.ops.opensearch.spec import CLUSTER_NAME, NodeError, NodeSpec, NodeStatus, Progress
 
 _ERROR_LINE = re.compile(r"\]\[(ERROR|FATAL)|^Caused by|Exception[:\[]")
@@ -93,11 +94,11 @@ def status(spec: NodeSpec | None = None) -> NodeStatus:
     """Whether our node runs (pid file + live process), and its health if it answers."""
     spec = spec or NodeSpec()
     pid = read_pid(spec)
-    info = _root_info(spec.url)
+    info = _root_info(spec)
     health = None
     if info is not None:
         try:
-            health = str(get_json(f"{spec.url}/_cluster/health", 5.0)["status"])
+            health = str(get_json(spec, "/_cluster/health", 5.0)["status"])
         except (OSError, ValueError, KeyError):
             health = None
     return NodeStatus(
@@ -115,7 +116,7 @@ def status(spec: NodeSpec | None = None) -> NodeStatus:
 def start(spec: NodeSpec, java_home: Path | None, say: Progress) -> subprocess.Popen[bytes] | None:
     """Launch the node (holding the work-dir lock) on ``java_home`` (default: :func:`find_java_home`);
     None when it already answers on its port."""
-    info = _root_info(spec.url)
+    info = _root_info(spec)
     if info is not None:
         _check_ours(spec, info)
         say(f"OpenSearch {info['version']['number']} already running at {spec.url}")
@@ -132,7 +133,9 @@ def start(spec: NodeSpec, java_home: Path | None, say: Progress) -> subprocess.P
         check_traversable(spec.node_dir, run_as)
     java_home = java_home or find_java_home()
     install(spec, java_home, say)
-    write_config(spec)
+    if spec.secure:
+        ensure_credentials(spec, java_home)
+    write_config(spec, run_as)
     if run_as is not None:
         chown_tree(spec.home, run_as)
         if spec.node_dir != spec.home:
@@ -150,9 +153,17 @@ def wait_healthy(spec: NodeSpec, proc: subprocess.Popen[bytes] | None, deadline:
                 spec.log_path if spec.log_path.is_file() else spec.startup_log,
             )
         try:
-            health = get_json(f"{spec.url}/_cluster/health?wait_for_status=yellow&wait_for_nodes=%3E%3D{nodes}&timeout=2s", 10.0)
+            health = get_json(spec, f"/_cluster/health?wait_for_status=yellow&wait_for_nodes=%3E%3D{nodes}&timeout=2s", 10.0)
             if health.get("status") in ("green", "yellow") and int(health.get("number_of_nodes", 0)) >= nodes:
                 return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise NodeError(
+                    f"{spec.url} rejects the admin password in {spec.credentials_dir} (its security index was made with "
+                    "another one); stop the node and delete its data, or restore that file",
+                    spec.log_path,
+                ) from None
+            time.sleep(0.5)  # 503 while the security index is being initialised
         except (OSError, ValueError):
             time.sleep(0.5)
         if time.monotonic() > deadline:
@@ -171,9 +182,10 @@ def read_pid(spec: NodeSpec) -> int | None:
     return pid if _alive(pid) else None
 
 
-def get_json(url: str, timeout: float) -> dict[str, Any]:
-    """GET ``url`` (a node's loopback URL) and parse the JSON object it answers."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback URL built here)
+def get_json(spec: NodeSpec, path: str, timeout: float) -> dict[str, Any]:
+    """GET ``path`` on the node (https and the admin's credentials when it is secured) and parse the JSON object it answers."""
+    url = spec.url + path
+    with open_url(spec, url, timeout) as response:
         data = json.loads(response.read().decode("utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{url}: expected a JSON object")
@@ -246,10 +258,10 @@ def _wait_gone(pid: int, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def _root_info(url: str) -> dict[str, Any] | None:
+def _root_info(spec: NodeSpec) -> dict[str, Any] | None:
     try:
-        info = get_json(url + "/", 3.0)
-    except (OSError, ValueError):
+        info = get_json(spec, "/", 3.0)
+    except (OSError, ValueError, NodeError):
         return None
     return info if isinstance(info, dict) and "version" in info else None
 

@@ -84,3 +84,37 @@ def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
     if missing:
         raise NodeError(f"Maven resolved no file for {', '.join(missing)} (see {classpath_file})", log)
     return by_name
+
+
+def resolve_security_plugin(spec: NodeSpec, say: Progress) -> Path:
+    """The opensearch-security plugin zip for ``spec.version`` (see
+    :func:`lrt_rerank.ops.opensearch.security.plugin_version`), resolved into the same local repository."""
+    from lrt_rerank.ops.opensearch.security import PLUGIN, plugin_version
+
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise NodeError("Maven not found: install it (Debian: apt-get install -y maven) so `mvn` is on PATH")
+    version = plugin_version(spec.version)
+    repo = spec.work_dir / "m2"
+    target = repo / "org" / "opensearch" / "plugin" / PLUGIN / version / f"{PLUGIN}-{version}.zip"
+    if target.is_file():
+        return target
+    log = spec.work_dir / f"mvn-{PLUGIN}-{version}.log"
+    command = [
+        mvn,
+        "--batch-mode",
+        "--no-transfer-progress",
+        f"-Dmaven.repo.local={repo}",
+        "dependency:get",
+        f"-Dartifact=org.opensearch.plugin:{PLUGIN}:{version}:zip",
+        "-Dtransitive=false",
+    ]
+    say(f"resolving org.opensearch.plugin:{PLUGIN}:{version} from Maven Central")
+    with log.open("w", encoding="utf-8") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home()), cwd=spec.work_dir, check=False)
+    if result.returncode != 0 or not target.is_file():
+        raise NodeError(f"Maven could not resolve org.opensearch.plugin:{PLUGIN}:{version}:zip (exit {result.returncode})", log)
+    return target
+

@@ -6,10 +6,15 @@ otherwise)::
 
     m2/                      Maven local repository (downloads, reused by every run)
     node-<version>/          the assembled node home (the single node's data/ and logs/ inside it)
+    node-<version>-secure/   the same with the security plugin (`up --secure`): TLS, internal users
+    node-<version>-secure-credentials/
+                             the secured single node's CA, admin certificate and admin password (0600)
     cluster-<version>-<port>/node-<i>/
                              cluster node i: config/, data/, logs/, opensearch.pid
     cluster-<version>-<port>/cluster.json
                              how many nodes that cluster has (read by `status`/`down`)
+    cluster-<version>-<port>-secure/
+                             a secured cluster: node-<i>/ as above, credentials/ (CA, admin password)
     mvn-<version>.log        output of the last artifact resolution
     lock                     serialises concurrent ``up``/``down`` calls
 """
@@ -29,6 +34,7 @@ CLUSTER_NAME = "lrt-rerank"
 NODE_NAME = "lrt-node-1"
 PID_FILE = "opensearch.pid"
 ROOT_WORK_DIR = Path("/var/tmp/lrt-rerank-opensearch")
+SECURE_SUFFIX = "-secure"
 
 Progress = Callable[[str], None]
 """Receives one line of progress at a time (e.g. printed to stderr by the CLI)."""
@@ -83,6 +89,8 @@ class NodeSpec:
     heap_mb: int = 1024
     work_dir: Path = field(default_factory=default_work_dir)
     member: Member | None = None
+    secure: bool = False
+    """With the security plugin: TLS on HTTP and transport, basic authentication (``up --secure``)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.version):
@@ -94,7 +102,7 @@ class NodeSpec:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def name(self) -> str:
@@ -103,7 +111,14 @@ class NodeSpec:
     @property
     def home(self) -> Path:
         """The assembled distribution (shared by every node of a cluster)."""
-        return self.work_dir / f"node-{self.version}"
+        return self.work_dir / f"node-{self.version}{SECURE_SUFFIX if self.secure else ''}"
+
+    @property
+    def credentials_dir(self) -> Path:
+        """A secured node's CA, admin certificate and password (read by clients, not by the JVM)."""
+        if self.member is None:
+            return self.work_dir / f"node-{self.version}{SECURE_SUFFIX}-credentials"
+        return self.member.cluster_dir / "credentials"
 
     @property
     def node_dir(self) -> Path:
