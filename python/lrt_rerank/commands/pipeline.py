@@ -214,8 +214,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     FileNotFoundError,
     FileExistsError,
     ValueError,
+    ConnectionError,
 )
-"""Bad input: reported as one line on stderr with exit code 2, not a traceback."""
+"""Bad input (and a cluster that cannot be reached or refuses the credentials): reported as one
+line on stderr with exit code 2, not a traceback."""
 
 
 def reports_user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -8,6 +8,9 @@ import shutil
 import sys
 import tempfile
 from dataclasses import replace
+from pathlib import Path
+
+API_KEY_ENV = "LRT_RERANK_API_KEY"
 
 SERVE_HELP = "run the HTTP rerank service (Cohere- and TEI-compatible)"
 
@@ -35,11 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="worker processes (uvicorn multi-process mode); each has its own in-process cache (default: 1)",
     )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("LRT_RERANK_API_KEY"),
-        help="require `Authorization: Bearer KEY` on the rerank routes (default: $LRT_RERANK_API_KEY, else none)",
+    key = p.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="require `Authorization: Bearer KEY` on the rerank routes, KEY being this file's first line "
+        "(default: $LRT_RERANK_API_KEY, else no key)",
     )
+    key.add_argument(
+        "--api-key",
+        help="the key itself: visible to every user in `ps`, so prefer --api-key-file or $LRT_RERANK_API_KEY",
+    )
+    p.add_argument("--ssl-certfile", type=Path, metavar="PEM", help="serve https with this certificate (chain) (default: http)")
+    p.add_argument("--ssl-keyfile", type=Path, metavar="PEM", help="the private key of --ssl-certfile")
     p.add_argument("--redis-url", help="shared Redis score cache, e.g. redis://127.0.0.1:6379/0 (default: none)")
     p.add_argument(
         "--redis-ttl", type=int, default=86_400, help="seconds a score lives in Redis (default: %(default)s)"
@@ -96,11 +108,17 @@ def serve(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"lrt-rerank serve: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    try:
+        api_key = _api_key(args)
+        _check_tls(args)
+    except ValueError as err:
+        print(f"lrt-rerank serve: {err}", file=sys.stderr)
+        return 2
     settings = ServiceSettings(
         model=args.model,
         max_documents=args.max_documents,
         max_body_bytes=args.max_body_bytes,
-        api_key=args.api_key,
+        api_key=api_key,
         redis_url=args.redis_url,
         redis_ttl_s=args.redis_ttl,
         cache_capacity=args.cache_capacity,
@@ -144,8 +162,35 @@ def serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             access_log=args.access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
+            ssl_certfile=str(args.ssl_certfile) if args.ssl_certfile else None,
+            ssl_keyfile=str(args.ssl_keyfile) if args.ssl_keyfile else None,
         )
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The service's key: --api-key-file, else --api-key (warned about), else $LRT_RERANK_API_KEY, else None."""
+    if args.api_key_file is not None:
+        from lrt_rerank.opensearch.connection import read_secret_file
+
+        return read_secret_file(args.api_key_file, "--api-key-file")
+    if args.api_key is not None:
+        print(
+            "lrt-rerank serve: warning: --api-key puts the key on the command line, where `ps` shows it; "
+            f"use --api-key-file or ${API_KEY_ENV}",
+            file=sys.stderr,
+        )
+        return args.api_key or None
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def _check_tls(args: argparse.Namespace) -> None:
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        raise ValueError("--ssl-certfile and --ssl-keyfile go together")
+    for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import AuthenticationException, AuthorizationException, SSLError, TransportError
@@ -34,11 +36,12 @@ def connect(settings: ConnectionSettings | str, timeout: float | None = None) ->
     url = settings.url
     client = OpenSearch(**kwargs)
     try:
-        client.info()
+        with _quiet(transport_log):  # a failure is reported below in one line, not per retry with a traceback
+            client.info()
     except AuthenticationException:
         client.close()
-        who = f"user {settings.user!r}" if settings.user else "no credentials (anonymous)"
-        raise ClusterAuthError(f"OpenSearch at {url}: authentication failed (401) for {who}; check --user and the password") from None
+        who = f"for user {settings.user!r}; check --user and the password" if settings.user else "without credentials; give --user"
+        raise ClusterAuthError(f"OpenSearch at {url}: authentication failed (401) {who}") from None
     except AuthorizationException:
         client.close()
         raise ClusterAuthError(f"OpenSearch at {url}: forbidden (403) for user {settings.user!r}: it lacks cluster:monitor/main") from None
@@ -50,10 +53,9 @@ def connect(settings: ConnectionSettings | str, timeout: float | None = None) ->
         ) from None
     except (OpenSearchConnectionError, TransportError) as exc:
         client.close()
-        hint = "" if settings.tls or "SSL" not in _reason(exc) else "; it may speak https only"
-        raise ConnectionError(
-            f"OpenSearch at {url} is not reachable ({_reason(exc)}){hint}; start one with `lrt-rerank opensearch up`"
-        ) from None
+        reason = _reason(exc)
+        hint = "; if it serves https, use an https:// URL" if not settings.tls and "RemoteDisconnected" in reason else ""
+        raise ConnectionError(f"OpenSearch at {url} is not reachable ({reason}){hint}; start one with `lrt-rerank opensearch up`") from None
     return client
 
 
@@ -64,3 +66,13 @@ def _reason(exc: Exception) -> str:
     while inner.__cause__ is not None or inner.__context__ is not None:
         inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
     return f"{type(inner).__name__}: {inner}"[:300]
+
+
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

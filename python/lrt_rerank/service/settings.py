@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 SETTINGS_ENV = "LRT_RERANK_SERVICE_SETTINGS"
 
@@ -17,7 +17,8 @@ class ServiceSettings:
     """A cross-encoder model directory, or "default" for the default cross-encoder."""
     max_documents: int = 1000
     max_body_bytes: int = 1 << 20
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """Bearer key of the rerank routes (compared in constant time; never logged or shown in ``repr``)."""
     redis_url: str | None = None
     redis_ttl_s: int = 86_400
     redis_timeout_s: float = 0.1
