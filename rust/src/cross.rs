@@ -9,7 +9,7 @@ use crate::cache::{self, ScoreCache};
 use crate::error::{CoreError, Result};
 use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
 use crate::runtime::DYNAMIC;
-use crate::tokenize::{Encoded, PairWindows, TextTokenizer};
+use crate::tokenize::{Encoded, PairWindows, PromptTemplate, TextTokenizer};
 use crate::windows::{Aggregate, LongDocuments, WindowOptions};
 
 /// How a cross-encoder is loaded and batches its calls.
@@ -133,10 +133,50 @@ fn through_cache(
     Ok(scores)
 }
 
+/// The `prompt` object of `dir`/card.json (python/lrt_rerank/models/prompts.py writes it); None
+/// without a card or without the field.
+pub fn read_card_prompt(dir: &Path) -> Result<Option<PromptTemplate>> {
+    let path = dir.join("card.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let card: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CoreError::model(&path, format!("not valid JSON: {e}")))?;
+    match card.get("prompt") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| CoreError::model(&path, format!("field 'prompt': {e}"))),
+    }
+}
+
+/// Windows of long passages are refused for a prompt template.
+fn check_prompt_windows(tokenizer: &TextTokenizer, windows: &WindowOptions) -> Result<()> {
+    if tokenizer.has_prompt() && windows.long_documents == LongDocuments::Windows {
+        return Err(CoreError::InvalidArgument(
+            "long_documents='windows' does not apply to a prompt-template re-ranker: its prompt cuts the document's tail to fit max_length".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl CrossEncoderCore {
+    /// Load the model directory `dir`; a `prompt` in its card.json makes pairs prompts (see
+    /// `load_with_prompt`).
     pub fn load(dir: &Path, options: &CrossEncoderOptions) -> Result<Self> {
+        Self::load_with_prompt(dir, options, read_card_prompt(dir)?.as_ref())
+    }
+
+    /// `load`, with pairs encoded through `prompt` (a causal LM re-ranker) where given. Windows of
+    /// long passages do not apply to a prompt (its document's tail is cut to fit, as the model's card does).
+    pub fn load_with_prompt(dir: &Path, options: &CrossEncoderOptions, prompt: Option<&PromptTemplate>) -> Result<Self> {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
         let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads)?;
+        let tokenizer = match prompt {
+            Some(p) => tokenizer.with_prompt(&dir.join("tokenizer.json"), p)?,
+            None => tokenizer,
+        };
+        check_prompt_windows(&tokenizer, &options.windows)?;
         let declared = model.output_dims();
         if !matches!(declared, [_] | [_, 1 | DYNAMIC]) {
             return Err(CoreError::model(
@@ -153,6 +193,7 @@ impl CrossEncoderCore {
     /// This model (the same sessions and tokenizer) under other window settings.
     pub fn with_windows(&self, windows: WindowOptions) -> Result<Self> {
         windows.validate()?;
+        check_prompt_windows(&self.tokenizer, &windows)?;
         Ok(Self { model: self.model.clone(), tokenizer: self.tokenizer.clone(), batching: self.batching, windows })
     }
 

@@ -87,6 +87,111 @@ fn sequence_span(enc: &Encoding, seq: usize) -> (usize, usize, usize) {
     (s, e, count)
 }
 
+/// A causal LM's prompt template (the card's `prompt`, see python/lrt_rerank/models/prompts.py):
+/// `prefix` and `suffix` are tokenized on their own; `format` (with `{instruction}`, `{query}` and
+/// `{document}`) is filled in and tokenized as one sequence, cut at its tail so that the whole prompt
+/// fits `max_length`, exactly as the Qwen3-Reranker model card's code does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct PromptTemplate {
+    pub prefix: String,
+    pub format: String,
+    pub suffix: String,
+    pub instruction: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Text(String),
+    Query,
+    Document,
+}
+
+/// `format` as literal text and the query / document slots (`{instruction}` filled in now).
+fn parse_format(format: &str, instruction: &str) -> Result<Vec<Segment>> {
+    let mut segments = Vec::new();
+    let mut text = String::new();
+    let mut rest = format;
+    let (mut queries, mut documents) = (0, 0);
+    while let Some(c) = rest.chars().next() {
+        let slot = [("{instruction}", None), ("{query}", Some(Segment::Query)), ("{document}", Some(Segment::Document))]
+            .into_iter()
+            .find(|(name, _)| rest.starts_with(name));
+        match slot {
+            Some((name, None)) => {
+                text.push_str(instruction);
+                rest = &rest[name.len()..];
+            }
+            Some((name, Some(seg))) => {
+                if !text.is_empty() {
+                    segments.push(Segment::Text(std::mem::take(&mut text)));
+                }
+                if seg == Segment::Query {
+                    queries += 1;
+                } else {
+                    documents += 1;
+                }
+                segments.push(seg);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                text.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if !text.is_empty() {
+        segments.push(Segment::Text(text));
+    }
+    if queries != 1 || documents != 1 {
+        return Err(CoreError::InvalidArgument(format!(
+            "a prompt format needs {{query}} and {{document}} once each, got {queries} and {documents}: {format:?}"
+        )));
+    }
+    Ok(segments)
+}
+
+/// The prompt mode of a tokenizer: prefix and suffix ids, the format's segments and a tokenizer
+/// that truncates the formatted text to what is left of `max_length`.
+struct PromptEncoder {
+    prefix: Vec<i64>,
+    suffix: Vec<i64>,
+    segments: Vec<Segment>,
+    body: Tokenizer,
+}
+
+impl PromptEncoder {
+    /// The formatted text and the character offset at which the document starts.
+    fn format(&self, query: &str, document: &str) -> (String, usize) {
+        let mut out = String::new();
+        let mut doc_start = 0;
+        for seg in &self.segments {
+            match seg {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Query => out.push_str(query),
+                Segment::Document => {
+                    doc_start = out.chars().count();
+                    out.push_str(document);
+                }
+            }
+        }
+        (out, doc_start)
+    }
+
+    fn wrap(&self, body: &Encoding) -> Encoded {
+        let mut ids = Vec::with_capacity(self.prefix.len() + body.len() + self.suffix.len());
+        ids.extend_from_slice(&self.prefix);
+        ids.extend(body.get_ids().iter().map(|&x| i64::from(x)));
+        ids.extend_from_slice(&self.suffix);
+        let type_ids = vec![0; ids.len()];
+        Encoded { ids, type_ids }
+    }
+}
+
+/// The first `chars` characters of `text`.
+fn char_prefix(text: &str, chars: usize) -> &str {
+    text.char_indices().nth(chars).map_or(text, |(b, _)| &text[..b])
+}
+
 pub struct TextTokenizer {
     /// Neither truncates nor pads: encodes the query and passage of windows and applies the
     /// pair template to each window.
@@ -100,6 +205,8 @@ pub struct TextTokenizer {
     longest_first: Tokenizer,
     max_length: usize,
     pad_id: i64,
+    /// Set by `with_prompt`: pairs become prompts of a causal LM.
+    prompt: Option<PromptEncoder>,
 }
 
 fn with_truncation(mut tok: Tokenizer, path: &Path, max_length: usize, strategy: TruncationStrategy) -> Result<Tokenizer> {
@@ -141,7 +248,70 @@ impl TextTokenizer {
             .len();
         let only_second = with_truncation(base.clone(), path, max_length, TruncationStrategy::OnlySecond)?;
         let longest_first = with_truncation(base, path, max_length, TruncationStrategy::LongestFirst)?;
-        Ok(Self { plain, pair_specials, only_second, longest_first, max_length, pad_id })
+        Ok(Self { plain, pair_specials, only_second, longest_first, max_length, pad_id, prompt: None })
+    }
+
+    /// This tokenizer (loaded from `path`) encoding pairs through `template`: prefix ids, the
+    /// formatted (query, document) cut to `max_length` − prefix − suffix tokens at its tail, suffix
+    /// ids. The pad id becomes the tokenizer's padding token, else its `<|endoftext|>`, else 0 (the
+    /// engine pads on the right and the graph reads the last real token, so its value is never seen).
+    pub fn with_prompt(mut self, path: &Path, template: &PromptTemplate) -> Result<Self> {
+        let ids = |text: &str| -> Result<Vec<i64>> {
+            let enc = self.plain.encode_fast(text, false).map_err(|e| CoreError::model(path, format!("cannot encode the prompt: {e}")))?;
+            Ok(enc.get_ids().iter().map(|&x| i64::from(x)).collect())
+        };
+        let (prefix, suffix) = (ids(&template.prefix)?, ids(&template.suffix)?);
+        let segments = parse_format(&template.format, &template.instruction)?;
+        let budget = self.max_length.checked_sub(prefix.len() + suffix.len()).filter(|&b| b >= 1).ok_or_else(|| {
+            CoreError::InvalidArgument(format!(
+                "max_length {} leaves no room for the prompt's {} prefix and {} suffix tokens",
+                self.max_length,
+                prefix.len(),
+                suffix.len()
+            ))
+        })?;
+        let body = with_truncation(self.plain.clone(), path, budget, TruncationStrategy::LongestFirst)?;
+        if let Some(id) = self.plain.token_to_id("<|endoftext|>") {
+            self.pad_id = i64::from(id);
+        }
+        self.prompt = Some(PromptEncoder { prefix, suffix, segments, body });
+        Ok(self)
+    }
+
+    /// Whether pairs are encoded through a prompt template.
+    pub fn has_prompt(&self) -> bool {
+        self.prompt.is_some()
+    }
+
+    /// The prompt of each (query, passage) pair, with its one window's telemetry; with
+    /// `max_passage_tokens`, the passage is first cut after that many of its own tokens.
+    fn encode_prompts(&self, prompt: &PromptEncoder, query: &str, passages: &[&str], max_passage_tokens: Option<usize>) -> Result<Vec<PairWindows>> {
+        let alone = self.plain.encode_batch_char_offsets(passages.to_vec(), false).map_err(tokenize_error)?;
+        passages
+            .iter()
+            .zip(&alone)
+            .map(|(&passage, own)| {
+                let read = match max_passage_tokens {
+                    Some(n) if n < own.len() => {
+                        let end = own.get_offsets().get(n.saturating_sub(1)).map_or(0, |&(_, e)| e);
+                        char_prefix(passage, if n == 0 { 0 } else { end })
+                    }
+                    _ => passage,
+                };
+                let (text, doc_start) = prompt.format(query, read);
+                let body = prompt.body.encode_char_offsets(text.as_str(), true).map_err(tokenize_error)?;
+                let kept_end = body.get_offsets().iter().map(|&(_, e)| e).max().unwrap_or(0);
+                let span_end = kept_end.saturating_sub(doc_start).min(read.chars().count());
+                let tokens_scored = own.get_offsets().iter().filter(|&&(_, e)| e <= span_end).count();
+                Ok(PairWindows {
+                    encs: vec![prompt.wrap(&body)],
+                    spans: vec![(0, span_end)],
+                    tokens: own.len(),
+                    tokens_scored,
+                    dropped: 0,
+                })
+            })
+            .collect()
     }
 
     /// Special tokens the model's pair template adds (3 for BERT, 4 for XLM-R).
@@ -153,6 +323,9 @@ impl TextTokenizer {
     /// special tokens; None when the query alone leaves no passage token (today's truncation
     /// rule applies then, without windows).
     pub fn window_width(&self, query: &str) -> Result<Option<usize>> {
+        if self.prompt.is_some() {
+            return Ok(None);
+        }
         let q = self.plain.encode_fast(query, false).map_err(tokenize_error)?;
         Ok(self.width_after(q.len()))
     }
@@ -175,6 +348,9 @@ impl TextTokenizer {
         max_windows: usize,
         max_passage_tokens: Option<usize>,
     ) -> Result<Vec<PairWindows>> {
+        if let Some(prompt) = &self.prompt {
+            return self.encode_prompts(prompt, query, passages, max_passage_tokens);
+        }
         let q = self.plain.encode_fast(query, false).map_err(tokenize_error)?;
         let encs = self.plain.encode_batch_char_offsets(passages.to_vec(), false).map_err(tokenize_error)?;
         let Some(width) = self.width_after(q.len()) else {
@@ -231,6 +407,11 @@ impl TextTokenizer {
 
     /// Encode (query, passage) pairs, truncating the passage only where possible.
     pub fn encode_pairs(&self, query: &str, passages: &[&str]) -> Result<Vec<Encoded>> {
+        if let Some(prompt) = &self.prompt {
+            let texts: Vec<String> = passages.iter().map(|p| prompt.format(query, p).0).collect();
+            let bodies = prompt.body.encode_batch_fast(texts, true).map_err(tokenize_error)?;
+            return Ok(bodies.iter().map(|b| prompt.wrap(b)).collect());
+        }
         let inputs: Vec<(String, String)> = passages.iter().map(|p| (query.to_string(), (*p).to_string())).collect();
         match self.only_second.encode_batch_fast(inputs, true) {
             Ok(encs) => Ok(encs.iter().map(Encoded::from_encoding).collect()),
@@ -495,6 +676,45 @@ mod tests {
         assert!(w.encs.iter().all(|e| e.len() <= 16));
         assert_eq!(w.tokens_scored, 12 + 7 * 6);
         assert_eq!(w.dropped, 1 + (100_000 - 12usize).div_ceil(6) - 8);
+    }
+
+    fn prompted(max_length: usize, format: &str) -> Result<TextTokenizer> {
+        let template = PromptTemplate { prefix: "a".into(), format: format.into(), suffix: "b".into(), instruction: "c".into() };
+        let path = temp_file(&tokenizer_json("[PAD]"));
+        TextTokenizer::from_file(&path, max_length)?.with_prompt(&path, &template)
+    }
+
+    #[test]
+    fn a_prompt_is_prefix_then_the_formatted_pair_cut_at_its_tail_then_suffix() {
+        let tok = prompted(8, "{instruction} {query} {document}").expect("a valid template");
+        assert!(tok.has_prompt());
+        // budget 8 - 1 - 1 = 6 tokens for "c d e e e e e e" with its [CLS] .. [SEP]: the document's tail goes
+        let encs = tok.encode_pairs("d", &["e e e e e e", "e"]).expect("encodable");
+        assert_eq!(encs[0].ids, vec![A, CLS, C, D, E, E, SEP, B]);
+        assert_eq!(encs[1].ids, vec![A, CLS, C, D, E, SEP, B]);
+        assert!(encs.iter().all(|e| e.type_ids.iter().all(|&t| t == 0)));
+        // one window per passage, the same prompt; the span covers the document's kept characters
+        let w = tok.encode_windows("d", &["e e e e e e", "e"], None, 8, None).expect("encodable");
+        assert_eq!(w[0].encs, vec![encs[0].clone()]);
+        assert_eq!((w[0].spans.clone(), w[0].tokens, w[0].tokens_scored), (vec![(0, 3)], 6, 2));
+        assert_eq!((w[1].spans.clone(), w[1].tokens, w[1].tokens_scored), (vec![(0, 1)], 1, 1));
+        // max_tokens_per_doc cuts the document first; a query placed after the document is kept
+        let cut = tok.encode_windows("d", &["e e e e e e"], None, 8, Some(1)).expect("encodable");
+        assert_eq!(cut[0].encs[0].ids, vec![A, CLS, C, D, E, SEP, B]);
+        let after = prompted(8, "{document} {query}").expect("valid");
+        assert_eq!(after.encode_pairs("d", &["e e e e e e"]).expect("encodable")[0].ids, vec![A, CLS, E, E, E, E, SEP, B]);
+        assert_eq!(tok.window_width("d").expect("encodable"), None);
+    }
+
+    #[test]
+    fn bad_prompts_are_errors() {
+        assert!(matches!(prompted(8, "{query} only"), Err(CoreError::InvalidArgument(m)) if m.contains("{document}")));
+        assert!(matches!(prompted(8, "{query} {document} {document}"), Err(CoreError::InvalidArgument(_))));
+        // a prefix that fills max_length leaves the pair no token
+        let template = PromptTemplate { prefix: "a a a a".into(), format: "{query}{document}".into(), suffix: "".into(), instruction: "".into() };
+        let path = temp_file(&tokenizer_json("[PAD]"));
+        let err = TextTokenizer::from_file(&path, 4).expect("valid").with_prompt(&path, &template);
+        assert!(matches!(err, Err(CoreError::InvalidArgument(m)) if m.contains("no room")));
     }
 
     #[test]
