@@ -5,6 +5,7 @@
 pub mod batching;
 pub mod bi;
 pub mod cache;
+pub mod colbert;
 pub mod cross;
 pub mod error;
 pub mod fusion;
@@ -17,7 +18,7 @@ pub mod windows;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -430,6 +431,130 @@ impl PyBiEncoder {
     }
 }
 
+/// Late-interaction (ColBERT) session: L2-normalised token matrices of queries and documents, MaxSim.
+#[pyclass(name = "ColbertCore", module = "lrt_rerank._core", frozen)]
+struct PyColbert {
+    inner: Arc<colbert::ColbertCore>,
+}
+
+/// Token matrices as (float32 array (tokens, dim), token count per text).
+type Matrices<'py> = (Bound<'py, PyArray2<f32>>, Vec<usize>);
+
+fn matrices<'py>(py: Python<'py>, m: colbert::TokenMatrices, dim: usize) -> PyResult<Matrices<'py>> {
+    let rows = m.data.len() / dim.max(1);
+    Ok((PyArray1::from_vec(py, m.data).reshape([rows, dim])?, m.lengths))
+}
+
+#[pymethods]
+impl PyColbert {
+    #[new]
+    #[pyo3(signature = (
+        model_dir, query_length, document_length, mask_id, query_marker = None, document_marker = None,
+        query_expansion = true, attend_expansion = false, skiplist = Vec::new(), threads = None, batch_size = 32, token_budget = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        model_dir: PathBuf,
+        query_length: usize,
+        document_length: usize,
+        mask_id: i64,
+        query_marker: Option<i64>,
+        document_marker: Option<i64>,
+        query_expansion: bool,
+        attend_expansion: bool,
+        skiplist: Vec<i64>,
+        threads: Option<usize>,
+        batch_size: usize,
+        token_budget: Option<usize>,
+    ) -> PyResult<Self> {
+        let defaults = colbert::ColbertOptions::default();
+        let options = colbert::ColbertOptions {
+            query_length,
+            document_length,
+            query_marker,
+            document_marker,
+            query_expansion,
+            attend_expansion,
+            mask_id,
+            skiplist,
+            threads: threads.unwrap_or(defaults.threads),
+            batch_size,
+            token_budget: token_budget.unwrap_or(defaults.token_budget),
+        };
+        let inner = Python::attach(|py| py.detach(|| guarded(|| colbert::ColbertCore::load(&model_dir, &options))))
+            .map_err(to_py)?;
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    #[getter]
+    fn token_budget(&self) -> usize {
+        self.inner.options().token_budget
+    }
+    /// Batches run through the ONNX sessions since load (the load-time probe included).
+    #[getter]
+    fn batches_run(&self) -> u64 {
+        self.inner.model().runs()
+    }
+
+    /// Query token matrices: (float32 (tokens, dim), tokens per query).
+    fn encode_queries<'py>(&self, py: Python<'py>, queries: Vec<String>) -> PyResult<Matrices<'py>> {
+        let inner = self.inner.clone();
+        let m = detached(py, queries, move |refs| inner.encode_queries(refs))?;
+        matrices(py, m, self.inner.dim())
+    }
+
+    /// Document token matrices (padding and skiplist tokens removed): (float32 (tokens, dim), tokens per document).
+    fn encode_documents<'py>(&self, py: Python<'py>, documents: Vec<String>) -> PyResult<Matrices<'py>> {
+        let inner = self.inner.clone();
+        let m = detached(py, documents, move |refs| inner.encode_documents(refs))?;
+        matrices(py, m, self.inner.dim())
+    }
+
+    /// (ids, attention mask) of each query as fed to the model.
+    fn query_ids(&self, py: Python<'_>, queries: Vec<String>) -> PyResult<Vec<(Vec<i64>, Vec<i64>)>> {
+        let inner = self.inner.clone();
+        detached(py, queries, move |refs| inner.query_ids(refs))
+    }
+
+    /// Token ids of each document as fed to the model.
+    fn document_ids(&self, py: Python<'_>, documents: Vec<String>) -> PyResult<Vec<Vec<i64>>> {
+        let inner = self.inner.clone();
+        detached(py, documents, move |refs| inner.document_ids(refs))
+    }
+
+    /// MaxSim scores (float32) of each passage for the query, in input order.
+    fn score<'py>(&self, py: Python<'py>, query: String, passages: Vec<String>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let inner = self.inner.clone();
+        let scores = detached(py, passages, move |refs| inner.score(&query, refs))?;
+        Ok(PyArray1::from_vec(py, scores))
+    }
+}
+
+/// MaxSim of a query matrix (nq, dim) against documents stacked in one (tokens, dim) matrix, with
+/// each document's token count: float32 scores in document order. The GIL is released.
+#[pyfunction]
+fn maxsim<'py>(
+    py: Python<'py>,
+    query: PyReadonlyArray2<'py, f32>,
+    documents: PyReadonlyArray2<'py, f32>,
+    lengths: Vec<usize>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let dim = query.shape()[1];
+    if documents.shape()[1] != dim {
+        return Err(PyValueError::new_err(format!(
+            "maxsim: the query has dim {dim}, the documents {}",
+            documents.shape()[1]
+        )));
+    }
+    let (q, d) = (query.as_slice()?, documents.as_slice()?);
+    let scores = py.detach(|| guarded(|| colbert::maxsim_many(q, d, &lengths, dim))).map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, scores))
+}
+
 /// Reciprocal Rank Fusion of ranked id lists: score = Σ weight / (k + rank), rank from 1.
 #[pyfunction]
 #[pyo3(signature = (runs, k = 60.0, weights = None, top_k = None))]
@@ -455,5 +580,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyScoreCache>()?;
     m.add_class::<PyCrossEncoder>()?;
     m.add_class::<PyBiEncoder>()?;
+    m.add_class::<PyColbert>()?;
+    m.add_function(wrap_pyfunction!(maxsim, m)?)?;
     Ok(())
 }

@@ -125,32 +125,45 @@ impl<B: Backend> SessionPool<B> {
     /// Run many batches, spread over the sessions by as many worker threads (a batch at a time,
     /// taken from a shared counter); outputs come back in batch order.
     pub fn run_many(&self, batches: &[Vec<&Encoded>], pad_id: i64) -> Result<Vec<BatchOutput>> {
-        let workers = self.sessions.len().min(batches.len());
+        self.spread(batches.len(), |w, i| self.run_batch_on(w, &batches[i], pad_id))
+    }
+
+    /// Like `run_many`, for batches the caller padded itself (with attention masks of its own, such
+    /// as a late-interaction query's unattended expansion tokens).
+    pub fn run_many_padded(&self, batches: &[PaddedBatch]) -> Result<Vec<BatchOutput>> {
+        self.spread(batches.len(), |w, i| self.run_padded_on(w, &batches[i]))
+    }
+
+    /// Run `run(worker, i)` for every batch index `i < count`, over as many worker threads as there
+    /// are sessions (a batch at a time, from a shared counter); outputs in batch order. The first
+    /// failure stops the workers and fails the call.
+    fn spread(&self, count: usize, run: impl Fn(usize, usize) -> Result<BatchOutput> + Sync) -> Result<Vec<BatchOutput>> {
+        let workers = self.sessions.len().min(count);
         if workers <= 1 {
-            return batches.iter().map(|b| self.run_batch_on(0, b, pad_id)).collect();
+            return (0..count).map(|i| run(0, i)).collect();
         }
         let next = AtomicUsize::new(0);
-        let slots: Vec<Mutex<Option<Result<BatchOutput>>>> = batches.iter().map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<Result<BatchOutput>>>> = (0..count).map(|_| Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for w in 0..workers {
-                let (next, slots) = (&next, &slots);
+                let (next, slots, run) = (&next, &slots, &run);
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= batches.len() {
+                    if i >= count {
                         break;
                     }
-                    let out = self.run_batch_on(w, &batches[i], pad_id);
+                    let out = run(w, i);
                     let failed = out.is_err();
                     if let Ok(mut slot) = slots[i].lock() {
                         *slot = Some(out);
                     }
                     if failed {
-                        next.store(batches.len(), Ordering::Relaxed);
+                        next.store(count, Ordering::Relaxed);
                     }
                 });
             }
         });
-        let mut outs = Vec::with_capacity(batches.len());
+        let mut outs = Vec::with_capacity(count);
         for slot in slots {
             match slot.into_inner() {
                 Ok(Some(out)) => outs.push(out?),
@@ -158,23 +171,26 @@ impl<B: Backend> SessionPool<B> {
                 Err(_) => return Err(CoreError::Inference("a worker panicked".into())),
             }
         }
-        if outs.len() != batches.len() {
+        if outs.len() != count {
             return Err(CoreError::Inference("a batch failed".into()));
         }
         Ok(outs)
     }
 
     fn run_batch_on(&self, session_idx: usize, batch: &[&Encoded], pad_id: i64) -> Result<BatchOutput> {
-        let padded = PaddedBatch::new(batch, pad_id);
+        self.run_padded_on(session_idx, &PaddedBatch::new(batch, pad_id))
+    }
+
+    fn run_padded_on(&self, session_idx: usize, padded: &PaddedBatch) -> Result<BatchOutput> {
         // A panic while the lock was held (caught by `error::guarded`) leaves the runtime
         // session itself intact: keep using it rather than failing every later call.
         let mut session = self.sessions[session_idx % self.sessions.len()]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
-        let out = session.run(&padded, &self.spec)?;
+        let out = session.run(padded, &self.spec)?;
         drop(session);
-        Ok(BatchOutput { shape: out.shape, data: out.data, mask: padded.mask, seq_len: padded.seq_len })
+        Ok(BatchOutput { shape: out.shape, data: out.data, mask: padded.mask.clone(), seq_len: padded.seq_len })
     }
 
     /// Run a probe of `max_length` tokens using the tokenizer's largest id: a tokenizer whose
