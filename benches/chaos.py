@@ -1,7 +1,7 @@
 """Chaos run of the scale-out stack: searches under load while a replica, Redis and a node die.
 
 Starts its own stack on 127.0.0.1 (``lrt_rerank.ops.stack``: Redis, 2 ``lrt-rerank serve``
-replicas behind HAProxy, a 2-node OpenSearch cluster whose rerank pipeline calls HAProxy),
+replicas behind HAProxy, a 3-node OpenSearch cluster (``--nodes 2`` for two) whose rerank pipeline calls HAProxy),
 loads the NFCorpus test collection (bundled; 500 documents held back), then for ``--duration``
 seconds (default 120) 8 clients send hybrid searches (k=10) through the ``lrt-rrf-rerank``
 pipeline with NFCorpus test queries, to both nodes (opensearch-py fails over between them),
@@ -9,8 +9,10 @@ while on a fixed schedule it
 
 * SIGKILLs replica 1 at 30 s and starts it again at 50 s,
 * SIGKILLs Redis at 60 s and starts it again at 75 s,
-* SIGKILLs the OpenSearch node that is not the elected cluster manager at 90 s and starts it
-  again at 100 s; from 90 s a writer indexes the 500 held-back documents (bulks of 10).
+* SIGKILLs the elected cluster manager at 90 s (with ``--nodes 2``, the node that is not the
+  manager: two nodes have no quorum without it) and starts it again at 100 s; from 90 s a writer
+  indexes the 500 held-back documents (bulks of 10). The seconds until the survivors elect a new
+  manager are measured (polling their cluster state every 0.2 s).
 
 Every answer is checked: HTTP 200 and k hits. ``verbose_pipeline=true`` makes OpenSearch report
 each response processor's outcome, so every answer says whether the ``lrt-rerank`` rerank
@@ -24,8 +26,8 @@ Results go to stdout and, unless --no-write, into a section of benches/RESULTS.m
 re-runs). The run is bounded: traffic stops at --duration, every wait has a timeout, and the
 stack is stopped at the end (also on Ctrl-C).
 
-    python benches/chaos.py                 # the full 120 s run, written to RESULTS.md
-    python benches/chaos.py --no-write --keep-stack
+    python benches/chaos.py                 # the full 120 s run on 3 nodes, written to RESULTS.md
+    python benches/chaos.py --nodes 2 --no-write --keep-stack
 
 ``tests/test_scale_out.py`` runs the same harness on a 30 s schedule (:data:`SHORT`).
 """
@@ -92,15 +94,17 @@ class Schedule:
         if self.writer_docs < 1 or self.writer_window_s <= 0:
             raise ValueError("the writer needs at least one document and a positive window")
 
-    def phases(self) -> list[tuple[str, float, float]]:
-        """(name, start, end) of each phase, by the fault that opened it."""
+    def phases(self, nodes: int = 2) -> list[tuple[str, float, float]]:
+        """(name, start, end) of each phase, by the fault that opened it (a cluster of ``nodes``:
+        from 3 on the killed node is the cluster manager)."""
+        killed = "cluster manager killed" if nodes >= 3 else "node killed"
         cuts = [
-            ("2 replicas, Redis, 2 nodes", 0.0),
+            (f"2 replicas, Redis, {nodes} nodes", 0.0),
             ("replica 1 killed: 1 replica", self.kill_replica_s),
             ("replica 1 restarted", self.restart_replica_s),
             ("Redis killed", self.kill_redis_s),
             ("Redis restarted", self.restart_redis_s),
-            ("node killed, writer running", self.kill_node_s),
+            (f"{killed}, writer running", self.kill_node_s),
             ("node restarting", self.restart_node_s),
         ]
         return [(name, start, cuts[i + 1][1] if i + 1 < len(cuts) else self.duration_s) for i, (name, start) in enumerate(cuts)]
@@ -183,6 +187,12 @@ class ChaosReport:
     """Requests HAProxy sent to replica 1 after its restart."""
     final_health: str
     killed_node: str
+    killed_manager: bool = False
+    """The killed node was the elected cluster manager (clusters of 3 nodes or more)."""
+    new_manager: str | None = None
+    election_s: float | None = None
+    """Seconds from the SIGKILL until a survivor reported another cluster manager (None: not seen)."""
+    nodes: int = 2
 
     @property
     def samples(self) -> list[Sample]:
@@ -201,7 +211,7 @@ class ChaosReport:
 
 # -------------------------------------------------------------------------------- harness
 class Chaos:
-    """Traffic, faults and checks against a running :class:`Stack` with a 2-node cluster."""
+    """Traffic, faults and checks against a running :class:`Stack` with a cluster of 2 or more nodes."""
 
     def __init__(
         self,
@@ -239,6 +249,9 @@ class Chaos:
         self._replica_requests_at_restart = 0
         self._cpu_last: dict[str, tuple[int, float]] = {}
         self._victim_spec: nodes.NodeSpec | None = None
+        self._election: threading.Thread | None = None
+        self.new_manager: str | None = None
+        self.election_s: float | None = None
         self.final_health = "unknown"
 
     def now(self) -> float:
@@ -410,21 +423,51 @@ class Chaos:
             self._event("redis started again (empty: no persistence)")
         elif at_s == s.kill_node_s:
             member = self._victim()
-            self._event(f"SIGKILL {member.name} (pid {nodes.kill(member)}), not the cluster manager")
+            role = "the elected cluster manager" if self.kills_manager else "not the cluster manager"
+            killed_at = self.now()
+            self._event(f"SIGKILL {member.name} (pid {nodes.kill(member)}), {role}")
             threading.Thread(target=self._writer, name="chaos-writer", daemon=True).start()
+            if self.kills_manager:
+                self._election = threading.Thread(target=self._watch_election, args=(member, killed_at), name="election", daemon=True)
+                self._election.start()
         elif at_s == s.restart_node_s:
             member = self._victim()
             self._node_restart = threading.Thread(target=self._restart_node, args=(member,), name="node-restart", daemon=True)
             self._node_restart.start()
             self._event(f"{member.name} starting again")
 
+    @property
+    def kills_manager(self) -> bool:
+        """From 3 nodes on the elected cluster manager is killed: the others keep a quorum and elect another."""
+        return self.cluster.nodes >= 3
+
     def _victim(self) -> nodes.NodeSpec:
-        """The node to kill: not the elected cluster manager (a 2-node cluster keeps one voting node;
-        losing it leaves no quorum to elect another)."""
+        """The node to kill: the elected cluster manager (3 nodes or more), else the other node (a 2-node
+        cluster keeps one voting node; losing it leaves no quorum to elect another)."""
         if self._victim_spec is None:
             manager = nodes.cluster_status(self.cluster).cluster_manager
-            self._victim_spec = next(m for m in self.cluster.members() if m.name != manager)
+            if manager is None:
+                raise RuntimeError("no node reports an elected cluster manager")
+            pick = (lambda m: m.name == manager) if self.kills_manager else (lambda m: m.name != manager)
+            self._victim_spec = next(m for m in self.cluster.members() if pick(m))
         return self._victim_spec
+
+    def _watch_election(self, killed: nodes.NodeSpec, killed_at: float, timeout_s: float = 120.0) -> None:
+        """Poll the survivors' cluster state until one names a cluster manager other than ``killed``."""
+        survivors = [m for m in self.cluster.members() if m.name != killed.name]
+        while self.now() - killed_at < timeout_s:
+            for member in survivors:
+                try:
+                    state = nodes.get_json(member, "/_cluster/state/nodes,cluster_manager_node?local=true", 1.0)
+                except (OSError, ValueError):
+                    continue
+                manager = state.get("nodes", {}).get(state.get("cluster_manager_node"), {}).get("name")
+                if manager and manager != killed.name:
+                    self.new_manager, self.election_s = str(manager), self.now() - killed_at
+                    self._event(f"{manager} elected cluster manager {self.election_s:.1f} s after the SIGKILL")
+                    return
+            time.sleep(0.2)
+        self._event(f"no new cluster manager seen within {timeout_s:.0f} s")
 
     # ------------------------------------------------------------------ run
     def run(self, warm_up_s: float = 5.0) -> ChaosReport:
@@ -438,7 +481,7 @@ class Chaos:
         threads.append(threading.Thread(target=self._monitor_loop, name="lb-monitor", daemon=True))
         for thread in threads:
             thread.start()
-        phases = s.phases()
+        phases = s.phases(self.cluster.nodes)
         boundaries: list[tuple[list[tuple[int, int] | None], dict[str, float]]] = [(self._cache_counts(), {})]
         for _name, start, _end in phases[1:]:
             time.sleep(max(0.0, start - self.now()))
@@ -451,6 +494,8 @@ class Chaos:
             thread.join(timeout=60)
         self._event(f"traffic stopped: {len(self.samples)} searches")
         killed = self._victim()
+        if self._election is not None:
+            self._election.join(timeout=150)
         if self._node_restart is not None:
             self._node_restart.join(timeout=600)
         if self._restart_error is not None:
@@ -485,7 +530,8 @@ class Chaos:
             served = states.get("replica-1", 0) - self._replica_requests_at_restart
         return ChaosReport(
             self.schedule, self.clients, self.k, rows, self.writer, list(self.events), list(self.lb_timeline),
-            back, served, self.final_health, killed.name,
+            back, served, self.final_health, killed.name, self.kills_manager, self.new_manager, self.election_s,
+            self.cluster.nodes,
         )
 
     def _check_writes(self) -> None:
@@ -555,7 +601,8 @@ def markdown(report: ChaosReport, command: str) -> str:
         "",
         f"Machine: {os.cpu_count()} cores, `lscpu`: `Model name: {model}`, SIMD flags `{flags}`; shared with other jobs.",
         f"Stack (`lrt-rerank stack up`, see docs/scale-out.md): 2 `lrt-rerank serve` replicas (default model, 1 thread each) "
-        f"sharing one Redis, HAProxy in front, 2 OpenSearch nodes (512 MB heap each); the index has 1 shard and 1 replica. "
+        f"sharing one Redis, HAProxy in front, {report.nodes} OpenSearch nodes (512 MB heap each, all cluster-manager "
+        f"eligible); the index has 1 shard and {report.nodes - 1} replica(s), a copy on each node. "
         f"{report.clients} clients send hybrid searches (k={report.k}) with NFCorpus test queries through `lrt-rrf-rerank` "
         f"(`verbose_pipeline=true` says per answer whether the rerank processor succeeded) for {s.duration_s:.0f} s.",
         "",
@@ -565,7 +612,8 @@ def markdown(report: ChaosReport, command: str) -> str:
         "",
         f"Faults: SIGKILL replica 1 at {s.kill_replica_s:.0f} s (started again at {s.restart_replica_s:.0f} s), "
         f"SIGKILL Redis at {s.kill_redis_s:.0f} s (started again at {s.restart_redis_s:.0f} s, empty), "
-        f"SIGKILL {report.killed_node} (not the cluster manager) at {s.kill_node_s:.0f} s (started again at {s.restart_node_s:.0f} s); "
+        f"SIGKILL {report.killed_node} ({'the elected cluster manager' if report.killed_manager else 'not the cluster manager'}) "
+        f"at {s.kill_node_s:.0f} s (started again at {s.restart_node_s:.0f} s); "
         f"from {s.kill_node_s:.0f} s a writer indexes {s.writer_docs} new documents.",
         "",
         "| phase | s | requests | req/s | errors | fallbacks | p50 ms | p95 ms | p99 ms | cache hit rate |",
@@ -592,6 +640,14 @@ def markdown(report: ChaosReport, command: str) -> str:
         f"requests failed); after the restart the cluster is {report.final_health}, and each node's copy holds "
         + ", ".join(f"{name}: {found}" for name, found in sorted(w.found_per_node.items()))
         + f" of them: **{w.lost} lost**.",
+        (
+            f"- Cluster manager: {report.new_manager} elected {report.election_s:.1f} s after {report.killed_node} (the manager) "
+            "was killed, seen from the survivors' cluster state."
+            if report.election_s is not None
+            else f"- Cluster manager: no new one was seen after {report.killed_node} (the manager) was killed."
+        )
+        if report.killed_manager
+        else f"- Cluster manager: kept; {report.killed_node} was the other node (2 nodes have no quorum without the manager).",
         f"- Replica 1 back in HAProxy {report.replica_back_s:.1f} s after its restart began; HAProxy then sent it "
         f"{report.replica_served_after_restart} requests."
         if report.replica_back_s is not None
@@ -653,10 +709,11 @@ def notes(report: ChaosReport) -> list[str]:
         "- On 2 machines (one OpenSearch node and one replica on each, Redis and HAProxy beside one of them) each replica "
         "and each node gets its own cores: the re-rank capacity doubles when the replicas are the bottleneck, and the hybrid "
         "query's cost (here the larger share) is split by the shard copies. It adds a network hop per re-rank (connector to "
-        "HAProxy to replica, and the replica to Redis), small against the re-rank itself. What it does not fix: a 2-node "
-        "cluster keeps one voting node, so it survives losing only the node that is not the elected cluster manager (the "
-        "node killed here); surviving either needs a third cluster-manager-eligible node (a small voting-only one will "
-        "do). HAProxy and Redis stay single: a second HAProxy behind a virtual IP (keepalived) removes the first; losing "
+        "HAProxy to replica, and the replica to Redis), small against the re-rank itself. A 2-node cluster keeps one "
+        "voting node, so it survives losing only the node that is not the elected cluster manager; with 3 "
+        "cluster-manager-eligible nodes (a small voting-only third will do) it survives losing any one, the manager "
+        + ("included, as this run shows. " if report.killed_manager else "included (`--nodes 3`, the default). ")
+        + "HAProxy and Redis stay single: a second HAProxy behind a virtual IP (keepalived) removes the first; losing "
         "Redis only costs cache hits, as the Redis phase shows.",
     ]
 
@@ -688,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--short", action="store_true", help="the 30 s schedule of the CI test")
+    parser.add_argument(
+        "--nodes", type=int, default=3, choices=(2, 3, 4), help="OpenSearch nodes; from 3 on the cluster manager is the one killed"
+    )
     parser.add_argument("--lb-port", type=int, default=18000, help="HAProxy; replicas on the next ports, stats on +404")
     parser.add_argument("--redis-port", type=int, default=16379)
     parser.add_argument("--opensearch-port", type=int, default=19200, help="node 1's HTTP port; transport ports +100")
@@ -698,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.k < 1:
         parser.error("--clients and --k must be at least 1")
     schedule = SHORT if args.short else FULL
-    cluster = nodes.ClusterSpec(2, port=args.opensearch_port)
+    cluster = nodes.ClusterSpec(args.nodes, port=args.opensearch_port)
     spec = StackSpec(
         replicas=2, port=args.lb_port, replica_port=args.lb_port + 1, stats_port=args.lb_port + 404,
         redis_port=args.redis_port, threads=1, opensearch=cluster, state_dir=args.state_dir,
@@ -714,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_stack:
             print("stopped: " + ", ".join(down(spec.state_dir)))
-    command = "python benches/chaos.py" + (" --short" if args.short else "")
+    command = "python benches/chaos.py" + (" --short" if args.short else "") + (f" --nodes {args.nodes}" if args.nodes != 3 else "")
     text = markdown(report, command)
     print(text)
     if not args.no_write:

@@ -1,11 +1,12 @@
 """The scale-out stack under faults, short version of benches/chaos.py (its :data:`SHORT` schedule).
 
 The module starts its own stack on free loopback ports (``lrt_rerank.ops.stack.launcher.up``): Redis,
-2 `lrt-rerank serve` replicas behind HAProxy, and a 2-node OpenSearch cluster from the same
+2 `lrt-rerank serve` replicas behind HAProxy, and a 3-node OpenSearch cluster from the same
 assembled distribution as the session's single node (its own ports, data and config under
 ``cluster-<version>-<port>/``, removed afterwards). Then 8 clients search through the rerank
-pipeline for 30 s while replica 1, Redis and one node are SIGKILLed and started again, and a
-writer indexes 100 documents while the node is down. Speed is not asserted (the bench reports it).
+pipeline for 30 s while replica 1, Redis and the elected cluster manager are SIGKILLed and started
+again, and a writer indexes 100 documents while the manager is down. Speed is not asserted (the
+bench reports it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 CHAOS = Path(__file__).resolve().parent.parent / "benches" / "chaos.py"
 INDEX = "lrt-scale-out"
+NODES = 3
 DOCUMENTS = 600
 """Documents of the bundled NFCorpus test corpus used: 500 indexed up front, 100 by the writer."""
 
@@ -77,10 +79,10 @@ class ScaleOut:
 def scale_out(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path) -> Iterator[ScaleOut]:
     used: set[int] = set()
     ports: dict[str, int] = {}
-    for name, length in (("opensearch", 2), ("transport", 2), ("replicas", 2), ("lb", 1), ("stats", 1), ("redis", 1)):
+    for name, length in (("opensearch", NODES), ("transport", NODES), ("replicas", 2), ("lb", 1), ("stats", 1), ("redis", 1)):
         ports[name] = free_run(length, used)
         used |= set(range(ports[name], ports[name] + length))
-    cluster = ClusterSpec(2, port=ports["opensearch"], heap_mb=512, transport_port=ports["transport"])
+    cluster = ClusterSpec(NODES, port=ports["opensearch"], heap_mb=512, transport_port=ports["transport"])
     spec = StackSpec(
         replicas=2,
         port=ports["lb"],
@@ -113,17 +115,18 @@ def chaos_report(scale_out: ScaleOut, bi_encoder: Any) -> Any:  # benches/chaos.
     return run.run(warm_up_s=2.0)
 
 
-def test_cluster_has_two_nodes_and_the_stack_reports_itself(scale_out: ScaleOut, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cluster_has_three_nodes_and_the_stack_reports_itself(scale_out: ScaleOut, capsys: pytest.CaptureFixture[str]) -> None:
+    names = [f"lrt-node-{i}" for i in range(1, NODES + 1)]
     state = cluster_status(scale_out.cluster)
-    assert [n.name for n in state.nodes] == ["lrt-node-1", "lrt-node-2"]
+    assert [n.name for n in state.nodes] == names
     assert all(n.running for n in state.nodes)
-    assert state.joined == ["lrt-node-1", "lrt-node-2"]
+    assert state.joined == names
     assert state.health in ("green", "yellow")
-    assert len({n.url for n in state.nodes}) == 2 and len({n.home for n in state.nodes}) == 2
+    assert len({n.url for n in state.nodes}) == NODES and len({n.home for n in state.nodes}) == NODES
     assert cli_main(["opensearch", "status", "--port", str(scale_out.cluster.port)]) == 0
     out = capsys.readouterr().out
-    assert "lrt-node-1: running" in out and "lrt-node-2: running" in out
-    assert "2 node(s) joined: lrt-node-1, lrt-node-2" in out
+    assert all(f"{name}: running" in out for name in names)
+    assert f"{NODES} node(s) joined: {', '.join(names)}" in out
     assert cli_main(["stack", "status", "--state-dir", str(scale_out.stack.spec.state_dir)]) == 0
     out = capsys.readouterr().out
     assert "load balancer: 2 healthy replica(s): replica-1, replica-2" in out
@@ -143,11 +146,15 @@ def test_connector_calls_the_load_balancer(scale_out: ScaleOut) -> None:
     client.close()
 
 
-def test_no_search_fails_while_a_replica_redis_and_a_node_die(chaos_report: Any) -> None:
+def test_no_search_fails_while_a_replica_redis_and_the_cluster_manager_die(chaos_report: Any) -> None:
     errors = [s.error for s in chaos_report.samples if not s.ok]
     assert errors == []
     events = " | ".join(text for _t, text in chaos_report.events)
-    assert "SIGKILL replica-1" in events and "SIGKILL redis" in events and "SIGKILL lrt-node-" in events
+    assert "SIGKILL replica-1" in events and "SIGKILL redis" in events
+    assert f"SIGKILL {chaos_report.killed_node} " in events and "the elected cluster manager" in events
+    assert chaos_report.killed_manager
+    assert chaos_report.new_manager not in (None, chaos_report.killed_node), chaos_report.events
+    assert chaos_report.election_s is not None and chaos_report.election_s < 60
     assert all(phase.samples for phase in chaos_report.phases), "every phase of the schedule saw searches"
     assert any(s.reranked for s in chaos_report.phases[-1].samples), "re-ranking works after all three faults"
 
@@ -156,7 +163,7 @@ def test_no_acknowledged_document_is_lost(chaos_report: Any) -> None:
     writer = chaos_report.writer
     assert len(writer.acknowledged) > 0
     assert chaos_report.final_health == "green"
-    assert sorted(writer.found_per_node) == ["lrt-node-1", "lrt-node-2"]
+    assert sorted(writer.found_per_node) == [f"lrt-node-{i}" for i in range(1, NODES + 1)]
     assert all(found == len(set(writer.acknowledged)) for found in writer.found_per_node.values()), writer.found_per_node
     assert writer.lost == 0
 
@@ -166,9 +173,9 @@ def test_index_has_a_copy_on_each_node(scale_out: ScaleOut, chaos_report: Any) -
     settings = client.indices.get_settings(index=INDEX)[INDEX]["settings"]["index"]
     shards = client.cat.shards(index=INDEX, format="json")
     client.close()
-    assert settings["number_of_replicas"] == "1"
-    assert sorted((s["prirep"], s["state"]) for s in shards) == [("p", "STARTED"), ("r", "STARTED")]
-    assert {s["node"] for s in shards} == {"lrt-node-1", "lrt-node-2"}
+    assert settings["number_of_replicas"] == str(NODES - 1)
+    assert sorted((s["prirep"], s["state"]) for s in shards) == [("p", "STARTED")] + [("r", "STARTED")] * (NODES - 1)
+    assert {s["node"] for s in shards} == {f"lrt-node-{i}" for i in range(1, NODES + 1)}
 
 
 def test_killed_replica_serves_again(scale_out: ScaleOut, chaos_report: Any) -> None:

@@ -80,8 +80,13 @@ def test_bad_stack_specs_are_named(tmp_path: Path, kwargs: dict[str, int], messa
 
 def test_stack_spec_round_trips_through_its_record(tmp_path: Path) -> None:
     cluster = ClusterSpec(2, port=19400, work_dir=tmp_path)
-    spec = StackSpec(replicas=3, port=18100, replica_port=18101, api_key="k", opensearch=cluster, state_dir=tmp_path)
-    assert StackSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    key_file = tmp_path / "key"
+    key_file.write_text("k-secret\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    spec = StackSpec(replicas=3, port=18100, replica_port=18101, api_key_file=key_file, opensearch=cluster, state_dir=tmp_path)
+    record = json.dumps(spec.to_json())
+    assert StackSpec.from_json(json.loads(record)) == spec
+    assert spec.api_key == "k-secret" and "k-secret" not in record  # the record names the file, not the key
     assert spec.replica_urls == ["http://127.0.0.1:18101", "http://127.0.0.1:18102", "http://127.0.0.1:18103"]
 
 

@@ -35,11 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--stats-port", type=int, default=8404, help="HAProxy stats page port (default: %(default)s)")
     up.add_argument("--redis-port", type=int, default=6379, help="Redis port (default: %(default)s)")
     up.add_argument("--model", default="default", help="cross-encoder of every replica (default: %(default)s)")
-    up.add_argument("--api-key", help="bearer key the replicas require (the connector sends it)")
+    up.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="file whose first line is the bearer key the replicas require; the connector sends it as a credential",
+    )
     up.add_argument("--threads", type=int, help="intra-op threads per replica (default: CPU count / replicas)")
     up.add_argument("--read-timeout", type=int, default=5, help="seconds the connector waits for a re-rank (default: %(default)s)")
     up.add_argument("--no-opensearch", action="store_true", help="only Redis, the replicas and the load balancer")
-    up.add_argument("--nodes", type=int, default=2, help="OpenSearch nodes (default: %(default)s)")
+    up.add_argument(
+        "--nodes", type=int, default=3, help="OpenSearch nodes; 3 survive losing the cluster manager (default: %(default)s)"
+    )
+    up.add_argument(
+        "--secure", action="store_true", help="OpenSearch with TLS and the admin user (`opensearch up --secure`; `opensearch status` names the files)"
+    )
     up.add_argument("--opensearch-port", type=int, default=9200, help="HTTP port of OpenSearch node 1 (default: %(default)s)")
     up.add_argument("--heap-mb", type=int, help="JVM heap per OpenSearch node in MB (default: 512 each for 2+ nodes)")
     up.add_argument("--version", default=DEFAULT_VERSION, help="OpenSearch version (default: %(default)s)")
@@ -71,7 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         cluster = None
         if not args.no_opensearch:
-            cluster = ClusterSpec(args.nodes, args.version, args.opensearch_port, args.heap_mb, args.work_dir)
+            cluster = ClusterSpec(args.nodes, args.version, args.opensearch_port, args.heap_mb, args.work_dir, secure=args.secure)
         spec = StackSpec(
             replicas=args.replicas,
             port=args.port,
@@ -79,7 +89,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             stats_port=args.stats_port,
             redis_port=args.redis_port,
             model=args.model,
-            api_key=args.api_key,
+            api_key_file=args.api_key_file,
             threads=args.threads,
             opensearch=cluster,
             read_timeout_s=args.read_timeout,

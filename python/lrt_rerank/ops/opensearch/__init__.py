@@ -12,6 +12,7 @@ as an unprivileged user. By concern:
 * :mod:`~lrt_rerank.ops.opensearch.privileges`  the unprivileged service user under root
 * :mod:`~lrt_rerank.ops.opensearch.launch`      ``up``/``down``/``kill``/``pid``/``status`` of one node
 * :mod:`~lrt_rerank.ops.opensearch.cluster`     :class:`ClusterSpec`: several nodes, their status and manifest
+* :mod:`~lrt_rerank.ops.opensearch.security`    ``up --secure``: the security plugin, certificates, the admin user
 """
 
 from lrt_rerank.ops.opensearch.cluster import (
@@ -23,7 +24,7 @@ from lrt_rerank.ops.opensearch.cluster import (
     up_cluster,
 )
 from lrt_rerank.ops.opensearch.java import find_java_home
-from lrt_rerank.ops.opensearch.launch import down, kill, pid, status, up
+from lrt_rerank.ops.opensearch.launch import down, get_json, kill, pid, status, up
 from lrt_rerank.ops.opensearch.maven import resolve_artifacts
 from lrt_rerank.ops.opensearch.privileges import check_traversable
 from lrt_rerank.ops.opensearch.spec import DEFAULT_VERSION, NodeError, NodeSpec, NodeStatus, default_work_dir
@@ -41,6 +42,7 @@ __all__ = [
     "down",
     "down_cluster",
     "find_java_home",
+    "get_json",
     "kill",
     "pid",
     "recorded_cluster",

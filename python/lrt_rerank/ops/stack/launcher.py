@@ -56,10 +56,12 @@ class StackSpec:
     stats_port: int = 8404
     redis_port: int = 6379
     model: str = "default"
-    api_key: str | None = None
+    api_key_file: Path | None = None
+    """File whose first line is the bearer key the replicas require (the connector sends it); the key
+    itself is never written to ``stack.json`` or a command line."""
     threads: int | None = None
     """Intra-op threads per replica (default: the CPU count divided by the replicas, at least 1)."""
-    opensearch: ClusterSpec | None = field(default_factory=lambda: ClusterSpec(nodes=2))
+    opensearch: ClusterSpec | None = field(default_factory=lambda: ClusterSpec(nodes=3))
     read_timeout_s: int = 5
     """Seconds the ml-commons connector waits for the load balancer's answer."""
     state_dir: Path = field(default_factory=default_state_dir)
@@ -87,6 +89,15 @@ class StackSpec:
                 seen[value] = name
 
     @property
+    def api_key(self) -> str | None:
+        """The key in :attr:`api_key_file` (read when needed), None without one."""
+        if self.api_key_file is None:
+            return None
+        from lrt_rerank.opensearch.connection import read_secret_file
+
+        return read_secret_file(self.api_key_file, "--api-key-file")
+
+    @property
     def url(self) -> str:
         """The load balancer: what clients and the ml-commons connector call."""
         return f"http://127.0.0.1:{self.port}"
@@ -108,7 +119,7 @@ class StackSpec:
             "stats_port": self.stats_port,
             "redis_port": self.redis_port,
             "model": self.model,
-            "api_key": self.api_key,
+            "api_key_file": str(self.api_key_file) if self.api_key_file is not None else None,
             "threads": self.threads,
             "read_timeout_s": self.read_timeout_s,
             "state_dir": str(self.state_dir),
@@ -121,14 +132,17 @@ class StackSpec:
                 "heap_mb": cluster.heap_mb,
                 "work_dir": str(cluster.work_dir),
                 "transport_port": cluster.transport_port,
+                "secure": cluster.secure,
             },
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StackSpec:
         cluster = data.get("opensearch")
+        key_file = data.get("api_key_file")
         return cls(
-            **{k: v for k, v in data.items() if k not in ("opensearch", "state_dir")},
+            **{k: v for k, v in data.items() if k not in ("opensearch", "state_dir", "api_key_file")},
+            api_key_file=Path(key_file) if key_file is not None else None,
             state_dir=Path(data["state_dir"]),
             opensearch=None if cluster is None else ClusterSpec(**{**cluster, "work_dir": Path(cluster["work_dir"])}),
         )
@@ -327,12 +341,14 @@ def status(state_dir: Path | None = None) -> StackStatus:
 def _opensearch_up(spec: StackSpec, cluster: ClusterSpec, say: Progress, timeout_s: float) -> None:
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.pipeline import PipelineError, install_pipeline
+    from lrt_rerank.ops.opensearch.security import admin_settings
 
-    say(f"OpenSearch: {cluster.nodes} node(s) from {cluster.url}")
+    say(f"OpenSearch: {cluster.nodes} node(s) from {cluster.url}" + (" (secured: TLS, user admin)" if cluster.secure else ""))
     try:
         up_cluster(cluster, timeout=timeout_s, progress=say)
+        settings = admin_settings(cluster.members()[0]) if cluster.secure else cluster.url
         installed = install_pipeline(
-            connect(cluster.url), service_url=spec.url, api_key=spec.api_key, read_timeout_s=spec.read_timeout_s
+            connect(settings), service_url=spec.url, api_key=spec.api_key, read_timeout_s=spec.read_timeout_s
         )
     except (NodeError, PipelineError, ConnectionError) as exc:
         raise StackError(f"OpenSearch: {exc}") from exc
