@@ -187,3 +187,119 @@ def test_exported_families_name_the_train_extra(encoders: dict[str, Tiny], tmp_p
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     with pytest.raises(ModelError, match=r"config\.json: model_type 'modernbert' .* pip install 'lrt-rerank\[train\]'"):
         import_snapshot(encoders["modernbert-cls"].path, tmp_path / "out")
+
+
+# --- Qwen3-Reranker: a causal LM under the qwen3-reranker template --------------------------------
+
+QWEN_MAX_LENGTH = 200
+
+
+def _byte_level_bpe(corpus: list[str], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from lrt_rerank.models.prompts import QWEN3_RERANKER
+
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(300)]
+    corpus += [QWEN3_RERANKER[k] for k in ("prefix", "format", "suffix", "instruction")] * 20 + ["yes", "no"] * 50
+    tokenizer = _byte_level_bpe(corpus, 1200)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, tie_word_embeddings=False,
+        initializer_range=INIT_STD, pad_token_id=tokenizer.pad_token_id, architectures=["Qwen3ForCausalLM"],
+    )
+    return _save(Qwen3ForCausalLM(config), tokenizer, tmp_path_factory.mktemp("qwen") / "qwen3")
+
+
+def card_scores(tiny: Tiny, query: str, documents: list[str], instruction: str | None, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Qwen3-Reranker model card's scoring code (left padding, the formatted pair truncated as one
+    sequence): logit(yes) - logit(no) of the last token, and the card's P(yes)."""
+    from lrt_rerank.models.prompts import QWEN3_RERANKER as T
+
+    tokenizer, model = tiny.tokenizer, tiny.model
+    tokenizer.padding_side = "left"
+    prefix_tokens = tokenizer.encode(T["prefix"], add_special_tokens=False)
+    suffix_tokens = tokenizer.encode(T["suffix"], add_special_tokens=False)
+    instruction = instruction if instruction is not None else T["instruction"]
+    pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in documents]
+    inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
+                       max_length=max_length - len(prefix_tokens) - len(suffix_tokens))
+    for i, ele in enumerate(inputs["input_ids"]):
+        inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
+    inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    with torch.no_grad():
+        last = model(**inputs).logits[:, -1, :]
+    pair = torch.nn.functional.log_softmax(torch.stack([last[:, no], last[:, yes]], dim=1), dim=1)
+    return (last[:, yes] - last[:, no]).numpy(), pair[:, 1].exp().numpy()
+
+
+@pytest.fixture(scope="module")
+def qwen_imported(qwen: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("qwen-out") / "fp32"
+    return import_snapshot(qwen.path, out, template="qwen3-reranker", max_length=QWEN_MAX_LENGTH)
+
+
+def test_qwen3_reranker_reproduces_the_model_cards_scores(qwen: Tiny, qwen_imported: Path) -> None:
+    documents = PASSAGES + ["Sun light, calcium and bone health " * 30]  # the last one is cut to fit
+    ce = CrossEncoder.load(qwen_imported)
+    assert ce.card["max_length"] == QWEN_MAX_LENGTH
+    assert max(len(ids) for ids, _ in ce.encode(QUERY, documents)) == QWEN_MAX_LENGTH
+    for query in QUERIES:
+        ref, p_yes = card_scores(qwen, query, documents, None, QWEN_MAX_LENGTH)
+        ours = ce.score(query, documents)
+        assert_matches(ours, ref)
+        np.testing.assert_allclose(1 / (1 + np.exp(-ours)), p_yes, atol=1e-4)
+    card = json.loads((qwen_imported / CARD).read_text(encoding="utf-8"))
+    prompt = card["prompt"]
+    assert prompt["template"] == "qwen3-reranker" and prompt["instruction"].startswith("Given a web search query")
+    assert (prompt["yes_token_id"], prompt["no_token_id"]) == tuple(qwen.tokenizer.convert_tokens_to_ids(["yes", "no"]))
+    assert card["score"].startswith("logit(yes)-logit(no)") and card["pooling"] == "last"
+    # score_details: one window per prompt, the document cut at its tail
+    details = ce.score_details(QUERY, documents)
+    assert all(d.windows_scored == 1 for d in details) and details[-1].tokens_dropped > 0 and details[0].tokens_dropped == 0
+    with pytest.raises(ValueError, match="prompt-template"):
+        CrossEncoder.load(qwen_imported, long_documents="windows")
+
+
+def test_qwen3_reranker_instruction_and_int8(qwen: Tiny, tmp_path: Path) -> None:
+    instruction = "Judge whether the passage is about nutrition"
+    out = import_snapshot(qwen.path, tmp_path / "int8", template="qwen3-reranker", instruction=instruction,
+                          max_length=QWEN_MAX_LENGTH, int8=True)
+    assert json.loads((out / CARD).read_text(encoding="utf-8"))["prompt"]["instruction"] == instruction
+    ce = CrossEncoder.load(out)
+    for query in QUERIES:
+        ref, _ = card_scores(qwen, query, PASSAGES, instruction, QWEN_MAX_LENGTH)
+        rho = spearman(ce.score(query, PASSAGES), ref)
+        assert rho >= 0.8, f"{query!r}: Spearman {rho:.2f} between INT8 and the card's scores"
+
+
+def test_template_errors_name_the_file(qwen: Tiny, encoders: dict[str, Tiny], tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"config\.json: template 'qwen9' is unknown"):
+        import_snapshot(qwen.path, tmp_path / "a", template="qwen9")
+    with pytest.raises(ModelError, match=r"modernbert-cls/config\.json: template 'qwen3-reranker' needs a causal LM"):
+        import_snapshot(encoders["modernbert-cls"].path, tmp_path / "b", template="qwen3-reranker")
+    with pytest.raises(ModelError, match=r"config\.json: a Qwen3ForCausalLM is imported as a re-ranker with --template"):
+        import_snapshot(qwen.path, tmp_path / "c")
+    src = shutil.copytree(qwen.path, tmp_path / "no-yes")
+    rng = random.Random(1)
+    _byte_level_bpe([" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(100)], 120).save_pretrained(str(src))
+    with pytest.raises(ModelError, match=r"tokenizer\.json: 'yes' is not a single token"):
+        import_snapshot(src, tmp_path / "d", template="qwen3-reranker")

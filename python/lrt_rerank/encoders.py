@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -179,6 +181,9 @@ class CrossEncoder:
             aggregate if aggregate is not None else defaults.get("aggregate", "max"),
         )
         fingerprint = model_sha256(path)
+        if card.data.get("prompt") is not None:  # the template's instruction changes every score
+            prompt = json.dumps(card.data["prompt"], sort_keys=True).encode()
+            fingerprint += f"+prompt:{hashlib.sha256(prompt).hexdigest()[:16]}"
         core = _core.CrossEncoderCore(
             str(path),
             max_length or card.max_length,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lrt_rerank.commands.pipeline import add_dense_model_arg
+from lrt_rerank.models.prompts import TEMPLATES
 from lrt_rerank.models.quantize import KEEP_FP32
 from lrt_rerank.models.resolve import default_model_dir
 from lrt_rerank.models.store import CARD, KINDS, ModelCard
@@ -50,16 +51,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "import",
         help="import a Hugging Face model folder (huggingface-cli download) into a model directory",
         description=(
-            "Convert a BERT/MiniLM, ELECTRA, (XLM-)RoBERTa or DistilBERT snapshot (config.json + model.safetensors or "
-            "pytorch_model.bin, or an ONNX export; tokenizer.json, vocab.txt or sentencepiece.bpe.model) into "
-            "model.onnx + tokenizer.json + card.json, fused by ONNX Runtime's transformer optimizer. Prints DST."
+            "Convert a BERT/MiniLM, ELECTRA, (XLM-)RoBERTa or DistilBERT snapshot (config.json + model.safetensors, "
+            "its shards or pytorch_model.bin, or an ONNX export; tokenizer.json, vocab.txt or sentencepiece.bpe.model) "
+            "into model.onnx + tokenizer.json + card.json, fused by ONNX Runtime's transformer optimizer; ModernBERT, "
+            "DeBERTa-v2/v3 and (with --template) Qwen3 causal LMs are exported with torch.onnx (the [train] extra). "
+            "Graphs over 2 GB keep their weights in model.onnx_data. Prints DST."
         ),
     )
     i.add_argument("src", type=Path, help="snapshot folder")
     i.add_argument("--out", type=Path, required=True, help="output model directory (must not exist)")
     i.add_argument("--kind", choices=KINDS, help="default: cross-encoder for *ForSequenceClassification, else bi-encoder")
     i.add_argument("--int8", action="store_true", help="write the dynamic INT8 model (per channel) instead of FP32")
-    i.add_argument("--max-length", type=int, help="card max_length (default: min(positions, 512))")
+    i.add_argument("--max-length", type=int, help="card max_length (default: min(positions, 512)); a template's: the whole prompt")
+    i.add_argument(
+        "--template",
+        help=f"score a causal LM by its prompt's next-token logit('yes') - logit('no') (known: {', '.join(TEMPLATES)})",
+    )
+    i.add_argument("--instruction", help="the template's instruction (default: the model card's)")
     i.set_defaults(func=_import)
 
     c = msub.add_parser(
@@ -125,7 +133,10 @@ def _import(args: argparse.Namespace) -> int:
     from lrt_rerank.models.importers import import_snapshot
 
     try:
-        out = import_snapshot(args.src, args.out, kind=args.kind, int8=args.int8, max_length=args.max_length)
+        out = import_snapshot(
+            args.src, args.out, kind=args.kind, int8=args.int8, max_length=args.max_length,
+            template=args.template, instruction=args.instruction,
+        )
     except FileExistsError as exc:
         print(f"lrt-rerank models import: error: {exc}", file=sys.stderr)
         return 1

@@ -63,14 +63,16 @@ def _wrapper(model: Any, num_labels: int | None, prompt: Prompt | None, token_ty
             self.model = model
             if prompt is not None:
                 weight = model.get_output_embeddings().weight
-                self.register_buffer("direction", (weight[prompt.yes_token_id] - weight[prompt.no_token_id]).detach().clone())
+                direction = weight[prompt.yes_token_id] - weight[prompt.no_token_id]
+                # [hidden, 1]: a 2-D weight, which INT8 quantizes per output channel like any other
+                self.register_buffer("direction", direction.detach().clone().unsqueeze(1))
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
             if prompt is not None:
                 hidden = self.model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
                 last = (attention_mask.sum(dim=1) - 1).clamp(min=0)
                 index = last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-                return torch.gather(hidden, 1, index).squeeze(1).matmul(self.direction).unsqueeze(1)
+                return torch.gather(hidden, 1, index).squeeze(1).matmul(self.direction)
             extra = {"token_type_ids": token_type_ids} if token_types else {}
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
             return logits[:, :1] if num_labels == 1 else logits[:, 1:2] - logits[:, 0:1]
