@@ -303,3 +303,44 @@ def test_template_errors_name_the_file(qwen: Tiny, encoders: dict[str, Tiny], tm
     _byte_level_bpe([" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(100)], 120).save_pretrained(str(src))
     with pytest.raises(ModelError, match=r"tokenizer\.json: 'yes' is not a single token"):
         import_snapshot(src, tmp_path / "d", template="qwen3-reranker")
+
+
+# --- external data (graphs over 2 GB) -------------------------------------------------------------
+
+
+def test_external_data_import_loads_in_fp32_and_int8(sharded_xlmr: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The > 2 GB path on a tiny model: the limit lowered to 10 kB, so the graph keeps its weights in model.onnx_data
+    (benches/bench_families.py --large measures the real 2.2 GB one)."""
+    from lrt_rerank.models import onnx_files
+
+    monkeypatch.setattr(onnx_files, "MAX_GRAPH_BYTES", 10_000)
+    ref = reference_scores(sharded_xlmr, QUERY, PASSAGES)
+    fp32 = import_snapshot(sharded_xlmr.path, tmp_path / "fp32")
+    assert (fp32 / MODEL_DATA).is_file() and (fp32 / MODEL).stat().st_size < 100_000
+    card = json.loads((fp32 / CARD).read_text(encoding="utf-8"))
+    assert card["external_data"] == MODEL_DATA and card["sha256"] == model_sha256(fp32) != card["files"].get(MODEL)
+    assert "external data" in card["optimization"]["reason"]
+    assert_matches(CrossEncoder.load(fp32, max_length=MAX_LENGTH).score(QUERY, PASSAGES), ref)
+    int8 = import_snapshot(sharded_xlmr.path, tmp_path / "int8", int8=True)
+    assert sorted(p.name for p in int8.iterdir()) == sorted([CARD, MODEL, MODEL_DATA, "tokenizer.json"])
+    scores = CrossEncoder.load(int8, max_length=MAX_LENGTH).score(QUERY, PASSAGES)
+    assert np.all(np.isfinite(scores)) and not np.allclose(scores, scores[0])
+
+
+def test_onnx_only_snapshot_with_external_data(sharded_xlmr: Tiny, tmp_path: Path) -> None:
+    src = tmp_path / "onnx-snapshot"
+    shutil.copytree(sharded_xlmr.path, src, ignore=shutil.ignore_patterns("model*.safetensors*"))
+    (src / "onnx").mkdir()
+    enc = sharded_xlmr.tokenizer([QUERY] * 2, PASSAGES[:2], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    names = ["input_ids", "attention_mask"]
+    exported = tmp_path / "exported.onnx"
+    torch.onnx.export(
+        sharded_xlmr.model, tuple(enc[k] for k in names), str(exported), input_names=names, output_names=["logits"],
+        dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}}, opset_version=17,
+        dynamo=False,
+    )
+    onnx.save_model(onnx.load(str(exported)), str(src / "onnx" / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx_data", size_threshold=0)
+    assert (src / "onnx" / "model.onnx_data").stat().st_size > (src / "onnx" / "model.onnx").stat().st_size
+    out = import_snapshot(src, tmp_path / "out")
+    assert_matches(CrossEncoder.load(out, max_length=MAX_LENGTH).score(QUERY, PASSAGES), reference_scores(sharded_xlmr, QUERY, PASSAGES))
