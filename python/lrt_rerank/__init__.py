@@ -9,6 +9,7 @@ from lrt_rerank.encoders import BiEncoder, CrossEncoder
 
 __all__ = [
     "BiEncoder",
+    "ColBERT",
     "CrossEncoder",
     "InferenceError",
     "LrtError",
@@ -18,3 +19,12 @@ __all__ = [
     "rrf",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ColBERT (late interaction) is imported on first use, so that ``import lrt_rerank`` stays light
+    if name == "ColBERT":
+        from lrt_rerank.late import ColBERT
+
+        return ColBERT
+    raise AttributeError(f"module 'lrt_rerank' has no attribute {name!r}")

@@ -22,6 +22,7 @@ from lrt_rerank.first_stage.embedded import EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.first_stage.index_cache import cache_home, cached_index
 from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_first_stage
 from lrt_rerank.interpolation import card_weight, resolve_weight
+from lrt_rerank.late.store import attach_store
 from lrt_rerank.models.resolve import dense_model_dir, load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.opensearch.connection import add_connection_args, settings_from_args
@@ -45,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding call (default: %(default)s)")
     index.add_argument("--force", action="store_true", help="replace an existing index in --out")
+    index.add_argument(
+        "--late-interaction", type=Path, metavar="MODEL_DIR",
+        help="also store every document's token embeddings for this ColBERT model (or PyLate / colbert-ai snapshot)",
+    )
+    index.add_argument(
+        "--late-dtype", choices=("float16", "int8"), default="float16",
+        help="stored token embeddings: float16, or int8 with a per-dimension scale (default: %(default)s)",
+    )
     index.set_defaults(func=cmd_index, command_name="index")
 
     search = sub.add_parser(
@@ -246,6 +255,18 @@ def cmd_index(args: argparse.Namespace) -> int:
         overwrite=args.force,
     )
     print(f"indexed {len(stage.documents)} documents into {args.out} in {time.perf_counter() - started:.1f} s")
+    if args.late_interaction is not None:
+        from lrt_rerank.late import ColBERT
+        from lrt_rerank.late.store import write_store
+
+        started = time.perf_counter()
+        model = ColBERT.load(args.late_interaction)
+        texts = stage.get_texts([d.id for d in stage.documents])  # the texts a re-rank is given
+        m = write_store(model, texts, args.out, dtype=args.late_dtype, batch_size=args.batch_size)
+        print(
+            f"stored {m['tokens']} token embeddings ({m['dtype']}, {m['bytes_per_document']:.0f} bytes per document) "
+            f"of {model.model_dir} in {time.perf_counter() - started:.1f} s"
+        )
     return 0
 
 
@@ -254,6 +275,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
     reranker = with_long_documents(load_reranker(args.reranker), args) if fusion is None or fusion.uses_reranker else None
+    attach_store(reranker, args.index_dir)
     pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
     if args.json:
@@ -292,6 +314,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if fusion is not None and fusion.uses_reranker and reranker is None:
         raise ValueError(f"{args.fusion}: field 'weights.reranker' is {fusion.weights['reranker']:g}: pass its --reranker")
     stage = open_first_stage(args, dataset)
+    attach_store(reranker, args.index)
     try:
         results = evaluate(
             dataset,

@@ -17,14 +17,17 @@ from lrt_rerank.models.store import (
     DEFAULT_DENSE_MODEL,
     DENSE_MODEL_NAMES,
     KINDS,
+    LATE_INTERACTION,
     PACKAGED_CROSS_ENCODER,
     PACKAGED_DENSE,
+    ModelCard,
     model_home,
     packaged_model_dir,
 )
 
 if TYPE_CHECKING:
     from lrt_rerank.encoders import CrossEncoder
+    from lrt_rerank.late import ColBERT
 
 
 def default_model_dir(kind: str) -> Path:
@@ -75,9 +78,19 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Pa
     return imported_model_dir(path, kind)
 
 
-def load_reranker(spec: str) -> CrossEncoder | None:
+def is_late_interaction(path: Path) -> bool:
+    """A late-interaction model directory (card kind) or a ColBERT snapshot (PyLate / colbert-ai layout)."""
+    from lrt_rerank.models.importers.colbert import is_colbert_snapshot
+
+    card = path / CARD
+    if card.is_file():
+        return ModelCard.read(path).kind == LATE_INTERACTION
+    return is_colbert_snapshot(path)
+
+
+def load_reranker(spec: str) -> CrossEncoder | ColBERT | None:
     """A ``--reranker`` value: 'none' → None; 'default' → the default cross-encoder; anything else → that
-    model directory (or snapshot folder)."""
+    model directory (or snapshot folder): a ColBERT for a late-interaction one, else a cross-encoder."""
     from lrt_rerank.encoders import CrossEncoder
 
     if spec == "none":
@@ -87,4 +100,8 @@ def load_reranker(spec: str) -> CrossEncoder | None:
     model_dir = Path(spec)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"--reranker {spec}: not 'default', 'none' or a model directory")
+    if is_late_interaction(model_dir):
+        from lrt_rerank.late import ColBERT
+
+        return ColBERT.load(model_dir)
     return CrossEncoder.load(str(model_dir))

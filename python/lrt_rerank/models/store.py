@@ -29,6 +29,9 @@ from typing import Any
 from lrt_rerank import _core
 
 KINDS = ("cross-encoder", "bi-encoder")
+#: ColBERT-style models (token matrices + MaxSim, :mod:`lrt_rerank.late`): imported, never a default.
+LATE_INTERACTION = "late-interaction"
+CARD_KINDS = (*KINDS, LATE_INTERACTION)
 POOLINGS = ("mean", "cls")
 CARD = "card.json"
 MODEL = "model.onnx"
@@ -68,8 +71,8 @@ class ModelCard:
         if not isinstance(data, dict):
             raise _core.ModelError(f"{path}: must hold a JSON object")
         kind = data.get("kind")
-        if kind not in KINDS:
-            raise _core.ModelError(f"{path}: field 'kind' must be one of {KINDS}, got {kind!r}")
+        if kind not in CARD_KINDS:
+            raise _core.ModelError(f"{path}: field 'kind' must be one of {CARD_KINDS}, got {kind!r}")
         max_length = data.get("max_length")
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 4:
             raise _core.ModelError(f"{path}: field 'max_length' must be an integer >= 4, got {max_length!r}")
