@@ -62,10 +62,11 @@ def _snapshots(root: Path, layers: int, hidden: int) -> dict[str, Path]:
     models["modernbert"] = (ModernBertForSequenceClassification(ModernBertConfig(
         vocab_size=len(wordpiece), max_position_embeddings=512, num_labels=1, pad_token_id=0, bos_token_id=2,
         eos_token_id=3, cls_token_id=2, sep_token_id=3, **size)), wordpiece)
+    deberta_tok = DebertaV2Tokenizer(vocab=_unigram_vocab())
     models["deberta-v2"] = (DebertaV2ForSequenceClassification(DebertaV2Config(
-        vocab_size=len(unigram), max_position_embeddings=512, type_vocab_size=0, num_labels=1, relative_attention=True,
+        vocab_size=len(deberta_tok), max_position_embeddings=512, type_vocab_size=0, num_labels=1, relative_attention=True,
         position_buckets=256, pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True,
-        position_biased_input=False, pad_token_id=0, **size)), DebertaV2Tokenizer(vocab=_unigram_vocab()))
+        position_biased_input=False, pad_token_id=0, **size)), deberta_tok)
     corpus = _passages(300, 8) + [QWEN3_RERANKER[k] for k in ("prefix", "format", "suffix", "instruction")] * 20 + ["yes", "no"] * 50
     bpe = _byte_level_bpe(corpus, 1200)
     models["qwen3"] = (Qwen3ForCausalLM(Qwen3Config(
