@@ -1,0 +1,128 @@
+"""Late interaction: token embeddings stored with an index (fp16, int8) and the document-embedding cache
+(in-process LRU in MiB, the Redis tier started by the test setup, corrupt entries).
+
+The model is the tiny colbert-ai checkpoint of tests/test_colbert.py (torch only, no PyLate subprocess).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from lrt_rerank.late import ColBERT
+from lrt_rerank.late.cache import DocumentCache, RedisDocumentTier, cache_key, pack, unpack
+from lrt_rerank.late.model import text_hash
+from lrt_rerank.late.store import StoredEmbeddings, attach_store, write_store
+from lrt_rerank.models.importers.colbert import import_colbert
+from lrt_rerank.rerank.redis_tier import RedisSettings
+from test_colbert import DOCUMENTS, QUERY, WORDS, stanford_snapshot
+
+pytestmark = pytest.mark.train
+QUERIES = [QUERY, "coffee and heart disease", "calcium intake in women", "statins trial"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("colbert-storage")
+    snapshot, _, _ = stanford_snapshot(tmp)
+    return import_colbert(snapshot, tmp / "model")
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    rng = random.Random(0)
+    salad = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 30))) + "." for _ in range(40)]
+    return DOCUMENTS + salad
+
+
+def spread_close(a: np.ndarray, b: np.ndarray, rtol: float) -> None:
+    assert np.max(np.abs(a - b)) <= rtol * (float(np.ptp(b)) or 1.0), (a, b)
+
+
+def test_stored_fp16_scores_equal_on_the_fly_without_encoding(model_dir: Path, texts: list[str], tmp_path: Path) -> None:
+    fresh = ColBERT.load(model_dir)
+    manifest = write_store(fresh, texts, tmp_path, dtype="float16", batch_size=16)
+    assert manifest["documents"] == len(texts) and manifest["bytes_per_document"] > 0
+    stored = ColBERT.load(model_dir)
+    assert attach_store(stored, tmp_path) and len(stored.store or []) == len(set(texts))
+    for query in QUERIES:
+        # float16 rows: within fp16 rounding of the float32 scores, the same order
+        spread_close(stored.score(query, texts), fresh.score(query, texts), 2e-3)
+    assert stored.documents_encoded == 0  # every candidate came from the store
+    stored.score(QUERY, ["a text that was never indexed"])
+    assert stored.documents_encoded == 1
+
+
+def test_int8_storage_keeps_the_ranking(model_dir: Path, texts: list[str], tmp_path: Path) -> None:
+    fresh = ColBERT.load(model_dir)
+    manifest = write_store(fresh, texts, tmp_path, dtype="int8")
+    fp16 = write_store(fresh, texts, tmp_path / "fp16", dtype="float16")
+    assert manifest["bytes_per_document"] < fp16["bytes_per_document"]
+    stored = ColBERT.load(model_dir)
+    attach_store(stored, tmp_path)
+    for query in QUERIES:
+        rho = spearmanr(stored.score(query, texts), fresh.score(query, texts)).statistic
+        assert rho >= 0.99, (query, rho)
+    assert stored.documents_encoded == 0
+
+
+def test_a_store_of_another_model_is_refused(model_dir: Path, texts: list[str], tmp_path: Path) -> None:
+    from lrt_rerank import ModelError
+
+    model = ColBERT.load(model_dir)
+    write_store(model, texts[:3], tmp_path)
+    manifest = tmp_path / "late-interaction" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(model.sha256, "0" * 64))
+    with pytest.raises(ModelError, match=r"manifest\.json: made by model .*rebuild the index with --late-interaction"):
+        StoredEmbeddings.open(tmp_path, model)
+
+
+def test_packed_entries_round_trip_and_corrupt_ones_are_misses() -> None:
+    m = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(unpack(pack(m)), m.astype(np.float16).astype(np.float32))
+    blob = pack(m)
+    for bad in (None, b"", blob[:-1], b"XXXX" + blob[4:], blob + b"\0", pack(np.full((1, 8), np.inf, np.float32))):
+        assert unpack(bad) is None
+
+
+def test_the_lru_is_bounded_in_mib(model_dir: Path, texts: list[str]) -> None:
+    cache = DocumentCache(max_mib=2048 / 2**20)  # 2 KiB: a handful of tiny documents
+    model = ColBERT.load(model_dir, document_cache=cache)
+    model.score(QUERY, texts)
+    assert 0 < cache.bytes <= 2048 and cache.evictions > 0 and len(cache) < len(set(texts))
+    before = model.documents_encoded
+    model.score(QUERY, texts[-2:])  # the most recent entries are still there
+    assert model.documents_encoded == before and cache.stats()["hits"] >= 2
+    with pytest.raises(ValueError, match="max_mib must be > 0"):
+        DocumentCache(max_mib=0)
+
+
+def test_cached_documents_score_as_stored_and_cost_no_encoding(model_dir: Path, texts: list[str]) -> None:
+    cache = DocumentCache(max_mib=64)
+    model = ColBERT.load(model_dir, document_cache=cache)
+    first = model.score(QUERY, texts)
+    encoded = model.documents_encoded
+    second = model.score(QUERY, texts)
+    assert model.documents_encoded == encoded  # repeated documents cost no encoding
+    spread_close(second, first, 2e-3)
+    assert cache.stats()["misses"] == len(set(texts)) and cache.stats()["hits"] == len(texts)
+
+
+def test_the_redis_tier_round_trip_and_a_corrupt_entry(model_dir: Path, texts: list[str], redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings = RedisSettings(url=redis_server.url)
+    writer = ColBERT.load(model_dir, document_cache=DocumentCache(64, shared=RedisDocumentTier(settings)))
+    writer.score(QUERY, texts)
+    reader_cache = DocumentCache(64, shared=RedisDocumentTier(settings))  # another worker: empty in-process tier
+    reader = ColBERT.load(model_dir, document_cache=reader_cache)
+    spread_close(reader.score(QUERY, texts), writer.score(QUERY, texts), 1e-6)
+    assert reader.documents_encoded == 0 and reader_cache.stats()["shared_hits"] == len(set(texts))
+    key = cache_key(reader.fingerprint, text_hash(texts[0]))
+    redis_server.client().set(key, b"LRT1 garbage")
+    fresh = ColBERT.load(model_dir, document_cache=DocumentCache(64, shared=RedisDocumentTier(settings)))
+    fresh.score(QUERY, texts[:1])
+    assert fresh.documents_encoded == 1  # the corrupt entry was a miss ...
+    assert unpack(redis_server.client().get(key)) is not None  # ... and was overwritten
