@@ -327,7 +327,8 @@ def test_external_data_import_loads_in_fp32_and_int8(sharded_xlmr: Tiny, tmp_pat
     assert np.all(np.isfinite(scores)) and not np.allclose(scores, scores[0])
 
 
-def test_onnx_only_snapshot_with_external_data(sharded_xlmr: Tiny, tmp_path: Path) -> None:
+def _onnx_only_snapshot(sharded_xlmr: Tiny, tmp_path: Path) -> Path:
+    """The XLM-R snapshot without its safetensors, as torch.onnx's export with all weights in onnx/model.onnx_data."""
     src = tmp_path / "onnx-snapshot"
     shutil.copytree(sharded_xlmr.path, src, ignore=shutil.ignore_patterns("model*.safetensors*"))
     (src / "onnx").mkdir()
@@ -342,5 +343,30 @@ def test_onnx_only_snapshot_with_external_data(sharded_xlmr: Tiny, tmp_path: Pat
     onnx.save_model(onnx.load(str(exported)), str(src / "onnx" / "model.onnx"), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="model.onnx_data", size_threshold=0)
     assert (src / "onnx" / "model.onnx_data").stat().st_size > (src / "onnx" / "model.onnx").stat().st_size
+    return src
+
+
+def test_onnx_only_snapshot_with_external_data(sharded_xlmr: Tiny, tmp_path: Path) -> None:
+    src = _onnx_only_snapshot(sharded_xlmr, tmp_path)
     out = import_snapshot(src, tmp_path / "out")
     assert_matches(CrossEncoder.load(out, max_length=MAX_LENGTH).score(QUERY, PASSAGES), reference_scores(sharded_xlmr, QUERY, PASSAGES))
+    card = json.loads((out / CARD).read_text(encoding="utf-8"))
+    assert {"onnx/model.onnx", "onnx/model.onnx_data"} <= set(card["files"])
+
+
+def test_external_data_is_part_of_the_import_key(sharded_xlmr: Tiny, tmp_path: Path) -> None:
+    """Weights edited in onnx/model.onnx_data (model.onnx unchanged) make another key, so the cached import of
+    the snapshot (imported_model_dir) is not reused; a missing data file is named."""
+    from lrt_rerank.models.importers.snapshot import snapshot_key
+
+    src = _onnx_only_snapshot(sharded_xlmr, tmp_path)
+    data, graph = src / "onnx" / "model.onnx_data", src / "onnx" / "model.onnx"
+    before, graph_bytes = snapshot_key(src), graph.read_bytes()
+    assert snapshot_key(src) == before
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one weight byte, same size
+    data.write_bytes(bytes(raw))
+    assert graph.read_bytes() == graph_bytes and snapshot_key(src) != before
+    data.unlink()
+    with pytest.raises(ModelError, match=r"model\.onnx: its weights' external data file .*model\.onnx_data not found"):
+        snapshot_key(src)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from lrt_rerank import _core
 from lrt_rerank.models.store import MODEL_DATA
 
 #: protobuf's limit on one serialized message, with room for the graph itself.
@@ -45,17 +46,32 @@ def save(model: onnx.ModelProto, path: Path) -> bool:
     return external
 
 
+def external_files(path: Path) -> list[Path]:
+    """The external data files the graph at ``path`` names (sorted; empty for a single-file graph), each checked
+    to exist beside it: a missing one, or a graph that does not parse, is a ModelError naming the file."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise _core.ModelError(f"{path}: not a loadable ONNX model: {exc}") from exc
+    names = sorted({
+        entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+        for entry in t.external_data if entry.key == "location"
+    })  # fmt: skip
+    files = [path.parent / name for name in names]
+    for f in files:
+        if not f.is_file():
+            raise _core.ModelError(f"{path}: its weights' external data file {f} not found")
+    return files
+
+
 def consolidate(path: Path) -> bool:
     """Re-write the graph at ``path`` (with whatever external files it names) as :func:`save` writes it,
     removing the files it no longer needs; returns whether data went external."""
-    if not has_external_data(path):
+    old = external_files(path)
+    if not old:
         return False
-    graph = onnx.load(str(path), load_external_data=False).graph
-    old = {
-        entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-        for entry in t.external_data if entry.key == "location"
-    }
     model = onnx.load(str(path))  # loads the external data into memory
-    for name in old - {MODEL_DATA}:
-        (path.parent / name).unlink(missing_ok=True)
+    for f in old:
+        if f != path.parent / MODEL_DATA:
+            f.unlink(missing_ok=True)
     return save(model, path)

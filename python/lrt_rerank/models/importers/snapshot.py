@@ -17,6 +17,7 @@ from typing import Any
 from lrt_rerank import _core
 from lrt_rerank.models.convert import EncoderConfig
 from lrt_rerank.models.importers.metadata import Pooling, read_json, read_pooling
+from lrt_rerank.models.onnx_files import external_files
 from lrt_rerank.models.store import CARD, KINDS, file_sha256
 from lrt_rerank.models.weights import SHARD_INDEX, shard_files
 
@@ -53,6 +54,8 @@ class Snapshot:
     #: The shards a model.safetensors.index.json names (empty otherwise).
     shards: tuple[Path, ...]
     onnx: Path | None
+    #: The external data files the imported export names (model.onnx_data beside it; empty for one file).
+    onnx_data: tuple[Path, ...]
     #: Other .onnx files beside the imported export (quantized variants), relative to root.
     onnx_variants: tuple[str, ...]
     #: tokenizer.json, vocab.txt or sentencepiece.bpe.model.
@@ -68,7 +71,7 @@ class Snapshot:
     @property
     def files(self) -> list[Path]:
         """Every file the import reads."""
-        files = [self.config_path, self.weights or self.onnx, *self.shards, self.tokenizer]
+        files = [self.config_path, self.weights or self.onnx, *self.shards, *self.onnx_data, self.tokenizer]
         if self.tokenizer.name != "tokenizer.json":
             files += [self.root / n for n in TOKENIZER_SIDE_FILES if (self.root / n).is_file()]
         if self.pooling is not None:
@@ -150,6 +153,7 @@ def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
         weights=weights,
         shards=tuple(shard_files(weights)) if weights is not None and weights.name == SHARD_INDEX else (),
         onnx=onnx_path,
+        onnx_data=tuple(external_files(onnx_path)) if onnx_path is not None else (),
         onnx_variants=variants,
         tokenizer=tokenizer,
         pooling=read_pooling(src) if kind == "bi-encoder" else None,
