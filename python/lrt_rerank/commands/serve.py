@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default="default",
-        help="cross-encoder model directory, Hugging Face snapshot folder, or 'default' (default)",
+        help="cross-encoder or late-interaction (ColBERT) model directory, Hugging Face / PyLate / colbert-ai "
+        "snapshot folder, or 'default' (default)",
     )
     p.add_argument(
         "--workers",
@@ -58,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--cache-capacity", type=int, default=100_000, help="in-process score cache entries (default: %(default)s)"
+    )
+    p.add_argument(
+        "--document-cache-mib",
+        type=float,
+        default=256.0,
+        help="a late-interaction model's in-process cache of document token matrices, in MiB (default: %(default)s); "
+        "with --redis-url they are shared there too",
     )
     p.add_argument(
         "--max-documents", type=int, default=1000, help="documents allowed per request (default: %(default)s)"
@@ -100,10 +109,17 @@ def serve(args: argparse.Namespace) -> int:
     import redis
     import uvicorn
 
-    from lrt_rerank import CrossEncoder, LrtError
-    from lrt_rerank.service.engine import resolve_model_dir
+    from lrt_rerank import LrtError
+    from lrt_rerank.service.engine import (
+        LONG_DOCUMENTS_ENV,
+        load_served_model,
+        long_document_env,
+    )
     from lrt_rerank.service.settings import SETTINGS_ENV, ServiceSettings
 
+    if args.document_cache_mib <= 0:
+        print("lrt-rerank serve: --document-cache-mib must be > 0", file=sys.stderr)
+        return 2
     for name in ("workers", "max_documents", "max_body_bytes", "cache_capacity", "max_concurrent_scoring", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"lrt-rerank serve: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
@@ -122,13 +138,15 @@ def serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         redis_ttl_s=args.redis_ttl,
         cache_capacity=args.cache_capacity,
+        document_cache_mib=args.document_cache_mib,
         threads=args.threads or max(1, (os.cpu_count() or 1) // args.workers),
         max_concurrent_scoring=args.max_concurrent_scoring,
     )
     try:
         # Loaded once here: a bad --model fails now, with its reason, and workers do not each build the
-        # default model or import a snapshot again (they load the directory CrossEncoder.load used).
-        probe = CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=1)
+        # default model or import a snapshot again (they load the directory the probe used).
+        windows = long_document_env(args)
+        probe = load_served_model(settings.model, threads=1, windows=json.loads(windows))
         settings = replace(settings, model=str(probe.model_dir))
         del probe
         if settings.redis_url:
@@ -137,9 +155,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
     os.environ[SETTINGS_ENV] = settings.to_env()
-    from lrt_rerank.service.engine import LONG_DOCUMENTS_ENV, long_document_env
-
-    os.environ[LONG_DOCUMENTS_ENV] = long_document_env(args)
+    os.environ[LONG_DOCUMENTS_ENV] = windows
     if args.fusion is not None:
         from lrt_rerank.service.engine import FUSION_ENV, fusion_env
 

@@ -20,7 +20,13 @@ import numpy.typing as npt
 
 from lrt_rerank import _core
 from lrt_rerank.encoders import _check_positive, _check_texts, check_text
-from lrt_rerank.models.store import CARD, LATE_INTERACTION, MODEL, ModelCard, file_sha256
+from lrt_rerank.models.store import (
+    CARD,
+    LATE_INTERACTION,
+    MODEL,
+    ModelCard,
+    file_sha256,
+)
 from lrt_rerank.runtime import ensure_runtime
 
 if TYPE_CHECKING:
@@ -51,7 +57,7 @@ class EncodedDocuments:
         return [self.data[e - n : e] for e, n in zip(ends, self.lengths)]
 
     @classmethod
-    def stack(cls, matrices: Sequence[Matrix], dim: int) -> "EncodedDocuments":
+    def stack(cls, matrices: Sequence[Matrix], dim: int) -> EncodedDocuments:
         data = np.concatenate(matrices).astype(np.float32, copy=False) if matrices else np.zeros((0, dim), np.float32)
         return cls(np.ascontiguousarray(data), [int(m.shape[0]) for m in matrices])
 
@@ -76,7 +82,10 @@ def _marker(card: dict[str, Any], key: str, path: Path) -> int | None:
 
 def open_late_interaction_dir(model_dir: PathLike) -> tuple[Path, ModelCard]:
     """A late-interaction model directory (a ColBERT snapshot is imported once first) and its card."""
-    from lrt_rerank.models.importers.colbert import imported_colbert_dir, is_colbert_snapshot
+    from lrt_rerank.models.importers.colbert import (
+        imported_colbert_dir,
+        is_colbert_snapshot,
+    )
 
     ensure_runtime()
     path = Path(model_dir)
@@ -115,8 +124,8 @@ class ColBERT:
         threads: int | None = None,
         batch_size: int | None = None,
         token_budget: int | None = None,
-        document_cache: "DocumentCache | None" = None,
-    ) -> "ColBERT":
+        document_cache: DocumentCache | None = None,
+    ) -> ColBERT:
         """Load a late-interaction model directory, or import a PyLate / colbert-ai snapshot folder first."""
         _check_positive(threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = open_late_interaction_dir(model_dir)
@@ -142,6 +151,11 @@ class ColBERT:
     @property
     def name(self) -> str:
         return str(self.card.get("name", self.model_dir.name))
+
+    @property
+    def max_length(self) -> int:
+        """Tokens of a document the model reads (the card's ``document_length``; longer ones are truncated)."""
+        return int(self.card["document_length"])
 
     @property
     def dim(self) -> int:

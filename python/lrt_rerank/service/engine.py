@@ -8,6 +8,12 @@ in ``lrt_rerank_scoring_errors_total``; the process keeps serving.
 A tuned fusion (``serve --fusion F``, handed to the workers in :data:`FUSION_ENV`) orders a request
 that carries its documents' first-stage scores (:func:`request_signals`) through the core, as the
 pipeline does; requests without them are answered as before.
+
+A late-interaction model (``serve --model`` a ColBERT directory or snapshot) is one more re-ranker of the
+core: :func:`load_served_model` is the one loader of both kinds. Its documents' token matrices go
+through a :class:`~lrt_rerank.late.cache.DocumentCache` (in-process LRU bounded in MiB, plus the Redis
+tier when the service has Redis), so a document is encoded on first sight only; its scores are raw
+MaxSim (no calibration) and documents are truncated at the card's ``document_length``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from fastapi import HTTPException, Response
 
 from lrt_rerank import CrossEncoder, ModelError, ScoreCache
 from lrt_rerank.first_stage.base import RRF_K, Candidate
+from lrt_rerank.late import ColBERT
+from lrt_rerank.late.cache import DocumentCache, RedisDocumentTier
+from lrt_rerank.models.resolve import is_late_interaction
 from lrt_rerank.models.resolve import resolve_model_dir as resolve_source
 from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult
 from lrt_rerank.rerank.fusion import Fusion, Signals, load_fusion, parse_fusion
@@ -41,7 +50,8 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
 """Seconds a client is asked to wait (``Retry-After``) after a 503."""
 
-EncoderLoader = Callable[[], CrossEncoder]
+ServedModel = CrossEncoder | ColBERT
+EncoderLoader = Callable[[], ServedModel]
 
 MAX_VARIANTS = 16
 """Window settings kept ready at once (views over the same sessions; the least recently used goes)."""
@@ -196,10 +206,25 @@ def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fus
     )
 
 
+def load_served_model(model: str, threads: int | None, windows: dict[str, object] | None = None) -> ServedModel:
+    """The model ``--model`` names: a ColBERT for a late-interaction directory or snapshot, else a
+    cross-encoder read with ``windows`` (the served long-document settings)."""
+    path = resolve_model_dir(model)
+    if is_late_interaction(path):
+        if windows:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in windows)
+            raise ModelError(
+                f"{path}: a late-interaction model truncates documents at its card's document_length; "
+                f"{flags} apply to cross-encoders only"
+            )
+        return ColBERT.load(path, threads=threads)
+    return CrossEncoder.load(str(path), threads=threads, **(windows or {}))  # type: ignore[arg-type]
+
+
 def default_loader(settings: ServiceSettings) -> EncoderLoader:
-    def load() -> CrossEncoder:
+    def load() -> ServedModel:
         windows = json.loads(os.environ.get(LONG_DOCUMENTS_ENV) or "{}")
-        return CrossEncoder.load(str(resolve_model_dir(settings.model)), threads=settings.threads, **windows)
+        return load_served_model(settings.model, settings.threads, windows)
 
     return load
 
@@ -216,7 +241,9 @@ class Engine:
         self.load_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.max_concurrent_scoring)
         self._redis: RedisScoreTier | None = None
-        self.encoder: CrossEncoder | None = None
+        self.encoder: ServedModel | None = None
+        self.document_cache: DocumentCache | None = None
+        self._document_tier: RedisDocumentTier | None = None
         self._scoring_lock = threading.Lock()
         self._scoring = 0
         self._scoring_peak = 0
@@ -238,6 +265,8 @@ class Engine:
                         backoff_initial_s=self.settings.redis_backoff_s,
                     )
                 )
+            if isinstance(encoder, ColBERT):
+                self._attach_document_cache(encoder)
             self.fusion = served_fusion()
             core = RerankCore(encoder, depth=self.settings.max_documents, cache=self.cache, shared=self._redis, fusion=self.fusion)
         except Exception as err:  # reported by /health and the log; the process keeps answering 503
@@ -249,13 +278,33 @@ class Engine:
         self.core = core
         log.info("model %s (sha256 %s) loaded from %s", encoder.name, encoder.sha256, encoder.model_dir)
 
+    def _attach_document_cache(self, model: ColBERT) -> None:
+        """The late-interaction model's document-embedding cache: in-process LRU, Redis tier when configured."""
+        s = self.settings
+        if s.redis_url:
+            self._document_tier = RedisDocumentTier(
+                RedisSettings(url=s.redis_url, ttl_s=s.redis_ttl_s, socket_timeout_s=s.redis_timeout_s, backoff_initial_s=s.redis_backoff_s)
+            )
+        self.document_cache = DocumentCache(s.document_cache_mib, shared=self._document_tier)
+        model.document_cache = self.document_cache
+
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
+        if self._document_tier is not None:
+            self._document_tier.close()
 
     def _variant(self, request: LongDocumentRequest) -> RerankCore:
         """The core that reads long documents as ``request`` asks (the served one when it asks nothing)."""
         assert self.core is not None and self.encoder is not None
+        if isinstance(self.encoder, ColBERT):
+            if not request.is_default() or request.reject_unread:
+                raise HTTPException(
+                    status_code=422,
+                    detail="long_documents, window settings and truncate: false apply to cross-encoders: this service's "
+                    f"late-interaction model truncates documents at {self.encoder.max_length} tokens",
+                )
+            return self.core
         if request.is_default():
             return self.core
         base = self.encoder
@@ -320,6 +369,8 @@ class Engine:
         c = self.cache
         local = {"hits": c.hits, "misses": c.misses, "evictions": c.evictions, "len": len(c)}
         self.metrics.mirror_cache(local, redis_stats)
+        if self.document_cache is not None:
+            self.metrics.mirror_document_cache(self.document_cache.stats())
         return result, waited, stats
 
     async def rank(

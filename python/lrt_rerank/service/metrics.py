@@ -133,6 +133,32 @@ class ServiceMetrics:
             buckets=WINDOW_BUCKETS,
             registry=r,
         )
+        self.document_cache_hits = Counter(
+            "lrt_rerank_document_cache_hits",
+            "Late-interaction document token matrices found in the document cache, by tier (not encoded).",
+            ["tier"],
+            registry=r,
+        )
+        self.document_cache_misses = Counter(
+            "lrt_rerank_document_cache_misses",
+            "Late-interaction documents found in no tier of the document cache (encoded by the model).",
+            registry=r,
+        )
+        self.document_cache_evictions = Counter(
+            "lrt_rerank_document_cache_evictions", "Entries evicted from the in-process document cache.", registry=r
+        )
+        self.document_cache_bytes = Gauge(
+            "lrt_rerank_document_cache_bytes",
+            "Bytes of packed fp16 token matrices in the in-process document cache (at most --document-cache-mib).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.document_cache_entries = Gauge(
+            "lrt_rerank_document_cache_entries",
+            "Documents in the in-process document cache.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self._seen: dict[str, int] = {}
         self._seen_lock = threading.Lock()
 
@@ -159,6 +185,16 @@ class ServiceMetrics:
                 self._add("redis_misses", redis["misses"], self.cache_misses.labels(tier="redis"))
                 self._add("redis_errors", redis["errors"], self.redis_errors)
         self.cache_entries.set(local["len"])
+
+    def mirror_document_cache(self, stats: dict[str, int]) -> None:
+        """Add what the document cache (:meth:`lrt_rerank.late.cache.DocumentCache.stats`) counted since the last call."""
+        with self._seen_lock:
+            self._add("document_hits", stats["hits"], self.document_cache_hits.labels(tier="local"))
+            self._add("document_shared_hits", stats["shared_hits"], self.document_cache_hits.labels(tier="redis"))
+            self._add("document_misses", stats["misses"], self.document_cache_misses)
+            self._add("document_evictions", stats["evictions"], self.document_cache_evictions)
+        self.document_cache_bytes.set(stats["bytes"])
+        self.document_cache_entries.set(stats["entries"])
 
     def _add(self, name: str, total: int, counter: Counter) -> None:
         delta = total - self._seen.get(name, 0)

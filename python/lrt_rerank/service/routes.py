@@ -128,6 +128,7 @@ async def list_models(engine: EngineDep) -> ModelList:
     encoder = engine.encoder
     if encoder is None:
         raise unavailable("model not loaded yet")
+    calibration = getattr(encoder, "calibration", None)  # a late-interaction model's scores are raw MaxSim
     return ModelList(
         data=[
             ModelObject(
@@ -135,7 +136,7 @@ async def list_models(engine: EngineDep) -> ModelList:
                 kind=str(encoder.card["kind"]),
                 sha256=encoder.sha256,
                 card=encoder.card,
-                calibration=ModelCalibration(**encoder.calibration.to_json()),
+                calibration=ModelCalibration(**calibration.to_json()) if calibration is not None else None,
             )
         ]
     )

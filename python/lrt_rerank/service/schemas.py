@@ -164,10 +164,12 @@ class ModelCalibration(BaseModel):
 class ModelObject(BaseModel):
     id: str = Field(description="The model's name (its card's `name`, else its directory's).")
     object: Literal["model"] = "model"
-    kind: str = Field(description="The card's `kind`: always `cross-encoder` here.")
+    kind: str = Field(description="The card's `kind`: `cross-encoder`, or `late-interaction` for a ColBERT.")
     sha256: str = Field(description="sha256 of the model's ONNX graph.")
     card: dict[str, Any] = Field(description="The whole model card (card.json).")
-    calibration: ModelCalibration = Field(description="The score calibration in use.")
+    calibration: ModelCalibration | None = Field(
+        default=None, description="The score calibration in use (none for a late-interaction model: its scores are MaxSim sums)."
+    )
 
 
 class ModelList(BaseModel):

@@ -24,6 +24,8 @@ class ServiceSettings:
     redis_timeout_s: float = 0.1
     redis_backoff_s: float = 1.0
     cache_capacity: int = 100_000
+    document_cache_mib: float = 256.0
+    """MiB of document token matrices a late-interaction model keeps in process (the document cache)."""
     threads: int | None = None
     """Intra-op threads of the model (None: the core's default)."""
     max_concurrent_scoring: int = 2
