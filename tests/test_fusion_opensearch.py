@@ -201,3 +201,22 @@ def test_cli_places_the_fusion_and_refuses_bad_window_flags(
     bad.write_text("{}")
     assert main([*argv, "--fusion", str(bad)]) == 1
     assert str(bad) in capsys.readouterr().err
+
+
+def test_eval_through_the_node_reproduces_the_embedded_tuned_row(
+    opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, embedded_nfcorpus, nfcorpus_test: Dataset, tmp_path: Path, capsys
+) -> None:
+    fusion = Fusion("linear", {"bm25": 1.0, "dense": 2.0, "prior": 0.25, "reranker": 0.0}, "zscore")
+    path = fusion.save(tmp_path / "fusion.json")
+    common = ["eval", "--dataset", str(nfcorpus_test.path), "--reranker", "none", "--fusion", str(path), "--max-queries", "40", "--json"]
+    rows = {}
+    for name, first_stage in (
+        ("embedded", ["--index", str(embedded_nfcorpus.path)]),
+        ("opensearch", ["--first-stage", opensearch_node.url, "--opensearch-index", opensearch_nfcorpus]),
+    ):
+        assert main([*common, *first_stage]) == 0
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        rows[name] = {r["system"]: r for r in records}
+    for where in rows.values():
+        assert where["tuned"]["queries"] == 40 and where["tuned"]["MRR@10"] != where["rrf"]["MRR@10"]
+    assert abs(rows["opensearch"]["tuned"]["MRR@10"] - rows["embedded"]["tuned"]["MRR@10"]) <= 0.03, rows
