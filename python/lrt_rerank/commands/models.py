@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "its shards or pytorch_model.bin, or an ONNX export; tokenizer.json, vocab.txt or sentencepiece.bpe.model) "
             "into model.onnx + tokenizer.json + card.json, fused by ONNX Runtime's transformer optimizer; ModernBERT, "
             "DeBERTa-v2/v3 and (with --template) Qwen3 causal LMs are exported with torch.onnx (the [train] extra). "
-            "Graphs over 2 GB keep their weights in model.onnx_data. Prints DST."
+            "Graphs over 2 GB keep their weights in model.onnx_data. ColBERT snapshots (PyLate's layout, or colbert-ai's "
+            "artifact.metadata + linear) become late-interaction model directories. Prints DST."
         ),
     )
     i.add_argument("src", type=Path, help="snapshot folder")

@@ -22,7 +22,7 @@ from lrt_rerank.first_stage.embedded import EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.first_stage.index_cache import cache_home, cached_index
 from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_first_stage
 from lrt_rerank.interpolation import card_weight, resolve_weight
-from lrt_rerank.late.store import attach_store
+from lrt_rerank.late.store import attach_store, store_report
 from lrt_rerank.models.resolve import dense_model_dir, load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.opensearch.connection import add_connection_args, settings_from_args
@@ -278,6 +278,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     attach_store(reranker, args.index_dir)
     pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
+    _report_store(reranker)
     if args.json:
         for hit in result.hits:
             print(json.dumps({**asdict(hit), "title": stage.document(hit.id).title}))
@@ -299,6 +300,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"re-rank {result.rerank_ms:.1f} ms, total {result.total_ms:.1f} ms"
     )
     return 0
+
+
+def _report_store(reranker: object) -> None:
+    """On stderr, for a ColBERT re-ranker: how many documents it encoded at query time (0 over a full store)."""
+    line = store_report(reranker)
+    if line is not None:
+        print(line, file=sys.stderr)
 
 
 @reports_user_errors
@@ -328,6 +336,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     finally:
         stage.close()
+    _report_store(reranker)
     if not args.json:
         weight = resolve_weight(reranker, args.interpolation)
         print(

@@ -100,7 +100,7 @@ class StoredEmbeddings:
             raise _core.ModelError(f"{path / 'offsets.npy'}: does not fit {path / 'tokens.npy'} and {path / 'keys.npy'}")
 
     @classmethod
-    def open(cls, index_dir: Path, model: ColBERT | None = None) -> "StoredEmbeddings":
+    def open(cls, index_dir: Path, model: ColBERT | None = None) -> StoredEmbeddings:
         """The store of ``index_dir``; with ``model``, a ModelError unless it was made by that model."""
         path = index_dir / STORE_DIR
         manifest_path = path / MANIFEST
@@ -141,3 +141,11 @@ def attach_store(reranker: Any, index_dir: Path | None) -> bool:
         return False
     reranker.store = StoredEmbeddings.open(index_dir, reranker)
     return True
+
+
+def store_report(reranker: Any) -> str | None:
+    """One line on where a ColBERT re-ranker's document matrices came from (None for other re-rankers)."""
+    if not isinstance(reranker, ColBERT):
+        return None
+    where = f"the stored embeddings of {reranker.store.path}" if reranker.store is not None else "no stored embeddings"
+    return f"late interaction: {reranker.documents_encoded} documents encoded at query time ({where})"

@@ -24,6 +24,7 @@ from lrt_rerank.models.convert import (
     count_parameters,
     sequence_classification_head,
 )
+from lrt_rerank.models.importers.colbert import import_colbert, imported_colbert_dir, is_colbert_snapshot
 from lrt_rerank.models.importers.metadata import read_activation, read_license
 from lrt_rerank.models.importers.onnx_export import adapt_onnx_export
 from lrt_rerank.models import onnx_files
@@ -216,9 +217,20 @@ def import_snapshot(
     else a bi-encoder. ``max_length`` None: min(positions, 512, sentence-transformers' max_seq_length).
     ``template`` (:mod:`lrt_rerank.models.prompts`) turns a causal LM into a re-ranker scored by its
     next-token logits of "yes" and "no"; ``instruction`` replaces the template's default one.
+    A ColBERT snapshot (PyLate's or colbert-ai's layout) becomes a late-interaction model directory
+    (:mod:`.colbert`); none of the options apply to it.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists (remove it, or choose another --out)")
+    if is_colbert_snapshot(src):
+        given = {"--kind": kind, "--int8": int8 or None, "--max-length": max_length, "--template": template, "--instruction": instruction}
+        flags = [flag for flag, value in given.items() if value is not None]
+        if flags:
+            raise ValueError(
+                f"{src}: a ColBERT snapshot (PyLate / colbert-ai layout) is imported as a late-interaction model; "
+                f"{', '.join(flags)} do not apply to it (its lengths come from its own configuration)"
+            )
+        return import_colbert(src, out)
     if instruction is not None and template is None:
         raise ValueError("an instruction needs a template (--template)")
     snap = open_snapshot(src, "cross-encoder" if template else kind)
@@ -233,7 +245,10 @@ def imported_model_dir(src: Path, kind: str) -> Path:
     """The model directory of snapshot ``src`` under ``<model home>/imported``, importing it on first use.
 
     The directory name carries the snapshot's content key, so an edited snapshot is imported afresh.
+    A ColBERT snapshot is imported as a late-interaction model, whatever ``kind`` asks.
     """
+    if is_colbert_snapshot(src):
+        return imported_colbert_dir(src)
     snap = open_snapshot(src, kind)
     digests = snap.digests()
     out = model_home() / "imported" / f"{snapshot_name(src)}-{key_of(snap, digests)[:16]}"
