@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from lrt_rerank.ops.opensearch import ClusterSpec, NodeSpec, cluster_status, recorded_cluster
+from lrt_rerank.ops.opensearch import ClusterSpec, NodeError, NodeSpec, cluster_status, recorded_cluster
 from lrt_rerank.ops.opensearch import security
 
 
@@ -75,6 +75,18 @@ def test_the_plugin_zip_gets_the_nodes_version(tmp_path: Path) -> None:
         assert zf.read("opensearch-security-2.19.4.0.jar") == b"jar bytes"
     assert security.plugin_zip_for(archive, "2.19.4", tmp_path) == archive  # built for that version: used as is
     assert security.plugin_version("2.19.6") == "2.19.4.0" and security.plugin_version("3.0.0") == "3.0.0.0"
+
+
+def test_a_broken_plugin_zip_is_named(tmp_path: Path) -> None:
+    truncated = tmp_path / "opensearch-security-2.19.4.0.zip"
+    truncated.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(NodeError, match=f"{truncated}: not a readable zip"):
+        security.plugin_zip_for(truncated, "2.19.6", tmp_path)
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("README", "no descriptor")
+    with pytest.raises(NodeError, match=f"{other}: no readable plugin-descriptor.properties"):
+        security.plugin_zip_for(other, "2.19.6", tmp_path)
 
 
 def test_secured_layout_is_apart_from_the_unsecured_one(tmp_path: Path) -> None:

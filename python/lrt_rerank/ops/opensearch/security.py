@@ -92,9 +92,17 @@ def admin_password(spec: NodeSpec) -> str:
 
 
 def plugin_zip_for(archive: Path, version: str, out_dir: Path) -> Path:
-    """``archive`` itself when it was built for ``version``; else a copy whose descriptor says ``version``."""
-    with zipfile.ZipFile(archive) as zf:
-        descriptor = zf.read("plugin-descriptor.properties").decode("utf-8")
+    """``archive`` itself when it was built for ``version``; else a copy whose descriptor says ``version``.
+    Raises :class:`NodeError` naming ``archive`` when it is not a plugin zip (e.g. a truncated download)."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise NodeError(f"{archive}: not a readable zip ({exc}); delete it so that Maven downloads it again") from None
+    with zf:
+        try:
+            descriptor = zf.read("plugin-descriptor.properties").decode("utf-8")
+        except (KeyError, UnicodeDecodeError):
+            raise NodeError(f"{archive}: no readable plugin-descriptor.properties; not an OpenSearch plugin zip") from None
         lines = descriptor.splitlines()
         if f"opensearch.version={version}" in lines:
             return archive
