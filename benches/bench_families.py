@@ -3,10 +3,16 @@
 Default: for each family (XLM-R, ModernBERT, DeBERTa-v3, Qwen3-Reranker template) a small random-init
 model (4 layers x 256) is saved, imported (FP32 and INT8) and timed re-ranking 1 query x 32 passages,
 interleaved with sentence-transformers' CrossEncoder in FP32 and bf16 (Qwen3: transformers with the
-card's scoring code, as sentence-transformers has no such head), best of ``--repeats`` per round.
+card's prompt and its last-token logits, as sentence-transformers has no such head), best of ``--repeats``
+per round. Each call's FLOPs are counted from the model (2 x tokens x the transformer layers' weight-matrix
+entries, plus 4 x layers x tokens^2 x attention width for scores and context, on each pair's real tokens) and
+reported as achieved GFLOP/s next to a torch matmul probe (FP32 and bf16, [2048, hidden] x [hidden, 4 hidden])
+timed in the same interleaved rounds. The card's ``optimization`` (the ORT fusions kept) is printed per family.
 
-``--large``: an XLM-R-large-shaped random model (24 x 1024, ~2.2 GB FP32) saved in 5 shards, then
-``models import`` in a child process: wall time and the child's peak RSS, FP32 and INT8.
+``--large``: an XLM-R-large-shaped random model (24 x 1024, ~2.2 GB FP32) saved in 500 MB shards, then
+``models import`` in a child process: wall time and the child's peak RSS, FP32 and INT8; then each
+imported directory is loaded by the engine and scores 1 query x 8 passages in a child process (load time,
+scoring time, peak RSS).
 
     python benches/bench_families.py [--repeats 5] [--threads 2]
     python benches/bench_families.py --large --work /var/tmp/lrt-large
@@ -17,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +31,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+#: Sequence limit of every engine and peer (the Qwen3 prompt included).
+MAX_LENGTH = 256
+#: Rows of the matmul probe's left operand.
+PROBE_ROWS = 2048
 WORDS = "vitamin d bone health calcium risk fracture heart disease coffee trial patients study dose daily".split()
 
 
@@ -34,7 +43,8 @@ def _passages(n: int, words: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
 
 
-def _snapshots(root: Path, layers: int, hidden: int) -> dict[str, Path]:
+def _snapshots(root: Path, layers: int, hidden: int) -> dict[str, tuple[Path, Any, Any]]:
+    """name -> (snapshot folder, the transformers model, its tokenizer)."""
     import torch
     from transformers import (
         DebertaV2Config, DebertaV2ForSequenceClassification, ModernBertConfig,
@@ -51,7 +61,7 @@ def _snapshots(root: Path, layers: int, hidden: int) -> dict[str, Path]:
 
     torch.manual_seed(0)
     size = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 64, intermediate_size=4 * hidden)
-    out: dict[str, Path] = {}
+    out: dict[str, tuple[Path, Any, Any]] = {}
     unigram = XLMRobertaTokenizer(vocab=_unigram_vocab())
     models: dict[str, tuple[Any, Any]] = {
         "xlm-roberta": (XLMRobertaForSequenceClassification(XLMRobertaConfig(
@@ -75,7 +85,7 @@ def _snapshots(root: Path, layers: int, hidden: int) -> dict[str, Path]:
     for name, (model, tokenizer) in models.items():
         model.eval().save_pretrained(str(root / name))
         tokenizer.save_pretrained(str(root / name))
-        out[name] = root / name
+        out[name] = (root / name, model, tokenizer)
     return out
 
 
@@ -86,6 +96,42 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times) * 1000
+
+
+def _qwen_prompts(query: str, passages: list[str]) -> list[str]:
+    """The card's whole prompt for each pair (prefix, format with the default instruction, suffix)."""
+    from lrt_rerank.models.prompts import QWEN3_RERANKER as T
+
+    body = [T["format"].format(instruction=T["instruction"], query=query, document=p) for p in passages]
+    return [T["prefix"] + b + T["suffix"] for b in body]
+
+
+def _tokens(name: str, tokenizer: Any, query: str, passages: list[str], max_length: int) -> list[int]:
+    """Real tokens of each pair as the engine sees them (special tokens included)."""
+    if name == "qwen3":
+        enc = tokenizer(_qwen_prompts(query, passages), truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer([query] * len(passages), passages, truncation=True, max_length=max_length)
+    return [len(ids) for ids in enc["input_ids"]]
+
+
+def gflop(model: Any, tokens: list[int]) -> float:
+    """FLOPs of one call in units of 1e9: every weight matrix of the transformer layers once per token (2 FLOPs
+    per entry), plus attention scores and context (4 x layers x t^2 x attention width per pair). Embeddings,
+    heads, norms, DeBERTa's relative-position terms and ModernBERT's window are left out (a lower bound)."""
+    import re
+
+    config = model.config
+    layer = re.compile(r"\.layers?\.\d+\.")
+    weights = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and layer.search(n))
+    width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    width *= config.num_attention_heads
+    return sum(2 * weights * t + 4 * config.num_hidden_layers * t * t * width for t in tokens) / 1e9
+
+
+def _card_optimization(path: Path) -> dict[str, Any]:
+    card = json.loads((path / "card.json").read_text(encoding="utf-8"))
+    return {"optimization": card.get("optimization"), "measured": card.get("measured")}
 
 
 def latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,43 +147,74 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     query, passages = "vitamin d and bone fracture risk", _passages(32, 60)
     rows: dict[str, Any] = {}
     try:
-        for name, src in _snapshots(work, args.layers, args.hidden).items():
+        for name, (src, model, tokenizer) in _snapshots(work, args.layers, args.hidden).items():
             template = {"template": "qwen3-reranker"} if name == "qwen3" else {}
+            work_gflop = gflop(model, _tokens(name, tokenizer, query, passages, MAX_LENGTH))
             runners: dict[str, Callable[[], Any]] = {}
+            cards: dict[str, Any] = {}
             for variant, int8 in (("lrt fp32", False), ("lrt int8", True)):
-                out = import_snapshot(src, work / f"{name}-{variant[-4:]}", int8=int8, max_length=256, **template)
+                out = import_snapshot(src, work / f"{name}-{variant[-4:]}", int8=int8, max_length=MAX_LENGTH, **template)
+                cards[variant] = _card_optimization(out)
                 ce = CrossEncoder.load(out, threads=args.threads)
                 runners[variant] = lambda ce=ce: ce.score(query, passages)
             if name == "qwen3":
                 tok = AutoTokenizer.from_pretrained(str(src), padding_side="left")
+                texts = _qwen_prompts(query, passages)
                 for variant, dtype in (("transformers fp32", torch.float32), ("transformers bf16", torch.bfloat16)):
                     lm = AutoModelForCausalLM.from_pretrained(str(src), dtype=dtype).eval()
-                    texts = [f"<Instruct>: x\n<Query>: {query}\n<Document>: {p}" for p in passages]
 
-                    def run(lm: Any = lm) -> Any:
+                    def run(lm: Any = lm, tok: Any = tok, texts: list[str] = texts) -> Any:
                         with torch.no_grad():
-                            enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+                            enc = tok(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
                             return lm(**enc).logits[:, -1, :]
 
                     runners[variant] = run
             else:
                 for variant, dtype in (("sentence-transformers fp32", torch.float32), ("sentence-transformers bf16", torch.bfloat16)):
-                    st = STCrossEncoder(str(src), max_length=256, model_kwargs={"dtype": dtype})
+                    st = STCrossEncoder(str(src), max_length=MAX_LENGTH, model_kwargs={"dtype": dtype})
                     runners[variant] = lambda st=st: st.predict([(query, p) for p in passages], batch_size=16)
+            probe_gflop = 2 * PROBE_ROWS * args.hidden * 4 * args.hidden / 1e9
+            for variant, dtype in (("matmul probe fp32", torch.float32), ("matmul probe bf16", torch.bfloat16)):
+                a, b = torch.randn(PROBE_ROWS, args.hidden, dtype=dtype), torch.randn(args.hidden, 4 * args.hidden, dtype=dtype)
+                runners[variant] = lambda a=a, b=b: torch.matmul(a, b)
             best = {k: float("inf") for k in runners}
             for _ in range(args.rounds):  # interleaved rounds
                 for k, fn in runners.items():
                     best[k] = min(best[k], _best(fn, args.repeats))
-            peer = next(k for k in best if k.endswith("fp32") and not k.startswith("lrt"))
-            rows[name] = {k: {"ms": round(v, 1), "vs_peer_fp32": round(best[peer] / v, 2)} for k, v in best.items()}
-            print(name, json.dumps(rows[name]), flush=True)
+            peer = next(k for k in best if k.endswith("fp32") and not k.startswith(("lrt", "matmul")))
+            row: dict[str, Any] = {"gflop_per_call": round(work_gflop, 2)}
+            for k, ms in best.items():
+                flops = probe_gflop if k.startswith("matmul") else work_gflop
+                row[k] = {"ms": round(ms, 2 if k.startswith("matmul") else 1), "gflop_s": round(flops / ms * 1000, 1)}
+                if not k.startswith("matmul"):
+                    row[k]["vs_peer_fp32"] = round(best[peer] / ms, 2)
+            row["cards"] = cards
+            rows[name] = row
+            print(name, json.dumps(row), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
+#: Appended to a child's code: its own peak RSS and the figures it set in ``result``, as the last line of stdout.
+_REPORT = """
+import json as _json, resource as _resource
+result["peak_rss_gib"] = round(_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+print(_json.dumps(result))
+"""
+
+
+def _child(code: str) -> dict[str, Any]:
+    """Run ``code`` (which fills a dict ``result``) in a fresh interpreter; its figures plus wall time and peak RSS."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", "result = {}\n" + code + _REPORT], check=True, stdout=subprocess.PIPE, text=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"seconds": round(time.perf_counter() - start, 1), **report}
+
+
 def large(args: argparse.Namespace) -> dict[str, Any]:
-    """Save an XLM-R-large-shaped random model in shards, then import it in a child process (peak RSS)."""
+    """Save an XLM-R-large-shaped random model in shards, import it in a child process (FP32, INT8), then load
+    and score each import in another child: wall times and each child's own peak RSS."""
     work = Path(args.work)
     src = work / "xlmr-large"
     if not (src / "config.json").is_file():
@@ -150,19 +227,33 @@ def large(args: argparse.Namespace) -> dict[str, Any]:
             " intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, num_labels=1, pad_token_id=1)\n"
             f"m = XLMRobertaForSequenceClassification(c); m.save_pretrained({str(src)!r}, max_shard_size='500MB')\n"
             f"tok.save_pretrained({str(src)!r})\n"
+            "result['parameters'] = sum(p.numel() for p in m.parameters())\n"
         )
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
-    report: dict[str, Any] = {}
+        root = Path(__file__).resolve().parent.parent
+        print("save", json.dumps(_child(f"import os; os.chdir({str(root)!r})\n" + code)), flush=True)
+    shards = sorted(p.name for p in src.glob("*.safetensors"))
+    report: dict[str, Any] = {"snapshot": {"shards": len(shards), "bytes": sum((src / n).stat().st_size for n in shards)}}
+    query = "vitamin d and bone fracture risk"
+    passages = _passages(8, 60)
     for variant, flags in (("fp32", []), ("int8", ["--int8"])):
+        if variant not in args.variants.split(","):
+            continue
         out = work / f"out-{variant}"
         shutil.rmtree(out, ignore_errors=True)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lrt_rerank.cli", "models", "import", str(src), "--out", str(out), *flags], check=True)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        files = {p.name: p.stat().st_size for p in out.iterdir()}
-        report[variant] = {"seconds": round(seconds, 1), "peak_rss_gb": round(max(peak, before) / 1e6, 2), "files": files}
+        argv = ["models", "import", str(src), "--out", str(out), *flags]
+        imported = _child(f"from lrt_rerank.cli import main\nresult['rc'] = main({argv!r})\n")
+        imported["files"] = {p.name: p.stat().st_size for p in out.iterdir()}
+        card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+        imported["card"] = {k: card.get(k) for k in ("external_data", "optimization", "parameters", "quantization")}
+        scored = _child(
+            "import time, numpy as np\nfrom lrt_rerank import CrossEncoder\n"
+            f"t = time.perf_counter(); ce = CrossEncoder.load({str(out)!r}, threads={args.threads})\n"
+            "result['load_seconds'] = round(time.perf_counter() - t, 1)\n"
+            f"t = time.perf_counter(); s = ce.score({query!r}, {passages!r})\n"
+            "result['score_seconds'] = round(time.perf_counter() - t, 2)\n"
+            "result['scores_finite'] = bool(np.all(np.isfinite(s))); result['scores'] = [round(float(x), 4) for x in s]\n"
+        )
+        report[variant] = {"import": imported, "load_and_score": scored}
         print(variant, json.dumps(report[variant]), flush=True)
     return report
 
@@ -171,6 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--work", default="/var/tmp/lrt-large")
+    parser.add_argument("--variants", default="fp32,int8", help="--large: which imports to run (fp32, int8)")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)

@@ -323,6 +323,21 @@ def test_external_data_import_loads_in_fp32_and_int8(sharded_xlmr: Tiny, tmp_pat
     assert_matches(CrossEncoder.load(fp32, max_length=MAX_LENGTH).score(QUERY, PASSAGES), ref)
     int8 = import_snapshot(sharded_xlmr.path, tmp_path / "int8", int8=True)
     assert sorted(p.name for p in int8.iterdir()) == sorted([CARD, MODEL, MODEL_DATA, "tokenizer.json"])
+    assert json.loads((int8 / CARD).read_text(encoding="utf-8"))["external_data"] == MODEL_DATA
+    scores = CrossEncoder.load(int8, max_length=MAX_LENGTH).score(QUERY, PASSAGES)
+    assert np.all(np.isfinite(scores)) and not np.allclose(scores, scores[0])
+
+
+def test_int8_that_fits_one_file_has_no_external_data(sharded_xlmr: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An FP32 graph over the limit whose INT8 graph is under it (as the 2.2 GB XLM-R-large, 0.56 GB in INT8): the
+    INT8 directory is one model.onnx and its card does not name an external data file."""
+    from lrt_rerank.models import onnx_files
+
+    single = import_snapshot(sharded_xlmr.path, tmp_path / "single")
+    monkeypatch.setattr(onnx_files, "MAX_GRAPH_BYTES", int(0.6 * (single / MODEL).stat().st_size))
+    int8 = import_snapshot(sharded_xlmr.path, tmp_path / "int8", int8=True)
+    card = json.loads((int8 / CARD).read_text(encoding="utf-8"))
+    assert not (int8 / MODEL_DATA).exists() and "external_data" not in card
     scores = CrossEncoder.load(int8, max_length=MAX_LENGTH).score(QUERY, PASSAGES)
     assert np.all(np.isfinite(scores)) and not np.allclose(scores, scores[0])
 

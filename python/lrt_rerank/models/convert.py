@@ -287,6 +287,13 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(value, name))
         return name
 
+    def move_initializers(self, graph: onnx.GraphProto) -> None:
+        """Append the initializers to ``graph`` in order, dropping ours as each is copied in: the weights are held
+        once (plus one tensor), not twice, while a graph over 2 GB is assembled."""
+        self.inits.reverse()
+        while self.inits:
+            graph.initializer.append(self.inits.pop())
+
     def op(self, op_type: str, inputs: list[str], prefix: str | None = None, **attrs: object) -> str:
         out = self.name(prefix or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
@@ -484,8 +491,10 @@ def build_encoder_onnx(
         g.nodes.append(helper.make_node("Identity", [head(g, x)], ["logits"], name="output"))
         outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])]
 
-    graph = helper.make_graph(g.nodes, f"{config.model_type}-{kind}", inputs, outputs, initializer=g.inits)
+    # make_model copies its graph: the weights go in only after that, straight into the model's graph
+    graph = helper.make_graph(g.nodes, f"{config.model_type}-{kind}", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lrt-rerank")
+    g.move_initializers(model.graph)
     model.ir_version = 8
     if weight_bytes(model) <= MAX_GRAPH_BYTES:  # larger graphs are checked once saved with external data
         onnx.checker.check_model(model)

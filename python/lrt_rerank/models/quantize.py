@@ -88,6 +88,10 @@ def quantize_model_dir(
     data = dict(card.data)
     data["name"] = dst.name
     data["sha256"] = model_sha256(dst)
+    # the INT8 graph may fit one file where the FP32 one needed external data
+    data.pop("external_data", None)
+    if (dst / MODEL_DATA).is_file():
+        data["external_data"] = MODEL_DATA
     data["quantization"] = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weights": ("int8, per channel" if per_channel else "int8, per tensor") + (", 7-bit range" if reduce_range else ""),

@@ -2,9 +2,9 @@
 pytorch_model.bin (torch).
 
 A safetensors file is checked by the ``safetensors`` package (``safe_open`` validates the header and the
-data offsets) and then memory-mapped: :class:`SafetensorsWeights` is a read-only mapping whose tensors are
-read from the file when looked up and never kept, so that a converter holds one copy of the weights (the
-graph's) rather than two. A sharded checkpoint (``model.safetensors.index.json``) is one such mapping over
+data offsets): :class:`SafetensorsWeights` is a read-only mapping whose tensors are read from the file when
+looked up (into a buffer of their own: no memory map stays resident) and never kept, so that a converter
+holds one copy of the weights (the graph's) rather than two. A sharded checkpoint (``model.safetensors.index.json``) is one such mapping over
 all its shards. bfloat16, which numpy cannot represent, is widened to float32.
 """
 
@@ -48,7 +48,6 @@ class _SafetensorsFile:
         header.pop("__metadata__", None)
         self.start = 8 + header_len
         self.entries: dict[str, dict[str, Any]] = header
-        self._map: np.memmap | None = None
 
     def tensor(self, name: str) -> np.ndarray:
         info = self.entries[name]
@@ -58,15 +57,21 @@ class _SafetensorsFile:
             raise _core.ModelError(f"{self.path}: tensor {name!r} has dtype {dtype}, which is not supported")
         if end - begin != _ITEM_BYTES[dtype] * int(np.prod(shape, dtype=np.int64)):
             raise _core.ModelError(f"{self.path}: tensor {name!r}: {end - begin} bytes do not make shape {list(shape)}")
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        raw = self._map[self.start + begin : self.start + end]
+        raw = np.empty(end - begin, dtype=np.uint8)
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.start + begin)
+                got = fh.readinto(memoryview(raw))
+        except OSError as exc:
+            raise _core.ModelError(f"{self.path}: cannot read tensor {name!r}: {exc}") from exc
+        if got != end - begin:
+            raise _core.ModelError(f"{self.path}: tensor {name!r} is truncated ({got} of {end - begin} bytes)")
         if dtype == "BF16":  # the upper half of a float32
             array = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
         else:
             array = raw.view(np.dtype(_DTYPES[dtype]).newbyteorder("<"))
         array = array.reshape(shape)
-        return array.astype(np.float32, copy=False) if array.dtype.kind == "f" else np.array(array)
+        return array.astype(np.float32, copy=False) if array.dtype.kind == "f" else array
 
 
 class SafetensorsWeights(Mapping[str, np.ndarray]):
