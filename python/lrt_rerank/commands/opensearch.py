@@ -244,6 +244,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         fusion = load_fusion(args.fusion) if args.fusion is not None else None
         key_file = args.service_api_key_file
         api_key = read_secret_file(key_file, "--service-api-key-file") if key_file is not None else None
+        if api_key is not None and _plain_remote(args.service_url):
+            print(
+                f"lrt-rerank opensearch pipeline: warning: the service key travels unencrypted to {args.service_url}; "
+                "serve it over https (serve --ssl-certfile) or terminate TLS in front of it",
+                file=sys.stderr,
+            )
         client = connect(settings_from_args(args))
         installed = install_pipeline(
             client,
@@ -260,3 +266,21 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         report["fusion"] = placed.to_json()
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _plain_remote(url: str) -> bool:
+    """An http:// URL to a host other than the loopback interface."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
