@@ -247,14 +247,23 @@ def connector_body(
             action["request_body"] = f"{request_body[:-1].rstrip()}, {extra} }}"
     body["client_config"]["read_timeout"] = read_timeout_s
     body["client_config"]["connection_timeout"] = connection_timeout_ms
-    # ml-commons requires a non-empty credential map even when the service needs no key.
-    body["credential"] = {"api_key": api_key or "unused"}
     if api_key:
         for action in body["actions"]:
             action["headers"]["Authorization"] = "Bearer ${credential.api_key}"
-    fingerprint = hashlib.sha256(json.dumps({**body, "name": None}, sort_keys=True).encode()).hexdigest()[:12]
+    # The name (listed by anyone who may list connectors) changes with the key, so that a new key gets
+    # a new connector, but it is derived from a deliberately slow hash of the key, never from the key.
+    key_digest = _key_digest(api_key) if api_key else None
+    fingerprint = hashlib.sha256(json.dumps({**body, "name": None, "key": key_digest}, sort_keys=True).encode()).hexdigest()[:12]
+    # ml-commons requires a non-empty credential map even when the service needs no key.
+    body["credential"] = {"api_key": api_key or "unused"}
     body["name"] = f"{MODEL_PREFIX}-{fingerprint}"
     return body
+
+
+def _key_digest(api_key: str) -> str:
+    """scrypt of the service's key (fixed salt: the name must be reproducible): guessing a key from a
+    connector's name costs a scrypt evaluation per guess."""
+    return hashlib.scrypt(api_key.encode(), salt=b"lrt-rerank connector name", n=2**14, r=8, p=1).hex()
 
 
 def check_long_documents(fields: Mapping[str, Any]) -> dict[str, Any]:
