@@ -91,6 +91,14 @@ class RedisServer:
         self.proc = None
 
 
+def key_file(folder: Path, key: str) -> str:
+    """``key`` in a 0600 file under ``folder``, for ``serve --api-key-file`` (keys never go on a command line)."""
+    path = folder / "service.key"
+    path.write_text(key + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(path)
+
+
 class ServeProcess:
     """`lrt-rerank serve` as a subprocess on a free loopback port."""
 
@@ -161,7 +169,7 @@ def rerank_server(
     """`lrt-rerank serve` with the default model, the session Redis and the API key ``API_KEY``."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     server = ServeProcess(
-        ["--model", str(cross_encoder_dir), "--redis-url", redis_server.url, "--api-key", API_KEY], log
+        ["--model", str(cross_encoder_dir), "--redis-url", redis_server.url, "--api-key-file", key_file(log.parent, API_KEY)], log
     )
     try:
         server.wait_ready()

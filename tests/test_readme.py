@@ -19,7 +19,7 @@ import httpx
 import pytest
 from lrt_rerank.cli import main
 from readme_blocks import MARKERS, README, Block, blocks_for, readme_blocks
-from service_fixtures import RedisServer, ServeProcess
+from service_fixtures import RedisServer, ServeProcess, key_file
 
 ROOT = README.parent
 RUNNABLE = ("bash", "python")
@@ -156,7 +156,11 @@ def _serve(argv: list[str], tmp_path: Path) -> None:
         redis = RedisServer(tmp_path / "redis.log")
         redis.start()
         args[args.index("--redis-url") + 1] = redis.url
-    key = args[args.index("--api-key") + 1] if "--api-key" in args else None
+    key = None
+    if "--api-key-file" in args:  # the README's key file, made here
+        at = args.index("--api-key-file") + 1
+        key = "readme-key-1f3a"
+        args[at] = key_file(tmp_path, key)
     server = ServeProcess(args, tmp_path / "serve.log")
     try:
         server.wait_ready()

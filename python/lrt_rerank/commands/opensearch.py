@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.commands.pipeline import add_dense_model_arg
-    from lrt_rerank.opensearch.connection import add_connection_args
+    from lrt_rerank.opensearch.connection import add_connection_args, refuse_secret_args
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION
 
     parser = sub.add_parser(
@@ -100,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="file whose first line is the rerank service's API key; the connector stores it as an (encrypted) "
         "credential and sends it as `Authorization: Bearer` (default: no key)",
     )
+    refuse_secret_args(pipe, "--api-key", "--service-api-key", instead="--service-api-key-file FILE")
     pipe.add_argument("--read-timeout", type=int, default=5, help="seconds the connector waits for the service (default: %(default)s)")
     pipe.add_argument(
         "--fusion",

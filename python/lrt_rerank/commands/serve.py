@@ -17,6 +17,8 @@ SERVE_HELP = "run the HTTP rerank service (Cohere- and TEI-compatible)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lrt_rerank.opensearch.connection import refuse_secret_args
+
     p = sub.add_parser(
         "serve",
         help=SERVE_HELP,
@@ -40,18 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="worker processes (uvicorn multi-process mode); each has its own in-process cache (default: 1)",
     )
-    key = p.add_mutually_exclusive_group()
-    key.add_argument(
+    p.add_argument(
         "--api-key-file",
         type=Path,
         metavar="FILE",
         help="require `Authorization: Bearer KEY` on the rerank routes, KEY being this file's first line "
         "(default: $LRT_RERANK_API_KEY, else no key)",
     )
-    key.add_argument(
-        "--api-key",
-        help="the key itself: visible to every user in `ps`, so prefer --api-key-file or $LRT_RERANK_API_KEY",
-    )
+    refuse_secret_args(p, "--api-key", instead=f"--api-key-file FILE or ${API_KEY_ENV}")
     p.add_argument("--ssl-certfile", type=Path, metavar="PEM", help="serve https with this certificate (chain) (default: http)")
     p.add_argument("--ssl-keyfile", type=Path, metavar="PEM", help="the private key of --ssl-certfile")
     p.add_argument("--redis-url", help="shared Redis score cache, e.g. redis://127.0.0.1:6379/0 (default: none)")
@@ -188,18 +186,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
-    """The service's key: --api-key-file, else --api-key (warned about), else $LRT_RERANK_API_KEY, else None."""
+    """The service's key: --api-key-file, else $LRT_RERANK_API_KEY, else None (never an argument: `ps` shows those)."""
     if args.api_key_file is not None:
         from lrt_rerank.opensearch.connection import read_secret_file
 
         return read_secret_file(args.api_key_file, "--api-key-file")
-    if args.api_key is not None:
-        print(
-            "lrt-rerank serve: warning: --api-key puts the key on the command line, where `ps` shows it; "
-            f"use --api-key-file or ${API_KEY_ENV}",
-            file=sys.stderr,
-        )
-        return args.api_key or None
     return os.environ.get(API_KEY_ENV) or None
 
 

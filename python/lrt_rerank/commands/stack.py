@@ -11,6 +11,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION, default_work_dir
+    from lrt_rerank.opensearch.connection import refuse_secret_args
     from lrt_rerank.ops.stack.launcher import default_state_dir
 
     parser = sub.add_parser(
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="file whose first line is the bearer key the replicas require; the connector sends it as a credential",
     )
+    refuse_secret_args(up, "--api-key", instead="--api-key-file FILE")
     up.add_argument("--threads", type=int, help="intra-op threads per replica (default: CPU count / replicas)")
     up.add_argument("--read-timeout", type=int, default=5, help="seconds the connector waits for a re-rank (default: %(default)s)")
     up.add_argument("--no-opensearch", action="store_true", help="only Redis, the replicas and the load balancer")

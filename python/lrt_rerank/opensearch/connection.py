@@ -172,6 +172,24 @@ def resolve_settings(
     return settings
 
 
+class _RefusedSecret(argparse.Action):
+    """An option that would put a secret on the command line: refused, and its value never echoed
+    (argparse would otherwise take ``--password X`` for ``--password-file X`` and name ``X``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, instead: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+        self.instead = instead
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is not accepted: every user can read a process's arguments (`ps`); use {self.instead}")
+
+
+def refuse_secret_args(parser: argparse.ArgumentParser, *flags: str, instead: str) -> None:
+    """Refuse each of ``flags`` (e.g. ``--password``) in one line pointing to ``instead``, never echoing its value."""
+    for flag in flags:
+        parser.add_argument(flag, action=_RefusedSecret, instead=instead, dest=f"refused_{flag.lstrip('-').replace('-', '_')}")
+
+
 def add_connection_args(parser: argparse.ArgumentParser, url_flag: str | None = "--url") -> None:
     """The connection flags, the same on every command. ``url_flag=None`` leaves the URL to the
     command's own flag (``eval --first-stage URL``)."""
@@ -180,6 +198,7 @@ def add_connection_args(parser: argparse.ArgumentParser, url_flag: str | None = 
         group.add_argument(url_flag, dest="url", default=DEFAULT_URL, help="OpenSearch URL, http:// or https:// (default: %(default)s)")
     group.add_argument("--user", help=f"user for HTTP basic authentication (password: --password-file or ${PASSWORD_ENV})")
     group.add_argument("--password-file", type=Path, metavar="FILE", help=f"file whose first line is the password (else ${PASSWORD_ENV})")
+    refuse_secret_args(parser, "--password", instead=f"--password-file FILE or ${PASSWORD_ENV}")
     group.add_argument("--ca-certs", type=Path, metavar="PEM", help="CA certificate(s) that signed the cluster's HTTP certificate")
     group.add_argument("--insecure", action="store_true", help="do not verify the cluster's certificate (warns; for tests only)")
     group.add_argument("--client-cert", type=Path, metavar="PEM", help="client certificate, for clusters that authenticate by certificate")

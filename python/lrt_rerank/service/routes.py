@@ -34,7 +34,7 @@ from lrt_rerank.service.schemas import (
     TeiResult,
 )
 
-bearer = HTTPBearer(auto_error=False, description="The key given to `lrt-rerank serve --api-key`.")
+bearer = HTTPBearer(auto_error=False, description="The key given to `lrt-rerank serve --api-key-file` (or $LRT_RERANK_API_KEY).")
 
 
 def engine_of(request: Request) -> Engine:
