@@ -8,9 +8,11 @@ rankings mean nothing, only its costs do.
 
 What is measured, on the first ``--queries`` judged NFCorpus test queries and their BM25 top 50 (bm25s, as
 benches/bench_core.py): only those candidates are indexed (2 shared cores cannot encode all 3.6k documents
-twice in a bench run), fp16 and int8. Per query, interleaved: the LRT's ``score`` over the 50 texts, and the
-ColBERT's ``score`` over the same texts reading the fp16 store (no document encoded: checked), with its query
-encoding and its MaxSim timed apart. FLOPs: query encoding (2 x 32 tokens x the layers' weight entries +
+twice in a bench run), fp16 and int8. Per query, interleaved: the LRT's ``score`` over the 50 texts, the
+ColBERT's ``score`` over the same texts reading the fp16 store (stored rows scored in Rust; no document
+encoded: checked) and the int8 store, the earlier Python flow (stored rows widened to float32 in numpy, then
+MaxSim), with its query encoding (FP32, and the INT8 dynamic-quantized graph of ``models quantize``: speed
+and Spearman of its scores against FP32's), the Python lookup and the MaxSim timed apart. FLOPs: query encoding (2 x 32 tokens x the layers' weight entries +
 attention + projection) and MaxSim (2 x 32 x stored tokens x 96); achieved GFLOP/s next to a numpy float32
 matmul probe timed in the same rounds. int8 vs fp16: Spearman of the 50 scores and top-10 overlap per query.
 Service: ``lrt-rerank serve --model`` (2 threads), for ``--service-queries`` queries a first request with
@@ -110,7 +112,9 @@ def rerank_bench(args: argparse.Namespace, model_dir: Path, work: list[tuple[str
 
     from lrt_rerank import CrossEncoder
     from lrt_rerank.late import ColBERT, EncodedDocuments
+    from lrt_rerank.late.model import text_hash
     from lrt_rerank.late.store import StoredEmbeddings, write_store
+    from lrt_rerank.models.quantize import quantize_model_dir
 
     texts = list(dict.fromkeys(t for _, docs in work for t in docs))
     indexer = ColBERT.load(model_dir, threads=args.threads)
@@ -123,18 +127,38 @@ def rerank_bench(args: argparse.Namespace, model_dir: Path, work: list[tuple[str
     model_int8 = ColBERT.load(model_dir, threads=args.threads)
     model_int8.store = StoredEmbeddings.open(root / "int8", model_int8)
     lrt = CrossEncoder.load(threads=args.threads)
+    quantized = quantize_model_dir(model_dir, root / "model-int8")
+    model_q8 = ColBERT.load(quantized, threads=args.threads)
+    store = model.store
     for q, docs in work[:2]:  # warm-up
         lrt.score(q, docs)
         model.score(q, docs)
-    times: dict[str, list[float]] = {k: [] for k in ("lrt", "colbert", "query", "lookup", "maxsim", "probe")}
+        model_q8.encode_query(q)
+    keys = ("lrt", "colbert", "colbert_int8_store", "python_flow", "query", "query_int8", "lookup", "maxsim",
+            "maxsim_stored_fp16", "probe")
+    times: dict[str, list[float]] = {k: [] for k in keys}
     tokens: list[int] = []
-    rho, overlap = [], []
+    rho, overlap, rho_q8 = [], [], []
+
+    def python_flow(q: str, docs: list[str]) -> Any:  # the flow before the stored rows were scored in Rust
+        return model.score_encoded(model.encode_query(q), EncodedDocuments.stack(model.document_matrices(docs), model.dim))
+
     for q, docs in work:
         times["lrt"].append(_timed(lambda: lrt.score(q, docs)))
         times["colbert"].append(_timed(lambda: model.score(q, docs)))
+        times["python_flow"].append(_timed(lambda: python_flow(q, docs)))
+        times["colbert_int8_store"].append(_timed(lambda: model_int8.score(q, docs)))
         began = time.perf_counter()
         qm = model.encode_query(q)
         times["query"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        q8 = model_q8.encode_query(q)
+        times["query_int8"].append(time.perf_counter() - began)
+        spans = [s for s in store.spans([text_hash(t) for t in docs]) if s is not None]
+        began = time.perf_counter()
+        stored_scores = store.maxsim(qm, spans, model.threads)
+        times["maxsim_stored_fp16"].append(time.perf_counter() - began)
+        rho_q8.append(float(spearmanr(stored_scores, store.maxsim(q8, spans, model.threads)).statistic))
         began = time.perf_counter()
         encoded = EncodedDocuments.stack(model.document_matrices(docs), model.dim)
         times["lookup"].append(time.perf_counter() - began)
@@ -156,6 +180,11 @@ def rerank_bench(args: argparse.Namespace, model_dir: Path, work: list[tuple[str
         "index_fp16_s": round(index_s, 1),
         "bytes_per_document": {"float16": round(fp16["bytes_per_document"]), "int8": round(int8["bytes_per_document"])},
         "tokens_per_document": round(fp16["tokens_per_document"], 1),
+        "int8_query_encoder_vs_fp32": {"spearman_mean": round(float(np.mean(rho_q8)), 4),
+                                       "spearman_min": round(float(np.min(rho_q8)), 4)},
+        "python_flow_over_colbert": {"p50": round(pct(ms["python_flow"], 50) / pct(ms["colbert"], 50), 2),
+                                     "p95": round(pct(ms["python_flow"], 95) / pct(ms["colbert"], 95), 2)},
+        "query_fp32_over_int8_p50": round(pct(ms["query"], 50) / pct(ms["query_int8"], 50), 2),
         "int8_vs_fp16": {"spearman_mean": round(float(np.mean(rho)), 4), "spearman_min": round(float(np.min(rho)), 4),
                           "top10_overlap_mean": round(float(np.mean(overlap)), 3)},
         "p50_ms": {k: round(pct(v, 50), 2) for k, v in ms.items()},
@@ -166,6 +195,8 @@ def rerank_bench(args: argparse.Namespace, model_dir: Path, work: list[tuple[str
         "gflops_achieved": {
             "query_encoding_p50": round(q_gflop / (pct(ms["query"], 50) / 1000), 1),
             "maxsim_p50": round(float(np.median([g / (t / 1000) for g, t in zip(maxsim_gflop, ms["maxsim"])])), 1),
+            "maxsim_stored_fp16_p50": round(float(np.median([g / (t / 1000) for g, t in zip(maxsim_gflop, ms["maxsim_stored_fp16"])])), 1),
+            "query_encoding_int8_p50": round(q_gflop / (pct(ms["query_int8"], 50) / 1000), 1),
             "matmul_probe_p50": round(1.0 / pct(times["probe"], 50), 1),
         },
     }

@@ -70,6 +70,62 @@ def test_int8_storage_keeps_the_ranking(model_dir: Path, texts: list[str], tmp_p
     assert stored.documents_encoded == 0
 
 
+def reference_maxsim(query: np.ndarray, docs: list[np.ndarray]) -> np.ndarray:
+    """numpy float64 MaxSim: Σ over query tokens of the best dot product with a document token."""
+    q = query.astype(np.float64)
+    return np.array([(q @ d.astype(np.float64).T).max(axis=1).sum() if len(d) else 0.0 for d in docs])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_stored_rows_are_scored_in_rust_as_numpy_scores_them(model_dir: Path, texts: list[str], tmp_path: Path, dtype: str) -> None:
+    from lrt_rerank import _core
+
+    model = ColBERT.load(model_dir, threads=2)
+    write_store(model, texts, tmp_path, dtype=dtype)
+    attach_store(model, tmp_path)
+    store = model.store
+    assert store is not None
+    # candidates in another order than stored, one repeated, one not stored (encoded) in the middle
+    candidates = [texts[7], texts[0], "never indexed text", *texts[20:], texts[7]]
+    for query in QUERIES:
+        q = model.encode_query(query)
+        rows = [np.asarray(store.tokens[a:b], np.float32) for a, b in (store.spans([text_hash(t)])[0] or (0, 0) for t in candidates)]
+        if store.scale is not None:
+            rows = [r * store.scale for r in rows]
+        rows[2] = model.encode_documents([candidates[2]]).data
+        want = reference_maxsim(q, rows)
+        got = model.score(query, candidates)
+        assert got.dtype == np.float32 and got.shape == (len(candidates),)
+        assert np.max(np.abs(got - want)) <= 1e-5 * float(np.ptp(want)), (got, want)
+    # bad input is a clear ValueError, not a panic
+    q = model.encode_query(QUERY)
+    n = store.tokens.shape[0]
+    with pytest.raises(ValueError, match=f"document 0: rows 0..{n + 1} do not fit the {n} stored rows"):
+        store.maxsim(q, [(0, n + 1)])
+    with pytest.raises(ValueError, match="dim"):
+        _core.maxsim_stored(q[:, :4].copy(), store._rows_view, [(0, 1)], scale=store.scale)
+    bad_scale = None if dtype == "int8" else np.ones(model.dim, np.float32)
+    with pytest.raises(ValueError, match="scale"):
+        _core.maxsim_stored(q, store._rows_view, [(0, 1)], scale=bad_scale)
+    with pytest.raises(ValueError, match="uint16"):
+        _core.maxsim_stored(q, np.zeros((3, model.dim), np.float64), [(0, 1)])
+
+
+def test_maxsim_threads_split_documents_without_changing_scores(model_dir: Path, texts: list[str]) -> None:
+    from lrt_rerank import _core
+
+    model = ColBERT.load(model_dir)
+    docs = model.encode_documents(texts * 20)  # enough tokens to be split over the threads
+    q = model.encode_query(QUERY)
+    one = _core.maxsim(q, docs.data, docs.lengths, threads=1)
+    want = reference_maxsim(q, docs.matrices())
+    assert np.max(np.abs(one - want)) <= 1e-5 * float(np.ptp(want))
+    for threads in (2, 3, 64):
+        np.testing.assert_allclose(_core.maxsim(q, docs.data, docs.lengths, threads=threads), one, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="lengths say"):
+        _core.maxsim(q, docs.data, [*docs.lengths, 1])
+
+
 def test_a_store_of_another_model_is_refused(model_dir: Path, texts: list[str], tmp_path: Path) -> None:
     from lrt_rerank import ModelError
 

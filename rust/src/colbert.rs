@@ -13,6 +13,11 @@
 
 use std::path::Path;
 
+use half::f16;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
 use crate::batching::{Batching, PaddedBatch, DEFAULT_TOKEN_BUDGET};
 use crate::error::{CoreError, Result};
 use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
@@ -271,51 +276,176 @@ impl ColbertCore {
     }
 }
 
+/// Document token rows in the form they are held: float32, float16 bits (the index store's default),
+/// or int8 with one float32 scale per dimension (value = int8 × scale[d]).
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+    I8 { data: &'a [i8], scale: &'a [f32] },
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(d) => d.len(),
+            Rows::F16(d) => d.len(),
+            Rows::I8 { data, .. } => data.len(),
+        }
+    }
+
+    /// Rows `start..end` (dim values each) as float32 into `out` (int8 unscaled: the scale is folded into the query).
+    fn widen(&self, start: usize, end: usize, dim: usize, out: &mut Vec<f32>) {
+        let range = start * dim..end * dim;
+        match self {
+            Rows::F32(d) => out.extend_from_slice(&d[range]),
+            Rows::F16(d) => {
+                let at = out.len();
+                out.resize(at + range.len(), 0.0);
+                d[range].reinterpret_cast::<f16>().convert_to_f32_slice(&mut out[at..]);
+            }
+            Rows::I8 { data, .. } => out.extend(data[range].iter().map(|&v| f32::from(v))),
+        }
+    }
+}
+
+/// Query rows per GEMM chunk of document tokens: sims of a chunk (nq × CHUNK_TOKENS) stay in L2.
+const CHUNK_TOKENS: usize = 2048;
+
 /// MaxSim of one query matrix (nq × dim) against each document matrix in `docs` (their token counts
 /// in `lengths`): Σ over query tokens of the largest dot product with a document token; 0 for a
 /// document without tokens.
 pub fn maxsim_many(query: &[f32], docs: &[f32], lengths: &[usize], dim: usize) -> Result<Vec<f32>> {
-    if dim == 0 || !query.len().is_multiple_of(dim) {
-        return Err(CoreError::InvalidArgument(format!("the query holds {} values, not a multiple of dim {dim}", query.len())));
+    let mut spans = Vec::with_capacity(lengths.len());
+    let mut offset = 0usize;
+    for &n in lengths {
+        let end = offset.checked_add(n).ok_or_else(|| CoreError::InvalidArgument("document lengths overflow".into()))?;
+        spans.push((offset, end));
+        offset = end;
     }
-    let total: usize = lengths.iter().sum();
-    if total.checked_mul(dim) != Some(docs.len()) {
+    if dim == 0 || offset.checked_mul(dim) != Some(docs.len()) {
         return Err(CoreError::InvalidArgument(format!(
-            "the documents hold {} values, their lengths say {total} tokens of dim {dim}",
+            "the documents hold {} values, their lengths say {offset} tokens of dim {dim}",
             docs.len()
         )));
     }
-    let nq = query.len() / dim;
-    // query transposed (dim × nq): the inner loop runs over query tokens, contiguous, so it vectorises
-    let mut qt = vec![0f32; dim * nq];
-    for i in 0..nq {
-        for k in 0..dim {
-            qt[k * nq + i] = query[i * dim + k];
+    maxsim_spans(query, Rows::F32(docs), &spans, dim, 1)
+}
+
+/// MaxSim of one query matrix (nq × dim) against the documents whose rows are `rows[start..end]` for
+/// each `(start, end)` of `spans`, in span order; documents split over `threads` threads. Each chunk
+/// of documents is one matrix product Q·Dᵀ (ndarray → matrixmultiply's sgemm) then a row-wise max per
+/// document and the sum.
+pub fn maxsim_spans(query: &[f32], rows: Rows<'_>, spans: &[(usize, usize)], dim: usize, threads: usize) -> Result<Vec<f32>> {
+    if dim == 0 || !query.len().is_multiple_of(dim) {
+        return Err(CoreError::InvalidArgument(format!("the query holds {} values, not a multiple of dim {dim}", query.len())));
+    }
+    if !rows.len().is_multiple_of(dim) {
+        return Err(CoreError::InvalidArgument(format!("the document rows hold {} values, not a multiple of dim {dim}", rows.len())));
+    }
+    let total = rows.len() / dim;
+    if let Some((i, &(s, e))) = spans.iter().enumerate().find(|(_, &(s, e))| s > e || e > total) {
+        return Err(CoreError::InvalidArgument(format!("document {i}: rows {s}..{e} do not fit the {total} stored rows")));
+    }
+    let mut q = query.to_vec();
+    if let Rows::I8 { scale, .. } = rows {
+        if scale.len() != dim {
+            return Err(CoreError::InvalidArgument(format!("the int8 scale holds {} values, not dim {dim}", scale.len())));
+        }
+        // Σ_d q[d]·(x[d]·scale[d]) = Σ_d (q[d]·scale[d])·x[d]: scale the query once, not every row
+        for row in q.chunks_exact_mut(dim) {
+            row.iter_mut().zip(scale).for_each(|(v, &s)| *v *= s);
         }
     }
-    let mut scores = Vec::with_capacity(lengths.len());
-    let mut best = vec![0f32; nq];
-    let mut sims = vec![0f32; nq];
-    let mut offset = 0;
-    for &n in lengths {
-        if n == 0 || nq == 0 {
-            scores.push(0.0);
+    let nq = q.len() / dim;
+    if nq == 0 {
+        return Ok(vec![0.0; spans.len()]);
+    }
+    let parts = split_by_tokens(spans, threads.max(1));
+    if parts.len() <= 1 {
+        return maxsim_part(&q, nq, rows, spans, dim);
+    }
+    let q = &q;
+    let scores = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts.iter().map(|p| scope.spawn(move || maxsim_part(q, nq, rows, p, dim))).collect();
+        handles.into_iter().map(|h| h.join()).collect::<std::result::Result<Vec<_>, _>>()
+    })
+    .map_err(|_| CoreError::Inference("a MaxSim thread panicked".into()))?;
+    Ok(scores.into_iter().collect::<Result<Vec<_>>>()?.concat())
+}
+
+/// `spans` cut into at most `parts` consecutive runs of about equal token counts (none empty).
+fn split_by_tokens(spans: &[(usize, usize)], parts: usize) -> Vec<&[(usize, usize)]> {
+    let tokens: usize = spans.iter().map(|(s, e)| e - s).sum();
+    if parts <= 1 || spans.len() < 2 || tokens < CHUNK_TOKENS {
+        return vec![spans];
+    }
+    let per = tokens.div_ceil(parts);
+    let mut out = Vec::with_capacity(parts);
+    let (mut begin, mut acc) = (0, 0);
+    for (i, (s, e)) in spans.iter().enumerate() {
+        acc += e - s;
+        if acc >= per && out.len() + 1 < parts {
+            out.push(&spans[begin..=i]);
+            begin = i + 1;
+            acc = 0;
+        }
+    }
+    if begin < spans.len() {
+        out.push(&spans[begin..]);
+    }
+    out
+}
+
+/// One thread's MaxSim: documents gathered into chunks of about CHUNK_TOKENS rows, one GEMM per chunk.
+fn maxsim_part(q: &[f32], nq: usize, rows: Rows<'_>, spans: &[(usize, usize)], dim: usize) -> Result<Vec<f32>> {
+    let shape = |e: ndarray::ShapeError| CoreError::InvalidArgument(format!("maxsim: {e}"));
+    let qv = ArrayView2::from_shape((nq, dim), q).map_err(shape)?;
+    let mut scores = Vec::with_capacity(spans.len());
+    let mut buf: Vec<f32> = Vec::new();
+    let mut sims: Vec<f32> = Vec::new();
+    let mut first = 0;
+    while first < spans.len() {
+        let mut last = first;
+        let mut n = 0;
+        while last < spans.len() && (last == first || n + spans[last].1 - spans[last].0 <= CHUNK_TOKENS) {
+            n += spans[last].1 - spans[last].0;
+            last += 1;
+        }
+        let chunk = &spans[first..last];
+        first = last;
+        if n == 0 {
+            scores.extend(std::iter::repeat_n(0.0, chunk.len()));
             continue;
         }
-        best.fill(f32::NEG_INFINITY);
-        for token in docs[offset * dim..(offset + n) * dim].chunks_exact(dim) {
-            sims.fill(0.0);
-            for (&v, col) in token.iter().zip(qt.chunks_exact(nq)) {
-                for (s, &q) in sims.iter_mut().zip(col) {
-                    *s += v * q;
+        // float32 rows whose documents are consecutive are read in place; the rest are widened into `buf`
+        let contiguous = chunk.windows(2).all(|w| w[0].1 == w[1].0);
+        let data: &[f32] = match rows {
+            Rows::F32(d) if contiguous => &d[chunk[0].0 * dim..chunk[chunk.len() - 1].1 * dim],
+            _ => {
+                buf.clear();
+                for &(s, e) in chunk {
+                    rows.widen(s, e, dim, &mut buf);
                 }
+                &buf
             }
-            for (b, &s) in best.iter_mut().zip(&sims) {
-                *b = b.max(s);
-            }
+        };
+        let dv = ArrayView2::from_shape((n, dim), data).map_err(shape)?;
+        sims.clear();
+        sims.resize(nq * n, 0.0);
+        let mut sv = ArrayViewMut2::from_shape((nq, n), &mut sims[..]).map_err(shape)?;
+        general_mat_mul(1.0, &qv, &dv.t(), 0.0, &mut sv);
+        let mut at = 0;
+        for &(s, e) in chunk {
+            let len = e - s;
+            let score = if len == 0 {
+                0.0
+            } else {
+                sims.chunks_exact(n).map(|row| row[at..at + len].iter().copied().fold(f32::NEG_INFINITY, f32::max)).sum()
+            };
+            scores.push(score);
+            at += len;
         }
-        scores.push(best.iter().sum());
-        offset += n;
     }
     Ok(scores)
 }

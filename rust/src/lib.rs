@@ -18,7 +18,7 @@ pub mod windows;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -499,6 +499,11 @@ impl PyColbert {
     fn batches_run(&self) -> u64 {
         self.inner.model().runs()
     }
+    /// Threads (sessions) of this model; MaxSim splits its documents over as many.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.options().threads
+    }
 
     /// Query token matrices: (float32 (tokens, dim), tokens per query).
     fn encode_queries<'py>(&self, py: Python<'py>, queries: Vec<String>) -> PyResult<Matrices<'py>> {
@@ -537,11 +542,13 @@ impl PyColbert {
 /// MaxSim of a query matrix (nq, dim) against documents stacked in one (tokens, dim) matrix, with
 /// each document's token count: float32 scores in document order. The GIL is released.
 #[pyfunction]
+#[pyo3(signature = (query, documents, lengths, threads = 1))]
 fn maxsim<'py>(
     py: Python<'py>,
     query: PyReadonlyArray2<'py, f32>,
     documents: PyReadonlyArray2<'py, f32>,
     lengths: Vec<usize>,
+    threads: usize,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let dim = query.shape()[1];
     if documents.shape()[1] != dim {
@@ -551,7 +558,58 @@ fn maxsim<'py>(
         )));
     }
     let (q, d) = (query.as_slice()?, documents.as_slice()?);
-    let scores = py.detach(|| guarded(|| colbert::maxsim_many(q, d, &lengths, dim))).map_err(to_py)?;
+    let mut spans = Vec::with_capacity(lengths.len());
+    let mut offset = 0usize;
+    for &n in &lengths {
+        let end = offset.saturating_add(n);
+        spans.push((offset, end));
+        offset = end;
+    }
+    if offset != documents.shape()[0] {
+        return Err(PyValueError::new_err(format!(
+            "maxsim: the lengths say {offset} document tokens, the documents hold {}",
+            documents.shape()[0]
+        )));
+    }
+    let scores =
+        py.detach(|| guarded(|| colbert::maxsim_spans(q, colbert::Rows::F32(d), &spans, dim, threads))).map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, scores))
+}
+
+/// MaxSim of a query matrix (nq, dim) against stored document rows: `rows` is a (tokens, dim) array of
+/// float16 bits (uint16), int8 (with `scale`, float32 (dim,): value = int8 × scale) or float32, memory-mapped
+/// or not; document i is rows[spans[i].0 .. spans[i].1]. Float32 scores in span order, computed without
+/// the GIL over `threads` threads.
+#[pyfunction]
+#[pyo3(signature = (query, rows, spans, scale = None, threads = 1))]
+fn maxsim_stored<'py>(
+    py: Python<'py>,
+    query: PyReadonlyArray2<'py, f32>,
+    rows: &Bound<'py, PyAny>,
+    spans: Vec<(usize, usize)>,
+    scale: Option<PyReadonlyArray1<'py, f32>>,
+    threads: usize,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let dim = query.shape()[1];
+    let q = query.as_slice()?;
+    let f16 = rows.cast::<PyArray2<u16>>().ok().map(|a| a.readonly());
+    let i8s = rows.cast::<PyArray2<i8>>().ok().map(|a| a.readonly());
+    let f32s = rows.cast::<PyArray2<f32>>().ok().map(|a| a.readonly());
+    let scale = scale.as_ref().map(|s| s.as_slice()).transpose()?;
+    let (view, cols) = match (&f16, &i8s, &f32s, scale) {
+        (Some(a), _, _, None) => (colbert::Rows::F16(a.as_slice()?), a.shape()[1]),
+        (_, Some(a), _, Some(scale)) => (colbert::Rows::I8 { data: a.as_slice()?, scale }, a.shape()[1]),
+        (_, _, Some(a), None) => (colbert::Rows::F32(a.as_slice()?), a.shape()[1]),
+        (_, Some(_), _, None) => return Err(PyValueError::new_err("maxsim_stored: int8 rows need their per-dimension scale")),
+        (None, None, None, _) => {
+            return Err(PyValueError::new_err("maxsim_stored: rows must be a 2-D uint16 (float16 bits), int8 or float32 array"))
+        }
+        _ => return Err(PyValueError::new_err("maxsim_stored: a scale goes with int8 rows only")),
+    };
+    if cols != dim {
+        return Err(PyValueError::new_err(format!("maxsim_stored: the query has dim {dim}, the stored rows {cols}")));
+    }
+    let scores = py.detach(|| guarded(|| colbert::maxsim_spans(q, view, &spans, dim, threads))).map_err(to_py)?;
     Ok(PyArray1::from_vec(py, scores))
 }
 
@@ -582,5 +640,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBiEncoder>()?;
     m.add_class::<PyColbert>()?;
     m.add_function(wrap_pyfunction!(maxsim, m)?)?;
+    m.add_function(wrap_pyfunction!(maxsim_stored, m)?)?;
     Ok(())
 }

@@ -162,6 +162,11 @@ class ColBERT:
         return self._core.dim
 
     @property
+    def threads(self) -> int:
+        """Threads of the model's sessions; MaxSim splits a re-rank's documents over as many."""
+        return int(self._core.threads)
+
+    @property
     def fingerprint(self) -> str:
         """Keys cached scores and document embeddings: the sha256 of model.onnx and the encoding settings."""
         keys = ("query_length", "document_length", "query_expansion", "attend_expansion", "skiplist_ids")
@@ -187,7 +192,7 @@ class ColBERT:
         docs = encoded if isinstance(encoded, EncodedDocuments) else EncodedDocuments.stack(list(encoded), self.dim)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"the query matrix must be (tokens, {self.dim}), got {q.shape}")
-        return _core.maxsim(q, np.ascontiguousarray(docs.data, dtype=np.float32), docs.lengths)
+        return _core.maxsim(q, np.ascontiguousarray(docs.data, dtype=np.float32), docs.lengths, threads=self.threads)
 
     def document_matrices(self, passages: Sequence[str]) -> list[Matrix]:
         """Each passage's token matrix from the store, the cache, or (for the rest) the model."""
@@ -210,9 +215,24 @@ class ColBERT:
         return [m for m in found if m is not None]
 
     def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
-        """MaxSim scores (float32), one per passage, in input order."""
+        """MaxSim scores (float32), one per passage, in input order.
+
+        Passages in the index store are scored from their stored rows in Rust; the rest as
+        :meth:`document_matrices` finds them (cache, then the model)."""
+        texts = _check_texts("passages", passages)
         q = self.encode_query(query)
-        return self.score_encoded(q, EncodedDocuments.stack(self.document_matrices(passages), self.dim))
+        scores = np.zeros(len(texts), np.float32)
+        todo = list(range(len(texts)))
+        if self.store is not None:
+            spans = self.store.spans([text_hash(t) for t in texts])
+            stored = [i for i, s in enumerate(spans) if s is not None]
+            if stored:
+                scores[stored] = self.store.maxsim(q, [s for s in spans if s is not None], self.threads)
+            todo = [i for i, s in enumerate(spans) if s is None]
+        if todo:
+            matrices = self.document_matrices([texts[i] for i in todo])
+            scores[todo] = self.score_encoded(q, EncodedDocuments.stack(matrices, self.dim))
+        return scores
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]:
         """(index, score) pairs, score descending, ties by index."""

@@ -94,6 +94,8 @@ class StoredEmbeddings:
         self.tokens = np.load(path / "tokens.npy", mmap_mode="r")
         self.offsets = np.load(path / "offsets.npy")
         self.scale = np.load(path / "scale.npy") if manifest["dtype"] == "int8" else None
+        # float16 rows go to Rust as their bits (uint16), int8 as they are; both stay memory-mapped
+        self._rows_view = self.tokens.view(np.uint16) if self.tokens.dtype == np.float16 else self.tokens
         keys = np.load(path / "keys.npy")
         self._rows = {bytes(k): i for i, k in enumerate(keys)}
         if len(self.offsets) != len(keys) + 1 or int(self.offsets[-1]) != self.tokens.shape[0]:
@@ -121,6 +123,16 @@ class StoredEmbeddings:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def spans(self, keys: Sequence[bytes]) -> list[tuple[int, int] | None]:
+        """Each text hash's stored rows as (start, end) into ``tokens`` (None where the text is not stored)."""
+        rows = [self._rows.get(key) for key in keys]
+        return [None if r is None else (int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows]
+
+    def maxsim(self, query: Matrix, spans: Sequence[tuple[int, int]], threads: int = 1) -> npt.NDArray[np.float32]:
+        """MaxSim of ``query`` against the stored documents at ``spans``, scored from the stored float16 or
+        int8 rows in Rust (no float32 copy of the rows in Python), ``threads`` threads."""
+        return _core.maxsim_stored(query, self._rows_view, list(spans), scale=self.scale, threads=threads)
 
     def lookup(self, keys: Sequence[bytes]) -> list[Matrix | None]:
         """The float32 token matrix of each text hash (None where the text is not stored)."""
