@@ -50,8 +50,9 @@ DOCUMENT_LENGTH = 300
 
 def speed_snapshot(root: Path, seed: int = 0) -> Path:
     """all-MiniLM-L6-v2 + a seeded 384 -> 96 Dense layer, in PyLate's layout."""
-    from lrt_rerank.models.store import minilm_source_dir
     from safetensors.numpy import save_file
+
+    from lrt_rerank.models.store import minilm_source_dir
 
     src = minilm_source_dir()
     root.mkdir(parents=True)
@@ -108,12 +109,13 @@ def _timed(fn: Any) -> float:
 
 
 def rerank_bench(args: argparse.Namespace, model_dir: Path, work: list[tuple[str, list[str]]], root: Path) -> dict[str, Any]:
+    from scipy.stats import spearmanr
+
     from lrt_rerank import CrossEncoder
     from lrt_rerank.late import ColBERT, EncodedDocuments
     from lrt_rerank.late.model import text_hash
     from lrt_rerank.late.store import StoredEmbeddings, write_store
     from lrt_rerank.models.quantize import quantize_model_dir
-    from scipy.stats import spearmanr
 
     texts = list(dict.fromkeys(t for _, docs in work for t in docs))
     indexer = ColBERT.load(model_dir, threads=args.threads)
