@@ -12,7 +12,8 @@ twice in a bench run), fp16 and int8. Per query, interleaved: the LRT's ``score`
 ColBERT's ``score`` over the same texts reading the fp16 store (stored rows scored in Rust; no document
 encoded: checked) and the int8 store, the earlier Python flow (stored rows widened to float32 in numpy, then
 MaxSim), with its query encoding (FP32, and the INT8 dynamic-quantized graph of ``models quantize``: speed
-and Spearman of its scores against FP32's), the Python lookup and the MaxSim timed apart. FLOPs: query encoding (2 x 32 tokens x the layers' weight entries +
+and Spearman of its scores against FP32's), the Python lookup and the MaxSim timed apart. FLOPs: query encoding
+(2 x 32 tokens x the layers' weight entries +
 attention + projection) and MaxSim (2 x 32 x stored tokens x 96); achieved GFLOP/s next to a numpy float32
 matmul probe timed in the same rounds. int8 vs fp16: Spearman of the 50 scores and top-10 overlap per query.
 Service: ``lrt-rerank serve --model`` (2 threads), for ``--service-queries`` queries a first request with
