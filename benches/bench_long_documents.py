@@ -113,7 +113,9 @@ def cost(rounds: int) -> str:
     return "\n".join(rows)
 
 
-def quality(dataset_name: str, choose: str, report: str, configs: list[dict], max_queries: int | None = None) -> str:
+def quality(
+    dataset_name: str, choose: str, report: str, configs: list[dict], max_queries: int | None = None, interpolation: float | None = None
+) -> str:
     from lrt_rerank.datasets import load_dataset
     from lrt_rerank.evaluate import score_run
     from lrt_rerank.first_stage.index_cache import cached_index
@@ -127,7 +129,7 @@ def quality(dataset_name: str, choose: str, report: str, configs: list[dict], ma
         dataset = load_dataset(root, split)
         stage = cached_index(dataset)
         encoder = base.with_windows(**kw) if kw else base
-        pipeline = Pipeline(stage, encoder, rerank_depth=DEPTH)
+        pipeline = Pipeline(stage, encoder, rerank_depth=DEPTH, interpolation=interpolation)
         ids = dataset.eval_query_ids()[:max_queries]
         ranking = {qid: [h.id for h in pipeline.run(dataset.queries[qid], k=DEPTH).hits] for qid in ids}
         return score_run(ranking, dataset.qrels, ids)
@@ -153,6 +155,62 @@ def quality(dataset_name: str, choose: str, report: str, configs: list[dict], ma
     return "\n".join(lines)
 
 
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0)
+
+
+def curve(dataset_name: str, choose: str, report: str, max_queries: int | None = None) -> str:
+    """Truncate and windows (max, stride W/2, cap 8) against the interpolation weight: each split's RRF top 50
+    is scored once per mode (raw logits), then every weight is applied as the core applies it
+    (:func:`lrt_rerank.interpolation.combine`). The (mode, weight) is chosen on ``choose`` by MRR@10 and
+    reported on ``report`` beside truncation at the card's weight."""
+    from lrt_rerank.datasets import load_dataset
+    from lrt_rerank.evaluate import score_run
+    from lrt_rerank.first_stage.index_cache import cached_index
+    from lrt_rerank.interpolation import card_weight, combine
+
+    base = CrossEncoder.load()
+    modes = {"truncate": base, "windows max": base.with_windows(long_documents="windows", aggregate="max")}
+    card = card_weight(json.loads((base.model_dir / "card.json").read_text()))
+
+    def logits(split: str) -> tuple[dict, dict[str, dict[str, list[str]]], dict[str, dict[str, np.ndarray]], list[str]]:
+        dataset = load_dataset(DATA / dataset_name, split)
+        stage = cached_index(dataset)
+        ids = dataset.eval_query_ids()[:max_queries]
+        cands, scores = {}, {m: {} for m in modes}
+        for qid in ids:
+            query = dataset.queries[qid]
+            cands[qid] = [c.id for c in stage.search(query, DEPTH, "rrf")][:DEPTH]
+            texts = stage.get_texts(cands[qid])
+            for m, encoder in modes.items():
+                scores[m][qid] = np.asarray(encoder.score(query, texts), dtype=np.float64)
+        return dataset.qrels, cands, scores, ids
+
+    def mrr(qrels: dict, cands: dict, scores: dict, ids: list[str], weight: float) -> dict[str, float]:
+        run = {}
+        for qid in ids:
+            fused = combine(scores[qid], weight)
+            order = sorted(range(len(fused)), key=lambda i: (-fused[i], i))
+            run[qid] = [cands[qid][i] for i in order]
+        return score_run(run, qrels, ids)
+
+    qrels, cands, scores, ids = logits(choose)
+    lines = [f"| {dataset_name} {choose} ({len(ids)} queries), MRR@10 | " + " | ".join(f"w={w:g}" for w in WEIGHTS) + " |",
+             "|---|" + "---|" * len(WEIGHTS)]
+    best = ("truncate", card, -1.0)
+    for m in modes:
+        row = [mrr(qrels, cands, scores[m], ids, w)["MRR@10"] for w in WEIGHTS]
+        lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        for w, v in zip(WEIGHTS, row):
+            if v > best[2]:
+                best = (m, w, v)
+    qrels, cands, scores, ids = logits(report)
+    lines += ["", f"| {dataset_name} {report} ({len(ids)} queries) | weight | MRR@10 | NDCG@10 |", "|---|---|---|---|"]
+    for m, w, note in (("truncate", card, " (the card's weight)"), (best[0], best[1], f" (chosen on {choose})")):
+        r = mrr(qrels, cands, scores[m], ids, w)
+        lines.append(f"| {m}{note} | {w:g} | {r['MRR@10']:.3f} | {r['NDCG@10']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -163,9 +221,20 @@ def main() -> None:
     q.add_argument("--choose", default="dev")
     q.add_argument("--report", default="test")
     q.add_argument("--max-queries", type=int, default=None, help="the first N judged queries of each split (default: all)")
+    q.add_argument(
+        "--interpolation", type=float, default=None,
+        help="weight of the first-stage order (default: the card's; 0 = the re-ranker's order alone)",
+    )
     q.add_argument("--configs", default="truncate,max,mean,sum,max-stride96", help="comma-separated (default: %(default)s)")
+    cv = sub.add_parser("curve", help="truncate and windows against the interpolation weight (scored once per mode)")
+    cv.add_argument("--dataset", default="nfcorpus")
+    cv.add_argument("--choose", default="dev")
+    cv.add_argument("--report", default="test")
+    cv.add_argument("--max-queries", type=int, default=None)
     args = parser.parse_args()
-    if args.what == "cost":
+    if args.what == "curve":
+        print(curve(args.dataset, args.choose, args.report, args.max_queries))
+    elif args.what == "cost":
         print(cost(args.rounds))
     else:
         known = {
@@ -176,7 +245,7 @@ def main() -> None:
             "max-stride96": {"long_documents": "windows", "aggregate": "max", "window_stride": 96},
         }
         configs = [known[c] for c in args.configs.split(",")]
-        print(quality(args.dataset, args.choose, args.report, configs, args.max_queries))
+        print(quality(args.dataset, args.choose, args.report, configs, args.max_queries, args.interpolation))
 
 
 if __name__ == "__main__":
