@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fuzz_strategies import AWKWARD, SEED, TOLERANCE, texts, with_surrogate
 from hypothesis import example, given, seed, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from tokenizers import Tokenizer
 from service_fixtures import ServeProcess, metric
 
 from lrt_rerank import CrossEncoder
@@ -133,10 +135,22 @@ def test_valid_cohere_bodies_get_the_models_scores(
 @seed(SEED)
 @given(body=tei_body())
 @example(body={"query": "\x00", "texts": ["\u202e", "\u0301" * 300, ""], "raw_scores": True, "return_text": True})
+@example(body={"query": "", "texts": ["word " * 1000, "short"], "truncate": False})
 def test_valid_tei_bodies_get_the_models_scores(
     http: httpx.Client, ce: CrossEncoder, small_rerank_server: ServeProcess, body: dict[str, Any]
 ) -> None:
     r = post(http, "/rerank", body)
+    if r.status_code == 413 and body.get("truncate") is False:
+        # TEI's rule: a text that would not be read whole is refused; each one named must really not fit
+        # (HF tokenizers: query + text + [CLS] [SEP] [SEP] over the model's max_length)
+        named = re.search(r"indices ([0-9, .]+)\)", r.json()["detail"])
+        assert named, r.text
+        tok = Tokenizer.from_file(str(ce.model_dir / "tokenizer.json"))
+        tok.no_truncation()
+        q = len(tok.encode(body["query"], add_special_tokens=False).ids)
+        for i in (int(x) for x in named.group(1).replace(".", "").split(",") if x.strip()):
+            assert q + len(tok.encode(body["texts"][i], add_special_tokens=False).ids) + 3 > ce.max_length, i
+        return
     assert r.status_code == 200, f"{r.status_code} {r.text[:500]}\n{small_rerank_server.log_tail()}"
     results = r.json()
     check_ranking(ce, body["query"], body["texts"], results, "score", body.get("raw_scores", False), None)
