@@ -148,15 +148,9 @@ def lscpu_summary() -> tuple[str, str]:
 
 
 def write_section(text: str) -> None:
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{SECTION_BEGIN}\n{text}{SECTION_END}\n"
-    if SECTION_BEGIN in current and SECTION_END in current:
-        head, rest = current.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        current = head + block + ("\n" + tail if tail else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(current, encoding="utf-8")
+    from chaos import write_section as write_between  # benches/ is this script's folder
+
+    write_between(text, SECTION_BEGIN, SECTION_END)
 
 
 if __name__ == "__main__":

@@ -722,12 +722,14 @@ def _rate(row: PhaseRow) -> str:
     return f"{row.hit_rate:.0%}" if row.hit_rate is not None else "n/a"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, begin: str = SECTION_BEGIN, end: str = SECTION_END) -> None:
+    """Put ``text`` between the ``begin``/``end`` markers of RESULTS.md (replacing what they held, else appended);
+    other benches pass their own markers."""
     current = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{SECTION_BEGIN}\n{text}{SECTION_END}\n"
-    if SECTION_BEGIN in current and SECTION_END in current:
-        head, rest = current.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
+    block = f"{begin}\n{text}{end}\n"
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         current = head + block + ("\n" + tail if tail else "")
     else:
         current = current.rstrip("\n") + "\n\n" + block
