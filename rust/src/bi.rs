@@ -90,7 +90,7 @@ fn probe_dim(shape: &[i64], n: i64) -> Option<usize> {
 impl BiEncoderCore {
     pub fn load(dir: &Path, options: &BiEncoderOptions) -> Result<Self> {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
-        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads)?;
+        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads, true)?;
         let declared = model.output_dims();
         // An embedding of one dimension is a score, not an embedding: a cross-encoder graph.
         if !matches!(declared, [_, DYNAMIC, d] | [_, d] if *d == DYNAMIC || *d > 1) {

@@ -126,7 +126,7 @@ impl ColbertCore {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
         let query_budget = text_budget(options.query_length, options.query_marker, "query_length")?;
         let document_budget = text_budget(options.document_length, options.document_marker, "document_length")?;
-        let (model, document_tokenizer) = load_model_dir(dir, document_budget, options.threads)?;
+        let (model, document_tokenizer) = load_model_dir(dir, document_budget, options.threads, true)?;
         let tok_path = dir.join("tokenizer.json");
         let query_tokenizer = TextTokenizer::from_file(&tok_path, query_budget)?;
         let vocab = document_tokenizer.vocab_size();

@@ -171,7 +171,7 @@ impl CrossEncoderCore {
     /// long passages do not apply to a prompt (its document's tail is cut to fit, as the model's card does).
     pub fn load_with_prompt(dir: &Path, options: &CrossEncoderOptions, prompt: Option<&PromptTemplate>) -> Result<Self> {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
-        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads)?;
+        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads, false)?;
         let tokenizer = match prompt {
             Some(p) => tokenizer.with_prompt(&dir.join("tokenizer.json"), p)?,
             None => tokenizer,

@@ -20,10 +20,16 @@ pub struct BatchOutput {
     pub seq_len: usize,
 }
 
+/// The worker index that `spread` gives a call's single batch when the pool has a solo session.
+const SOLO: usize = usize::MAX;
+
 pub struct SessionPool<B: Backend = OrtSession> {
     /// One session per worker; each runs with `intra_threads` threads. Batches of one call are
     /// spread over the sessions in parallel (see `run_many`).
     sessions: Vec<Mutex<B>>,
+    /// An optional session with as many intra-op threads as the pool has sessions, for calls of a
+    /// single batch (a query's encoding), which one single-threaded session would run on one core.
+    solo: Option<Mutex<B>>,
     /// Number of batches run through the session since load (probes included).
     runs: AtomicU64,
     path: PathBuf,
@@ -64,10 +70,17 @@ impl<B: Backend> SessionPool<B> {
         }
         Ok(Self {
             sessions: sessions.into_iter().map(Mutex::new).collect(),
+            solo: None,
             runs: AtomicU64::new(0),
             path: path.to_path_buf(),
             spec,
         })
+    }
+
+    /// Add the session that runs single-batch calls with `intra_threads` intra-op threads.
+    pub fn with_solo(mut self, session: B) -> Self {
+        self.solo = Some(Mutex::new(session));
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -139,6 +152,9 @@ impl<B: Backend> SessionPool<B> {
     /// failure stops the workers and fails the call.
     fn spread(&self, count: usize, run: impl Fn(usize, usize) -> Result<BatchOutput> + Sync) -> Result<Vec<BatchOutput>> {
         let workers = self.sessions.len().min(count);
+        if count == 1 && self.solo.is_some() {
+            return Ok(vec![run(SOLO, 0)?]);
+        }
         if workers <= 1 {
             return (0..count).map(|i| run(0, i)).collect();
         }
@@ -184,7 +200,11 @@ impl<B: Backend> SessionPool<B> {
     fn run_padded_on(&self, session_idx: usize, padded: &PaddedBatch) -> Result<BatchOutput> {
         // A panic while the lock was held (caught by `error::guarded`) leaves the runtime
         // session itself intact: keep using it rather than failing every later call.
-        let mut session = self.sessions[session_idx % self.sessions.len()]
+        let slot = match (&self.solo, session_idx) {
+            (Some(solo), SOLO) => solo,
+            _ => &self.sessions[session_idx % self.sessions.len()],
+        };
+        let mut session = slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
@@ -224,8 +244,9 @@ pub fn default_threads() -> usize {
 }
 
 /// The tokenizer (`tokenizer.json`) and the session pool (`model.onnx`) of a model directory:
-/// `threads` single-threaded sessions.
-pub fn load_model_dir(dir: &Path, max_length: usize, threads: usize) -> Result<(SessionPool, TextTokenizer)> {
+/// `threads` single-threaded sessions, plus (`solo`, when `threads` > 1) one session of `threads`
+/// intra-op threads for calls of one batch, such as a query's encoding.
+pub fn load_model_dir(dir: &Path, max_length: usize, threads: usize, solo: bool) -> Result<(SessionPool, TextTokenizer)> {
     if !dir.is_dir() {
         return Err(CoreError::model(dir, "model directory not found"));
     }
@@ -233,7 +254,11 @@ pub fn load_model_dir(dir: &Path, max_length: usize, threads: usize) -> Result<(
     let tokenizer = TextTokenizer::from_file(&tok_path, max_length)?;
     // One single-threaded session per core, batches run in parallel: on small transformer graphs
     // this beats one session with intra-op threads, which synchronise on every operator.
-    let model = SessionPool::load(&dir.join("model.onnx"), threads, 1)?;
+    let path = dir.join("model.onnx");
+    let mut model = SessionPool::load(&path, threads, 1)?;
+    if solo && threads > 1 {
+        model = model.with_solo(OrtSession::load(&path, threads)?);
+    }
     Ok((model, tokenizer))
 }
 
@@ -300,6 +325,17 @@ mod tests {
                 other => panic!("expected an inference error, got {:?}", other.map(|o| o.len())),
             }
         }
+    }
+
+    #[test]
+    fn a_single_batch_runs_on_the_solo_session_and_several_on_the_pool() {
+        // The solo session fails rows of 3 tokens, the pool's never: which one ran shows in the result.
+        let p = pool(2, None).with_solo(Fake { dims: vec![DYNAMIC, 1], fail_on_len: Some(3) });
+        let (a, b) = (enc(3), enc(5));
+        assert!(p.run_many(&[vec![&a]], 0).is_err(), "one batch went to the pool");
+        let outs = p.run_many(&[vec![&a], vec![&b]], 0).expect("two batches on the pool");
+        assert_eq!(outs.iter().map(|o| o.data.clone()).collect::<Vec<_>>(), vec![vec![3.0], vec![5.0]]);
+        assert!(p.run_many(&[vec![&b]], 0).is_ok());
     }
 
     #[test]

@@ -110,6 +110,10 @@ impl Backend for OrtSession {
             .map_err(|e| fail("cannot set intra-op threads", e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| fail("cannot set inter-op threads", e.to_string()))?
+            // Idle intra-op workers would spin after each run, taking the cores from whatever runs
+            // next in the same request (MaxSim's threads, another model's sessions).
+            .with_intra_op_spinning(false)
+            .map_err(|e| fail("cannot turn off intra-op spinning", e.to_string()))?
             .commit_from_file(path)
             .map_err(|e| fail("not a loadable ONNX model", e.to_string()))?;
         Ok(Self { session, path: path.to_path_buf() })
