@@ -5,6 +5,7 @@ from __future__ import annotations
 import pwd
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from lrt_rerank.ops.opensearch import (
     status,
     up,
 )
+from lrt_rerank.ops.opensearch.assemble import install
 from opensearch_fixtures import OPENSEARCH_PORT, OpenSearchNode
+from service_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,25 +93,48 @@ def test_node_home_the_service_user_cannot_reach_is_reported() -> None:
         locked.rmdir()
 
 
-def test_failed_start_names_the_node_log() -> None:
-    """A node that cannot bind its port fails `up` with the node's error lines and its log path."""
+@pytest.fixture(scope="module")
+def scratch_work() -> Iterator[Path]:
+    """A work directory of its own (its node home assembled on first use), removed afterwards."""
     main = NodeSpec()
     work = main.work_dir / "test-failed-start"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     if (main.work_dir / "m2").is_dir():
         (work / "m2").symlink_to(main.work_dir / "m2")  # reuse the downloads
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen(1)
-            spec = NodeSpec(port=taken.getsockname()[1], heap_mb=256, work_dir=work)
-            with pytest.raises(NodeError) as failure:
-                up(spec, timeout=300.0)
-        assert "Address already in use" in str(failure.value)
-        assert failure.value.log_path is not None and failure.value.log_path.is_file()
-        assert str(failure.value.log_path) in str(failure.value)
-        assert not status(spec).running
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
 
+
+def test_failed_start_names_the_node_log(scratch_work: Path) -> None:
+    """A node that cannot bind its port fails `up` with the node's error lines and its log path."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        spec = NodeSpec(port=taken.getsockname()[1], heap_mb=256, work_dir=scratch_work)
+        with pytest.raises(NodeError) as failure:
+            up(spec, timeout=300.0)
+    assert "Address already in use" in str(failure.value)
+    assert failure.value.log_path is not None and failure.value.log_path.is_file()
+    assert str(failure.value.log_path) in str(failure.value)
+    assert not status(spec).running
+
+
+def test_a_jvm_that_cannot_start_is_tried_twice_and_its_reason_reported(scratch_work: Path) -> None:
+    """A JVM option the JVM refuses fails in OpenSearch's launcher, before the node runs: `up` starts it
+    once more, says so, and the error carries the JVM's own reason (from startup.out)."""
+    said: list[str] = []
+    spec = NodeSpec(port=free_port(), heap_mb=256, work_dir=scratch_work)
+    install(spec, find_java_home(), said.append)
+    broken = spec.config_dir / "jvm.options.d" / "test-broken.options"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text("-XX:+NoSuchJvmOptionForTheTest\n", encoding="utf-8")
+    try:
+        with pytest.raises(NodeError) as failure:
+            up(spec, timeout=300.0, progress=said.append)
+    finally:
+        broken.unlink()
+    assert "Unrecognized VM option 'NoSuchJvmOptionForTheTest'" in str(failure.value)
+    assert [m for m in said if "could not start the JVM" in m and "starting it once more" in m], said
+    assert sum(m.startswith("starting lrt-node-1") for m in said) == 2, said
+    assert not status(spec).running

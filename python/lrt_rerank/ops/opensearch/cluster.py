@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrt_rerank.ops.opensearch.java import find_java_home
-from lrt_rerank.ops.opensearch.launch import down, get_json, locked, read_pid, start, status, up, wait_healthy
+from lrt_rerank.ops.opensearch.launch import (
+    down,
+    get_json,
+    locked,
+    read_pid,
+    start,
+    status,
+    up,
+    wait_started,
+)
 from lrt_rerank.ops.opensearch.security import connection_json
 from lrt_rerank.ops.opensearch.spec import (
     DEFAULT_VERSION,
@@ -136,7 +145,7 @@ def up_cluster(cluster: ClusterSpec, timeout: float = 300.0, progress: Progress 
         started = time.monotonic()
         procs = [start(member, java_home, say) for member in members]
         for member, proc in zip(members, procs, strict=True):
-            wait_healthy(member, proc, started + timeout, nodes=cluster.nodes)
+            wait_started(member, proc, java_home, say, started + timeout, cluster.nodes)
         say(f"{cluster.nodes} nodes are up after {time.monotonic() - started:.1f} s")
         return [status(member) for member in members]
 

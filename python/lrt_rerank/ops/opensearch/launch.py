@@ -30,6 +30,8 @@ from lrt_rerank.ops.opensearch.privileges import check_traversable, chown_tree, 
 from lrt_rerank.ops.opensearch.security import ensure_credentials, open_url
 from lrt_rerank.ops.opensearch.spec import CLUSTER_NAME, NodeError, NodeSpec, NodeStatus, Progress
 
+LAUNCHER_FAILURE = "starting java failed"
+"""What OpenSearch's launcher prints when the JVM it probes for the final options does not start."""
 _ERROR_LINE = re.compile(r"\]\[(ERROR|FATAL)|^Caused by|Exception[:\[]")
 
 
@@ -48,7 +50,7 @@ def up(spec: NodeSpec | None = None, timeout: float = 300.0, progress: Progress 
     with locked(spec.work_dir / "lock"):
         started = time.monotonic()
         proc = start(spec, None, say)
-        wait_healthy(spec, proc, started + timeout)
+        proc = wait_started(spec, proc, None, say, started + timeout)
         if proc is not None:
             say(f"{spec.name} is up after {time.monotonic() - started:.1f} s")
         return status(spec)
@@ -144,6 +146,26 @@ def start(spec: NodeSpec, java_home: Path | None, say: Progress) -> subprocess.P
     return _launch(spec, java_home, run_as)
 
 
+def wait_started(
+    spec: NodeSpec, proc: subprocess.Popen[bytes] | None, java_home: Path | None, say: Progress, deadline: float, nodes: int = 1
+) -> subprocess.Popen[bytes] | None:
+    """:func:`wait_healthy`, starting the node once more if OpenSearch's launcher could not start its JVM
+    (seen once on a loaded CI machine), and saying why; a second failure is reported with its own
+    output. Returns the process that came up (None when the node already ran)."""
+    try:
+        wait_healthy(spec, proc, deadline, nodes)
+        return proc
+    except NodeError:
+        if proc is None or proc.poll() is None or not launcher_failed(spec):
+            raise
+    first = _log_tail(spec, 8).replace("\n", " | ")
+    say(f"{spec.name}: OpenSearch's launcher could not start the JVM ({first}); starting it once more")
+    time.sleep(2.0)
+    proc = start(spec, java_home, say)
+    wait_healthy(spec, proc, deadline, nodes)
+    return proc
+
+
 def wait_healthy(spec: NodeSpec, proc: subprocess.Popen[bytes] | None, deadline: float, nodes: int = 1) -> None:
     """Until the node reports green/yellow health with at least ``nodes`` nodes in the cluster."""
     while True:
@@ -229,12 +251,29 @@ def _launch(spec: NodeSpec, java_home: Path, run_as: pwd.struct_passwd | None) -
 
 
 def _log_tail(spec: NodeSpec, lines: int = 25) -> str:
-    for path in (spec.log_path, spec.startup_log):
-        if path.is_file():
-            text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            errors = [line for line in text if _ERROR_LINE.search(line)]
-            return "\n".join((errors or text)[-lines:])
+    """The node log's error lines; else the launcher's whole output (``startup.out``: a JVM that did
+    not start prints its reason there on lines that match no error pattern); else the log's tail."""
+    if spec.log_path.is_file():
+        text = spec.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        errors = [line for line in text if _ERROR_LINE.search(line)]
+        if errors:
+            return "\n".join(errors[-lines:])
+    if spec.startup_log.is_file():
+        text = spec.startup_log.read_text(encoding="utf-8", errors="replace").splitlines()
+        if text:
+            return "\n".join(text[-lines:])
+    if spec.log_path.is_file():
+        return "\n".join(spec.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     return "(no log written)"
+
+
+def launcher_failed(spec: NodeSpec) -> bool:
+    """Whether the last start failed in OpenSearch's launcher, before the node itself ran: its probe of
+    the JVM options (``java -XX:+PrintFlagsFinal``) exited non-zero."""
+    try:
+        return LAUNCHER_FAILURE in spec.startup_log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
