@@ -11,6 +11,7 @@ Cost (pytest-benchmark):
 Figures (p50/p95 from our own timer, pairs scored, the cap's effect) and quality, as markdown:
     python benches/bench_long_documents.py cost [--rounds 10]
     python benches/bench_long_documents.py quality [--dataset nfcorpus] [--choose dev] [--report test]
+    python benches/bench_long_documents.py curve [--model DIR] [--modes truncate,max,mean] [--max-queries N]
 
   quality: the embedded first stage (RRF top 50) re-ranked by the shipped LRT through ``Pipeline``
   (the card's interpolation applies, as in ``lrt-rerank eval``), under truncate and windows x
@@ -156,33 +157,54 @@ def quality(
 
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0)
+MODES = {
+    "truncate": {},
+    "max": {"long_documents": "windows", "aggregate": "max"},
+    "mean": {"long_documents": "windows", "aggregate": "mean"},
+    "sum": {"long_documents": "windows", "aggregate": "sum"},
+}
+"""``curve`` modes; ``max-strideN`` (any aggregate) is windows with stride N."""
 
 
-def curve(dataset_name: str, choose: str, report: str, max_queries: int | None = None) -> str:
-    """Truncate and windows (max, stride W/2, cap 8) against the interpolation weight: each split's RRF top 50
-    is scored once per mode (raw logits), then every weight is applied as the core applies it
+def mode_settings(name: str) -> dict:
+    head, _, stride = name.partition("-stride")
+    if head not in MODES or (stride and not stride.isdigit()):
+        raise SystemExit(f"--modes: {name!r} is not one of {', '.join(MODES)} (optionally -strideN)")
+    return {**MODES[head], **({"window_stride": int(stride)} if stride else {})}
+
+
+def curve(
+    dataset_name: str, choose: str, report: str, max_queries: int | None = None, model: str | None = None,
+    modes: tuple[str, ...] = ("truncate", "max"), report_queries: int | None = None,
+) -> str:
+    """Truncate and window modes against the interpolation weight: each split's RRF top 50 is scored once
+    per mode (raw logits), then every weight is applied as the core applies it
     (:func:`lrt_rerank.interpolation.combine`). The (mode, weight) is chosen on ``choose`` by MRR@10 and
-    reported on ``report`` beside truncation at the card's weight."""
+    reported on ``report`` beside truncation at its own best ``choose`` weight (and at the card's, when the
+    card names one)."""
     from lrt_rerank.datasets import load_dataset
     from lrt_rerank.evaluate import score_run
     from lrt_rerank.first_stage.index_cache import cached_index
     from lrt_rerank.interpolation import card_weight, combine
 
-    base = CrossEncoder.load()
-    modes = {"truncate": base, "windows max": base.with_windows(long_documents="windows", aggregate="max")}
-    card = card_weight(json.loads((base.model_dir / "card.json").read_text()))
+    base = CrossEncoder.load(model) if model else CrossEncoder.load()
+    encoders = {m: base.with_windows(**mode_settings(m)) if mode_settings(m) else base for m in modes}
+    card = json.loads((base.model_dir / "card.json").read_text())
 
-    def logits(split: str) -> tuple[dict, dict[str, dict[str, list[str]]], dict[str, dict[str, np.ndarray]], list[str]]:
+    def logits(split: str, limit: int | None, which: tuple[str, ...]) -> tuple[dict, dict, dict, list[str]]:
         dataset = load_dataset(DATA / dataset_name, split)
         stage = cached_index(dataset)
-        ids = dataset.eval_query_ids()[:max_queries]
-        cands, scores = {}, {m: {} for m in modes}
-        for qid in ids:
+        ids = dataset.eval_query_ids()[:limit]
+        cands, scores = {}, {m: {} for m in which}
+        began = time.perf_counter()
+        for n, qid in enumerate(ids, 1):
             query = dataset.queries[qid]
             cands[qid] = [c.id for c in stage.search(query, DEPTH, "rrf")][:DEPTH]
             texts = stage.get_texts(cands[qid])
-            for m, encoder in modes.items():
-                scores[m][qid] = np.asarray(encoder.score(query, texts), dtype=np.float64)
+            for m in which:
+                scores[m][qid] = np.asarray(encoders[m].score(query, texts), dtype=np.float64)
+            if n % 25 == 0:
+                print(f"{dataset_name} {split}: {n}/{len(ids)} queries, {time.perf_counter() - began:.0f} s", flush=True)
         return dataset.qrels, cands, scores, ids
 
     def mrr(qrels: dict, cands: dict, scores: dict, ids: list[str], weight: float) -> dict[str, float]:
@@ -193,19 +215,25 @@ def curve(dataset_name: str, choose: str, report: str, max_queries: int | None =
             run[qid] = [cands[qid][i] for i in order]
         return score_run(run, qrels, ids)
 
-    qrels, cands, scores, ids = logits(choose)
+    qrels, cands, scores, ids = logits(choose, max_queries, tuple(modes))
     lines = [f"| {dataset_name} {choose} ({len(ids)} queries), MRR@10 | " + " | ".join(f"w={w:g}" for w in WEIGHTS) + " |",
              "|---|" + "---|" * len(WEIGHTS)]
-    best = ("truncate", card, -1.0)
+    best, best_truncate = ("truncate", 0.0, -1.0), ("truncate", 0.0, -1.0)
     for m in modes:
         row = [mrr(qrels, cands, scores[m], ids, w)["MRR@10"] for w in WEIGHTS]
         lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         for w, v in zip(WEIGHTS, row):
             if v > best[2]:
                 best = (m, w, v)
-    qrels, cands, scores, ids = logits(report)
+            if m == "truncate" and v > best_truncate[2]:
+                best_truncate = (m, w, v)
+    shown = [("truncate", best_truncate[1], f" (its best weight on {choose})")]
+    if "interpolation" in card:
+        shown.insert(0, ("truncate", card_weight(card), " (the card's weight)"))
+    shown.append((best[0], best[1], f" (chosen on {choose})"))
+    qrels, cands, scores, ids = logits(report, report_queries, tuple(dict.fromkeys(m for m, _, _ in shown)))
     lines += ["", f"| {dataset_name} {report} ({len(ids)} queries) | weight | MRR@10 | NDCG@10 |", "|---|---|---|---|"]
-    for m, w, note in (("truncate", card, " (the card's weight)"), (best[0], best[1], f" (chosen on {choose})")):
+    for m, w, note in shown:
         r = mrr(qrels, cands, scores[m], ids, w)
         lines.append(f"| {m}{note} | {w:g} | {r['MRR@10']:.3f} | {r['NDCG@10']:.3f} |")
     return "\n".join(lines)
@@ -230,21 +258,20 @@ def main() -> None:
     cv.add_argument("--dataset", default="nfcorpus")
     cv.add_argument("--choose", default="dev")
     cv.add_argument("--report", default="test")
-    cv.add_argument("--max-queries", type=int, default=None)
+    cv.add_argument("--max-queries", type=int, default=None, help="the first N judged queries of the choose split")
+    cv.add_argument("--report-queries", type=int, default=None, help="the first N judged queries of the report split")
+    cv.add_argument("--model", default=None, help="cross-encoder model directory (default: the shipped LRT)")
+    cv.add_argument("--modes", default="truncate,max", help="comma-separated: truncate, max, mean, sum, each optionally -strideN")
     args = parser.parse_args()
     if args.what == "curve":
-        print(curve(args.dataset, args.choose, args.report, args.max_queries))
+        modes = tuple(args.modes.split(","))
+        for m in modes:
+            mode_settings(m)
+        print(curve(args.dataset, args.choose, args.report, args.max_queries, args.model, modes, args.report_queries))
     elif args.what == "cost":
         print(cost(args.rounds))
     else:
-        known = {
-            "truncate": {},
-            "max": {"long_documents": "windows", "aggregate": "max"},
-            "mean": {"long_documents": "windows", "aggregate": "mean"},
-            "sum": {"long_documents": "windows", "aggregate": "sum"},
-            "max-stride96": {"long_documents": "windows", "aggregate": "max", "window_stride": 96},
-        }
-        configs = [known[c] for c in args.configs.split(",")]
+        configs = [mode_settings(c) for c in args.configs.split(",")]
         print(quality(args.dataset, args.choose, args.report, configs, args.max_queries, args.interpolation))
 
 
