@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -105,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(latencies: dict[str, list[float]], command: str) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from chaos import lscpu_summary  # benches/ is this script's folder
+
     model, flags = lscpu_summary()
     p50 = {name: float(np.percentile(values, 50)) for name, values in latencies.items()}
     p95 = {name: float(np.percentile(values, 95)) for name, values in latencies.items()}
@@ -134,17 +135,6 @@ def markdown(latencies: dict[str, list[float]], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def lscpu_summary() -> tuple[str, str]:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "unknown", "unknown"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "amx_int8")
-    flags = " ".join(f for f in fields.get("Flags", "").split() if f in wanted)
-    return fields.get("Model name", "unknown").strip(), flags
 
 
 def write_section(text: str) -> None:

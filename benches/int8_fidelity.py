@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_peers import cpu_flags, ort_matmul_probe, probe_ops, query_flops, rotated  # noqa: E402
+from bench_peers import CPU_FLAGS, cpu_flags, ort_matmul_probe, probe_ops, query_flops, rotated  # noqa: E402
 from int8_variants import (  # noqa: E402
     fidelity,
     nfcorpus_candidates,
@@ -191,7 +191,7 @@ def main() -> None:
         low, mean = fidelity(scores[ref], scores[name])
         d_mrr = float(np.mean(mrr[name])) - float(np.mean(mrr[ref]))
         rows.append(f"| {name} | {low:.3f} | {mean:.3f} | {np.mean(mrr[name]):.3f} ({d_mrr:+.3f}) | {p50:.0f} | {ratio:.2f} | {rate:.0f} |")
-    flags = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile") if f in cpu_flags())
+    flags = " ".join(f for f in CPU_FLAGS if f in cpu_flags())
     text = "\n".join([
         f"{datetime.date.today()}, `lscpu` flags: {flags}; NFCorpus {args.split}, {len(candidates)} queries, BM25 top {args.depth}, "
         f"{MAX_LENGTH} tokens (LRT: its card's), 2 threads, interleaved.",
