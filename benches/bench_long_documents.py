@@ -175,13 +175,14 @@ def mode_settings(name: str) -> dict:
 
 def curve(
     dataset_name: str, choose: str, report: str, max_queries: int | None = None, model: str | None = None,
-    modes: tuple[str, ...] = ("truncate", "max"), report_queries: int | None = None,
+    modes: tuple[str, ...] = ("truncate", "max"), report_queries: int | None = None, report_skip: int = 0,
 ) -> str:
     """Truncate and window modes against the interpolation weight: each split's RRF top 50 is scored once
     per mode (raw logits), then every weight is applied as the core applies it
     (:func:`lrt_rerank.interpolation.combine`). The (mode, weight) is chosen on ``choose`` by MRR@10 and
     reported on ``report`` beside truncation at its own best ``choose`` weight (and at the card's, when the
-    card names one)."""
+    card names one). ``report_skip`` skips the report split's first judged queries (to report on queries
+    apart from those chosen on when both are one split)."""
     from lrt_rerank.datasets import load_dataset
     from lrt_rerank.evaluate import score_run
     from lrt_rerank.first_stage.index_cache import cached_index
@@ -191,10 +192,10 @@ def curve(
     encoders = {m: base.with_windows(**mode_settings(m)) if mode_settings(m) else base for m in modes}
     card = json.loads((base.model_dir / "card.json").read_text())
 
-    def logits(split: str, limit: int | None, which: tuple[str, ...]) -> tuple[dict, dict, dict, list[str]]:
+    def logits(split: str, limit: int | None, which: tuple[str, ...], skip: int = 0) -> tuple[dict, dict, dict, list[str]]:
         dataset = load_dataset(DATA / dataset_name, split)
         stage = cached_index(dataset)
-        ids = dataset.eval_query_ids()[:limit]
+        ids = dataset.eval_query_ids()[skip:][:limit]
         cands, scores = {}, {m: {} for m in which}
         began = time.perf_counter()
         for n, qid in enumerate(ids, 1):
@@ -231,8 +232,9 @@ def curve(
     if "interpolation" in card:
         shown.insert(0, ("truncate", card_weight(card), " (the card's weight)"))
     shown.append((best[0], best[1], f" (chosen on {choose})"))
-    qrels, cands, scores, ids = logits(report, report_queries, tuple(dict.fromkeys(m for m, _, _ in shown)))
-    lines += ["", f"| {dataset_name} {report} ({len(ids)} queries) | weight | MRR@10 | NDCG@10 |", "|---|---|---|---|"]
+    qrels, cands, scores, ids = logits(report, report_queries, tuple(dict.fromkeys(m for m, _, _ in shown)), report_skip)
+    skipped = f", after its first {report_skip}" if report_skip else ""
+    lines += ["", f"| {dataset_name} {report} ({len(ids)} queries{skipped}) | weight | MRR@10 | NDCG@10 |", "|---|---|---|---|"]
     for m, w, note in shown:
         r = mrr(qrels, cands, scores[m], ids, w)
         lines.append(f"| {m}{note} | {w:g} | {r['MRR@10']:.3f} | {r['NDCG@10']:.3f} |")
@@ -260,6 +262,7 @@ def main() -> None:
     cv.add_argument("--report", default="test")
     cv.add_argument("--max-queries", type=int, default=None, help="the first N judged queries of the choose split")
     cv.add_argument("--report-queries", type=int, default=None, help="the first N judged queries of the report split")
+    cv.add_argument("--report-skip", type=int, default=0, help="skip the report split's first N judged queries")
     cv.add_argument("--model", default=None, help="cross-encoder model directory (default: the shipped LRT)")
     cv.add_argument("--modes", default="truncate,max", help="comma-separated: truncate, max, mean, sum, each optionally -strideN")
     args = parser.parse_args()
@@ -267,7 +270,7 @@ def main() -> None:
         modes = tuple(args.modes.split(","))
         for m in modes:
             mode_settings(m)
-        print(curve(args.dataset, args.choose, args.report, args.max_queries, args.model, modes, args.report_queries))
+        print(curve(args.dataset, args.choose, args.report, args.max_queries, args.model, modes, args.report_queries, args.report_skip))
     elif args.what == "cost":
         print(cost(args.rounds))
     else:
