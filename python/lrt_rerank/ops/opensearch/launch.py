@@ -251,8 +251,11 @@ def _launch(spec: NodeSpec, java_home: Path, run_as: pwd.struct_passwd | None) -
 
 
 def _log_tail(spec: NodeSpec, lines: int = 25) -> str:
-    """The node log's error lines; else the launcher's whole output (``startup.out``: a JVM that did
-    not start prints its reason there on lines that match no error pattern); else the log's tail."""
+    """The launcher's output (``startup.out``) when its JVM did not start (the reason is on lines that match
+    no error pattern, and the node log, if any, is an earlier run's); else the node log's error lines; else
+    ``startup.out``'s tail; else the log's tail."""
+    if launcher_failed(spec):
+        return "\n".join(spec.startup_log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     if spec.log_path.is_file():
         text = spec.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         errors = [line for line in text if _ERROR_LINE.search(line)]
