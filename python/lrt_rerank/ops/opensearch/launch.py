@@ -254,29 +254,24 @@ def _log_tail(spec: NodeSpec, lines: int = 25) -> str:
     """The launcher's output (``startup.out``) when its JVM did not start (the reason is on lines that match
     no error pattern, and the node log, if any, is an earlier run's); else the node log's error lines; else
     ``startup.out``'s tail; else the log's tail."""
-    if launcher_failed(spec):
-        return "\n".join(spec.startup_log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    if spec.log_path.is_file():
-        text = spec.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        errors = [line for line in text if _ERROR_LINE.search(line)]
-        if errors:
-            return "\n".join(errors[-lines:])
-    if spec.startup_log.is_file():
-        text = spec.startup_log.read_text(encoding="utf-8", errors="replace").splitlines()
-        if text:
-            return "\n".join(text[-lines:])
-    if spec.log_path.is_file():
-        return "\n".join(spec.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    return "(no log written)"
+    startup, log = _lines(spec.startup_log), _lines(spec.log_path)
+    errors = [line for line in log if _ERROR_LINE.search(line)]
+    failed = any(LAUNCHER_FAILURE in line for line in startup)
+    chosen = startup if failed else errors or startup or log
+    return "\n".join(chosen[-lines:]) or "(no log written)"
 
 
 def launcher_failed(spec: NodeSpec) -> bool:
     """Whether the last start failed in OpenSearch's launcher, before the node itself ran: its probe of
     the JVM options (``java -XX:+PrintFlagsFinal``) exited non-zero."""
+    return any(LAUNCHER_FAILURE in line for line in _lines(spec.startup_log))
+
+
+def _lines(path: Path) -> list[str]:
     try:
-        return LAUNCHER_FAILURE in spec.startup_log.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return False
+        return []
 
 
 def _alive(pid: int) -> bool:
