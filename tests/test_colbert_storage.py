@@ -16,7 +16,8 @@ from scipy.stats import spearmanr
 from lrt_rerank.late import ColBERT
 from lrt_rerank.late.cache import DocumentCache, RedisDocumentTier, cache_key, pack, unpack
 from lrt_rerank.late.model import text_hash
-from lrt_rerank.late.store import StoredEmbeddings, attach_store, write_store
+from lrt_rerank.late.attach import attach_store
+from lrt_rerank.late.store import StoredEmbeddings, write_store
 from lrt_rerank.models.importers.colbert import import_colbert
 from lrt_rerank.rerank.redis_tier import RedisSettings
 from test_colbert import DOCUMENTS, QUERY, WORDS, stanford_snapshot

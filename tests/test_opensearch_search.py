@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +28,11 @@ from lrt_rerank.opensearch import (
     search_server_side,
     uninstall_pipeline,
 )
-from lrt_rerank.opensearch.pipeline import trusted_endpoint_regex
+from lrt_rerank.opensearch.ml_model import readiness
+from lrt_rerank.opensearch.pipeline import rerank_model_readiness, trusted_endpoint_regex
+from lrt_rerank.opensearch.queries import hybrid_body
 from lrt_rerank.opensearch.searcher import embed_query
-from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode
+from opensearch_fixtures import OPENSEARCH_PORT, SERVICE_API_KEY, OpenSearchNode
 from service_fixtures import ServeProcess
 
 pytestmark = pytest.mark.integration
@@ -190,6 +194,20 @@ def test_install_pipeline_is_idempotent(
     assert trusted_endpoint_regex(opensearch_rerank_service.url) in settings["plugins.ml_commons.trusted_connector_endpoints_regex"]
 
 
+def test_install_returns_a_settled_deploy_and_status_reports_it(
+    opensearch_node: OpenSearchNode, installed: InstalledPipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented readiness: DEPLOYED on every planned node, no deploy task open, when install returned."""
+    assert installed.model.state == "DEPLOYED" and not installed.model.deploying
+    assert installed.model.planned is None or installed.model.nodes == installed.model.planned
+    assert main(["opensearch", "status", "--port", str(OPENSEARCH_PORT), "--json"]) == 0
+    reported = json.loads(capsys.readouterr().out)["rerank_model"]
+    assert reported["model_id"] == installed.model_id
+    assert reported["state"] == "DEPLOYED" and reported["nodes"] >= 1
+    assert main(["opensearch", "status", "--port", str(OPENSEARCH_PORT)]) == 0
+    assert f"rerank model {installed.model_id}: DEPLOYED on 1" in capsys.readouterr().out
+
+
 def test_cli_installs_the_same_pipeline(
     opensearch_node: OpenSearchNode,
     opensearch_rerank_service: ServeProcess,
@@ -266,3 +284,62 @@ def test_client_side_returns_rrf_hits_with_a_warning_when_the_service_fails(
     assert [h.id for h in result.hits] == rrf_ids(opensearch_node, opensearch_nfcorpus, bi_encoder, QUERIES[0])
     assert not any(h.reranked for h in result.hits)
     assert any("returning the first-stage order" in r.getMessage() for r in caplog.records)
+
+
+def test_a_pipeline_whose_model_is_undeployed_under_searches_fails_open_visibly(
+    opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, opensearch_rerank_service: ServeProcess, bi_encoder
+) -> None:
+    """Searches run while the pipeline's model is undeployed: every answer has its hits; once the model is
+    gone they come in RRF order with the rerank processor's failure in ``processor_results``; a new install
+    deploys it again and re-ranking comes back."""
+    client = opensearch_node.client
+    # its own connector and model (another read timeout), so the module's pipeline keeps its model
+    arguments = {"service_url": opensearch_rerank_service.url, "api_key": SERVICE_API_KEY, "read_timeout_s": 119}
+    pipeline = install_pipeline(client, rerank_pipeline="lrt-test-rerank-undeployed", **arguments)
+    query = QUERIES[0]
+    body = hybrid_body(query, embed_query(bi_encoder, query), DEPTH, source=["doc_id"], rerank_query=query)
+    params = {"search_pipeline": pipeline.rerank_pipeline, "verbose_pipeline": "true"}
+
+    def rerank_outcome() -> tuple[list[str], dict]:
+        answer = client.search(index=opensearch_nfcorpus, body=body, params=params)
+        outcome = [p for p in answer["processor_results"] if p.get("tag") == "lrt-rerank"]
+        assert len(outcome) == 1, answer["processor_results"]
+        return [hit["_id"] for hit in answer["hits"]["hits"]], outcome[0]
+
+    answered: list[int] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def keep_searching() -> None:
+        try:
+            while not stop.is_set():
+                ids, _outcome = rerank_outcome()
+                answered.append(len(ids))
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+            failures.append(exc)
+
+    try:
+        ids, outcome = rerank_outcome()
+        assert outcome["status"] == "success" and len(ids) == DEPTH
+        searching = threading.Thread(target=keep_searching, daemon=True)
+        searching.start()
+        client.transport.perform_request("POST", f"/_plugins/_ml/models/{pipeline.model_id}/_undeploy")
+        deadline = time.monotonic() + 60
+        while (state := readiness(client, pipeline.model_id).state) == "DEPLOYED":
+            assert time.monotonic() < deadline, f"model {pipeline.model_id} still DEPLOYED 60 s after _undeploy"
+            time.sleep(0.5)
+        stop.set()
+        searching.join(timeout=120)
+        assert failures == [] and answered and set(answered) == {DEPTH}
+        ready = rerank_model_readiness(client, pipeline.rerank_pipeline)
+        assert ready is not None and ready.state != "DEPLOYED", (state, ready)
+        ids, outcome = rerank_outcome()
+        assert outcome["status"] == "fail" and outcome["error"], outcome
+        assert ids == rrf_ids(opensearch_node, opensearch_nfcorpus, bi_encoder, query)[:DEPTH]
+        again = install_pipeline(client, rerank_pipeline="lrt-test-rerank-undeployed", **arguments)
+        assert again.model_id == pipeline.model_id and again.model.state == "DEPLOYED"
+        ids, outcome = rerank_outcome()
+        assert outcome["status"] == "success" and len(ids) == DEPTH
+    finally:
+        stop.set()
+        uninstall_pipeline(client, pipeline)

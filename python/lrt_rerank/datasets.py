@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrt_rerank.text import lone_surrogate_at
+from lrt_rerank.inputs import lone_surrogate_at
 
 logger = logging.getLogger(__name__)
 

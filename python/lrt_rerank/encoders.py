@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,44 +13,12 @@ import numpy as np
 
 from lrt_rerank import _core
 from lrt_rerank.calibration import Calibration
-from lrt_rerank.models.store import CARD, MODEL, ModelCard, model_sha256
+from lrt_rerank.inputs import check_positive, check_text, check_texts
 from lrt_rerank.models.resolve import resolve_model_dir
+from lrt_rerank.models.store import CARD, ModelCard, model_sha256, open_model_dir
 from lrt_rerank.runtime import ensure_runtime
-from lrt_rerank.text import lone_surrogate_at
 
 PathLike = str | os.PathLike[str]
-
-
-def check_text(name: str, text: object) -> str:
-    """``text`` if it is a str the core can take (no lone surrogates, see :mod:`lrt_rerank.text`)."""
-    if not isinstance(text, str):
-        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-    at = lone_surrogate_at(text)
-    if at is not None:
-        raise ValueError(
-            f"{name} is not valid Unicode text: lone surrogate {text[at]!r} at position {at} has no UTF-8 encoding"
-        )
-    return text
-
-
-def _check_texts(name: str, texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of strings, not a single string")
-    if isinstance(texts, bytes) or not isinstance(texts, Iterable):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    return [check_text(f"{name}[{i}]", t) for i, t in enumerate(texts)]
-
-
-def _check_positive(**values: int | None) -> None:
-    """Each value None (the default) or an int >= 1; anything else is a ValueError/TypeError naming the
-    argument, not an OverflowError in the core."""
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 LONG_DOCUMENTS = ("truncate", "windows")
@@ -100,7 +67,7 @@ def check_window_options(
         raise ValueError(f"long_documents must be one of {', '.join(map(repr, LONG_DOCUMENTS))}, got {long_documents!r}")
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(map(repr, AGGREGATES))}, got {aggregate!r}")
-    _check_positive(window_stride=window_stride, max_windows=max_windows)  # type: ignore[arg-type]
+    check_positive(window_stride=window_stride, max_windows=max_windows)  # type: ignore[arg-type]
     if max_windows is None:
         raise ValueError("max_windows must be at least 1, got None")
     return str(long_documents), window_stride, int(max_windows), str(aggregate)  # type: ignore[arg-type]
@@ -110,14 +77,7 @@ def _open_model_dir(model_dir: PathLike | None, kind: str) -> tuple[Path, ModelC
     """Load the runtime, resolve ``model_dir`` (None/"default": the default of ``kind``) and read its card."""
     ensure_runtime()
     path = resolve_model_dir(model_dir, kind)
-    if not path.is_dir():
-        raise _core.ModelError(f"{path}: model directory not found")
-    card = ModelCard.read(path)
-    if card.kind != kind:
-        raise _core.ModelError(f"{path / 'card.json'}: this is a {card.kind} model, expected a {kind}")
-    if not (path / MODEL).is_file():
-        raise _core.ModelError(f"{path / MODEL}: model file not found")
-    return path, card
+    return path, open_model_dir(path, kind)
 
 
 class CrossEncoder:
@@ -165,7 +125,7 @@ class CrossEncoder:
         (default), ``"mean"``, ``"sum"`` or ``"first"``. Options left None take the card's
         ``long_documents`` / ``window_stride`` / ``max_windows`` / ``aggregate`` where it has them.
         ``max_tokens_per_doc`` (Cohere's): read at most that many tokens of each passage."""
-        _check_positive(
+        check_positive(
             max_length=max_length,
             threads=threads,
             batch_size=batch_size,
@@ -211,7 +171,7 @@ class CrossEncoder:
         """This model (the same ONNX sessions, tokenizer and cache: nothing is loaded) under other window
         settings (see :meth:`load`); its :attr:`fingerprint` keys its cached scores apart."""
         mode, stride, cap, agg = check_window_options(long_documents, window_stride, max_windows, aggregate)
-        _check_positive(max_tokens_per_doc=max_tokens_per_doc)
+        check_positive(max_tokens_per_doc=max_tokens_per_doc)
         core = self._core.with_windows(
             long_documents=mode, window_stride=stride, max_windows=cap, aggregate=agg, max_tokens_per_doc=max_tokens_per_doc
         )
@@ -239,7 +199,7 @@ class CrossEncoder:
     def window_stats(self, query: str, passages: Sequence[str]) -> list[tuple[int, int, int, int]]:
         """Per passage, without scoring it (tokenization only): (tokens, tokens scored, windows scored,
         windows dropped), as :meth:`score_details` reports them."""
-        return self._core.window_stats(check_text("query", query), _check_texts("passages", passages))
+        return self._core.window_stats(check_text("query", query), check_texts("passages", passages))
 
     @property
     def long_documents(self) -> str:
@@ -273,14 +233,14 @@ class CrossEncoder:
 
         Under ``long_documents="truncate"`` each passage has one window, the truncated pair; the windows
         it would have had past the first count as dropped. Not cached."""
-        rows = self._core.score_details(check_text("query", query), _check_texts("passages", passages))
+        rows = self._core.score_details(check_text("query", query), check_texts("passages", passages))
         return [
             ScoreDetails(float(s), w, (a, b), t, ts, ws, wd) for s, w, a, b, t, ts, ws, wd in rows
         ]
 
     def encode_windows(self, query: str, passages: Sequence[str]) -> list[list[tuple[list[int], list[int]]]]:
         """Per passage, (token ids, token type ids) of each window scored, as fed to the model."""
-        return self._core.encode_windows(check_text("query", query), _check_texts("passages", passages))
+        return self._core.encode_windows(check_text("query", query), check_texts("passages", passages))
 
     @property
     def name(self) -> str:
@@ -301,7 +261,7 @@ class CrossEncoder:
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Raw logits (float32), one per passage, in input order."""
-        return self._core.score(check_text("query", query), _check_texts("passages", passages))
+        return self._core.score(check_text("query", query), check_texts("passages", passages))
 
     @property
     def calibration(self) -> Calibration:
@@ -332,7 +292,7 @@ class CrossEncoder:
 
     def encode(self, query: str, passages: Sequence[str]) -> list[tuple[list[int], list[int]]]:
         """(token ids, token type ids) per pair, as fed to the model."""
-        return self._core.encode(check_text("query", query), _check_texts("passages", passages))
+        return self._core.encode(check_text("query", query), check_texts("passages", passages))
 
     def padding_stats(self, query: str, passages: Sequence[str]) -> tuple[int, int, int]:
         """(padded tokens with length buckets, padded tokens padding all to the longest, real tokens).
@@ -340,7 +300,7 @@ class CrossEncoder:
         Counted over the pairs ``score`` feeds the model: one per passage under truncation, the
         passages' windows under ``long_documents="windows"``.
         """
-        return self._core.padding_stats(check_text("query", query), _check_texts("passages", passages))
+        return self._core.padding_stats(check_text("query", query), check_texts("passages", passages))
 
     def __repr__(self) -> str:
         if self.long_documents == "windows":
@@ -373,7 +333,7 @@ class BiEncoder:
 
         A batch holds at most ``batch_size`` texts and ``token_budget`` padded tokens (default: the
         engine's, 512)."""
-        _check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
+        check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "bi-encoder")
         core = _core.BiEncoderCore(
             str(path),
@@ -396,7 +356,7 @@ class BiEncoder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 array (n, dim), pooled as the card says; rows L2-normalised unless ``normalize`` is off."""
-        return self._core.embed(_check_texts("texts", texts))
+        return self._core.embed(check_texts("texts", texts))
 
     @property
     def query_instruction(self) -> str:
@@ -406,10 +366,10 @@ class BiEncoder:
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Like :meth:`embed`, for search queries: each is prefixed with :attr:`query_instruction`."""
         prefix = self.query_instruction
-        return self.embed([prefix + q for q in _check_texts("queries", queries)])
+        return self.embed([prefix + q for q in check_texts("queries", queries)])
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return self._core.encode(_check_texts("texts", texts))
+        return self._core.encode(check_texts("texts", texts))
 
     def __repr__(self) -> str:
         return f"BiEncoder({self.model_dir}, dim={self.dim})"

@@ -170,13 +170,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from lrt_rerank.ops.opensearch import cluster_status
+    from lrt_rerank.ops.opensearch.cluster import rerank_model_state
 
     try:
-        state = cluster_status(_cluster(args))
+        cluster = _cluster(args)
+        state = cluster_status(cluster)
     except ValueError as exc:
         return _fail("status", exc)
+    model = rerank_model_state(cluster) if state.health is not None else None
     if args.json:
-        print(json.dumps(state.to_json()))
+        print(json.dumps({**state.to_json(), "rerank_model": model}))
         return 0 if state.running else 1
     for node in state.nodes:
         if node.running:
@@ -186,6 +189,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state.health is not None:
         members = ", ".join(state.joined)
         print(f"cluster health {state.health}; {len(state.joined)} node(s) joined: {members}; cluster manager {state.cluster_manager}")
+    if model is not None:
+        print(f"rerank model {model.get('model_id', '')}: {model.get('summary', model.get('error'))}")
     if "password_file" in state.connection:
         print(_secured_line(state.connection))
     return 0 if state.running else 1

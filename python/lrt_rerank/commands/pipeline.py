@@ -22,8 +22,9 @@ from lrt_rerank.first_stage.embedded import EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.first_stage.index_cache import cache_home, cached_index
 from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_first_stage
 from lrt_rerank.interpolation import card_weight, resolve_weight
-from lrt_rerank.late.store import attach_store, store_report
-from lrt_rerank.models.resolve import dense_model_dir, load_reranker
+from lrt_rerank.late.attach import attach_store, store_report
+from lrt_rerank.models.resolve import dense_model_dir
+from lrt_rerank.rerank.loading import load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.opensearch.connection import add_connection_args, settings_from_args
 from lrt_rerank.pipeline import Pipeline

@@ -134,5 +134,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"load balancer: {len(state.replicas_up)} healthy replica(s): {', '.join(state.replicas_up) or 'none'}")
         for node in state.opensearch:
             print(f"{node.name}: {'running, pid ' + str(node.pid) if node.running else 'not running'}, {node.url}, health {node.health}")
+        if state.rerank_model is not None:
+            model = state.rerank_model
+            print(f"rerank model {model.get('model_id', '')}: {model.get('summary', model.get('error'))}")
     everything = all(p.pid for p in state.processes) and all(n.running for n in state.opensearch)
     return 0 if everything else 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from lrt_rerank.commands.pipeline import add_dense_model_arg, reports_user_errors
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.first_stage.index_cache import open_first_stage
-from lrt_rerank.models.resolve import load_reranker
+from lrt_rerank.rerank.loading import load_reranker
 from lrt_rerank.tune import FOLDS, TUNING_SPLITS, check_split, tune
 
 

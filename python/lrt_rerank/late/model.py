@@ -19,13 +19,15 @@ import numpy as np
 import numpy.typing as npt
 
 from lrt_rerank import _core
-from lrt_rerank.encoders import _check_positive, _check_texts, check_text
+from lrt_rerank.inputs import check_positive, check_text, check_texts
+from lrt_rerank.late.store import text_hash
 from lrt_rerank.models.store import (
     CARD,
     LATE_INTERACTION,
     MODEL,
     ModelCard,
     file_sha256,
+    open_model_dir,
 )
 from lrt_rerank.runtime import ensure_runtime
 
@@ -33,13 +35,10 @@ if TYPE_CHECKING:
     from lrt_rerank.late.cache import DocumentCache
     from lrt_rerank.late.store import StoredEmbeddings
 
+__all__ = ["ColBERT", "EncodedDocuments", "open_late_interaction_dir", "text_hash"]
+
 PathLike = str | os.PathLike[str]
 Matrix = npt.NDArray[np.float32]
-
-
-def text_hash(text: str) -> bytes:
-    """16-byte key of a document's text (the store's and the cache's)."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -91,14 +90,7 @@ def open_late_interaction_dir(model_dir: PathLike) -> tuple[Path, ModelCard]:
     path = Path(model_dir)
     if is_colbert_snapshot(path):
         path = imported_colbert_dir(path)
-    if not path.is_dir():
-        raise _core.ModelError(f"{path}: model directory not found")
-    card = ModelCard.read(path)
-    if card.kind != LATE_INTERACTION:
-        raise _core.ModelError(f"{path / CARD}: this is a {card.kind} model, expected a {LATE_INTERACTION} (ColBERT) model")
-    if not (path / MODEL).is_file():
-        raise _core.ModelError(f"{path / MODEL}: model file not found")
-    return path, card
+    return path, open_model_dir(path, LATE_INTERACTION, f"{LATE_INTERACTION} (ColBERT) model")
 
 
 class ColBERT:
@@ -127,7 +119,7 @@ class ColBERT:
         document_cache: DocumentCache | None = None,
     ) -> ColBERT:
         """Load a late-interaction model directory, or import a PyLate / colbert-ai snapshot folder first."""
-        _check_positive(threads=threads, batch_size=batch_size, token_budget=token_budget)
+        check_positive(threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = open_late_interaction_dir(model_dir)
         c, where = card.data, path / CARD
         core = _core.ColbertCore(
@@ -181,7 +173,7 @@ class ColBERT:
 
     def encode_documents(self, passages: Sequence[str]) -> EncodedDocuments:
         """Each passage's token matrix (padding and skiplist tokens removed), always through the model."""
-        texts = _check_texts("passages", passages)
+        texts = check_texts("passages", passages)
         data, lengths = self._core.encode_documents([t.strip() for t in texts])
         self.documents_encoded += len(texts)
         return EncodedDocuments(data, list(lengths))
@@ -196,7 +188,7 @@ class ColBERT:
 
     def document_matrices(self, passages: Sequence[str]) -> list[Matrix]:
         """Each passage's token matrix from the store, the cache, or (for the rest) the model."""
-        texts = _check_texts("passages", passages)
+        texts = check_texts("passages", passages)
         keys = [text_hash(t) for t in texts]
         found: list[Matrix | None] = [None] * len(texts)
         if self.store is not None:
@@ -219,7 +211,7 @@ class ColBERT:
 
         Passages in the index store are scored from their stored rows in Rust; the rest as
         :meth:`document_matrices` finds them (cache, then the model)."""
-        texts = _check_texts("passages", passages)
+        texts = check_texts("passages", passages)
         q = self.encode_query(query)
         scores = np.zeros(len(texts), np.float32)
         todo = list(range(len(texts)))
@@ -244,10 +236,10 @@ class ColBERT:
 
     def query_ids(self, queries: Sequence[str]) -> list[tuple[list[int], list[int]]]:
         """(ids, attention mask) of each query as fed to the model (for parity checks)."""
-        return self._core.query_ids([q.strip() for q in _check_texts("queries", queries)])
+        return self._core.query_ids([q.strip() for q in check_texts("queries", queries)])
 
     def document_ids(self, passages: Sequence[str]) -> list[list[int]]:
-        return self._core.document_ids([p.strip() for p in _check_texts("passages", passages)])
+        return self._core.document_ids([p.strip() for p in check_texts("passages", passages)])
 
     def __repr__(self) -> str:
         return f"ColBERT({self.model_dir}, dim={self.dim})"

@@ -3,7 +3,7 @@
 ``<index>/late-interaction/``: ``manifest.json`` (model fingerprint, dim, dtype, counts, bytes per document),
 ``tokens.npy`` (every document's token rows one after the other: float16, or int8 with ``scale.npy``, one
 float32 scale per dimension, value = int8 × scale), ``offsets.npy`` (int64, documents + 1) and ``keys.npy``
-(each document's 16-byte text hash, :func:`lrt_rerank.late.model.text_hash`). A re-rank looks candidates
+(each document's 16-byte text hash, :func:`text_hash`). A re-rank looks candidates
 up by their text's hash, so whatever passes the text (pipeline, eval, search) finds the stored rows; a text
 not stored is encoded (and counted in ``ColBERT.documents_encoded``).
 
@@ -12,23 +12,48 @@ Documents longer than the model's ``document_length`` are stored truncated, as t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from lrt_rerank import _core
-from lrt_rerank.late.model import ColBERT, text_hash
 
 STORE_DIR = "late-interaction"
 MANIFEST = "manifest.json"
 DTYPES = ("float16", "int8")
 FORMAT_VERSION = 1
 Matrix = npt.NDArray[np.float32]
+
+
+class EncodedLike(Protocol):
+    data: Matrix
+    lengths: list[int]
+
+
+class DocumentEncoder(Protocol):
+    """What the store needs of a late-interaction model: its identity and its document encoder."""
+
+    model_dir: Path
+    card: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> EncodedLike: ...
+
+
+def text_hash(text: str) -> bytes:
+    """16-byte key of a document's text (the store's and the cache's)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 def quantize_int8(rows: npt.NDArray[np.floating[Any]]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
@@ -39,7 +64,7 @@ def quantize_int8(rows: npt.NDArray[np.floating[Any]]) -> tuple[npt.NDArray[np.i
 
 
 def write_store(
-    model: ColBERT, texts: Iterable[str], index_dir: Path, dtype: str = "float16", batch_size: int = 64,
+    model: DocumentEncoder, texts: Iterable[str], index_dir: Path, dtype: str = "float16", batch_size: int = 64,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Encode every text with ``model`` and write the store into ``index_dir``; returns its manifest."""
@@ -102,7 +127,7 @@ class StoredEmbeddings:
             raise _core.ModelError(f"{path / 'offsets.npy'}: does not fit {path / 'tokens.npy'} and {path / 'keys.npy'}")
 
     @classmethod
-    def open(cls, index_dir: Path, model: ColBERT | None = None) -> StoredEmbeddings:
+    def open(cls, index_dir: Path, model: DocumentEncoder | None = None) -> StoredEmbeddings:
         """The store of ``index_dir``; with ``model``, a ModelError unless it was made by that model."""
         path = index_dir / STORE_DIR
         manifest_path = path / MANIFEST
@@ -145,19 +170,3 @@ class StoredEmbeddings:
             block = np.asarray(self.tokens[self.offsets[row] : self.offsets[row + 1]], dtype=np.float32)
             out.append(block * self.scale if self.scale is not None else block)
         return out
-
-
-def attach_store(reranker: Any, index_dir: Path | None) -> bool:
-    """Give a ColBERT ``reranker`` the store of ``index_dir`` when the index has one; True if attached."""
-    if not isinstance(reranker, ColBERT) or index_dir is None or not (index_dir / STORE_DIR / MANIFEST).is_file():
-        return False
-    reranker.store = StoredEmbeddings.open(index_dir, reranker)
-    return True
-
-
-def store_report(reranker: Any) -> str | None:
-    """One line on where a ColBERT re-ranker's document matrices came from (None for other re-rankers)."""
-    if not isinstance(reranker, ColBERT):
-        return None
-    where = f"the stored embeddings of {reranker.store.path}" if reranker.store is not None else "no stored embeddings"
-    return f"late interaction: {reranker.documents_encoded} documents encoded at query time ({where})"

@@ -12,7 +12,7 @@
 Importing this package loads no onnx: the layers that need it are imported where they are used.
 """
 
-from lrt_rerank.models.resolve import default_model_dir, dense_model_dir, load_reranker, resolve_model_dir
+from lrt_rerank.models.resolve import default_model_dir, dense_model_dir, resolve_model_dir
 from lrt_rerank.models.store import ModelCard
 
-__all__ = ["ModelCard", "default_model_dir", "dense_model_dir", "load_reranker", "resolve_model_dir"]
+__all__ = ["ModelCard", "default_model_dir", "dense_model_dir", "resolve_model_dir"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lrt_rerank.models.store import (
     BI_ENCODER_NAME,
@@ -24,11 +23,6 @@ from lrt_rerank.models.store import (
     model_home,
     packaged_model_dir,
 )
-
-if TYPE_CHECKING:
-    from lrt_rerank.encoders import CrossEncoder
-    from lrt_rerank.late import ColBERT
-
 
 def default_model_dir(kind: str) -> Path:
     """Directory of the default model of ``kind``; both ship inside the package.
@@ -86,22 +80,3 @@ def is_late_interaction(path: Path) -> bool:
     if card.is_file():
         return ModelCard.read(path).kind == LATE_INTERACTION
     return is_colbert_snapshot(path)
-
-
-def load_reranker(spec: str) -> CrossEncoder | ColBERT | None:
-    """A ``--reranker`` value: 'none' → None; 'default' → the default cross-encoder; anything else → that
-    model directory (or snapshot folder): a ColBERT for a late-interaction one, else a cross-encoder."""
-    from lrt_rerank.encoders import CrossEncoder
-
-    if spec == "none":
-        return None
-    if spec == "default":
-        return CrossEncoder.load()
-    model_dir = Path(spec)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"--reranker {spec}: not 'default', 'none' or a model directory")
-    if is_late_interaction(model_dir):
-        from lrt_rerank.late import ColBERT
-
-        return ColBERT.load(model_dir)
-    return CrossEncoder.load(str(model_dir))

@@ -165,3 +165,16 @@ def packaged_model_dir(name: str) -> Path:
     if not (path / CARD).is_file():
         raise _core.ModelError(f"{path / CARD}: missing; this lrt-rerank installation is incomplete (reinstall it)")
     return path
+
+
+def open_model_dir(path: Path, kind: str, expected: str | None = None) -> ModelCard:
+    """The card of model directory ``path``, checked to be of ``kind`` and to hold its model file; a
+    ModelError naming the directory or file otherwise (``expected`` words the kind in that message)."""
+    if not path.is_dir():
+        raise _core.ModelError(f"{path}: model directory not found")
+    card = ModelCard.read(path)
+    if card.kind != kind:
+        raise _core.ModelError(f"{path / CARD}: this is a {card.kind} model, expected a {expected or kind}")
+    if not (path / MODEL).is_file():
+        raise _core.ModelError(f"{path / MODEL}: model file not found")
+    return card

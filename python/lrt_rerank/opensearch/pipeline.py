@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +42,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, TransportError
 
 from lrt_rerank.opensearch import templates
+from lrt_rerank.opensearch.ml_model import ML, ModelReadiness, PipelineError, create_connector, deploy, find_one, readiness, register_model, request, settle_shards
 from lrt_rerank.rerank.fusion import FEATURE_POOL, Fusion
 
 RRF_PIPELINE = "lrt-rrf"
@@ -53,15 +52,7 @@ NODE_FUSION_SINCE = (2, 19)
 """The normalization-processor with the hybrid query's ``pagination_depth`` (the pool it normalises over)."""
 LONG_DOCUMENT_FIELDS = ("long_documents", "window_stride", "max_windows", "aggregate")
 MODEL_PREFIX = "lrt-rerank"
-ML = "/_plugins/_ml"
-DEPLOY_TIMEOUT_S = 60.0
 TRUSTED_KEY = "plugins.ml_commons.trusted_connector_endpoints_regex"
-
-log = logging.getLogger(__name__)
-
-
-class PipelineError(RuntimeError):
-    """Installing the pipeline failed; the message names the step and OpenSearch's answer."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +63,11 @@ class InstalledPipeline:
     model_id: str
     model_name: str
     service_url: str
+    model: ModelReadiness
+    """The model's settled deploy state when the install returned."""
 
-    def to_json(self) -> dict[str, str]:
-        return dict(self.__dict__)
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v for k, v in self.__dict__.items() if k != "model"}, "model_state": self.model.to_json()}
 
 
 @dataclass(frozen=True)
@@ -146,13 +139,13 @@ def place_fusion(client: OpenSearch, fusion: Fusion, name: str = FUSION_PIPELINE
         return FusionPlacement("client", rrf_pipeline, fusion.describe(), f"the node cannot run it: {refusal}")
     if fusion.is_first_stage_order:
         return FusionPlacement("node", rrf_pipeline, fusion.describe(), "the first stage's own RRF: the node's RRF pipeline")
-    _request(client, "PUT", f"/_search/pipeline/{name}", fusion_pipeline_body(fusion), f"creating search pipeline {name}")
+    request(client, "PUT", f"/_search/pipeline/{name}", fusion_pipeline_body(fusion), f"creating search pipeline {name}")
     return FusionPlacement("node", name, fusion.describe(), f"min_max + arithmetic_mean on OpenSearch {version}", FEATURE_POOL)
 
 
 def ensure_rrf_pipeline(client: OpenSearch, name: str = RRF_PIPELINE) -> str:
     """Create or update the RRF-only search pipeline (needs only neural-search); return its name."""
-    _request(client, "PUT", f"/_search/pipeline/{name}", templates.load("search-pipeline-rrf.json"), f"creating search pipeline {name}")
+    request(client, "PUT", f"/_search/pipeline/{name}", templates.load("search-pipeline-rrf.json"), f"creating search pipeline {name}")
     return name
 
 
@@ -182,13 +175,13 @@ def install_pipeline(
         raise ValueError(f"read_timeout_s must be >= 1 (ml-commons counts whole seconds), got {read_timeout_s}")
     if connection_timeout_ms < 1:
         raise ValueError(f"connection_timeout_ms must be >= 1, got {connection_timeout_ms}")
-    _settle(client)
+    settle_shards(client)
     _apply_cluster_settings(client, base)
     connector = connector_body(base, api_key, read_timeout_s, connection_timeout_ms, long_documents)
     name = connector["name"]
-    connector_id = _find_one(client, "connectors", name) or _create_connector(client, connector)
-    model_id = _find_one(client, "models", name) or _register_model(client, name, connector_id)
-    _deploy(client, model_id)
+    connector_id = find_one(client, "connectors", name) or create_connector(client, connector)
+    model_id = find_one(client, "models", name) or register_model(client, name, connector_id)
+    model = deploy(client, model_id)
     ensure_rrf_pipeline(client, rrf_pipeline)
     body = templates.load("search-pipeline-rerank.json")
     try:
@@ -198,8 +191,8 @@ def install_pipeline(
         raise templates.TemplateError(
             f"{templates.assets_dir() / 'search-pipeline-rerank.json'}: needs a response_processors[].rerank.ml_opensearch object"
         ) from None
-    _request(client, "PUT", f"/_search/pipeline/{rerank_pipeline}", body, f"creating search pipeline {rerank_pipeline}")
-    return InstalledPipeline(rrf_pipeline, rerank_pipeline, connector_id, model_id, name, base)
+    request(client, "PUT", f"/_search/pipeline/{rerank_pipeline}", body, f"creating search pipeline {rerank_pipeline}")
+    return InstalledPipeline(rrf_pipeline, rerank_pipeline, connector_id, model_id, name, base, model)
 
 
 def uninstall_pipeline(client: OpenSearch, installed: InstalledPipeline) -> None:
@@ -223,7 +216,22 @@ def uninstall_pipeline(client: OpenSearch, installed: InstalledPipeline) -> None
     regex = trusted_endpoint_regex(installed.service_url)
     if regex in trusted:
         body = {"persistent": {TRUSTED_KEY: [r for r in trusted if r != regex]}}
-        _request(client, "PUT", "/_cluster/settings", body, "removing the trusted endpoint")
+        request(client, "PUT", "/_cluster/settings", body, "removing the trusted endpoint")
+
+
+def rerank_model_readiness(client: OpenSearch, rerank_pipeline: str = RERANK_PIPELINE) -> ModelReadiness | None:
+    """The deploy state of the model behind ``rerank_pipeline``; None when that pipeline is not installed."""
+    try:
+        body = client.transport.perform_request("GET", f"/_search/pipeline/{rerank_pipeline}")[rerank_pipeline]
+    except NotFoundError:
+        return None
+    except TransportError as exc:
+        raise PipelineError(f"reading search pipeline {rerank_pipeline}: failed with {exc.status_code}: {exc.info or exc.error}") from exc
+    try:
+        model_id = next(p["rerank"] for p in body["response_processors"] if "rerank" in p)["ml_opensearch"]["model_id"]
+    except (KeyError, StopIteration, TypeError):
+        raise PipelineError(f"search pipeline {rerank_pipeline} has no rerank processor with an ml_opensearch model_id") from None
+    return readiness(client, str(model_id))
 
 
 def connector_body(
@@ -302,24 +310,12 @@ def _service_base(service_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _settle(client: OpenSearch, timeout_s: int = 60) -> None:
-    """Wait (at most ``timeout_s``) until no shard is initializing: on a cluster that just started,
-    ml-commons' config index (which holds the key encrypting connector credentials) may still be
-    allocating, and a node that cannot read it fails to create the connector or deploy the model."""
-    try:
-        client.cluster.health(
-            params={"wait_for_no_initializing_shards": "true", "timeout": f"{timeout_s}s", "request_timeout": timeout_s + 30}
-        )
-    except TransportError as exc:
-        log.warning("shards still initializing after %d s (%s); installing anyway", timeout_s, exc)
-
-
 def _apply_cluster_settings(client: OpenSearch, base: str) -> None:
     body = templates.load("cluster-settings.json")
     existing = _trusted_endpoints(client)
     regex = trusted_endpoint_regex(base)
     body["persistent"][TRUSTED_KEY] = existing if regex in existing else [*existing, regex]
-    _request(client, "PUT", "/_cluster/settings", body, "applying ml-commons cluster settings")
+    request(client, "PUT", "/_cluster/settings", body, "applying ml-commons cluster settings")
 
 
 def _trusted_endpoints(client: OpenSearch) -> list[str]:
@@ -331,113 +327,3 @@ def _trusted_endpoints(client: OpenSearch) -> list[str]:
     return []
 
 
-def _find_one(client: OpenSearch, kind: str, name: str) -> str | None:
-    """Id of the connector/model called ``name`` (the oldest, if several), or None."""
-    query: dict[str, Any] = {"bool": {"filter": [{"term": {"name.keyword": name}}]}}
-    if kind == "models":
-        query["bool"]["must_not"] = [{"exists": {"field": "chunk_number"}}]
-    body = {"size": 10, "query": query, "sort": [{"created_time": {"order": "asc", "unmapped_type": "long"}}]}
-    try:
-        found = _request(client, "POST", f"{ML}/{kind}/_search", body, f"searching {kind} named {name}")
-    except PipelineError as exc:
-        if "index_not_found" in str(exc):  # no connector/model was ever created
-            return None
-        raise
-    hits = found.get("hits", {}).get("hits", [])
-    return str(hits[0]["_id"]) if hits else None
-
-
-MASTER_KEY_WAIT_S = 60.0
-
-
-def _create_connector(client: OpenSearch, body: dict[str, Any]) -> str:
-    """Create the connector. On a new cluster ml-commons first creates the master key that encrypts
-    credentials (in its config index) and can answer "Fetching master key timed out" while that
-    index is still being allocated: such answers are retried for up to ``MASTER_KEY_WAIT_S``."""
-    deadline = time.monotonic() + MASTER_KEY_WAIT_S
-    while True:
-        try:
-            created = _request(client, "POST", f"{ML}/connectors/_create", body, "creating the rerank connector")
-        except PipelineError as exc:
-            if "master key" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(2.0)
-            continue
-        return str(created["connector_id"])
-
-
-def _register_model(client: OpenSearch, name: str, connector_id: str) -> str:
-    body = templates.load("model.json")
-    body["name"] = name
-    body["connector_id"] = connector_id
-    registered = _request(client, "POST", f"{ML}/models/_register", body, f"registering model {name}")
-    model_id = registered.get("model_id")
-    if model_id is None:
-        model_id = _wait_task(client, str(registered["task_id"]), f"registering model {name}").get("model_id")
-    if model_id is None:
-        raise PipelineError(f"registering model {name}: no model_id in the answer {registered}")
-    return str(model_id)
-
-
-def _deploy(client: OpenSearch, model_id: str, attempts: int = 3) -> None:
-    """Deploy the model unless it is deployed; wait for the deploy task and the model's state.
-
-    After a cluster restart ml-commons redeploys models by itself; a deploy request racing with
-    that answers 409 (version conflict on the model document) and can leave the model
-    DEPLOY_FAILED: then the deploy is asked for again, ``attempts`` times in all. A node that
-    rejoined a running cluster can refuse the deploy (a stuck task of its own); a model still
-    PARTIALLY_DEPLOYED after the attempts answers from the nodes that have it, with a warning.
-    """
-    step = f"deploying model {model_id}"
-    state = _model_state(client, model_id)
-    for _ in range(attempts):
-        if state == "DEPLOYED":
-            return
-        if state != "DEPLOYING":
-            try:
-                answer = _request(client, "POST", f"{ML}/models/{model_id}/_deploy", None, step)
-            except PipelineError as exc:
-                if "version_conflict" not in str(exc):
-                    raise
-                answer = {}
-            if "task_id" in answer:
-                try:
-                    _wait_task(client, str(answer["task_id"]), step)
-                except PipelineError as exc:
-                    log.warning("%s", exc)
-        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-        while (state := _model_state(client, model_id)) == "DEPLOYING" and time.monotonic() < deadline:
-            time.sleep(0.2)
-    if state == "PARTIALLY_DEPLOYED":
-        log.warning("%s: PARTIALLY_DEPLOYED after %d attempts; it answers from the nodes that have it", step, attempts)
-        return
-    if state != "DEPLOYED":
-        raise PipelineError(f"{step}: the model is {state} after {attempts} deploy attempts; see the node log")
-
-
-def _model_state(client: OpenSearch, model_id: str) -> str | None:
-    try:
-        model = client.transport.perform_request("GET", f"{ML}/models/{model_id}")
-    except NotFoundError:
-        raise PipelineError(f"model {model_id} disappeared while being deployed") from None
-    return model.get("model_state")
-
-
-def _wait_task(client: OpenSearch, task_id: str, step: str) -> dict[str, Any]:
-    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        task = _request(client, "GET", f"{ML}/tasks/{task_id}", None, step)
-        if task.get("state") in ("COMPLETED", "COMPLETED_WITH_ERROR"):  # the latter: some nodes failed; callers check
-            return task
-        if task.get("state") == "FAILED":
-            raise PipelineError(f"{step}: task {task_id} failed: {task.get('error')}")
-        time.sleep(0.5)
-    raise PipelineError(f"{step}: task {task_id} did not finish in {DEPLOY_TIMEOUT_S:.0f} s")
-
-
-def _request(client: OpenSearch, method: str, path: str, body: dict[str, Any] | None, step: str) -> dict[str, Any]:
-    try:
-        answer = client.transport.perform_request(method, path, body=body)
-    except TransportError as exc:
-        raise PipelineError(f"{step}: {method} {path} failed with {exc.status_code}: {exc.info or exc.error}") from exc
-    return answer if isinstance(answer, dict) else {}

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from lrt_rerank.encoders import check_text
+from lrt_rerank.inputs import check_text
 
 SCORES_DOC = (
     "By default a score is the calibrated probability that the document is relevant, in [0, 1]: "

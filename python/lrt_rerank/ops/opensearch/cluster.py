@@ -200,3 +200,26 @@ def cluster_status(cluster: ClusterSpec) -> ClusterStatus:
         manager = members.get(state.get("cluster_manager_node"), {}).get("name")
         return ClusterStatus(nodes, health, sorted(str(m.get("name")) for m in members.values()), manager, connection)
     return ClusterStatus(nodes, None, [], None, connection)
+
+
+def rerank_model_state(cluster: ClusterSpec) -> dict[str, object] | None:
+    """The deploy state of the model behind the rerank search pipeline of a running cluster
+    (:class:`lrt_rerank.opensearch.ml_model.ModelReadiness` as JSON); None when the pipeline is not
+    installed; ``{"error": ...}`` when no node answers the question."""
+    from opensearchpy.exceptions import TransportError
+
+    from lrt_rerank.opensearch.client import ClusterAuthError, connect
+    from lrt_rerank.opensearch.pipeline import PipelineError, rerank_model_readiness
+    from lrt_rerank.ops.opensearch.security import admin_settings
+
+    try:
+        client = connect(admin_settings(cluster.members()[0]) if cluster.secure else cluster.url)
+    except (ClusterAuthError, OSError) as exc:
+        return {"error": str(exc)}
+    try:
+        ready = rerank_model_readiness(client)
+    except (PipelineError, TransportError) as exc:
+        return {"error": str(exc)}
+    finally:
+        client.close()
+    return None if ready is None else {**ready.to_json(), "summary": ready.describe()}

@@ -26,17 +26,21 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from lrt_rerank.ops.opensearch import ClusterSpec, NodeError, NodeStatus, down_cluster, up_cluster
 from lrt_rerank.ops.opensearch import status as node_status
+from lrt_rerank.ops.opensearch.cluster import rerank_model_state
 from lrt_rerank.ops.stack import haproxy
 from lrt_rerank.ops.stack.processes import ManagedProcess, ProcessError
 
 STATE_FILE = "stack.json"
 API_KEY_ENV = "LRT_RERANK_API_KEY"
+
+if TYPE_CHECKING:
+    from lrt_rerank.opensearch.ml_model import ModelReadiness
 
 Progress = Callable[[str], None]
 
@@ -187,6 +191,8 @@ class Stack:
             for i in range(1, spec.replicas + 1)
         ]
         self.haproxy = ManagedProcess("haproxy", (haproxy.executable(), "-db", "-f", str(self.haproxy_config)), spec.state_dir)
+        self.rerank_model: ModelReadiness | None = None
+        """The rerank model's settled deploy state, once `up` has installed the pipeline."""
 
     @property
     def haproxy_config(self) -> Path:
@@ -284,7 +290,7 @@ def up(spec: StackSpec, progress: Progress | None = None, timeout_s: float = 600
     except ProcessError as exc:
         raise StackError(str(exc)) from exc
     if spec.opensearch is not None:
-        _opensearch_up(spec, spec.opensearch, say, timeout_s)
+        stack.rerank_model = _opensearch_up(spec, spec.opensearch, say, timeout_s)
     return stack
 
 
@@ -315,12 +321,15 @@ class StackStatus:
     replicas_up: list[str]
     """Replicas the load balancer counts as healthy (empty when it does not answer)."""
     opensearch: list[NodeStatus]
+    rerank_model: dict[str, object] | None = None
+    """The deploy state of the rerank pipeline's model (``rerank_model_state``), with OpenSearch."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "processes": [p.to_json() for p in self.processes],
             "replicas_up": self.replicas_up,
             "opensearch": [n.to_json() for n in self.opensearch],
+            "rerank_model": self.rerank_model,
         }
 
 
@@ -332,13 +341,16 @@ def status(state_dir: Path | None = None) -> StackStatus:
     except haproxy.HAProxyError:
         healthy = []
     nodes: list[NodeStatus] = []
+    model = None
     if spec.opensearch is not None:
         nodes = [node_status(member) for member in spec.opensearch.members()]
-    return StackStatus(stack.status(), healthy, nodes)
+        if any(node.version is not None for node in nodes):
+            model = rerank_model_state(spec.opensearch)
+    return StackStatus(stack.status(), healthy, nodes, model)
 
 
 # ---------------------------------------------------------------------------- helpers
-def _opensearch_up(spec: StackSpec, cluster: ClusterSpec, say: Progress, timeout_s: float) -> None:
+def _opensearch_up(spec: StackSpec, cluster: ClusterSpec, say: Progress, timeout_s: float) -> ModelReadiness:
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.pipeline import PipelineError, install_pipeline
     from lrt_rerank.ops.opensearch.security import admin_settings
@@ -352,7 +364,11 @@ def _opensearch_up(spec: StackSpec, cluster: ClusterSpec, say: Progress, timeout
         )
     except (NodeError, PipelineError, ConnectionError) as exc:
         raise StackError(f"OpenSearch: {exc}") from exc
-    say(f"search pipeline {installed.rerank_pipeline} re-ranks through {installed.service_url} (model {installed.model_id})")
+    say(
+        f"search pipeline {installed.rerank_pipeline} re-ranks through {installed.service_url} "
+        f"(model {installed.model_id}: {installed.model.describe()}, settled)"
+    )
+    return installed.model
 
 
 def _answers_200(url: str) -> bool:
