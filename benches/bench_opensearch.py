@@ -40,7 +40,7 @@ from opensearch_fixtures import (  # noqa: E402,F401  (fixtures used by name)
     opensearch_nfcorpus,
     opensearch_node,
 )
-from service_fixtures import ServeProcess, cross_encoder_dir, key_file  # noqa: E402,F401
+from service_fixtures import ServeProcess, cross_encoder_dir, key_file, serving  # noqa: E402,F401
 
 DEPTH = 50
 QUERIES = 30
@@ -57,15 +57,9 @@ def bi_encoder_dir() -> Path:
 def uncached_service(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path) -> Iterator[ServeProcess]:  # noqa: F811
     """`lrt-rerank serve` with the default model and a one-entry score cache, so every request scores."""
     folder = tmp_path_factory.mktemp("bench-serve")
-    server = ServeProcess(
-        ["--model", str(cross_encoder_dir), "--api-key-file", key_file(folder, SERVICE_API_KEY), "--cache-capacity", "1"],
-        folder / "serve.log",
-    )
-    server.wait_ready()
-    try:
+    args = ["--model", str(cross_encoder_dir), "--api-key-file", key_file(folder, SERVICE_API_KEY), "--cache-capacity", "1"]
+    with serving(args, folder / "serve.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

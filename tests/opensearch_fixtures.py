@@ -25,7 +25,7 @@ import pytest
 from lrt_rerank.datasets import Dataset, load_dataset
 from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage
 from opensearchpy import OpenSearch
-from service_fixtures import ServeProcess, free_port, key_file
+from service_fixtures import ServeProcess, free_port, key_file, serving
 
 OPENSEARCH_PORT = int(os.environ.get("LRT_OPENSEARCH_PORT", "9200"))
 SERVICE_API_KEY = "os-test-key-81d3"
@@ -101,12 +101,8 @@ def opensearch_nfcorpus(opensearch_node: OpenSearchNode, embedded_nfcorpus: Embe
 def opensearch_rerank_service(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path) -> Iterator[ServeProcess]:
     """`lrt-rerank serve` with the session cross-encoder and ``SERVICE_API_KEY``."""
     log = tmp_path_factory.mktemp("os-serve") / "serve.log"
-    server = ServeProcess(["--model", str(cross_encoder_dir), "--api-key-file", key_file(log.parent, SERVICE_API_KEY)], log)
-    try:
-        server.wait_ready()
+    with serving(["--model", str(cross_encoder_dir), "--api-key-file", key_file(log.parent, SERVICE_API_KEY)], log) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -7,30 +7,16 @@ batch, so batch composition moves them slightly)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from bench_modules import load_bench
 from lrt_rerank import CrossEncoder
 
-BENCH_CORE = Path(__file__).resolve().parent.parent / "benches" / "bench_core.py"
-
-
-def load_bench_core() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_core", BENCH_CORE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_core", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench_core()
+bench = load_bench("bench_core")
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,10 @@ import pytest
 import lrt_rerank
 from lrt_rerank import ModelError
 from lrt_rerank.models.importers.colbert import import_colbert, is_colbert_snapshot
+from train_extra import require
 
 pytestmark = pytest.mark.train
-torch = pytest.importorskip("torch") if os.environ.get("LRT_REQUIRE_TRAIN") != "1" else __import__("torch")
+torch = require("torch")
 
 HERE = Path(__file__).resolve().parent
 PYLATE_PATH = Path(os.environ.get("LRT_PYLATE_PATH", Path(sys.prefix) / "pylate-reference"))
@@ -144,6 +145,12 @@ def test_pylate_parity_under_each_setting(settings: dict[str, Any], tmp_path: Pa
     assert_close(model.score(QUERY, DOCUMENTS), ref["scores"])
     assert model.encode_documents(DOCUMENTS).lengths == ref["lengths"].tolist()
     assert model.encode_query(QUERY).shape == ref["query"].shape
+
+
+def imported_stanford_colbert(tmp: Path) -> Path:
+    """A colbert-ai snapshot (random weights) made under ``tmp`` and imported into ``tmp/model``."""
+    snapshot, _, _ = stanford_snapshot(tmp)
+    return import_colbert(snapshot, tmp / "model")
 
 
 def stanford_snapshot(tmp: Path, metadata: dict[str, Any] | None = None, dim: int = 8) -> tuple[Path, Any, Any]:

@@ -15,7 +15,7 @@ import pytest
 from lrt_rerank.cli import main
 from lrt_rerank.late import ColBERT
 from lrt_rerank.models.importers.colbert import import_colbert
-from test_colbert import DOCUMENTS, QUERY, assert_close, pylate_colbert, stanford_snapshot
+from test_colbert import DOCUMENTS, QUERY, assert_close, imported_stanford_colbert, pylate_colbert, stanford_snapshot
 from tiny_beir import make_tiny_scifact
 
 pytestmark = pytest.mark.train
@@ -49,9 +49,7 @@ def test_models_import_recognises_a_colbert_ai_snapshot(tmp_path: Path, capsys: 
 
 @pytest.fixture(scope="module")
 def colbert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("colbert-cli")
-    snapshot, _, _ = stanford_snapshot(tmp)
-    return import_colbert(snapshot, tmp / "model")
+    return imported_stanford_colbert(tmp_path_factory.mktemp("colbert-cli"))
 
 
 @pytest.fixture(scope="module")

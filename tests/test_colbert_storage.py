@@ -15,12 +15,11 @@ from scipy.stats import spearmanr
 
 from lrt_rerank.late import ColBERT
 from lrt_rerank.late.cache import DocumentCache, RedisDocumentTier, cache_key, pack, unpack
-from lrt_rerank.late.model import text_hash
 from lrt_rerank.late.attach import attach_store
+from lrt_rerank.late.model import text_hash
 from lrt_rerank.late.store import StoredEmbeddings, write_store
-from lrt_rerank.models.importers.colbert import import_colbert
 from lrt_rerank.rerank.redis_tier import RedisSettings
-from test_colbert import DOCUMENTS, QUERY, WORDS, stanford_snapshot
+from test_colbert import DOCUMENTS, QUERY, WORDS, imported_stanford_colbert
 
 pytestmark = pytest.mark.train
 QUERIES = [QUERY, "coffee and heart disease", "calcium intake in women", "statins trial"]
@@ -28,9 +27,7 @@ QUERIES = [QUERY, "coffee and heart disease", "calcium intake in women", "statin
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("colbert-storage")
-    snapshot, _, _ = stanford_snapshot(tmp)
-    return import_colbert(snapshot, tmp / "model")
+    return imported_stanford_colbert(tmp_path_factory.mktemp("colbert-storage"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ LRT_REQUIRE_TRAIN=1, which turns a missing torch into a failure instead of a ski
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,11 @@ import pytest
 
 from lrt_rerank import BiEncoder, CrossEncoder
 from lrt_rerank.models.store import minilm_source_dir
+from train_extra import require
 
 pytestmark = pytest.mark.train
 
-if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
-    import sentence_transformers  # noqa: F401
-    import torch
-else:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("sentence_transformers")
+torch = require("torch", "sentence_transformers")
 
 TEXTS = [
     "Dietary fibre and the risk of colorectal cancer",

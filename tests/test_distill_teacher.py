@@ -10,7 +10,6 @@ closely after training than at its start (the same layers with the fresh head).
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.models.store import CARD, MODEL, file_sha256
 from tiny_beir import read_qrels
+from train_extra import require
 
 pytestmark = pytest.mark.train
 
@@ -37,12 +37,7 @@ SEED = 7
 
 
 def _need_torch() -> None:
-    if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    else:
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
+    require()
 
 
 @pytest.fixture(scope="module")

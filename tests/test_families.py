@@ -11,7 +11,6 @@ Scores must be within 1e-4 of transformers' score spread in FP32; INT8 must keep
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -24,14 +23,11 @@ import pytest
 from lrt_rerank import CrossEncoder, ModelError
 from lrt_rerank.models.importers import import_snapshot
 from lrt_rerank.models.store import CARD, MODEL, MODEL_DATA, model_sha256
+from train_extra import require
 
 pytestmark = pytest.mark.train
 
-if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
-    import torch
-else:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+torch = require()
 
 from test_import import INIT_STD, PASSAGES, QUERY, WORDS, Tiny, _unigram_vocab, assert_matches, reference_scores  # noqa: E402
 

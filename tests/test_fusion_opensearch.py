@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from lrt_rerank.service.app import create_app
 from lrt_rerank.service.engine import FUSION_ENV, fusion_env
 from lrt_rerank.service.settings import ServiceSettings
 from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode
-from service_fixtures import ServeProcess
+from service_fixtures import ServeProcess, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -110,10 +109,7 @@ def test_other_fusions_keep_rrf_in_the_node_with_the_reason(opensearch_node: Ope
 def fusion_service(encoder: CrossEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv(FUSION_ENV, fusion_env(CLIENT_FUSION.save(tmp_path / "fusion.json")))
     with TestClient(create_app(ServiceSettings(), loader=lambda: encoder)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_healthy(client)
         yield client
 
 

@@ -8,7 +8,6 @@ and the model's logits, not with the library's fusion code.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from lrt_rerank.rerank.fusion import Fusion
 from lrt_rerank.service.app import create_app
 from lrt_rerank.service.engine import FUSION_ENV, fusion_env
 from lrt_rerank.service.settings import ServiceSettings
+from service_fixtures import wait_healthy
 
 N = 12
 SEED_WEIGHTS = {"bm25": 1.0, "dense": 2.0, "prior": 0.25, "reranker": 0.5}
@@ -67,10 +67,7 @@ def serve_with(encoder: CrossEncoder, tmp_path: Path, monkeypatch: pytest.Monkey
         client = TestClient(create_app(ServiceSettings(), loader=lambda: encoder))
         client.__enter__()
         clients.append(client)
-        deadline = time.monotonic() + 60
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_healthy(client)
         return client
 
     yield start

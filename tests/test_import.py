@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import string
@@ -31,15 +30,11 @@ import pytest
 from lrt_rerank import BiEncoder, CrossEncoder, ModelError
 from lrt_rerank.models.importers import import_snapshot, is_snapshot, snapshot_key
 from lrt_rerank.models.store import CARD, MODEL, file_sha256, minilm_source_dir
+from train_extra import require
 
 pytestmark = pytest.mark.train
 
-if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
-    import torch
-    import transformers  # noqa: F401
-else:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+torch = require()
 
 MAX_LENGTH = 32
 #: Weight init std: large enough that a random model's scores spread over passages.

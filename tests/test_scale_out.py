@@ -11,20 +11,18 @@ bench reports it).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from bench_modules import load_bench
 from lrt_rerank.cli import main as cli_main
 from lrt_rerank.opensearch.client import connect
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE
@@ -37,20 +35,10 @@ from service_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 
-CHAOS = Path(__file__).resolve().parent.parent / "benches" / "chaos.py"
 INDEX = "lrt-scale-out"
 NODES = 3
 DOCUMENTS = 600
 """Documents of the bundled NFCorpus test corpus used: 500 indexed up front, 100 by the writer."""
-
-
-def load_chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chaos", CHAOS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("chaos", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_run(length: int, avoid: set[int]) -> int:
@@ -108,7 +96,7 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path)
 
 @pytest.fixture(scope="module")
 def chaos_report(scale_out: ScaleOut, bi_encoder: Any) -> Any:  # benches/chaos.py's ChaosReport
-    chaos = load_chaos()
+    chaos = load_bench("chaos")
     client = connect(scale_out.cluster.url)
     queries, held = chaos.load_collection(client, INDEX, bi_encoder, DOCUMENTS, chaos.SHORT.writer_docs)
     client.close()

@@ -4,7 +4,6 @@ a small cross-encoder."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lrt_rerank import CrossEncoder
 from lrt_rerank.service.app import create_app
 from lrt_rerank.service.settings import ServiceSettings
+from service_fixtures import wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,7 @@ def encoder(small_cross_encoder_dir: Path) -> CrossEncoder:
 @pytest.fixture
 def client(encoder: CrossEncoder) -> Iterator[TestClient]:
     with TestClient(create_app(ServiceSettings(), loader=lambda: encoder)) as c:
-        deadline = time.monotonic() + 60
-        while c.get("/health").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_healthy(c)
         yield c
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +19,14 @@ from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import Dataset, Document
 from lrt_rerank.models.store import CARD, MODEL, PACKAGED_DIR, file_sha256
 from lrt_rerank.models.resolve import default_model_dir
+from train_extra import require
 
 SHIPPED = PACKAGED_DIR / "lrt-nfcorpus-int8"
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
 
 
 def _need_torch() -> None:
-    if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    else:
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
+    require()
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,7 +5,6 @@ distillation losses: checked against their definitions and shown to teach a stud
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from lrt_rerank import CrossEncoder
 from lrt_rerank.cli import main
 from lrt_rerank.datasets import Document, load_dataset, load_queries
 from tiny_beir import make_tiny_scifact
+from train_extra import require
 
 pytestmark = pytest.mark.train
 
@@ -28,12 +28,7 @@ FACTORY_ARGS = [
 
 
 def _need_torch() -> None:
-    if os.environ.get("LRT_REQUIRE_TRAIN") == "1":
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    else:
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
+    require()
 
 
 @pytest.fixture(scope="module")
