@@ -13,7 +13,8 @@ from onnx import TensorProto, helper
 from safetensors.numpy import save_file
 
 from lrt_rerank import BiEncoder, CrossEncoder, ModelError
-from lrt_rerank.models.convert import BertConfig, build_bert_onnx
+from lrt_rerank.models.checkpoint import BertConfig
+from lrt_rerank.models.convert import build_bert_onnx
 
 
 def copy_model(src: Path, dst: Path) -> Path:

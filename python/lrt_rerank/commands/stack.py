@@ -12,7 +12,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION, default_work_dir
     from lrt_rerank.opensearch.connection import refuse_secret_args
-    from lrt_rerank.ops.stack.launcher import default_state_dir
+    from lrt_rerank.ops.stack.spec import default_state_dir
 
     parser = sub.add_parser(
         "stack",

@@ -1,8 +1,8 @@
 """Model directories and the model factory's conversions, in layers (each imports only those below it):
 
 * :mod:`~lrt_rerank.models.store`: model directories and cards, the packaged defaults, the model home;
-* :mod:`~lrt_rerank.models.convert` and :mod:`~lrt_rerank.models.weights`: torch-free conversion of
-  encoder weights to ONNX;
+* :mod:`~lrt_rerank.models.weights` (safetensors) and :mod:`~lrt_rerank.models.checkpoint` (config.json and
+  named tensors): reading a checkpoint; :mod:`~lrt_rerank.models.convert`: its torch-free ONNX graph;
 * :mod:`~lrt_rerank.models.importers`: Hugging Face snapshots into model directories;
 * :mod:`~lrt_rerank.models.quantize`: dynamic INT8;
 * :mod:`~lrt_rerank.models.minilm`: all-MiniLM-L6-v2 model directories (``models build``);

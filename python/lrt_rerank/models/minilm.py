@@ -13,7 +13,8 @@ from pathlib import Path
 
 import onnx
 
-from lrt_rerank.models.convert import BertConfig, build_bert_onnx, count_parameters
+from lrt_rerank.models.checkpoint import BertConfig
+from lrt_rerank.models.convert import build_bert_onnx, count_parameters
 from lrt_rerank.models.importers.optimize import optimize_in_place
 from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256, minilm_source_dir, publish_model_dir, write_clean_tokenizer
 

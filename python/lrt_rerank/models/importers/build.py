@@ -18,8 +18,8 @@ from typing import Any
 import onnx
 
 from lrt_rerank import _core
+from lrt_rerank.models.checkpoint import Checkpoint
 from lrt_rerank.models.convert import (
-    Checkpoint,
     build_encoder_onnx,
     count_parameters,
     sequence_classification_head,

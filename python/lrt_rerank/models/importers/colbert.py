@@ -32,7 +32,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
 from lrt_rerank import _core
-from lrt_rerank.models.convert import Checkpoint, EncoderConfig, build_encoder_onnx
+from lrt_rerank.models.checkpoint import Checkpoint, EncoderConfig
+from lrt_rerank.models.convert import build_encoder_onnx
 from lrt_rerank.models.importers.metadata import read_json, read_license
 from lrt_rerank.models.importers.optimize import optimize_in_place
 from lrt_rerank.models.importers.snapshot import CONFIG, TOKENIZER_FILES, WEIGHT_FILES, architecture

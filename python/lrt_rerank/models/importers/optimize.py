@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lrt_rerank.models.convert import EncoderConfig
+from lrt_rerank.models.checkpoint import EncoderConfig
 from lrt_rerank.models.onnx_files import has_external_data
 from lrt_rerank.models.store import measured
 

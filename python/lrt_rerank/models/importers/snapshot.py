@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrt_rerank import _core
-from lrt_rerank.models.convert import EncoderConfig
+from lrt_rerank.models.checkpoint import EncoderConfig
 from lrt_rerank.models.importers.metadata import Pooling, read_json, read_pooling
 from lrt_rerank.models.onnx_files import external_files
 from lrt_rerank.models.store import CARD, KINDS, file_sha256

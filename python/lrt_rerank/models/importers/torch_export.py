@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lrt_rerank import _core
-from lrt_rerank.models.convert import OPSET, EncoderConfig
+from lrt_rerank.models.checkpoint import EncoderConfig
+from lrt_rerank.models.convert import OPSET
 from lrt_rerank.models.prompts import Prompt
 
 HEADS = {
