@@ -97,14 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(latencies, " ".join(["python", "benches/bench_secured.py", *(argv if argv is not None else sys.argv[1:])]))
     print(text)
     if not args.no_write:
-        write_section(text)
+        from results_file import write_section  # benches/ is this script's folder
+
+        write_section(text, SECTION_BEGIN, SECTION_END)
         print(f"written to {RESULTS}")
     return 0
 
 
 def markdown(latencies: dict[str, list[float]], command: str) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from chaos import lscpu_summary  # benches/ is this script's folder
+    from results_file import lscpu_summary  # benches/ is this script's folder
 
     model, flags = lscpu_summary()
     p50 = {name: float(np.percentile(values, 50)) for name, values in latencies.items()}
@@ -135,12 +137,6 @@ def markdown(latencies: dict[str, list[float]], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    from chaos import write_section as write_between  # benches/ is this script's folder
-
-    write_between(text, SECTION_BEGIN, SECTION_END)
 
 
 if __name__ == "__main__":

@@ -336,7 +336,6 @@ def report(
         return [x - y for x, y in zip(a, b, strict=True)]
 
     lines = [
-        SECTION_BEGIN,
         "## Rerank HTTP service load test (`benches/loadtest.py`)",
         "",
         f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
@@ -391,7 +390,6 @@ def report(
         f"request when the last one returns, so with {args.clients} clients and one model session per process "
         "a request waits for about the other clients' scoring before its own; latency under load is "
         "queueing, and throughput is the figure to compare across machines.",
-        SECTION_END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -400,17 +398,6 @@ def exit_status(code: int) -> str:
     if code == -signal.SIGTERM:
         return "terminated by SIGTERM after uvicorn's graceful shutdown (uvicorn re-raises the signal)"
     return str(code)
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main() -> int:
@@ -464,7 +451,9 @@ def main() -> int:
             if not s.ok:
                 print(f"error in {p.name}: {s.error}", file=sys.stderr)
     if not args.no_write:
-        write_section(args.results, section)
+        from results_file import write_section  # benches/ is this script's folder
+
+        write_section(section, SECTION_BEGIN, SECTION_END, args.results)
         print(f"written to {args.results}")
     return 1 if any(p.errors for p in phases) or code not in (0, -signal.SIGTERM) else 0
 
