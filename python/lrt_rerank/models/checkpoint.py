@@ -36,6 +36,22 @@ def _int(raw: Mapping[str, Any], key: str, path: Path) -> int:
     return value
 
 
+#: config.json's names of the sizes :class:`EncoderConfig` holds (field -> key), and DistilBERT's own.
+SIZE_KEYS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position": "max_position_embeddings",
+}
+DISTILBERT_SIZE_KEYS = {**SIZE_KEYS, "hidden_size": "dim", "num_layers": "n_layers", "num_heads": "n_heads", "intermediate_size": "hidden_dim"}
+
+
+def _sizes(raw: Mapping[str, Any], path: Path, keys: Mapping[str, str]) -> dict[str, int]:
+    return {field_name: _int(raw, key, path) for field_name, key in keys.items()}
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """What the graph builder needs from a transformers ``config.json``."""
@@ -71,12 +87,7 @@ class EncoderConfig:
             if raw.get("sinusoidal_pos_embds"):
                 raise _core.ModelError(f"{path}: sinusoidal_pos_embds is not supported")
             config = cls(
-                vocab_size=_int(raw, "vocab_size", path),
-                hidden_size=_int(raw, "dim", path),
-                num_layers=_int(raw, "n_layers", path),
-                num_heads=_int(raw, "n_heads", path),
-                intermediate_size=_int(raw, "hidden_dim", path),
-                max_position=_int(raw, "max_position_embeddings", path),
+                **_sizes(raw, path, DISTILBERT_SIZE_KEYS),
                 layer_norm_eps=1e-12,  # fixed in DistilBERT
                 model_type=model_type,
                 hidden_act=str(raw.get("activation", "gelu")),
@@ -86,12 +97,7 @@ class EncoderConfig:
         else:
             electra_width = model_type == "electra" and "embedding_size" in raw
             config = cls(
-                vocab_size=_int(raw, "vocab_size", path),
-                hidden_size=_int(raw, "hidden_size", path),
-                num_layers=_int(raw, "num_hidden_layers", path),
-                num_heads=_int(raw, "num_attention_heads", path),
-                intermediate_size=_int(raw, "intermediate_size", path),
-                max_position=_int(raw, "max_position_embeddings", path),
+                **_sizes(raw, path, SIZE_KEYS),
                 layer_norm_eps=float(raw.get("layer_norm_eps", 1e-12)),
                 model_type=model_type,
                 hidden_act=str(raw.get("hidden_act", "gelu")),
@@ -117,12 +123,7 @@ class EncoderConfig:
         """A family that transformers computes (activations, positions and norms are its own)."""
         eps_key = {"modernbert": "norm_eps", "deberta-v2": "layer_norm_eps", "qwen3": "rms_norm_eps"}[model_type]
         config = cls(
-            vocab_size=_int(raw, "vocab_size", path),
-            hidden_size=_int(raw, "hidden_size", path),
-            num_layers=_int(raw, "num_hidden_layers", path),
-            num_heads=_int(raw, "num_attention_heads", path),
-            intermediate_size=_int(raw, "intermediate_size", path),
-            max_position=_int(raw, "max_position_embeddings", path),
+            **_sizes(raw, path, SIZE_KEYS),
             layer_norm_eps=float(raw.get(eps_key, 1e-5)),
             model_type=model_type,
             hidden_act=str(raw.get("hidden_activation" if model_type == "modernbert" else "hidden_act", "gelu")),

@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 from lrt_rerank import _core
 from lrt_rerank.models.checkpoint import Checkpoint, EncoderConfig
 from lrt_rerank.models.convert import build_encoder_onnx
-from lrt_rerank.models.importers.metadata import read_json, read_license
+from lrt_rerank.models.importers.metadata import first_file, read_json, read_json_object, read_license
 from lrt_rerank.models.importers.optimize import optimize_in_place
 from lrt_rerank.models.importers.snapshot import CONFIG, TOKENIZER_FILES, WEIGHT_FILES, architecture
 from lrt_rerank.models.importers.tokenizer import write_tokenizer
@@ -104,21 +104,13 @@ def is_colbert_snapshot(path: Path) -> bool:
     return isinstance(modules, list) and any("pylate" in str(m.get("type", "")) for m in modules if isinstance(m, dict))
 
 
-def _first(root: Path, names: tuple[str, ...]) -> Path | None:
-    return next((root / n for n in names if (root / n).is_file()), None)
-
-
 def _encoder(root: Path) -> tuple[dict[str, Any], EncoderConfig, Path, Path]:
     config_path = root / CONFIG
-    if not config_path.is_file():
-        raise _core.ModelError(f"{config_path}: not found (a ColBERT snapshot needs its encoder's config.json)")
-    raw = read_json(config_path)
-    if not isinstance(raw, dict):
-        raise _core.ModelError(f"{config_path}: must hold a JSON object")
-    weights = _first(root, WEIGHT_FILES)
+    raw = read_json_object(config_path, "a ColBERT snapshot needs its encoder's config.json")
+    weights = first_file(root, WEIGHT_FILES)
     if weights is None:
         raise _core.ModelError(f"{root / WEIGHT_FILES[0]}: not found, nor {WEIGHT_FILES[1]}: no encoder weights to import")
-    tokenizer = _first(root, TOKENIZER_FILES)
+    tokenizer = first_file(root, TOKENIZER_FILES)
     if tokenizer is None:
         raise _core.ModelError(f"{root / TOKENIZER_FILES[0]}: not found, nor {' or '.join(TOKENIZER_FILES[1:])}: no tokenizer")
     return raw, EncoderConfig.from_dict(raw, config_path), weights, tokenizer
@@ -127,17 +119,13 @@ def _encoder(root: Path) -> tuple[dict[str, Any], EncoderConfig, Path, Path]:
 def _dense(root: Path, module: dict[str, Any], modules_path: Path) -> tuple[Projection, list[Path]]:
     folder = root / str(module.get("path", ""))
     config_path = folder / CONFIG
-    if not config_path.is_file():
-        raise _core.ModelError(f"{config_path}: not found (the Dense module listed in {modules_path})")
-    config = read_json(config_path)
-    if not isinstance(config, dict):
-        raise _core.ModelError(f"{config_path}: must hold a JSON object")
+    config = read_json_object(config_path, f"the Dense module listed in {modules_path}")
     activation = str(config.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(".", 1)[-1]
     if activation != "Identity":
         raise _core.ModelError(f"{config_path}: activation_function {activation!r} is not supported (only Identity)")
     if config.get("use_residual"):
         raise _core.ModelError(f"{config_path}: use_residual is not supported")
-    weights = _first(folder, WEIGHT_FILES)
+    weights = first_file(folder, WEIGHT_FILES)
     if weights is None:
         raise _core.ModelError(f"{folder / WEIGHT_FILES[0]}: not found, nor {WEIGHT_FILES[1]}: the Dense layer has no weights")
     tensors = read_weights(weights)

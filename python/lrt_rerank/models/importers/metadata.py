@@ -21,6 +21,22 @@ def read_json(path: Path) -> Any:
         raise _core.ModelError(f"{path}: cannot read JSON: {exc}") from exc
 
 
+def read_json_object(path: Path, needed_by: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a ModelError naming it when it is missing (``needed_by`` says what needs
+    it), unreadable or not an object."""
+    if not path.is_file():
+        raise _core.ModelError(f"{path}: not found ({needed_by})")
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise _core.ModelError(f"{path}: must hold a JSON object")
+    return raw
+
+
+def first_file(root: Path, names: tuple[str, ...]) -> Path | None:
+    """``root / name`` for the first of ``names`` that is a file there, or None."""
+    return next((root / n for n in names if (root / n).is_file()), None)
+
+
 @dataclass(frozen=True)
 class Pooling:
     mode: str  # "cls" | "mean"

@@ -16,7 +16,7 @@ from typing import Any
 
 from lrt_rerank import _core
 from lrt_rerank.models.checkpoint import EncoderConfig
-from lrt_rerank.models.importers.metadata import Pooling, read_json, read_pooling
+from lrt_rerank.models.importers.metadata import Pooling, first_file, read_json_object, read_pooling
 from lrt_rerank.models.onnx_files import external_files
 from lrt_rerank.models.store import CARD, KINDS, file_sha256
 from lrt_rerank.models.weights import SHARD_INDEX, shard_files
@@ -105,10 +105,6 @@ def _num_labels(raw: dict[str, Any], path: Path) -> int:
     return int(n)
 
 
-def _first(root: Path, names: tuple[str, ...]) -> Path | None:
-    return next((root / n for n in names if (root / n).is_file()), None)
-
-
 def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
     """Find the files of ``src`` and check them; ``kind`` None: inferred from config.json's architectures."""
     if kind is not None and kind not in KINDS:
@@ -116,17 +112,13 @@ def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
     if not src.is_dir():
         raise _core.ModelError(f"{src}: snapshot folder not found")
     config_path = src / CONFIG
-    if not config_path.is_file():
-        raise _core.ModelError(f"{config_path}: not found (a snapshot needs config.json)")
-    raw = read_json(config_path)
-    if not isinstance(raw, dict):
-        raise _core.ModelError(f"{config_path}: must hold a JSON object")
+    raw = read_json_object(config_path, "a snapshot needs config.json")
     config = EncoderConfig.from_dict(raw, config_path)
     if kind is None:
         kind = "cross-encoder" if architecture(raw).endswith("ForSequenceClassification") else "bi-encoder"
 
-    weights = _first(src, WEIGHT_FILES)
-    onnx_path = None if weights else _first(src, ONNX_FILES)
+    weights = first_file(src, WEIGHT_FILES)
+    onnx_path = None if weights else first_file(src, ONNX_FILES)
     if weights is None and onnx_path is None:
         raise _core.ModelError(
             f"{src / WEIGHT_FILES[0]}: not found, nor {', '.join(WEIGHT_FILES[1:] + ONNX_FILES)}: no weights to import"
@@ -137,7 +129,7 @@ def open_snapshot(src: Path, kind: str | None = None) -> Snapshot:
             sorted(p.relative_to(src).as_posix() for p in onnx_path.parent.glob("*.onnx") if p != onnx_path)
         )
 
-    tokenizer = _first(src, TOKENIZER_FILES)
+    tokenizer = first_file(src, TOKENIZER_FILES)
     if tokenizer is None:
         raise _core.ModelError(
             f"{src / TOKENIZER_FILES[0]}: not found, nor {' or '.join(TOKENIZER_FILES[1:])}: "
