@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from lrt_rerank import CrossEncoder
 from lrt_rerank.service.app import create_app
 from lrt_rerank.service.settings import ServiceSettings
-from service_fixtures import ServeProcess, key_file
+from service_fixtures import ServeProcess, key_file, metric
 
 KEY = "clients-key-3e9a"
 MAX_BODY = 64 * 1024
@@ -74,6 +74,8 @@ def test_cohere_client_v2(server: ServeProcess, encoder: CrossEncoder) -> None:
     np.testing.assert_allclose([r.relevance_score for r in response.results], scores[order[:3]], rtol=1e-5)
     everything = co.rerank(model=encoder.name, query=QUERY, documents=DOCS)
     assert [r.index for r in everything.results] == order
+    exposition = httpx.get(server.url + "/metrics").text
+    assert metric(exposition, "lrt_rerank_requests_total", route="/v2/rerank", method="POST", status="200") >= 2
 
 
 def test_cohere_client_v1(server: ServeProcess, encoder: CrossEncoder) -> None:
