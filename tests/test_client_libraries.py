@@ -9,6 +9,7 @@ Error cases check that the SDK raises its own typed error for each status the se
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 from lrt_rerank import CrossEncoder
 from lrt_rerank.service.app import create_app
 from lrt_rerank.service.settings import ServiceSettings
+from readme_blocks import blocks_for
 from service_fixtures import ServeProcess, key_file, metric
 
 KEY = "clients-key-3e9a"
@@ -200,3 +202,48 @@ def test_jina_documented_request(server: ServeProcess, encoder: CrossEncoder) ->
     assert [x["index"] for x in results] == order[:3]
     assert [x["document"]["text"] for x in results] == [DOCS[i] for i in order[:3]]
     np.testing.assert_allclose([x["relevance_score"] for x in results], scores[order[:3]], rtol=1e-5)
+
+
+# ------------------------------------------------------------------ README "Use it from your stack"
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path) -> Iterator[ServeProcess]:
+    """`lrt-rerank serve` with the default model (the README's) and its key in ``service.key`` beside the log."""
+    log = tmp_path_factory.mktemp("readme-serve") / "serve.log"
+    process = ServeProcess(["--model", str(cross_encoder_dir), "--api-key-file", key_file(log.parent, KEY)], log)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def run_readme_block(needle: str, server: ServeProcess, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """The README's `stack` python block that contains ``needle``, run in the folder of the server's
+    ``service.key`` with the server's URL in place of the README's."""
+    (block,) = [b for b in blocks_for("stack", "python") if needle in b.text]
+    assert block.text.count("http://127.0.0.1:8000") == 1
+    monkeypatch.chdir(server.log_path.parent)
+    assert os.path.isfile("service.key")
+    namespace: dict[str, object] = {}
+    exec(compile(block.text.replace("http://127.0.0.1:8000", server.url), f"README.md:{block.line}", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def readme_expectation(cross_encoder_dir: Path, documents: list[str]) -> int:
+    """Index of the README's query's best document, from the default model in-process."""
+    logits = CrossEncoder.load(str(cross_encoder_dir)).score("calcium for strong bones", documents)
+    return int(np.argmax(logits))
+
+
+def test_readme_cohere_block(default_server: ServeProcess, cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace = run_readme_block("cohere.ClientV2", default_server, monkeypatch)
+    response = namespace["response"]
+    documents = ["Green tea contains catechins and a little caffeine.", "Milk is a source of calcium and protein."]
+    assert [r.index for r in response.results] == [readme_expectation(cross_encoder_dir, documents)]  # type: ignore[attr-defined]
+
+
+def test_readme_langchain_block(default_server: ServeProcess, cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace = run_readme_block("langchain_cohere", default_server, monkeypatch)
+    documents = [d.page_content for d in namespace["documents"]]  # type: ignore[attr-defined]
+    best = namespace["best"]
+    assert [d.page_content for d in best] == [documents[readme_expectation(cross_encoder_dir, documents)]]  # type: ignore[attr-defined]

@@ -24,13 +24,14 @@ import pytest
 from lrt_rerank.opensearch.pipeline import TRUSTED_KEY, trusted_endpoint_regex
 from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode
 from opensearchpy.exceptions import TransportError
-from service_fixtures import ServeProcess
+from readme_blocks import README, blocks_for
+from service_fixtures import ServeProcess, key_file
 
 pytestmark = pytest.mark.integration
 
 BLUEPRINTS = Path(__file__).resolve().parents[1] / "opensearch" / "blueprints"
 ML = "/_plugins/_ml"
-INDEX = "lrt-test-blueprints"
+INDEX = "my-test-data"  # the tutorials' (and the README's)
 # The tutorials' query and passages (the TEI tutorial's Painless escapes nothing: no quotes in them).
 QUERY = "What is the capital of the United States?"
 PASSAGES = [
@@ -162,3 +163,36 @@ def test_blueprint_pipeline_orders_hits_as_the_service(
     hits = found["hits"]["hits"]
     assert [int(h["_id"]) for h in hits] == order, hits
     assert [h["_score"] for h in hits] == pytest.approx(scores, rel=1e-6)
+
+
+def test_readme_opensearch_block(
+    opensearch_node: OpenSearchNode,
+    opensearch_rerank_service: ServeProcess,
+    passages_index: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's OpenSearch snippet, run as written against this node and service (their URLs in place of
+    the README's), from a folder holding its `service.key` and the checkout's opensearch/ folder."""
+    (block,) = [b for b in blocks_for("stack", "python") if "opensearchpy" in b.text]
+    text = block.text
+    for old, new in (('"http://127.0.0.1:8000"', f'"{opensearch_rerank_service.url}"'), ('"http://127.0.0.1:9200"', f'"{opensearch_node.url}"')):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    key_file(tmp_path, SERVICE_API_KEY)
+    (tmp_path / "opensearch").symlink_to(README.parent / "opensearch")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(text, f"README.md:{block.line}", "exec"), namespace)  # noqa: S102 (the README's own code)
+        order, scores = service_order(opensearch_rerank_service)
+        assert [int(h["_id"]) for h in namespace["hits"]] == order
+        assert [h["_score"] for h in namespace["hits"]] == pytest.approx(scores, rel=1e-6)
+    finally:
+        node = opensearch_node.client.transport
+        node.perform_request("DELETE", "/_search/pipeline/lrt-cohere-rerank", params={"ignore": 404})
+        if "model_id" in namespace:
+            node.perform_request("POST", f"{ML}/models/{namespace['model_id']}/_undeploy", params={"ignore": 404})
+            node.perform_request("DELETE", f"{ML}/models/{namespace['model_id']}", params={"ignore": 404})
+        if "connector_id" in namespace:
+            node.perform_request("DELETE", f"{ML}/connectors/{namespace['connector_id']}", params={"ignore": 404})
