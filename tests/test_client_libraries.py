@@ -205,21 +205,10 @@ def test_jina_documented_request(server: ServeProcess, encoder: CrossEncoder) ->
 
 
 # ------------------------------------------------------------------ README "Use it from your stack"
-@pytest.fixture(scope="module")
-def default_server(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path) -> Iterator[ServeProcess]:
-    """`lrt-rerank serve` with the default model (the README's) and its key in ``service.key`` beside the log."""
-    log = tmp_path_factory.mktemp("readme-serve") / "serve.log"
-    process = ServeProcess(["--model", str(cross_encoder_dir), "--api-key-file", key_file(log.parent, KEY)], log)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
-
-
 def run_readme_block(needle: str, server: ServeProcess, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """The README's `stack` python block that contains ``needle``, run in the folder of the server's
-    ``service.key`` with the server's URL in place of the README's."""
+    ``service.key`` with the server's URL in place of the README's. The server is the session's
+    `opensearch_rerank_service` (the default model, the README's, and a key file named as the README's)."""
     (block,) = [b for b in blocks_for("stack", "python") if needle in b.text]
     assert block.text.count("http://127.0.0.1:8000") == 1
     monkeypatch.chdir(server.log_path.parent)
@@ -235,15 +224,15 @@ def readme_expectation(cross_encoder_dir: Path, documents: list[str]) -> int:
     return int(np.argmax(logits))
 
 
-def test_readme_cohere_block(default_server: ServeProcess, cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    namespace = run_readme_block("cohere.ClientV2", default_server, monkeypatch)
+def test_readme_cohere_block(opensearch_rerank_service: ServeProcess, cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace = run_readme_block("cohere.ClientV2", opensearch_rerank_service, monkeypatch)
     response = namespace["response"]
     documents = ["Green tea contains catechins and a little caffeine.", "Milk is a source of calcium and protein."]
     assert [r.index for r in response.results] == [readme_expectation(cross_encoder_dir, documents)]  # type: ignore[attr-defined]
 
 
-def test_readme_langchain_block(default_server: ServeProcess, cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    namespace = run_readme_block("langchain_cohere", default_server, monkeypatch)
+def test_readme_langchain_block(opensearch_rerank_service: ServeProcess, cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace = run_readme_block("langchain_cohere", opensearch_rerank_service, monkeypatch)
     documents = [d.page_content for d in namespace["documents"]]  # type: ignore[attr-defined]
     best = namespace["best"]
     assert [d.page_content for d in best] == [documents[readme_expectation(cross_encoder_dir, documents)]]  # type: ignore[attr-defined]
