@@ -134,27 +134,37 @@ def test_unknown_model_and_bad_fields_raise_typed_errors(server: ServeProcess, e
     assert broken.status_code == 400 and broken.json()["message"].startswith("body: not valid JSON")
 
 
-def test_any_model_name_and_503_through_the_sdk(small_cross_encoder_dir: Path, encoder: CrossEncoder) -> None:
-    """In process (the SDK over the app's test transport): `any_model_name` accepts another name, and a
-    service still loading its model raises the SDK's 503 error with Retry-After."""
+def test_any_model_name(tmp_path: Path, small_cross_encoder_dir: Path, encoder: CrossEncoder) -> None:
+    """`serve --any-model-name` answers a v2 request that names another model."""
+    process = ServeProcess(["--model", str(small_cross_encoder_dir), "--any-model-name"], tmp_path / "serve.log")
+    try:
+        process.wait_ready()
+        response = cohere.ClientV2(api_key="unused", base_url=process.url).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
+    finally:
+        process.stop()
+    assert [r.index for r in response.results] == expected(encoder)[0]
+
+
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument with the TestClient")  # the SDK sends one
+def test_loading_raises_the_sdks_503(small_cross_encoder_dir: Path) -> None:
+    """In process (the SDK over the app's test transport): a service still loading its model raises the
+    SDK's 503 error, with Retry-After."""
     release = threading.Event()
 
     def slow_loader() -> CrossEncoder:
         release.wait(60)
         return CrossEncoder.load(str(small_cross_encoder_dir))
 
-    app = create_app(ServiceSettings(model=str(small_cross_encoder_dir), any_model_name=True), loader=slow_loader)
+    app = create_app(ServiceSettings(model=str(small_cross_encoder_dir)), loader=slow_loader)
     with TestClient(app) as http:
         co = cohere.ClientV2(api_key="unused", base_url=str(http.base_url), httpx_client=http)
-        with pytest.raises(cohere.errors.ServiceUnavailableError) as loading:
-            co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, request_options=NO_RETRIES)
-        assert loading.value.headers is not None and loading.value.headers["retry-after"] == "1"
-        assert loading.value.body["message"] == "model not loaded yet"
-        release.set()
-        while http.get("/health").status_code != 200:
-            threading.Event().wait(0.01)
-        order, _ = expected(encoder)
-        assert [r.index for r in co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS).results] == order
+        try:
+            with pytest.raises(cohere.errors.ServiceUnavailableError) as loading:
+                co.rerank(model="any", query=QUERY, documents=DOCS, request_options=NO_RETRIES)
+        finally:
+            release.set()
+    assert loading.value.headers is not None and loading.value.headers["retry-after"] == "1"
+    assert loading.value.body["message"] == "model not loaded yet"
 
 
 def test_langchain_cohere_rerank(server: ServeProcess, encoder: CrossEncoder) -> None:

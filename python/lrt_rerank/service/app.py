@@ -7,8 +7,9 @@ the event loop, through the re-ranking core (:mod:`lrt_rerank.service.engine`).
 
 Modules: :mod:`~lrt_rerank.service.settings` (the process's settings),
 :mod:`~lrt_rerank.service.engine` (model, cache tiers, scoring), :mod:`~lrt_rerank.service.routes`
-(the routes as functions), :mod:`~lrt_rerank.service.schemas`, :mod:`~lrt_rerank.service.limits`,
-:mod:`~lrt_rerank.service.metrics`. This module only wires them.
+(the routes as functions), :mod:`~lrt_rerank.service.cohere_v2` (Cohere's v2 route),
+:mod:`~lrt_rerank.service.schemas`, :mod:`~lrt_rerank.service.limits`, :mod:`~lrt_rerank.service.metrics`.
+This module only wires them.
 """
 
 from __future__ import annotations

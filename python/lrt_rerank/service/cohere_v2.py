@@ -4,8 +4,9 @@ The request and response follow the ``cohere`` SDK's v2 types (``ClientV2.rerank
 ``documents``, ``top_n``, ``max_tokens_per_doc``, ``priority``; ``V2RerankResponse``: ``id``, ``results``
 of ``index`` and ``relevance_score``, ``meta``). Scoring goes through v1's flow
 (:func:`lrt_rerank.service.routes.cohere_rerank`), so auth, limits, metrics, caches and fail-open are the
-same. Errors on v2 are Cohere's ``{"id", "message"}`` bodies, with the status codes the SDK maps to its
-typed errors (400, 401, 404, 413, 422, 429, 503).
+same. Every HTTP error on v2 is a Cohere ``{"id", "message"}`` body (the body-size limit's 413 carries
+``message`` too), with a status the SDK maps to a typed error: 400 (not JSON), 401, 404 (another model
+name), 422, 503 (loading, scoring failed; with ``Retry-After``), and 429 should a limit ever answer it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ MODEL_DOC = (
     "The served model's id (`GET /v1/models`). Another name is a 404 unless the service runs with "
     "`serve --any-model-name`."
 )
+
+
 class CohereV2Error(BaseModel):
     id: str = Field(description="A unique id for this error.")
     message: str = Field(description="What went wrong.")
