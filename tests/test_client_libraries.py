@@ -39,6 +39,8 @@ DOCS = [
 ]
 NO_RETRIES = {"max_retries": 0}
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def encoder(small_cross_encoder_dir: Path) -> CrossEncoder:
