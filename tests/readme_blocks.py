@@ -6,6 +6,8 @@ Every fenced ``bash`` block in README.md is preceded by a marker naming what exe
     <!-- exercised-by: smoke-install --> tests/smoke_wheel.py runs it in the checkout
     <!-- exercised-by: smoke -->         tests/smoke_wheel.py runs it verbatim in a fresh virtualenv
     <!-- exercised-by: test_readme -->   tests/test_readme.py runs each command on small data
+    <!-- exercised-by: stack -->         tests/test_client_libraries.py and tests/test_opensearch_blueprints.py
+                                          run it against a real service (and node)
 
 ``python`` blocks carry the same markers (tests/test_readme.py executes them).
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-MARKERS = ("ci", "smoke-install", "smoke", "test_readme")
+MARKERS = ("ci", "smoke-install", "smoke", "test_readme", "stack")
 _MARKER = re.compile(r"^<!--\s*exercised-by:\s*(\S+)\s*-->$")
 _FENCE = re.compile(r"^```(\w*)")
 

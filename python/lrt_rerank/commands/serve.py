@@ -87,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=30,
         help="seconds in-flight requests get to finish after SIGTERM/SIGINT (default: %(default)s)",
     )
+    p.add_argument(
+        "--any-model-name",
+        action="store_true",
+        help="accept any `model` name on /v2/rerank (default: only the served model's id, as GET /v1/models shows it)",
+    )
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False, help="log every request")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     from lrt_rerank.commands.pipeline import add_long_document_args
@@ -139,6 +144,7 @@ def serve(args: argparse.Namespace) -> int:
         document_cache_mib=args.document_cache_mib,
         threads=args.threads or max(1, (os.cpu_count() or 1) // args.workers),
         max_concurrent_scoring=args.max_concurrent_scoring,
+        any_model_name=args.any_model_name,
     )
     try:
         # Loaded once here: a bad --model fails now, with its reason, and workers do not each build the

@@ -7,8 +7,9 @@ the event loop, through the re-ranking core (:mod:`lrt_rerank.service.engine`).
 
 Modules: :mod:`~lrt_rerank.service.settings` (the process's settings),
 :mod:`~lrt_rerank.service.engine` (model, cache tiers, scoring), :mod:`~lrt_rerank.service.routes`
-(the routes as functions), :mod:`~lrt_rerank.service.schemas`, :mod:`~lrt_rerank.service.limits`,
-:mod:`~lrt_rerank.service.metrics`. This module only wires them.
+(the routes as functions), :mod:`~lrt_rerank.service.cohere_v2` (Cohere's v2 route),
+:mod:`~lrt_rerank.service.schemas`, :mod:`~lrt_rerank.service.limits`, :mod:`~lrt_rerank.service.metrics`.
+This module only wires them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lrt_rerank.service import routes
+from lrt_rerank.service import cohere_v2, routes
 from lrt_rerank.service.engine import Engine, EncoderLoader, default_loader
 from lrt_rerank.service.limits import BodySizeLimitMiddleware
 from lrt_rerank.service.metrics import MetricsMiddleware, ServiceMetrics
@@ -39,7 +41,9 @@ from lrt_rerank.service.settings import ServiceSettings
 DESCRIPTION = f"""
 Re-scores candidate passages for a query with a cross-encoder and returns them best first.
 
-* `POST /v1/rerank`: Cohere rerank API (v1) request and response shape.
+* `POST /v2/rerank`: Cohere rerank API (v2) request and response shape; `model` names the served
+  model (`GET /v1/models`), errors are Cohere's (`id` and `message`).
+* `POST /v1/rerank`: Cohere rerank API (v1) request and response shape (`model` is ignored).
 * `POST /rerank`: Hugging Face text-embeddings-inference rerank shape.
 * `GET /v1/models`: the served model, its card and the score calibration in use.
 
@@ -59,7 +63,8 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     metrics = ServiceMetrics()
     app = FastAPI(title="lrt-rerank", version=_version(), description=DESCRIPTION, lifespan=routes.lifespan)
     app.state.engine = Engine(settings, metrics, loader or default_loader(settings))
-    app.add_exception_handler(RequestValidationError, routes.validation_error)
+    app.add_exception_handler(RequestValidationError, cohere_v2.request_error)
+    app.add_exception_handler(StarletteHTTPException, cohere_v2.http_error)
 
     schemas = request_models(settings.max_documents)
     # Only a service started with an API key requires (and documents) bearer auth.
@@ -83,6 +88,21 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
         dependencies=guarded,
         responses=responses,
         summary="Rerank documents (Cohere-compatible)",
+    )
+    app.add_api_route(
+        cohere_v2.PATH,
+        with_body(cohere_v2.cohere_v2_rerank, cohere_v2.request_model(schemas.cohere)),
+        methods=["POST"],
+        response_model=CohereRerankResponse,
+        response_model_exclude_none=True,
+        dependencies=guarded,
+        responses={
+            **{k: {**v, "model": cohere_v2.CohereV2Error} for k, v in responses.items()},
+            400: {"model": cohere_v2.CohereV2Error, "description": "The body is not JSON."},
+            404: {"model": cohere_v2.CohereV2Error, "description": "`model` is not the served model's id."},
+            422: {"model": cohere_v2.CohereV2Error, "description": "The body does not fit the schema."},
+        },
+        summary="Rerank documents (Cohere v2-compatible)",
     )
     app.add_api_route(
         "/rerank",

@@ -2,7 +2,8 @@
 
 A request whose ``Content-Length`` exceeds the limit is answered 413 before its body is read.
 A body without a length (chunked transfer encoding) is counted while it streams in and
-answered 413 as soon as it passes the limit. Accepted bodies are buffered (they are small by
+answered 413 as soon as it passes the limit. The 413 body carries the reason as ``detail`` (the service's
+error shape) and ``message`` (Cohere's). Accepted bodies are buffered (they are small by
 construction) and replayed to the application.
 """
 
@@ -53,7 +54,8 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Send, reason: str) -> None:
-        payload = json.dumps({"detail": f"{reason}: at most {self.max_body_bytes} bytes per request body"}).encode()
+        text = f"{reason}: at most {self.max_body_bytes} bytes per request body"
+        payload = json.dumps({"detail": text, "message": text}).encode()  # `message`: what Cohere's clients read
         await send(
             {
                 "type": "http.response.start",

@@ -30,6 +30,8 @@ class ServiceSettings:
     """Intra-op threads of the model (None: the core's default)."""
     max_concurrent_scoring: int = 2
     """Requests scored at the same time per process; the rest wait their turn."""
+    any_model_name: bool = False
+    """Accept any ``model`` name on ``/v2/rerank`` (default: only the served model's id)."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
