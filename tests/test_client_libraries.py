@@ -24,7 +24,7 @@ from lrt_rerank import CrossEncoder
 from lrt_rerank.service.app import create_app
 from lrt_rerank.service.settings import ServiceSettings
 from readme_blocks import blocks_for
-from service_fixtures import ServeProcess, key_file, metric
+from service_fixtures import ServeProcess, key_file, metric, serving
 
 KEY = "clients-key-3e9a"
 MAX_BODY = 64 * 1024
@@ -52,12 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_cross_encoder_dir: Pa
     """`lrt-rerank serve` with the small cross-encoder, an API key and a 64 KiB body limit."""
     log = tmp_path_factory.mktemp("clients-serve") / "serve.log"
     args = ["--model", str(small_cross_encoder_dir), "--api-key-file", key_file(log.parent, KEY), "--max-body-bytes", str(MAX_BODY)]
-    process = ServeProcess(args, log)
-    try:
-        process.wait_ready()
+    with serving(args, log) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def expected(encoder: CrossEncoder, docs: list[str] = DOCS) -> tuple[list[int], np.ndarray]:
@@ -138,12 +134,8 @@ def test_unknown_model_and_bad_fields_raise_typed_errors(server: ServeProcess, e
 
 def test_any_model_name(tmp_path: Path, small_cross_encoder_dir: Path, encoder: CrossEncoder) -> None:
     """`serve --any-model-name` answers a v2 request that names another model."""
-    process = ServeProcess(["--model", str(small_cross_encoder_dir), "--any-model-name"], tmp_path / "serve.log")
-    try:
-        process.wait_ready()
+    with serving(["--model", str(small_cross_encoder_dir), "--any-model-name"], tmp_path / "serve.log") as process:
         response = cohere.ClientV2(api_key="unused", base_url=process.url).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
-    finally:
-        process.stop()
     assert [r.index for r in response.results] == expected(encoder)[0]
 
 
