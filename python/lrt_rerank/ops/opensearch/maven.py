@@ -16,6 +16,7 @@ Maven downloads them once into the local repository ``<work dir>/m2``; nothing i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -133,6 +134,13 @@ def resolve_security_plugin(spec: NodeSpec, say: Progress) -> Path:
         out.flush()
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home(spec.version)), cwd=spec.work_dir, check=False)
     if result.returncode != 0 or not target.is_file():
+        if re.search(r"Could not find artifact|was not found in", log.read_text(encoding="utf-8", errors="replace")):
+            raise NodeError(
+                f"org.opensearch.plugin:{PLUGIN}:{version}:zip is not on Maven Central, so `up --secure` cannot run "
+                f"OpenSearch {spec.version} (on 2026-12-07 its newest 3.x there was 3.4.0.0); run {spec.version} without "
+                "--secure, or --secure with the default version",
+                log,
+            )
         raise NodeError(f"Maven could not resolve org.opensearch.plugin:{PLUGIN}:{version}:zip (exit {result.returncode})", log)
     return target
 
