@@ -154,3 +154,14 @@ def unresponsive_endpoint() -> Iterator[str]:
 def closed_endpoint() -> str:
     """http://127.0.0.1:PORT where nothing listens (connection refused)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+def eval_cli_records(url: str, index: str, dataset: Dataset, max_queries: int, capsys: pytest.CaptureFixture[str]) -> list[dict]:
+    """`lrt-rerank eval --first-stage URL --reranker none --json` on ``index``: its JSON records (exit 0 asserted)."""
+    import json
+
+    from lrt_rerank.cli import main
+
+    argv = ["eval", "--dataset", str(dataset.path), "--first-stage", url, "--opensearch-index", index]
+    assert main([*argv, "--reranker", "none", "--max-queries", str(max_queries), "--json"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]

@@ -20,6 +20,7 @@ from lrt_rerank.models.importers.colbert import import_colbert
 from lrt_rerank.opensearch import index_documents
 from lrt_rerank.opensearch.late import TOKENS_FIELD, index_late_interaction, rescore_in_node
 from opensearch_fixtures import OpenSearchNode
+from opensearchpy import OpenSearch
 from service_fixtures import RedisServer, ServeProcess, metric
 from test_colbert import stanford_snapshot
 
@@ -50,6 +51,13 @@ def late_index(opensearch_v3_node: OpenSearchNode, documents: list[Document], bi
     return INDEX
 
 
+def rescored(client: OpenSearch, index: str, model: ColBERT, documents: list[Document], query: str) -> tuple[list[tuple[str, float]], dict[str, float]]:
+    """The node's (id, score) of every document, best first, and ColBERT.score's score of each id."""
+    ids, texts = [d.id for d in documents], [d.full_text for d in documents]
+    reference = dict(zip(ids, (float(s) for s in model.score(query, texts)), strict=True))
+    return rescore_in_node(client, index, model.encode_query(query), ids), reference
+
+
 def node_order_matches(node: list[tuple[str, float]], reference: dict[str, float], tolerance: float) -> None:
     """The node's order is the reference's, except between scores closer than ``tolerance``."""
     for (a, _), (b, _) in zip(node, node[1:], strict=False):
@@ -68,8 +76,7 @@ def test_late_interaction_score_in_the_node_orders_as_colbert_score(
     np.testing.assert_allclose(stored, model.encode_documents([texts[0]]).matrices()[0], atol=2.0**-11)
     fp16_step = QUERY_ROWS * 2.0**-11  # a sum of QUERY_ROWS unit-norm dot products against fp16-rounded rows
     for query in QUERIES:
-        reference = dict(zip(ids, (float(s) for s in model.score(query, texts)), strict=True))
-        node = rescore_in_node(client, late_index, model.encode_query(query), ids)
+        node, reference = rescored(client, late_index, model, documents, query)
         assert sorted(i for i, _ in node) == sorted(ids)
         node_order_matches(node, reference, fp16_step)
         # the node's score is MaxSim + one per query row (Lucene's 1 + dot for a non-negative inner product)
@@ -87,8 +94,7 @@ def test_int8_in_the_node_agrees_with_fp16(
     assert stored.dtype.kind == "i" and np.abs(stored).max() <= 127
     assert report.node_json_bytes < 0.7 * len(json.dumps(model.encode_documents(texts).matrices()[0].tolist())) * DOCS
     for query in QUERIES:
-        reference = dict(zip(ids, (float(s) for s in model.score(query, texts)), strict=True))
-        node = rescore_in_node(client, late_index, model.encode_query(query), ids)
+        node, reference = rescored(client, late_index, model, documents, query)
         # int8 rows (127 x, rounded): each dot moves by at most sqrt(dim) * 0.5 / 127 for unit rows
         node_order_matches(node, reference, QUERY_ROWS * np.sqrt(model.dim) * 0.5 / 127)
         top10 = {i for i, _ in node[:10]}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from lrt_rerank import CrossEncoder
@@ -15,7 +13,7 @@ from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
 from lrt_rerank.opensearch import HybridSearcher, PipelineError, install_pipeline
 from lrt_rerank.opensearch.queries import knn_query, match_query, search_body
 from lrt_rerank.opensearch.searcher import embed_query
-from opensearch_fixtures import OpenSearchNode
+from opensearch_fixtures import OpenSearchNode, eval_cli_records
 from opensearchpy.exceptions import NotFoundError
 
 pytestmark = pytest.mark.integration
@@ -77,10 +75,7 @@ def test_eval_through_the_node_is_within_003_of_the_embedded_first_stage(
 def test_eval_cli_takes_the_35_node_as_first_stage(
     opensearch_v3_node: OpenSearchNode, opensearch_v3_nfcorpus: str, nfcorpus_test: Dataset, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["eval", "--dataset", str(nfcorpus_test.path), "--first-stage", opensearch_v3_node.url]
-    argv += ["--opensearch-index", opensearch_v3_nfcorpus, "--reranker", "none", "--max-queries", "10", "--json"]
-    assert main(argv) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    records = eval_cli_records(opensearch_v3_node.url, opensearch_v3_nfcorpus, nfcorpus_test, 10, capsys)
     assert [r["system"] for r in records] == ["bm25", "dense", "rrf"]
     assert all(r["queries"] == 10 and 0.0 < r["MRR@10"] <= 1.0 for r in records)
 
