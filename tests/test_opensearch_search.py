@@ -117,6 +117,18 @@ def test_cli_indexes_a_dataset_folder(
         opensearch_node.client.indices.delete(index="lrt-test-cli", ignore_unavailable=True)
 
 
+def test_late_interaction_on_219_asks_for_the_service_cache(
+    opensearch_node: OpenSearchNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """k-NN 2.19 has no lateInteractionScore: without --redis-url nothing is indexed and one line says what to add."""
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "a", "text": "Milk and mucus."}) + "\n", encoding="utf-8")
+    argv = ["opensearch", "index", "--dataset", str(tmp_path), "--index", "lrt-test-late-219", "--url", opensearch_node.url]
+    assert main([*argv, "--late-interaction", str(tmp_path / "colbert")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "has no lateInteractionScore" in err and "add --redis-url URL" in err
+    assert not opensearch_node.client.indices.exists(index="lrt-test-late-219")
+
+
 # ------------------------------------------------------------------------------ first stage
 def test_first_stage_adapter_serves_three_systems_and_texts(
     opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, embedded_nfcorpus: EmbeddedFirstStage, bi_encoder

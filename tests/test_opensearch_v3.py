@@ -10,11 +10,13 @@ from lrt_rerank.datasets import Dataset
 from lrt_rerank.evaluate import evaluate
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
-from lrt_rerank.opensearch import HybridSearcher, PipelineError, install_pipeline
+from lrt_rerank.opensearch import HybridSearcher, PipelineError, RemoteReranker, install_pipeline
 from lrt_rerank.opensearch.queries import knn_query, match_query, search_body
 from lrt_rerank.opensearch.searcher import embed_query
-from opensearch_fixtures import OpenSearchNode, eval_cli_records
+from lrt_rerank.rerank.fusion import FEATURE_POOL, Fusion
+from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode, eval_cli_records
 from opensearchpy.exceptions import NotFoundError
+from service_fixtures import ServeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +107,31 @@ def test_pipeline_is_refused_naming_the_missing_plugins(
     assert "eval --first-stage URL" in err
     with pytest.raises(NotFoundError):  # nothing was installed
         opensearch_v3_node.client.transport.perform_request("GET", "/_search/pipeline/lrt-rrf")
+
+
+def test_client_side_tuned_fusion_on_the_35_node(opensearch_v3_node: OpenSearchNode, opensearch_v3_nfcorpus: str, bi_encoder) -> None:
+    """A fusion weighing the dense score alone orders the candidates as the node's own k-NN search does."""
+    client = opensearch_v3_node.client
+    dense_only = Fusion("linear", {"bm25": 0.0, "dense": 1.0, "prior": 0.0, "reranker": 0.0}, "minmax")
+    searcher = HybridSearcher(client, opensearch_v3_nfcorpus, bi_encoder, None, depth=DEPTH, pipeline=None, fusion=dense_only)
+    result = searcher.search(QUERY)
+    candidates = {h["_id"] for h in searcher.first_stage(QUERY)}
+    assert {h.id for h in result.hits} == candidates
+    knn = client.search(index=opensearch_v3_nfcorpus, body=search_body(knn_query(embed_query(bi_encoder, QUERY), FEATURE_POOL), FEATURE_POOL))
+    in_pool = [h["_id"] for h in knn["hits"]["hits"] if h["_id"] in candidates]
+    assert len(in_pool) >= DEPTH // 2
+    assert [h.id for h in result.hits][: len(in_pool)] == in_pool
+
+
+def test_client_side_rerank_through_the_service_on_the_35_node(
+    opensearch_v3_node: OpenSearchNode, opensearch_v3_nfcorpus: str, opensearch_rerank_service: ServeProcess, bi_encoder, cross_encoder_dir
+) -> None:
+    client = opensearch_v3_node.client
+    local = HybridSearcher(client, opensearch_v3_nfcorpus, bi_encoder, CrossEncoder.load(str(cross_encoder_dir)), depth=DEPTH, pipeline=None)
+    remote = HybridSearcher(
+        client, opensearch_v3_nfcorpus, bi_encoder, RemoteReranker(opensearch_rerank_service.url, SERVICE_API_KEY, timeout_s=120),
+        depth=DEPTH, pipeline=None, interpolation=local.interpolation,
+    )
+    a, b = local.search(QUERY), remote.search(QUERY)
+    assert a.reranked == b.reranked == DEPTH
+    assert [h.id for h in a.hits] == [h.id for h in b.hits]

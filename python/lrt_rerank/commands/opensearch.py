@@ -217,6 +217,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.connection import settings_from_args
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
+    from lrt_rerank.opensearch.late import node_has_late_interaction
     from lrt_rerank.opensearch.templates import TemplateError
 
     if args.batch_size < 1:
@@ -234,6 +235,11 @@ def cmd_index(args: argparse.Namespace) -> int:
             documents = list(load_corpus(args.dataset / "corpus.jsonl").values())
         encoder = BiEncoder.load(str(model_dir))
         client = connect(connection)
+        if args.late_interaction is not None and args.redis_url is None and not node_has_late_interaction(client):
+            raise ValueError(
+                f"{args.url} has no lateInteractionScore (k-NN of OpenSearch 3.3 or newer): add --redis-url URL to fill "
+                "the service's document cache instead"
+            )
         report = index_documents(
             client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors
         )
@@ -262,14 +268,6 @@ def _index_late_interaction(args: argparse.Namespace, client: OpenSearch, docume
 
     started = time.monotonic()
     in_node = node_has_late_interaction(client)
-    if not in_node and args.redis_url is None:
-        return _fail(
-            "index",
-            ValueError(
-                f"{args.url} has no lateInteractionScore (k-NN of OpenSearch 3.3 or newer): add --redis-url URL to fill "
-                "the service's document cache instead"
-            ),
-        )
     try:
         model = ColBERT.load(args.late_interaction)
         late = index_late_interaction(
