@@ -74,3 +74,9 @@ def test_up_reports_the_missing_java_in_one_line(
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "needs Java >= 21" in err and "temurin-21-jdk" in err
+
+
+def test_java_home_without_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENSEARCH_JAVA_HOME", str(tmp_path))
+    with pytest.raises(NodeError, match=r"OPENSEARCH_JAVA_HOME=.*no bin/java"):
+        find_java_home()
