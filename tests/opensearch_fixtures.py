@@ -156,12 +156,14 @@ def closed_endpoint() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def eval_cli_records(url: str, index: str, dataset: Dataset, max_queries: int, capsys: pytest.CaptureFixture[str]) -> list[dict]:
-    """`lrt-rerank eval --first-stage URL --reranker none --json` on ``index``: its JSON records (exit 0 asserted)."""
+def check_eval_cli(url: str, index: str, dataset: Dataset, max_queries: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrt-rerank eval --first-stage URL --reranker none --json` on ``index`` reports BM25, dense and RRF over the queries."""
     import json
 
     from lrt_rerank.cli import main
 
     argv = ["eval", "--dataset", str(dataset.path), "--first-stage", url, "--opensearch-index", index]
     assert main([*argv, "--reranker", "none", "--max-queries", str(max_queries), "--json"]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["system"] for r in records] == ["bm25", "dense", "rrf"]
+    assert all(r["queries"] == max_queries and 0.0 < r["MRR@10"] <= 1.0 for r in records)

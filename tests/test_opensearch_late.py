@@ -18,7 +18,7 @@ from lrt_rerank.datasets import Dataset, Document
 from lrt_rerank.late import ColBERT
 from lrt_rerank.models.importers.colbert import import_colbert
 from lrt_rerank.opensearch import index_documents
-from lrt_rerank.opensearch.late import TOKENS_FIELD, index_late_interaction, rescore_in_node
+from lrt_rerank.opensearch.late import TOKENS_FIELD, LateIndexReport, index_late_interaction, rescore_in_node
 from opensearch_fixtures import OpenSearchNode
 from opensearchpy import OpenSearch
 from service_fixtures import RedisServer, ServeProcess, metric
@@ -51,6 +51,16 @@ def late_index(opensearch_v3_node: OpenSearchNode, documents: list[Document], bi
     return INDEX
 
 
+def store_tokens(
+    node: OpenSearchNode, index: str, colbert_dir: Path, documents: list[Document], dtype: str
+) -> tuple[ColBERT, LateIndexReport, list[list[float]]]:
+    """The model, what index_late_interaction reported, and the stored rows of the first document."""
+    model = ColBERT.load(colbert_dir)
+    ids, texts = [d.id for d in documents], [d.full_text for d in documents]
+    report = index_late_interaction(model, ids, texts, client=node.client, index=index, node_dtype=dtype, batch_size=16)
+    return model, report, node.client.get(index=index, id=ids[0])["_source"][TOKENS_FIELD]
+
+
 def rescored(client: OpenSearch, index: str, model: ColBERT, documents: list[Document], query: str) -> tuple[list[tuple[str, float]], dict[str, float]]:
     """The node's (id, score) of every document, best first, and ColBERT.score's score of each id."""
     ids, texts = [d.id for d in documents], [d.full_text for d in documents]
@@ -68,12 +78,10 @@ def test_late_interaction_score_in_the_node_orders_as_colbert_score(
     opensearch_v3_node: OpenSearchNode, late_index: str, documents: list[Document], colbert_dir: Path
 ) -> None:
     client = opensearch_v3_node.client
-    model = ColBERT.load(colbert_dir)
-    ids, texts = [d.id for d in documents], [d.full_text for d in documents]
-    report = index_late_interaction(model, ids, texts, client=client, index=late_index, node_dtype="float16", batch_size=16)
+    model, report, stored = store_tokens(opensearch_v3_node, late_index, colbert_dir, documents, "float16")
     assert report.documents == DOCS and report.tokens > DOCS
-    stored = client.get(index=late_index, id=ids[0])["_source"][TOKENS_FIELD]
-    np.testing.assert_allclose(stored, model.encode_documents([texts[0]]).matrices()[0], atol=2.0**-11)
+    np.testing.assert_allclose(stored, model.encode_documents([documents[0].full_text]).matrices()[0], atol=2.0**-11)
+    ids = [d.id for d in documents]
     fp16_step = QUERY_ROWS * 2.0**-11  # a sum of QUERY_ROWS unit-norm dot products against fp16-rounded rows
     for query in QUERIES:
         node, reference = rescored(client, late_index, model, documents, query)
@@ -87,11 +95,10 @@ def test_int8_in_the_node_agrees_with_fp16(
     opensearch_v3_node: OpenSearchNode, late_index: str, documents: list[Document], colbert_dir: Path
 ) -> None:
     client = opensearch_v3_node.client
-    model = ColBERT.load(colbert_dir)
-    ids, texts = [d.id for d in documents], [d.full_text for d in documents]
-    report = index_late_interaction(model, ids, texts, client=client, index=late_index, node_dtype="int8", batch_size=16)
-    stored = np.asarray(client.get(index=late_index, id=ids[0])["_source"][TOKENS_FIELD])
+    model, report, rows = store_tokens(opensearch_v3_node, late_index, colbert_dir, documents, "int8")
+    stored = np.asarray(rows)
     assert stored.dtype.kind == "i" and np.abs(stored).max() <= 127
+    texts = [d.full_text for d in documents]
     assert report.node_json_bytes < 0.7 * len(json.dumps(model.encode_documents(texts).matrices()[0].tolist())) * DOCS
     for query in QUERIES:
         node, reference = rescored(client, late_index, model, documents, query)

@@ -28,7 +28,7 @@ from lrt_rerank.opensearch import (
 )
 from lrt_rerank.opensearch.pipeline import trusted_endpoint_regex
 from lrt_rerank.opensearch.searcher import embed_query
-from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode, eval_cli_records
+from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode, check_eval_cli
 from service_fixtures import ServeProcess
 
 pytestmark = pytest.mark.integration
@@ -172,9 +172,7 @@ def test_missing_index_is_a_clear_error(opensearch_node: OpenSearchNode, bi_enco
 def test_eval_cli_takes_the_node_as_first_stage(
     opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, nfcorpus_test: Dataset, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    records = eval_cli_records(opensearch_node.url, opensearch_nfcorpus, nfcorpus_test, 20, capsys)
-    assert [r["system"] for r in records] == ["bm25", "dense", "rrf"]
-    assert all(r["queries"] == 20 and 0.0 < r["MRR@10"] <= 1.0 for r in records)
+    check_eval_cli(opensearch_node.url, opensearch_nfcorpus, nfcorpus_test, 20, capsys)
 
 
 # --------------------------------------------------------------------------------- pipeline
