@@ -59,6 +59,22 @@ fetch_test_artifacts() {
   mvn -q -B dependency:get -Dartifact="$coordinates" -Dtransitive=false -Dmaven.repo.local="$LRT_MAVEN_REPO_LOCAL"
 }
 
+# The OpenSearch 3.5 tests (tests/test_opensearch_v3.py) need a Java 21+, found the way `lrt-rerank opensearch
+# up --version 3.5.0` finds it: $OPENSEARCH_JAVA_HOME, $JAVA_HOME, the java on PATH, then /usr/lib/jvm/*.
+# Debian bookworm packages only Java 17 (the 2.19 node's); the CI image carries a Temurin 25 JDK.
+check_java21() {
+  local found
+  if ! found="$(python -c 'import sys
+from lrt_rerank.ops.opensearch import NodeError, find_java_home
+try:
+    print(find_java_home("3.5.0"))
+except NodeError as exc:
+    sys.exit(f"dev.sh: {exc}")')"; then
+    exit 1
+  fi
+  log "Java 21+ for OpenSearch 3.5: $found"
+}
+
 # The modules whose tests start servers (OpenSearch, Redis, uvicorn, HAProxy): what `soak` repeats.
 SERVER_MODULES=(tests/test_scale_out.py tests/test_opensearch_*.py tests/test_service*.py tests/test_one_flow.py)
 
@@ -69,6 +85,7 @@ prepare_tests() {
   export LRT_OPENSEARCH_WORK="${LRT_OPENSEARCH_WORK:-/var/tmp/lrt-rerank-opensearch}"
   # everything the tests touch: the test tools, the factory (train) and every optional extra (all)
   setup "test,train,all"
+  check_java21
   fetch_test_artifacts
 }
 

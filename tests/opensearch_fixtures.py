@@ -7,6 +7,9 @@ Loaded as a pytest plugin (``pytest_plugins = [..., "opensearch_fixtures"]`` in 
   with `lrt-rerank opensearch up`), and stops it at the end only if this session started it.
   A node that cannot start fails every test that needs it, with the error and its log path:
   nothing is skipped.
+* ``opensearch_v3_node`` starts an OpenSearch 3.5 node (core + k-NN only) on
+  127.0.0.1:$LRT_OPENSEARCH_V3_PORT (default 9210) the same way, with a 512 MB heap; it needs a
+  Java 21+ (found as ``lrt-rerank opensearch up`` finds it).
 * ``opensearch_rerank_service`` runs `lrt-rerank serve` (the test cross-encoder, an API key).
 * ``opensearch_nfcorpus`` loads the bundled NFCorpus test collection into the index
   ``lrt-test-nfcorpus`` from the cached embedded index's embeddings (no re-embedding).
@@ -19,6 +22,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -27,7 +31,11 @@ from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage
 from opensearchpy import OpenSearch
 from service_fixtures import ServeProcess, free_port, key_file, serving
 
+if TYPE_CHECKING:
+    from lrt_rerank.ops.opensearch import NodeSpec
+
 OPENSEARCH_PORT = int(os.environ.get("LRT_OPENSEARCH_PORT", "9200"))
+OPENSEARCH_V3_PORT = int(os.environ.get("LRT_OPENSEARCH_V3_PORT", "9210"))
 SERVICE_API_KEY = "os-test-key-81d3"
 NFCORPUS_INDEX = "lrt-test-nfcorpus"
 
@@ -41,16 +49,30 @@ class OpenSearchNode:
 
 @pytest.fixture(scope="session")
 def opensearch_node() -> Iterator[OpenSearchNode]:
+    from lrt_rerank.ops.opensearch import NodeSpec
+
+    yield from _running_node(NodeSpec(port=OPENSEARCH_PORT))
+
+
+@pytest.fixture(scope="session")
+def opensearch_v3_node() -> Iterator[OpenSearchNode]:
+    from lrt_rerank.ops.opensearch import NodeSpec
+    from lrt_rerank.ops.opensearch.spec import V3_VERSION
+
+    yield from _running_node(NodeSpec(version=V3_VERSION, port=OPENSEARCH_V3_PORT, heap_mb=512))
+
+
+def _running_node(spec: NodeSpec) -> Iterator[OpenSearchNode]:
+    """The node of ``spec``, started unless it already runs; stopped at the end only if started here."""
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.templates import TemplateError
-    from lrt_rerank.ops.opensearch import NodeError, NodeSpec, down, status, up
+    from lrt_rerank.ops.opensearch import NodeError, down, status, up
 
-    spec = NodeSpec(port=OPENSEARCH_PORT)
     already_running = status(spec).version is not None
     try:
         state = up(spec, timeout=600.0)
     except (NodeError, TemplateError) as exc:
-        pytest.fail(f"the OpenSearch node did not start:\n{exc}", pytrace=False)
+        pytest.fail(f"the OpenSearch {spec.version} node did not start:\n{exc}", pytrace=False)
     client = connect(state.url)
     try:
         yield OpenSearchNode(state.url, client, state.log_path)
@@ -86,11 +108,21 @@ def bi_encoder(bi_encoder_dir: Path):  # -> lrt_rerank.BiEncoder
 @pytest.fixture(scope="session")
 def opensearch_nfcorpus(opensearch_node: OpenSearchNode, embedded_nfcorpus: EmbeddedFirstStage, bi_encoder) -> str:
     """Index name of the NFCorpus test collection in the node, loaded once per session."""
+    return _load_nfcorpus(opensearch_node, embedded_nfcorpus, bi_encoder)
+
+
+@pytest.fixture(scope="session")
+def opensearch_v3_nfcorpus(opensearch_v3_node: OpenSearchNode, embedded_nfcorpus: EmbeddedFirstStage, bi_encoder) -> str:
+    """The same index in the 3.5 node."""
+    return _load_nfcorpus(opensearch_v3_node, embedded_nfcorpus, bi_encoder)
+
+
+def _load_nfcorpus(node: OpenSearchNode, embedded_nfcorpus: EmbeddedFirstStage, bi_encoder) -> str:
     from lrt_rerank.opensearch.indexing import index_documents
 
     vectors = np.load(embedded_nfcorpus.path / EMBEDDINGS, allow_pickle=False)
     report = index_documents(
-        opensearch_node.client, NFCORPUS_INDEX, embedded_nfcorpus.documents, bi_encoder, recreate=True, progress=False, vectors=vectors
+        node.client, NFCORPUS_INDEX, embedded_nfcorpus.documents, bi_encoder, recreate=True, progress=False, vectors=vectors
     )
     assert report.failures == [], report.failures[:5]
     assert report.indexed == len(embedded_nfcorpus.documents)
@@ -118,3 +150,16 @@ def unresponsive_endpoint() -> Iterator[str]:
 def closed_endpoint() -> str:
     """http://127.0.0.1:PORT where nothing listens (connection refused)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+def check_eval_cli(url: str, index: str, dataset: Dataset, max_queries: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrt-rerank eval --first-stage URL --reranker none --json` on ``index`` reports BM25, dense and RRF over the queries."""
+    import json
+
+    from lrt_rerank.cli import main
+
+    argv = ["eval", "--dataset", str(dataset.path), "--first-stage", url, "--opensearch-index", index]
+    assert main([*argv, "--reranker", "none", "--max-queries", str(max_queries), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["system"] for r in records] == ["bm25", "dense", "rrf"]
+    assert all(r["queries"] == max_queries and 0.0 < r["MRR@10"] <= 1.0 for r in records)

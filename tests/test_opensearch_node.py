@@ -60,20 +60,6 @@ def test_up_is_idempotent_and_status_reports_the_running_node(opensearch_node: O
     assert again.url == opensearch_node.url
 
 
-def test_missing_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("OPENSEARCH_JAVA_HOME", raising=False)
-    monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(NodeError, match="Java not found"):
-        find_java_home()
-
-
-def test_java_home_without_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OPENSEARCH_JAVA_HOME", str(tmp_path))
-    with pytest.raises(NodeError, match=r"OPENSEARCH_JAVA_HOME=.*no bin/java"):
-        find_java_home()
-
-
 def test_missing_maven_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NodeError, match="Maven not found"):

@@ -32,7 +32,7 @@ from lrt_rerank.opensearch.ml_model import readiness
 from lrt_rerank.opensearch.pipeline import rerank_model_readiness, trusted_endpoint_regex
 from lrt_rerank.opensearch.queries import hybrid_body
 from lrt_rerank.opensearch.searcher import embed_query
-from opensearch_fixtures import OPENSEARCH_PORT, SERVICE_API_KEY, OpenSearchNode
+from opensearch_fixtures import OPENSEARCH_PORT, SERVICE_API_KEY, OpenSearchNode, check_eval_cli
 from service_fixtures import ServeProcess
 
 pytestmark = pytest.mark.integration
@@ -121,6 +121,18 @@ def test_cli_indexes_a_dataset_folder(
         opensearch_node.client.indices.delete(index="lrt-test-cli", ignore_unavailable=True)
 
 
+def test_late_interaction_on_219_asks_for_the_service_cache(
+    opensearch_node: OpenSearchNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """k-NN 2.19 has no lateInteractionScore: without --redis-url nothing is indexed and one line says what to add."""
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "a", "text": "Milk and mucus."}) + "\n", encoding="utf-8")
+    argv = ["opensearch", "index", "--dataset", str(tmp_path), "--index", "lrt-test-late-219", "--url", opensearch_node.url]
+    assert main([*argv, "--late-interaction", str(tmp_path / "colbert")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "has no lateInteractionScore" in err and "add --redis-url URL" in err
+    assert not opensearch_node.client.indices.exists(index="lrt-test-late-219")
+
+
 # ------------------------------------------------------------------------------ first stage
 def test_first_stage_adapter_serves_three_systems_and_texts(
     opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, embedded_nfcorpus: EmbeddedFirstStage, bi_encoder
@@ -164,12 +176,7 @@ def test_missing_index_is_a_clear_error(opensearch_node: OpenSearchNode, bi_enco
 def test_eval_cli_takes_the_node_as_first_stage(
     opensearch_node: OpenSearchNode, opensearch_nfcorpus: str, nfcorpus_test: Dataset, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["eval", "--dataset", str(nfcorpus_test.path), "--first-stage", opensearch_node.url]
-    argv += ["--opensearch-index", opensearch_nfcorpus, "--reranker", "none", "--max-queries", "20", "--json"]
-    assert main(argv) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [r["system"] for r in records] == ["bm25", "dense", "rrf"]
-    assert all(r["queries"] == 20 and 0.0 < r["MRR@10"] <= 1.0 for r in records)
+    check_eval_cli(opensearch_node.url, opensearch_nfcorpus, nfcorpus_test, 20, capsys)
 
 
 # --------------------------------------------------------------------------------- pipeline

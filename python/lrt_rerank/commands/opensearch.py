@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+    from lrt_rerank.datasets import Document
     from lrt_rerank.ops.opensearch import ClusterSpec
 
 
@@ -84,6 +87,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding and bulk batch (default: %(default)s)")
     index.add_argument("--recreate", action="store_true", help="delete the index first if it exists")
+    index.add_argument(
+        "--late-interaction",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="encode every document's tokens once with this ColBERT: stored in the node (OpenSearch 3.3+, rescored there "
+        "by lateInteractionScore) and, with --redis-url, in the service's document cache (any version)",
+    )
+    index.add_argument(
+        "--late-dtype", choices=("float16", "int8"), default="float16", help="token values stored in the node (default: %(default)s)"
+    )
+    index.add_argument(
+        "--redis-url", help="with --late-interaction: fill this Redis (the service's --redis-url) with the document tokens"
+    )
     index.set_defaults(func=cmd_index)
 
     pipe = actions.add_parser(
@@ -206,6 +222,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.client import connect
     from lrt_rerank.opensearch.connection import settings_from_args
     from lrt_rerank.opensearch.indexing import IndexingError, index_documents
+    from lrt_rerank.opensearch.late import node_has_late_interaction
     from lrt_rerank.opensearch.templates import TemplateError
 
     if args.batch_size < 1:
@@ -223,6 +240,11 @@ def cmd_index(args: argparse.Namespace) -> int:
             documents = list(load_corpus(args.dataset / "corpus.jsonl").values())
         encoder = BiEncoder.load(str(model_dir))
         client = connect(connection)
+        if args.late_interaction is not None and args.redis_url is None and not node_has_late_interaction(client):
+            raise ValueError(
+                f"{args.url} has no lateInteractionScore (k-NN of OpenSearch 3.3 or newer): add --redis-url URL to fill "
+                "the service's document cache instead"
+            )
         report = index_documents(
             client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors
         )
@@ -236,7 +258,45 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"indexed {report.indexed} of {report.total} documents into {args.index} at {args.url} "
         f"in {time.monotonic() - started:.1f} s ({len(report.failures)} failed)"
     )
-    return 0 if not report.failures else 1
+    if report.failures:
+        return 1
+    if args.late_interaction is not None:
+        return _index_late_interaction(args, client, documents)
+    return 0
+
+
+def _index_late_interaction(args: argparse.Namespace, client: OpenSearch, documents: list[Document]) -> int:
+    """`index --late-interaction`: the documents' tokens into the node (3.3+) and/or Redis."""
+    from lrt_rerank._core import LrtError
+    from lrt_rerank.late import ColBERT
+    from lrt_rerank.opensearch.late import index_late_interaction, node_has_late_interaction
+
+    started = time.monotonic()
+    in_node = node_has_late_interaction(client)
+    try:
+        model = ColBERT.load(args.late_interaction)
+        late = index_late_interaction(
+            model,
+            [d.id for d in documents],
+            [d.full_text for d in documents],
+            client=client if in_node else None,
+            index=args.index,
+            node_dtype=args.late_dtype,
+            redis_url=args.redis_url,
+            batch_size=args.batch_size,
+        )
+    except (OSError, ValueError, LrtError) as exc:
+        return _fail("index", exc)
+    where = []
+    if late.node_dtype is not None:
+        where.append(f"node ({late.node_dtype}, {late.per_document(late.node_json_bytes):.0f} JSON bytes per document)")
+    if args.redis_url is not None:
+        where.append(f"Redis (float16, {late.per_document(late.redis_bytes):.0f} bytes per document)")
+    print(
+        f"late interaction: {late.tokens} token embeddings of {late.documents} documents encoded once by {model.model_dir} "
+        f"in {time.monotonic() - started:.1f} s, stored in {' and '.join(where)}"
+    )
+    return 0
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from lrt_rerank.first_stage.embedded import FUSION_DEPTH
 from lrt_rerank.opensearch.client import connect
 from lrt_rerank.opensearch.connection import ConnectionSettings
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder, index_meta
+from lrt_rerank.opensearch.capabilities import client_rrf, node_fuses
 from lrt_rerank.opensearch.pipeline import RRF_PIPELINE, ensure_rrf_pipeline
 from lrt_rerank.opensearch.queries import hybrid_body, knn_query, match_query, search_body
 
@@ -33,7 +34,9 @@ from lrt_rerank.opensearch.queries import hybrid_body, knn_query, match_query, s
 class OpenSearchFirstStage(FirstStage):
     """BM25 / dense / RRF candidates from an OpenSearch index."""
 
-    def __init__(self, client: OpenSearch, index: str, encoder: Embedder, pipeline: str = RRF_PIPELINE, depth: int = FUSION_DEPTH) -> None:
+    def __init__(
+        self, client: OpenSearch, index: str, encoder: Embedder, pipeline: str | None = RRF_PIPELINE, depth: int = FUSION_DEPTH
+    ) -> None:
         self.client = client
         self.index = index
         self.encoder = encoder
@@ -44,7 +47,8 @@ class OpenSearchFirstStage(FirstStage):
     def connect(
         cls, cluster: ConnectionSettings | str, index: str, model_dir: str | Path | None = None, encoder: Embedder | None = None
     ) -> OpenSearchFirstStage:
-        """Open ``index`` on ``cluster`` (connection settings, or a bare URL); install the RRF pipeline if missing.
+        """Open ``index`` on ``cluster`` (connection settings, or a bare URL); install the RRF pipeline if missing,
+        or fuse in this process on a node without neural-search (OpenSearch 3.x from Maven Central).
 
         The bi-encoder is ``encoder``, else the one in ``model_dir``, else the default one; it
         must be the model the index was built with (recorded in the index's ``_meta``).
@@ -74,8 +78,7 @@ class OpenSearchFirstStage(FirstStage):
             )
         if meta.get("dim") not in (None, encoder.dim):
             raise ValueError(f"OpenSearch index {index!r} holds {meta.get('dim')}-d vectors but the bi-encoder gives {encoder.dim}")
-        ensure_rrf_pipeline(client)
-        return cls(client, index, encoder)
+        return cls(client, index, encoder, ensure_rrf_pipeline(client) if node_fuses(client) else None)
 
     def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:
         if not wants_search(query, k, system):
@@ -86,7 +89,10 @@ class OpenSearchFirstStage(FirstStage):
             hits = self._search(search_body(knn_query(self._embed(query), k), k))
         else:
             depth = max(k, self.depth)
-            hits = self._search(hybrid_body(query, self._embed(query), depth), pipeline=self.pipeline)[:k]
+            if self.pipeline is None:
+                hits = client_rrf(self.client, self.index, query, self._embed(query), depth)[:k]
+            else:
+                hits = self._search(hybrid_body(query, self._embed(query), depth), pipeline=self.pipeline)[:k]
         return [Candidate(str(hit["_id"]), float(hit["_score"]), rank) for rank, hit in enumerate(hits, start=1)]
 
     def get_texts(self, ids: Sequence[str]) -> list[str]:

@@ -6,6 +6,8 @@
 * :mod:`~lrt_rerank.opensearch.pipeline`   ``install_pipeline``: RRF search pipeline + ml-commons rerank model
 * :mod:`~lrt_rerank.opensearch.searcher`   ``HybridSearcher`` (client-side re-rank) and the server-side search
 * :mod:`~lrt_rerank.opensearch.remote`     ``RemoteReranker``: the rerank service as a client-side re-ranker
+* :mod:`~lrt_rerank.opensearch.capabilities` node-side pipelines or client-side RRF (OpenSearch 3.x from Maven Central)
+* :mod:`~lrt_rerank.opensearch.late`       ColBERT tokens at index time: in the node (``lateInteractionScore``) and in Redis
 
 The names below load on first use, so that :mod:`~lrt_rerank.opensearch.connection` (the CLI's
 connection flags) imports without opensearch-py.

@@ -42,6 +42,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, TransportError
 
 from lrt_rerank.opensearch import templates
+from lrt_rerank.opensearch.capabilities import pipeline_refusal
 from lrt_rerank.opensearch.ml_model import ML, ModelReadiness, PipelineError, create_connector, deploy, find_one, readiness, register_model, request, settle_shards
 from lrt_rerank.rerank.fusion import FEATURE_POOL, Fusion
 
@@ -166,11 +167,17 @@ def install_pipeline(
     2. a connector to ``service_url``/v1/rerank and a remote model on it, registered and deployed;
     3. the ``lrt-rrf`` and ``lrt-rrf-rerank`` search pipelines.
 
+    Raises :class:`PipelineError` naming the missing plugin on a node without neural-search or
+    ml-commons (OpenSearch 3.x from Maven Central: :func:`~lrt_rerank.opensearch.capabilities.pipeline_refusal`).
+
     ``long_documents`` (keys of :data:`LONG_DOCUMENT_FIELDS`, None values left out) goes into every
     request the connector sends, so the service reads long documents as asked.
     """
     base = _service_base(service_url)
     check_long_documents(long_documents or {})  # before anything is installed
+    refusal = pipeline_refusal(client)
+    if refusal is not None:
+        raise PipelineError(refusal)
     if read_timeout_s < 1:
         raise ValueError(f"read_timeout_s must be >= 1 (ml-commons counts whole seconds), got {read_timeout_s}")
     if connection_timeout_ms < 1:

@@ -34,6 +34,7 @@ from opensearchpy import OpenSearch
 
 from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import Candidate
+from lrt_rerank.opensearch.capabilities import client_rrf
 from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder
 from lrt_rerank.opensearch.pipeline import RERANK_PIPELINE, RRF_PIPELINE
 from lrt_rerank.opensearch.queries import hybrid_body, knn_query, match_query, search_body
@@ -54,7 +55,9 @@ class HybridSearcher:
         cache: a ``ScoreCache`` consulted before the re-ranker (needs ``reranker.fingerprint``).
             Not needed when the re-ranker was loaded with this cache: it looks it up itself.
         depth: hits the hybrid query returns and the re-ranker scores.
-        pipeline: the RRF search pipeline (``lrt-rrf``, see ``ensure_rrf_pipeline``).
+        pipeline: the RRF search pipeline (``lrt-rrf``, see ``ensure_rrf_pipeline``); None fuses BM25 and k-NN
+            in this process (:func:`~lrt_rerank.opensearch.capabilities.client_rrf`), for a node without
+            neural-search (OpenSearch 3.x from Maven Central).
         interpolation: weight of the RRF order in the re-ranked score (:mod:`lrt_rerank.interpolation`);
             default: the re-ranker's model card (``card``), else 0. The server-side pipeline gets the
             same from the service (its connector sends ``first_stage_order``).
@@ -71,13 +74,15 @@ class HybridSearcher:
         reranker: Reranker | None,
         cache: ScoreCache | None = None,
         depth: int = 50,
-        pipeline: str = RRF_PIPELINE,
+        pipeline: str | None = RRF_PIPELINE,
         interpolation: float | None = None,
         fusion: Fusion | str | Path | None = None,
         pool: int | None = None,
     ) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if pool is not None and pipeline is None:
+            raise ValueError("pool sets the node's hybrid query (pagination_depth); pipeline=None fuses in this process")
         if pool is not None and pool < depth:
             raise ValueError(f"pool must be >= depth ({depth}), got {pool}")
         self.client = client
@@ -94,6 +99,8 @@ class HybridSearcher:
     def first_stage(self, query: str, depth: int | None = None, vector: Sequence[float] | None = None) -> list[dict[str, Any]]:
         """The hybrid query's hits through the search pipeline (raw OpenSearch hits with ``_source``), best first."""
         vector = embed_query(self.bi_encoder, query) if vector is None else vector
+        if self.pipeline is None:
+            return client_rrf(self.client, self.index, query, vector, depth or self.depth, SOURCE_FIELDS)
         body = hybrid_body(query, vector, depth or self.depth, source=list(SOURCE_FIELDS), pool=self.pool)
         answer = self.client.search(index=self.index, body=body, params={"search_pipeline": self.pipeline})
         return list(answer["hits"]["hits"])

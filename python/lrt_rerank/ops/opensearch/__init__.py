@@ -1,13 +1,13 @@
 """A local OpenSearch node, or a cluster of several on 127.0.0.1, built only from Maven Central artifacts.
 
 ``up`` resolves the artifacts listed in the packaged ``assets/pom.xml`` with Maven (cached in a
-local repository under the work directory), assembles a node home once, and starts it on the JDK
-named by ``OPENSEARCH_JAVA_HOME``/``JAVA_HOME`` or the ``java`` on PATH. Under root the JVM runs
-as an unprivileged user. By concern:
+local repository under the work directory), assembles a node home once, and starts it on the first
+JDK new enough for the version (2.x: 11+, 3.x: 21+) among ``OPENSEARCH_JAVA_HOME``, ``JAVA_HOME``,
+the ``java`` on PATH and ``/usr/lib/jvm/*``. Under root the JVM runs as an unprivileged user. By concern:
 
 * :mod:`~lrt_rerank.ops.opensearch.spec`        :class:`NodeSpec`, :class:`NodeStatus`, :class:`NodeError`, the work-dir layout
 * :mod:`~lrt_rerank.ops.opensearch.java`        finding and checking the JDK
-* :mod:`~lrt_rerank.ops.opensearch.maven`       the artifact list and ``mvn dependency:build-classpath``
+* :mod:`~lrt_rerank.ops.opensearch.maven`       the artifact lists (2.x; 3.x: core + k-NN) and ``mvn dependency:build-classpath``
 * :mod:`~lrt_rerank.ops.opensearch.assemble`    the node home (core, jar modules, plugins) and ``opensearch.yml``
 * :mod:`~lrt_rerank.ops.opensearch.privileges`  the unprivileged service user under root
 * :mod:`~lrt_rerank.ops.opensearch.launch`      ``up``/``down``/``kill``/``pid``/``status`` of one node

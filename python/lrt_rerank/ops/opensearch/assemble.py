@@ -23,7 +23,7 @@ from pathlib import Path
 from lrt_rerank.opensearch.templates import assets_dir
 from lrt_rerank.ops.opensearch.java import java_env
 from lrt_rerank.ops.opensearch import security
-from lrt_rerank.ops.opensearch.maven import JAR_MODULES, PLUGINS, resolve_artifacts, resolve_security_plugin
+from lrt_rerank.ops.opensearch.maven import jar_modules_for, plugins_for, pom_for, resolve_artifacts, resolve_security_plugin
 from lrt_rerank.ops.opensearch.spec import CLUSTER_NAME, NodeError, NodeSpec, Progress
 
 INSTALLED_MARKER = ".lrt-installed.json"
@@ -41,15 +41,15 @@ def install(spec: NodeSpec, java_home: Path, say: Progress) -> None:
             pass
         say(f"{spec.home}: assembled from other inputs; rebuilding it (its data is discarded)")
     artifacts = resolve_artifacts(spec, say)
-    plugins = {name: artifacts[name] for name in PLUGINS}
+    plugins = {name: artifacts[name] for name in plugins_for(spec.version)}
     if spec.secure:
         plugins[security.PLUGIN] = resolve_security_plugin(spec, say)
     say(f"assembling the node in {spec.home}")
     staging = Path(tempfile.mkdtemp(prefix=f"node-{spec.version}.", dir=spec.work_dir))
     try:
         home = _unpack_core(artifacts["opensearch"], staging, spec.version)
-        for module in JAR_MODULES:
-            _add_jar_module(home, module, artifacts, spec.version)
+        for module, jars in jar_modules_for(spec.version).items():
+            _add_jar_module(home, module, jars, artifacts, spec.version)
         env = java_env(java_home)
         for plugin, archive in plugins.items():
             say(f"installing plugin {plugin}")
@@ -86,10 +86,10 @@ def _unpack_core(archive: Path, staging: Path, version: str) -> Path:
     return home
 
 
-def _add_jar_module(home: Path, module: str, artifacts: dict[str, Path], version: str) -> None:
+def _add_jar_module(home: Path, module: str, jars: tuple[str, ...], artifacts: dict[str, Path], version: str) -> None:
     target = home / "modules" / module
     target.mkdir(parents=True)
-    for name in JAR_MODULES[module]:
+    for name in jars:
         shutil.copy2(artifacts[name], target / artifacts[name].name)
     for template in sorted((assets_dir() / "modules" / module).iterdir()):
         text = template.read_text(encoding="utf-8")
@@ -98,12 +98,12 @@ def _add_jar_module(home: Path, module: str, artifacts: dict[str, Path], version
 
 def _install_fingerprint(spec: NodeSpec) -> str:
     digest = hashlib.sha256(spec.version.encode())
-    digest.update((assets_dir() / "pom.xml").read_bytes())
+    digest.update(pom_for(spec.version).read_bytes())
     for template in sorted((assets_dir() / "modules").rglob("*")):
         if template.is_file():
             digest.update(template.relative_to(assets_dir()).as_posix().encode())
             digest.update(template.read_bytes())
-    digest.update(",".join(PLUGINS).encode())
+    digest.update(",".join(plugins_for(spec.version)).encode())
     if spec.secure:
         digest.update(f"+{security.PLUGIN}:{security.plugin_version(spec.version)}".encode())
     return digest.hexdigest()

@@ -137,7 +137,7 @@ def up_cluster(cluster: ClusterSpec, timeout: float = 300.0, progress: Progress 
     cluster.work_dir.mkdir(parents=True, exist_ok=True)
     members = cluster.members()
     with locked(cluster.work_dir / "lock"):
-        java_home = find_java_home()
+        java_home = find_java_home(cluster.version)
         cluster.dir.mkdir(parents=True, exist_ok=True)
         first_transport = members[0].member.transport_port  # type: ignore[union-attr]
         manifest = {"nodes": cluster.nodes, "heap_mb": cluster.node_heap_mb, "transport_port": first_transport, "secure": cluster.secure}

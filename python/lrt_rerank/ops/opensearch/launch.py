@@ -130,10 +130,10 @@ def start(spec: NodeSpec, java_home: Path | None, say: Progress) -> subprocess.P
             "stop it with `lrt-rerank opensearch down` (and the same --port it was started with) first",
             spec.log_path,
         )
+    java_home = java_home or find_java_home(spec.version)
     run_as = service_user()
     if run_as is not None:
         check_traversable(spec.node_dir, run_as)
-    java_home = java_home or find_java_home()
     install(spec, java_home, say)
     if spec.secure:
         ensure_credentials(spec, java_home)

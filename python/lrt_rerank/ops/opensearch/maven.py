@@ -1,13 +1,14 @@
 """Which Maven Central artifacts make a node, and resolving them with ``mvn``.
 
-The packaged ``pom.xml`` (in :func:`lrt_rerank.opensearch.templates.assets_dir`) lists them:
+The packaged ``pom.xml`` (2.x) and ``pom-3.xml`` (3.x) in :func:`lrt_rerank.opensearch.templates.assets_dir`
+list them (:func:`pom_for`):
 
 * core: ``org.opensearch.distribution.integ-test-zip:opensearch:<v>`` (no JDK, no security
   plugin: plain HTTP);
-* the ``lang-painless`` and ``analysis-common`` modules, which are published only as jars
-  (:data:`JAR_MODULES`);
-* the plugin zips of :data:`PLUGINS` (``<v>.0``). k-NN from Maven carries no native engines,
-  so vectors must use the ``lucene`` engine.
+* 2.x only: the ``lang-painless`` and ``analysis-common`` modules, which are published only as jars
+  (:data:`JAR_MODULES`); the 3.x integ-test zip has them (and ``transport-grpc``, which k-NN 3.x extends);
+* the plugin zips of :func:`plugins_for` (``<v>.0``): on 3.x k-NN alone. k-NN from Maven carries no
+  native engines (no faiss/nmslib JNI libraries in the zip), so vectors must use the ``lucene`` engine.
 
 Maven downloads them once into the local repository ``<work dir>/m2``; nothing is copied out of it.
 """
@@ -15,18 +16,21 @@ Maven downloads them once into the local repository ``<work dir>/m2``; nothing i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from lrt_rerank.opensearch.templates import assets_dir
 from lrt_rerank.ops.opensearch.java import find_java_home, java_env
-from lrt_rerank.ops.opensearch.spec import NodeError, NodeSpec, Progress
+from lrt_rerank.ops.opensearch.spec import NodeError, NodeSpec, Progress, major_version
 
 PLUGINS = ("opensearch-job-scheduler", "opensearch-ml-plugin", "opensearch-knn", "neural-search")
 """Plugin zip artifactIds in install order: ml-commons extends job-scheduler, k-NN extends
 lang-painless, neural-search extends k-NN. (neural-search's artifactId has no ``opensearch-``
 prefix on Maven Central.)"""
+PLUGINS_3 = ("opensearch-knn",)
+"""The 3.x plugins on Maven Central (k-NN 3.5.0.0 extends lang-painless and transport-grpc, both core modules)."""
 JAR_MODULES: dict[str, tuple[str, ...]] = {
     "lang-painless": (
         "lang-painless",
@@ -45,8 +49,23 @@ JAR_MODULES: dict[str, tuple[str, ...]] = {
 lang-painless, and the index's analyzer (pattern tokenizer, length filter) needs analysis-common."""
 
 
+def plugins_for(version: str) -> tuple[str, ...]:
+    """Plugin zip artifactIds of a node of ``version``, in install order."""
+    return PLUGINS if major_version(version) < 3 else PLUGINS_3
+
+
+def jar_modules_for(version: str) -> dict[str, tuple[str, ...]]:
+    """Modules assembled from jars for ``version`` (none on 3.x: its core zip has them)."""
+    return JAR_MODULES if major_version(version) < 3 else {}
+
+
+def pom_for(version: str) -> Path:
+    """The packaged pom listing the artifacts of ``version``."""
+    return assets_dir() / ("pom.xml" if major_version(version) < 3 else "pom-3.xml")
+
+
 def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
-    """Resolve every artifact in ``opensearch/pom.xml`` into the local Maven repository.
+    """Resolve every artifact in :func:`pom_for` ``spec.version`` into the local Maven repository.
 
     Returns artifactId -> file in that repository (nothing is copied). Raises
     :class:`NodeError` with the Maven log when ``mvn`` is missing or resolution fails.
@@ -61,7 +80,7 @@ def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
         "--batch-mode",
         "--no-transfer-progress",
         "-f",
-        str(assets_dir() / "pom.xml"),
+        str(pom_for(spec.version)),
         f"-Dmaven.repo.local={spec.work_dir / 'm2'}",
         f"-Dopensearch.version={spec.version}",
         "dependency:build-classpath",
@@ -71,7 +90,7 @@ def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
     with log.open("w", encoding="utf-8") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home()), check=False)
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home(spec.version)), check=False)
     if result.returncode != 0 or not classpath_file.is_file():
         raise NodeError(f"Maven could not resolve the OpenSearch {spec.version} artifacts (exit {result.returncode})", log)
     files = [Path(p) for p in classpath_file.read_text(encoding="utf-8").strip().split(os.pathsep) if p]
@@ -79,7 +98,7 @@ def resolve_artifacts(spec: NodeSpec, say: Progress) -> dict[str, Path]:
     for path in files:
         # <repo>/<group path>/<artifactId>/<version>/<artifactId>-<version>.<ext>
         by_name[path.parent.parent.name] = path
-    wanted = ("opensearch", *PLUGINS, *(jar for jars in JAR_MODULES.values() for jar in jars))
+    wanted = ("opensearch", *plugins_for(spec.version), *(jar for jars in jar_modules_for(spec.version).values() for jar in jars))
     missing = [name for name in wanted if name not in by_name]
     if missing:
         raise NodeError(f"Maven resolved no file for {', '.join(missing)} (see {classpath_file})", log)
@@ -113,8 +132,15 @@ def resolve_security_plugin(spec: NodeSpec, say: Progress) -> Path:
     with log.open("w", encoding="utf-8") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home()), cwd=spec.work_dir, check=False)
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=java_env(find_java_home(spec.version)), cwd=spec.work_dir, check=False)
     if result.returncode != 0 or not target.is_file():
+        if re.search(r"Could not find artifact|was not found in", log.read_text(encoding="utf-8", errors="replace")):
+            raise NodeError(
+                f"org.opensearch.plugin:{PLUGIN}:{version}:zip is not on Maven Central, so `up --secure` cannot run "
+                f"OpenSearch {spec.version} (on 2026-12-07 its newest 3.x there was 3.4.0.0); run {spec.version} without "
+                "--secure, or --secure with the default version",
+                log,
+            )
         raise NodeError(f"Maven could not resolve org.opensearch.plugin:{PLUGIN}:{version}:zip (exit {result.returncode})", log)
     return target
 

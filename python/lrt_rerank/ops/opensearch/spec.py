@@ -29,6 +29,9 @@ from pathlib import Path
 
 DEFAULT_VERSION = "2.19.6"
 """Newest 2.19 release for which core and all four plugin zips are on Maven Central."""
+V3_VERSION = "3.5.0"
+"""The 3.x release assembled and tested: core and k-NN only (neural-search, ml-commons and
+job-scheduler 3.x are not on Maven Central)."""
 
 CLUSTER_NAME = "lrt-rerank"
 NODE_NAME = "lrt-node-1"
@@ -46,6 +49,11 @@ class NodeError(RuntimeError):
     def __init__(self, message: str, log_path: Path | None = None) -> None:
         super().__init__(f"{message}\n  log: {log_path}" if log_path is not None else message)
         self.log_path = log_path
+
+
+def major_version(version: str) -> int:
+    """The MAJOR of ``MAJOR.MINOR.PATCH``."""
+    return int(version.split(".", 1)[0])
 
 
 def default_work_dir() -> Path:
