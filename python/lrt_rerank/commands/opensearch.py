@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.commands.pipeline import add_dense_model_arg
+    from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, STEMMERS
     from lrt_rerank.opensearch.connection import add_connection_args, refuse_secret_args
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION
 
@@ -80,6 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="load the documents and embeddings of an index built by `lrt-rerank index` (no re-embedding)",
     )
     index.add_argument("--index", required=True, help="index name")
+    index.add_argument(
+        "--stemmer",
+        choices=STEMMERS,
+        help=f"BM25 stemming: Snowball English (Porter2) or none (default: the embedded index's with "
+        f"--from-embedded-index, else {DEFAULT_STEMMER})",
+    )
     add_connection_args(index)
     add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding and bulk batch (default: %(default)s)")
@@ -196,6 +203,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     from lrt_rerank import BiEncoder
     from lrt_rerank.datasets import DatasetError, load_corpus
+    from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER
     from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
     from lrt_rerank.models.resolve import dense_model_dir
     from lrt_rerank.opensearch.client import connect
@@ -210,16 +218,19 @@ def cmd_index(args: argparse.Namespace) -> int:
         connection = settings_from_args(args)
         model_dir = dense_model_dir(args.dense_model)
         vectors = None
+        stemmer = args.stemmer or DEFAULT_STEMMER
         if args.from_embedded_index is not None:
             stage = EmbeddedFirstStage.open(args.from_embedded_index, model_dir=model_dir)
             documents = stage.documents
             vectors = np.load(args.from_embedded_index / EMBEDDINGS, allow_pickle=False)
+            stemmer = args.stemmer or stage.analyzer.stemmer
         else:
             documents = list(load_corpus(args.dataset / "corpus.jsonl").values())
         encoder = BiEncoder.load(str(model_dir))
         client = connect(connection)
         report = index_documents(
-            client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors
+            client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors,
+            stemmer=stemmer,
         )
     except (DatasetError, IndexFormatError, IndexingError, TemplateError, ValueError, ConnectionError) as exc:
         return _fail("index", exc)
