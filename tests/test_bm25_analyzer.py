@@ -126,7 +126,11 @@ def test_an_unknown_stemmer_recorded_by_an_index_is_named() -> None:
 # ------------------------------------------------------------------------- on a real node
 @pytest.mark.integration
 def test_node_analyzer_gives_the_embedded_tokens(opensearch_node: OpenSearchNode, nfcorpus_test: Dataset) -> None:
-    """Lucene's analysis of `lrt_bm25` against bm25s + PyStemmer, word for word, on 300 NFCorpus documents."""
+    """Lucene's analysis of `lrt_bm25` against bm25s + PyStemmer, token for token, on 300 NFCorpus documents.
+
+    Lucene's Snowball English is an older revision of Porter2 than PyStemmer's (snowball 2 added exceptions
+    such as organic -> organic, interval -> interval, lateral -> lateral, where Lucene gives organ, interv,
+    later): 0.9947 of the tokens agree (porter_stem: 0.953), the rest differ in stems only."""
     from lrt_rerank.opensearch.indexing import index_body
 
     client, name = opensearch_node.client, "lrt-test-analyzer"
@@ -135,13 +139,15 @@ def test_node_analyzer_gives_the_embedded_tokens(opensearch_node: OpenSearchNode
     client.indices.create(index=name, body=index_body(8))
     try:
         texts = [d.full_text for d in list(nfcorpus_test.corpus.values())[:300]]
-        analyzer = Analyzer()
-        expected = analyzer.tokenize(texts, return_ids=False)
-        differing = 0
+        expected = Analyzer().tokenize(texts, return_ids=False)
+        agree = total = 0
         for text, tokens in zip(texts, expected, strict=True):
             answer = client.indices.analyze(index=name, body={"analyzer": "lrt_bm25", "text": text})
-            differing += [t["token"] for t in answer["tokens"]] != tokens
-        assert differing <= 3, f"{differing} of {len(texts)} documents tokenized differently"
+            node = [t["token"] for t in answer["tokens"]]
+            assert len(node) == len(tokens), (text, node, tokens)  # the same words kept: stems may differ
+            agree += sum(a == b for a, b in zip(node, tokens, strict=True))
+            total += len(tokens)
+        assert agree / total >= 0.99, f"{agree} of {total} tokens agree"
     finally:
         client.indices.delete(index=name)
 
