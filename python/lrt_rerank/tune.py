@@ -223,6 +223,7 @@ def tune(dataset: Dataset, first_stage: FirstStage, reranker: Reranker | None = 
         "queries": len(query_ids),
         "depth": DEPTH,
         "reranker": reranker_name,
+        "bm25_stemmer": first_stage.analyzer.stemmer if first_stage.analyzer is not None else None,
         "date": datetime.date.today().isoformat(),
     }
     return Fusion(
