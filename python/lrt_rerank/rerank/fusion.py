@@ -27,7 +27,7 @@ stage), so the function means the same for the embedded and the OpenSearch first
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -265,18 +265,7 @@ def parse_fusion(record: object, source: str = "fusion.json") -> Fusion:
     function = record.get("function")
     if function not in FUNCTIONS:
         raise fail("function", f"must be one of {', '.join(FUNCTIONS)}, got {function!r}")
-    weights = record.get("weights")
-    if not isinstance(weights, dict):
-        raise fail("weights", "must be an object with " + ", ".join(WEIGHTS))
-    unknown = sorted(set(weights) - set(WEIGHTS))
-    if unknown:
-        raise fail(f"weights.{unknown[0]}", f"is not a weight (expected {', '.join(WEIGHTS)})")
-    values: dict[str, float] = {}
-    for name in WEIGHTS:
-        value = weights.get(name, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-            raise fail(f"weights.{name}", f"must be a finite number >= 0, got {value!r}")
-        values[name] = float(value)
+    values = _number_map(record.get("weights"), "weights", WEIGHTS, "a weight", 0.0, fail)
     if sum(values.values()) <= 0:
         raise fail("weights", "are all 0: the function would rank nothing")
     if function == "rrf" and (values["bm25"] or values["dense"]):
@@ -290,18 +279,39 @@ def parse_fusion(record: object, source: str = "fusion.json") -> Fusion:
     for name in ("fitted_on", "figures"):
         if not isinstance(record.get(name, {}), dict):
             raise fail(name, "must be an object")
-    rrf_weights = record.get("rrf_weights", dict.fromkeys(RRF_SIGNALS, 1.0))  # absent before weighted RRF: equal
-    if not isinstance(rrf_weights, dict):
-        raise fail("rrf_weights", "must be an object with " + ", ".join(RRF_SIGNALS))
-    unknown = sorted(set(rrf_weights) - set(RRF_SIGNALS))
-    if unknown:
-        raise fail(f"rrf_weights.{unknown[0]}", f"is not a ranked signal (expected {', '.join(RRF_SIGNALS)})")
-    signal_weights: dict[str, float] = {}
-    for name in RRF_SIGNALS:
-        value = rrf_weights.get(name, 1.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-            raise fail(f"rrf_weights.{name}", f"must be a finite number > 0, got {value!r}")
-        signal_weights[name] = float(value)
+    # Absent from a fusion.json written before weighted RRF: equal weights.
+    rrf_weights = record.get("rrf_weights", dict.fromkeys(RRF_SIGNALS, 1.0))
+    signal_weights = _number_map(rrf_weights, "rrf_weights", RRF_SIGNALS, "a ranked signal", 1.0, fail, positive=True)
     return Fusion(
         function, values, normalisation, rrf_k, record.get("fitted_on", {}), record.get("figures", {}), source, signal_weights
     )
+
+
+def _number_map(
+    value: object,
+    field_name: str,
+    names: Sequence[str],
+    what: str,
+    default: float,
+    fail: Callable[[str, str], FusionFormatError],
+    positive: bool = False,
+) -> dict[str, float]:
+    """A JSON object of finite numbers >= 0 (> 0 with ``positive``) keyed by ``names`` (absent: ``default``)."""
+    if not isinstance(value, dict):
+        raise fail(field_name, "must be an object with " + ", ".join(names))
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise fail(f"{field_name}.{unknown[0]}", f"is not {what} (expected {', '.join(names)})")
+    out: dict[str, float] = {}
+    for name in names:
+        number = value.get(name, default)
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not np.isfinite(number)
+            or number < 0
+            or (positive and number == 0)
+        ):
+            raise fail(f"{field_name}.{name}", f"must be a finite number {'>' if positive else '>='} 0, got {number!r}")
+        out[name] = float(number)
+    return out
