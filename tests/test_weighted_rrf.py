@@ -80,3 +80,12 @@ def test_the_node_keeps_plain_rrf_and_says_why_for_weighted_rrf() -> None:
     assert not weighted.is_first_stage_order
     assert "takes no weights" in str(node_fusion_refusal(weighted, "2.19.1"))
     assert node_fusion_refusal(Fusion("rrf", PRIOR_ONLY, rrf_weights={"bm25": 3.0, "dense": 3.0}), "2.19.1") is None
+
+
+def test_a_pool_of_one_match_normalises_as_opensearchs_min_max() -> None:
+    """One BM25 match in the pool: OpenSearch's min_max gives it 1 (and the documents BM25 missed 0)."""
+    candidates = ["a", "b", "c"]
+    signals = signals_of(candidates, [Candidate("b", 7.5, 1)], ranked(["c", "a", "b"]))
+    fusion = Fusion("linear", {"bm25": 0.3, "dense": 0.7, "prior": 0.0, "reranker": 0.0}, "minmax")
+    dense = np.array([0.5, 0.0, 1.0])  # a is dense's 2nd of 3, b its last, c its first
+    np.testing.assert_allclose(fusion.scores(signals), 0.3 * np.array([0.0, 1.0, 0.0]) + 0.7 * dense, atol=1e-6)

@@ -68,13 +68,20 @@ def minmax(values: Sequence[float] | Array) -> Array:
     return (x - x.min()) / (x.max() - x.min() + 1e-9) if x.size else x
 
 
-def normalise(values: Array, how: Normalisation, pool: tuple[float, float] | None = None) -> Array:
-    """``zscore`` over ``values``; ``minmax`` over the pool's (lowest, highest) when given, else over ``values``."""
+def normalise(
+    values: Array, how: Normalisation, pool: tuple[float, float] | None = None, retrieved: npt.NDArray[np.bool_] | None = None
+) -> Array:
+    """``zscore`` over ``values``; ``minmax`` over the pool's (lowest, highest) when given, else over ``values``.
+
+    A pool whose scores are all one value (a single match) gives, as OpenSearch's ``min_max`` does, 1 to the
+    candidates it ``retrieved`` and 0 to the others."""
     if how == "zscore":
         return zscore(values)
     if pool is None:
         return minmax(values)
     low, high = pool
+    if high == low:
+        return np.asarray(retrieved, dtype=np.float64) if retrieved is not None else np.zeros(len(values))
     return (np.asarray(values, dtype=np.float64) - low) / (high - low + 1e-9)
 
 
@@ -154,8 +161,8 @@ def terms(
     out = np.zeros((4, n))
     if n:
         out[0] = rank_prior(n)[positions]
-        out[1] = normalise(signals.bm25, normalisation, signals.bm25_range)
-        out[2] = normalise(signals.dense, normalisation, signals.dense_range)
+        out[1] = normalise(signals.bm25, normalisation, signals.bm25_range, signals.bm25_rank > 0)
+        out[2] = normalise(signals.dense, normalisation, signals.dense_range, signals.dense_rank > 0)
         if logits is not None:
             out[3] = zscore(logits)
     return out
