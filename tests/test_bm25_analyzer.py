@@ -185,13 +185,33 @@ def test_node_index_made_before_the_analyzer_was_recorded_stays_unstemmed(opense
     del body["mappings"]["_meta"][META_KEY]["analyzer"]  # as an earlier version created it
     client.indices.create(index=name, body=body)
     try:
-        report = index_documents(client, name, DOCS, bi_encoder, progress=False, stemmer="none")
+        report = index_documents(client, name, DOCS, bi_encoder, progress=False)  # the index's own analyzer
         assert report.indexed == len(DOCS)
         stage = OpenSearchFirstStage.connect(opensearch_node.url, name, encoder=bi_encoder)
         assert stage.analyzer == Analyzer("none")
         assert stage.search("running", 10, "bm25") == []
         assert [c.id for c in stage.search("runs", 10, "bm25")] == ["run"]
         with pytest.raises(IndexingError, match=f"index '{name}' exists with BM25 stemmer none, not english"):
-            index_documents(client, name, DOCS, bi_encoder, progress=False)
+            index_documents(client, name, DOCS, bi_encoder, progress=False, stemmer="english")
     finally:
         client.indices.delete(index=name)
+
+
+@pytest.mark.integration
+def test_opensearch_index_cli_records_the_stemmer(
+    opensearch_node: OpenSearchNode, tiny_beir: Path, small_bi_encoder_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lrt_rerank.opensearch.indexing import index_analyzer
+
+    name = "lrt-test-cli-stemmer"
+    argv = ["opensearch", "index", "--dataset", str(tiny_beir), "--index", name, "--url", opensearch_node.url]
+    argv += ["--dense-model", str(small_bi_encoder_dir), "--recreate"]
+    try:
+        assert main([*argv, "--stemmer", "none"]) == 0
+        assert index_analyzer(opensearch_node.client, name) == Analyzer("none")
+        assert main(argv) == 0  # recreated: the default analyzer
+        assert index_analyzer(opensearch_node.client, name) == Analyzer("english")
+        assert main(argv[:-1] + ["--stemmer", "none"]) == 1  # kept, with another analyzer: refused
+        assert "exists with BM25 stemmer english, not none; recreate it (--recreate)" in capsys.readouterr().err
+    finally:
+        opensearch_node.client.indices.delete(index=name)

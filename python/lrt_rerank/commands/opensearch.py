@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stemmer",
         choices=STEMMERS,
         help=f"BM25 stemming: Snowball English (Porter2) or none (default: the embedded index's with "
-        f"--from-embedded-index, else {DEFAULT_STEMMER})",
+        f"--from-embedded-index, else an existing index's, else {DEFAULT_STEMMER})",
     )
     add_connection_args(index)
     add_dense_model_arg(index)
@@ -203,7 +203,6 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     from lrt_rerank import BiEncoder
     from lrt_rerank.datasets import DatasetError, load_corpus
-    from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER
     from lrt_rerank.first_stage.embedded import EMBEDDINGS, EmbeddedFirstStage, IndexFormatError
     from lrt_rerank.models.resolve import dense_model_dir
     from lrt_rerank.opensearch.client import connect
@@ -218,7 +217,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         connection = settings_from_args(args)
         model_dir = dense_model_dir(args.dense_model)
         vectors = None
-        stemmer = args.stemmer or DEFAULT_STEMMER
+        stemmer = args.stemmer
         if args.from_embedded_index is not None:
             stage = EmbeddedFirstStage.open(args.from_embedded_index, model_dir=model_dir)
             documents = stage.documents

@@ -25,7 +25,7 @@ from opensearchpy.helpers import streaming_bulk
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Document
-from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, Analyzer
+from lrt_rerank.first_stage.analyzer import Analyzer
 from lrt_rerank.opensearch import templates
 
 MAPPING_TEMPLATE = "index-mapping.json"
@@ -120,11 +120,10 @@ def create_index(
 ) -> bool:
     """Create ``name`` from the template; return False when a compatible index already exists.
 
-    A new index gets :func:`replicas_for` the cluster. An existing index is kept when its vector dimension is ``dim``
-    and its analyzer ``analyzer`` (default: English stemming); with ``recreate`` it is deleted and created again.
-    Otherwise :class:`IndexingError` explains the mismatch.
+    A new index gets :func:`replicas_for` the cluster and ``analyzer`` (default: English stemming). An existing
+    index is kept when its vector dimension is ``dim`` and its analyzer ``analyzer`` (None: whichever it has);
+    with ``recreate`` it is deleted and created again. Otherwise :class:`IndexingError` explains the mismatch.
     """
-    analyzer = analyzer or Analyzer()
     if client.indices.exists(index=name):
         if recreate:
             client.indices.delete(index=name)
@@ -136,13 +135,13 @@ def create_index(
                     "recreate it (--recreate)"
                 )
             existing_analyzer = index_analyzer(client, name)
-            if existing_analyzer != analyzer:
+            if analyzer is not None and existing_analyzer != analyzer:
                 raise IndexingError(
                     f"index {name!r} exists with BM25 stemmer {existing_analyzer.stemmer}, not {analyzer.stemmer}; "
                     "recreate it (--recreate)"
                 )
             return False
-    client.indices.create(index=name, body=index_body(dim, meta, replicas_for(client), analyzer))
+    client.indices.create(index=name, body=index_body(dim, meta, replicas_for(client), analyzer or Analyzer()))
     return True
 
 
@@ -170,7 +169,7 @@ def index_documents(
     recreate: bool = False,
     progress: bool = True,
     vectors: np.ndarray | None = None,
-    stemmer: str = DEFAULT_STEMMER,
+    stemmer: str | None = None,
 ) -> IndexReport:
     """Create the index if needed and bulk-load ``documents`` (``_id`` = document id) with embeddings.
 
@@ -178,7 +177,8 @@ def index_documents(
     made by the same ``encoder``, e.g. an embedded index's ``embeddings.npy``). Documents go in
     corpus order (ties in BM25 then break as in the embedded first stage). A document the
     cluster rejects is recorded in ``report.failures`` with the reason and the load goes on;
-    the index is refreshed at the end. ``stemmer``: the BM25 analyzer's ("english" or "none").
+    the index is refreshed at the end. ``stemmer``: the BM25 analyzer's ("english" or "none"; None: an existing
+    index's, english for a new one).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -186,7 +186,8 @@ def index_documents(
     dim = int(encoder.dim)
     if vectors is not None and vectors.shape != (len(docs), dim):
         raise IndexingError(f"precomputed vectors have shape {vectors.shape}; expected ({len(docs)}, {dim}) for these documents")
-    create_index(client, name, dim, recreate=recreate, meta=encoder_meta(encoder), analyzer=Analyzer(stemmer))
+    analyzer = Analyzer(stemmer) if stemmer is not None else None
+    create_index(client, name, dim, recreate=recreate, meta=encoder_meta(encoder), analyzer=analyzer)
     report = IndexReport(index=name, total=len(docs))
     actions = _actions(name, docs, encoder, batch_size, vectors)
     with tqdm(total=len(docs), desc=f"Indexing into {name}", unit="doc", disable=not progress) as bar:
