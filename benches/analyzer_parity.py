@@ -17,7 +17,7 @@ import numpy as np
 from lrt_rerank import BiEncoder
 from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.datasets import load_dataset
-from lrt_rerank.evaluate import evaluate
+from lrt_rerank.evaluate import evaluate, top_k_overlap
 from lrt_rerank.first_stage.embedded import EMBEDDINGS
 from lrt_rerank.first_stage.index_cache import cached_index
 from lrt_rerank.first_stage.opensearch import OpenSearchFirstStage
@@ -49,12 +49,7 @@ def main(url: str) -> None:
         try:
             index_documents(client, name, embedded.documents, encoder, progress=False, vectors=vectors)
             stage = OpenSearchFirstStage.connect(url, name, encoder=encoder)
-            overlaps = []
-            for query_id in dataset.eval_query_ids():
-                query = dataset.queries[query_id]
-                node = {c.id for c in stage.search(query, 10, "bm25")}
-                local_ids = {c.id for c in embedded.search(query, 10, "bm25")}
-                overlaps.append(len(node & local_ids) / max(1, len(local_ids)))
+            overlaps = top_k_overlap(dataset, stage, embedded)
             metrics = evaluate(dataset, stage, None, progress=False, systems=("bm25",))[0].metrics
             print(
                 f"{label}: mean top-10 overlap {np.mean(overlaps):.4f} (10th percentile {np.percentile(overlaps, 10):.2f})",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from lrt_rerank.cli import main
 from lrt_rerank.datasets import Dataset, Document, load_dataset
-from lrt_rerank.evaluate import evaluate
+from lrt_rerank.evaluate import evaluate, top_k_overlap
 from lrt_rerank.first_stage.analyzer import Analyzer
 from lrt_rerank.first_stage.embedded import MANIFEST, EmbeddedFirstStage
 from lrt_rerank.first_stage.index_cache import cached_index
@@ -161,12 +161,7 @@ def test_node_bm25_ranks_as_the_embedded_bm25(
 
     stage = OpenSearchFirstStage.connect(opensearch_node.url, opensearch_nfcorpus, encoder=bi_encoder)
     assert stage.analyzer == embedded_nfcorpus.analyzer == Analyzer("english")
-    overlaps = []
-    for query_id in nfcorpus_test.eval_query_ids():
-        query = nfcorpus_test.queries[query_id]
-        node = {c.id for c in stage.search(query, 10, "bm25")}
-        local = {c.id for c in embedded_nfcorpus.search(query, 10, "bm25")}
-        overlaps.append(len(node & local) / max(1, len(local)))
+    overlaps = top_k_overlap(nfcorpus_test, stage, embedded_nfcorpus)
     assert np.mean(overlaps) >= 0.9 and np.percentile(overlaps, 10) >= 0.7, (np.mean(overlaps), sorted(overlaps)[:10])
     remote = evaluate(nfcorpus_test, stage, None, progress=False, systems=("bm25",))[0]
     local = evaluate(nfcorpus_test, embedded_nfcorpus, None, progress=False, systems=("bm25",))[0]
