@@ -20,7 +20,7 @@ DOCS = {
     "sun1": ("The Sun", "The Sun is a G-type main-sequence star."),
     "car1": ("Electric cars", "Electric cars are driven by motors powered by batteries."),
 }
-QUERIES = {"q1": "why do cats purr", "q2": "teaching a dog tricks", "q3": "caffeine in tea", "q4": "unjudged query"}
+QUERIES = {"q1": "why do cats purr", "q2": "training a dog to sit", "q3": "caffeine in tea", "q4": "unjudged query"}
 QRELS = [("q1", "cat1", 2), ("q1", "cat2", 1), ("q2", "dog2", 1), ("q3", "tea1", 1), ("q3", "tea2", 1)]
 
 

@@ -102,6 +102,19 @@ def score_run(
     return {name: total / count for name, total in totals.items()}
 
 
+def top_k_overlap(
+    dataset: Dataset, first: FirstStage, second: FirstStage, system: System = "bm25", k: int = 10
+) -> list[float]:
+    """Per judged query, the share of ``second``'s top ``k`` of ``system`` that ``first``'s top ``k`` holds too."""
+    overlaps = []
+    for query_id in dataset.eval_query_ids():
+        query = dataset.queries[query_id]
+        ours = {c.id for c in first.search(query, k, system)}
+        theirs = {c.id for c in second.search(query, k, system)}
+        overlaps.append(len(ours & theirs) / max(1, len(theirs)))
+    return overlaps
+
+
 def bootstrap_gains(first: np.ndarray, systems: dict[str, np.ndarray], samples: int = BOOTSTRAP_SAMPLES,
                     seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
     """Paired bootstrap over queries: for each of ``samples`` resamples (the same draws for every system),

@@ -5,7 +5,8 @@ For each judged query the first stage's RRF top :data:`DEPTH` and their signals 
 (:func:`lrt_rerank.rerank.fusion.first_stage_signals`, with ``--reranker`` its logits too). The candidate
 functions (:func:`candidate_functions`, all :class:`~lrt_rerank.rerank.fusion.Fusion`) are
 
-* RRF over a grid of ``k`` (:data:`RRF_K_GRID`), the first stage's own ``k`` first;
+* RRF over a grid of ``k`` (:data:`RRF_K_GRID`), the first stage's own ``k`` first, each with the
+  per-signal weights of :data:`RRF_WEIGHT_GRID` (equal weights first);
 * convex combinations ``a * N(BM25) + b * N(dense) + c * prior`` over :data:`WEIGHT_GRID` for each
   normalisation ``N`` (z-score, min-max); with a re-ranker also ``+ d * z(logit)`` over :data:`RERANKER_GRID`.
 
@@ -36,12 +37,14 @@ from lrt_rerank.datasets import Dataset
 from lrt_rerank.evaluate import bootstrap_gains, interval95
 from lrt_rerank.first_stage.base import RRF_K, FirstStage
 from lrt_rerank.first_stage.index_cache import corpus_digest
-from lrt_rerank.rerank.fusion import NORMALISATIONS, Fusion, Normalisation, Signals, first_stage_signals, terms
+from lrt_rerank.rerank.fusion import NORMALISATIONS, RRF_SIGNALS, Fusion, Normalisation, Signals, first_stage_signals, terms
 from lrt_rerank.rerank.types import Reranker
 
 DEPTH = 50
 """Candidates re-ordered per query (the re-ranking core's default depth)."""
 RRF_K_GRID = (RRF_K, 1, 5, 10, 20, 40, 100, 200)
+RRF_WEIGHT_GRID = ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (4.0, 1.0), (1.0, 4.0))
+"""Weights of (BM25, dense) in weighted RRF; the ratio is what counts."""
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 RERANKER_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FOLDS = 5
@@ -92,8 +95,12 @@ def collect(
 
 
 def candidate_functions(with_reranker: bool = False) -> list[Fusion]:
-    """RRF over :data:`RRF_K_GRID` (the first stage's own first), then the convex combinations."""
-    functions = [Fusion("rrf", _weights(0.0, 0.0, 1.0), rrf_k=k) for k in RRF_K_GRID]
+    """RRF over :data:`RRF_K_GRID` x :data:`RRF_WEIGHT_GRID` (the first stage's own first), then the convex combinations."""
+    functions = [
+        Fusion("rrf", _weights(0.0, 0.0, 1.0), rrf_k=k, rrf_weights=dict(zip(RRF_SIGNALS, w, strict=True)))
+        for k in RRF_K_GRID
+        for w in RRF_WEIGHT_GRID
+    ]
     reranker_grid = RERANKER_GRID if with_reranker else (0.0,)
     for normalisation in NORMALISATIONS:
         for a, b, c, d in itertools.product(WEIGHT_GRID, WEIGHT_GRID, WEIGHT_GRID, reranker_grid):
@@ -109,18 +116,18 @@ def _weights(bm25: float, dense: float, prior: float, reranker: float = 0.0) -> 
 
 def per_query_mrr(functions: Sequence[Fusion], judged: Sequence[Judged]) -> npt.NDArray[np.float64]:
     """``[functions, queries]``: MRR@10 of each query's candidates ordered by each function (ties in
-    first-stage order). The functions sharing a normalisation and an RRF ``k`` share their terms."""
-    groups: dict[tuple[Normalisation, int], list[int]] = {}
+    first-stage order). The functions sharing a normalisation and an RRF ``k`` and weights share their terms."""
+    groups: dict[tuple[Normalisation, int, tuple[float, ...]], list[int]] = {}
     for i, function in enumerate(functions):
-        groups.setdefault((function.normalisation, function.rrf_k), []).append(i)
+        groups.setdefault((function.normalisation, function.rrf_k, function.rrf_weight_vector), []).append(i)
     weights = np.vstack([f.vector() for f in functions])
     out = np.zeros((len(functions), len(judged)))
     for j, query in enumerate(judged):
         if not query.relevant.any():
             continue  # no relevant candidate: 0 for every function
         scores = np.empty((len(functions), len(query.ids)))
-        for (normalisation, rrf_k), rows in groups.items():
-            scores[rows] = weights[rows] @ terms(query.signals, query.logits, normalisation, rrf_k)
+        for (normalisation, rrf_k, rrf_weights), rows in groups.items():
+            scores[rows] = weights[rows] @ terms(query.signals, query.logits, normalisation, rrf_k, rrf_weights)
         top = query.relevant[np.argsort(-scores, axis=1, kind="stable")[:, :10]]
         out[:, j] = np.where(top.any(axis=1), 1.0 / (top.argmax(axis=1) + 1.0), 0.0)
     return out
@@ -216,7 +223,10 @@ def tune(dataset: Dataset, first_stage: FirstStage, reranker: Reranker | None = 
         "queries": len(query_ids),
         "depth": DEPTH,
         "reranker": reranker_name,
+        "bm25_stemmer": first_stage.analyzer.stemmer if first_stage.analyzer is not None else None,
         "date": datetime.date.today().isoformat(),
     }
-    return Fusion(chosen.function, chosen.weights, chosen.normalisation, chosen.rrf_k, fitted_on, figures)
+    return Fusion(
+        chosen.function, chosen.weights, chosen.normalisation, chosen.rrf_k, fitted_on, figures, rrf_weights=chosen.rrf_weights
+    )
 

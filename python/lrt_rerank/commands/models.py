@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from lrt_rerank.commands.pipeline import add_dense_model_arg
+from lrt_rerank.commands.pipeline import add_dense_model_arg, add_stemmer_arg
 from lrt_rerank.models.prompts import TEMPLATES
 from lrt_rerank.models.quantize import KEEP_FP32
 from lrt_rerank.models.resolve import default_model_dir
@@ -97,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
     add_dense_model_arg(c)
+    add_stemmer_arg(c, for_existing=True)
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
     c.set_defaults(func=_calibrate)
 

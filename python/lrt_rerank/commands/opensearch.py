@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lrt_rerank.commands.pipeline import add_dense_model_arg
+    from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, STEMMERS
     from lrt_rerank.opensearch.connection import add_connection_args, refuse_secret_args
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION
 
@@ -83,6 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="load the documents and embeddings of an index built by `lrt-rerank index` (no re-embedding)",
     )
     index.add_argument("--index", required=True, help="index name")
+    index.add_argument(
+        "--stemmer",
+        choices=STEMMERS,
+        help=f"BM25 stemming: Snowball English (Porter2) or none (default: the embedded index's with "
+        f"--from-embedded-index, else an existing index's, else {DEFAULT_STEMMER})",
+    )
     add_connection_args(index)
     add_dense_model_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding and bulk batch (default: %(default)s)")
@@ -232,10 +239,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         connection = settings_from_args(args)
         model_dir = dense_model_dir(args.dense_model)
         vectors = None
+        stemmer = args.stemmer
         if args.from_embedded_index is not None:
             stage = EmbeddedFirstStage.open(args.from_embedded_index, model_dir=model_dir)
             documents = stage.documents
             vectors = np.load(args.from_embedded_index / EMBEDDINGS, allow_pickle=False)
+            stemmer = args.stemmer or stage.analyzer.stemmer
         else:
             documents = list(load_corpus(args.dataset / "corpus.jsonl").values())
         encoder = BiEncoder.load(str(model_dir))
@@ -246,7 +255,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                 "the service's document cache instead"
             )
         report = index_documents(
-            client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors
+            client, args.index, documents, encoder, batch_size=args.batch_size, recreate=args.recreate, vectors=vectors,
+            stemmer=stemmer,
         )
     except (DatasetError, IndexFormatError, IndexingError, TemplateError, ValueError, ConnectionError) as exc:
         return _fail("index", exc)

@@ -17,6 +17,7 @@ from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
 from lrt_rerank.extras import require
+from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, STEMMERS
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.first_stage.index_cache import cache_home, cached_index
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     index.add_argument("--dataset", required=True, type=Path, help="BEIR folder with corpus.jsonl")
     index.add_argument("--out", required=True, type=Path, help="index directory to create")
     add_dense_model_arg(index)
+    add_stemmer_arg(index)
     index.add_argument("--batch-size", type=int, default=64, help="documents per embedding call (default: %(default)s)")
     index.add_argument("--force", action="store_true", help="replace an existing index in --out")
     index.add_argument(
@@ -98,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--opensearch-index", help="OpenSearch index name (default: the dataset folder name)")
     add_connection_args(ev, url_flag=None)  # the URL is --first-stage's
     add_dense_model_arg(ev)
+    add_stemmer_arg(ev, for_existing=True)
     ev.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
     _add_fusion_arg(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per system per line instead of a table")
@@ -130,6 +133,21 @@ def add_dense_model_arg(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help=f"bi-encoder of the dense half: {' or '.join(DENSE_MODEL_NAMES)}, a model directory or a Hugging Face "
         "snapshot folder (default: %(default)s)",
+    )
+
+
+def add_stemmer_arg(parser: argparse.ArgumentParser, for_existing: bool = False) -> None:
+    """``--stemmer``: the BM25 analyzer of an index built now; with ``for_existing``, also a check on one opened."""
+    parser.add_argument(
+        "--stemmer",
+        choices=STEMMERS,
+        default=None if for_existing else DEFAULT_STEMMER,
+        help="BM25 stemming: Snowball English (Porter2) or none "
+        + (
+            f"(default: the index's own; {DEFAULT_STEMMER} for an index built now; an index built with another is refused)"
+            if for_existing
+            else "(default: %(default)s)"
+        ),
     )
 
 
@@ -199,6 +217,7 @@ def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
         dense_model=args.dense_model,
         opensearch_index=args.opensearch_index,
         connection=connection,
+        stemmer=args.stemmer,
     )
 
 
@@ -254,8 +273,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         model_dir=dense_model_dir(args.dense_model),
         batch_size=args.batch_size,
         overwrite=args.force,
+        stemmer=args.stemmer,
     )
     print(f"indexed {len(stage.documents)} documents into {args.out} in {time.perf_counter() - started:.1f} s")
+    print(stage.analyzer.describe())
     if args.late_interaction is not None:
         from lrt_rerank.late import ColBERT
         from lrt_rerank.late.store import write_store
@@ -338,6 +359,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         stage.close()
     _report_store(reranker)
+    if stage.analyzer is not None:
+        print(stage.analyzer.describe(), file=sys.stderr if args.json else sys.stdout)
     if not args.json:
         weight = resolve_weight(reranker, args.interpolation)
         print(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lrt_rerank.commands.pipeline import add_dense_model_arg, reports_user_errors
+from lrt_rerank.commands.pipeline import add_dense_model_arg, add_stemmer_arg, reports_user_errors
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.first_stage.index_cache import open_first_stage
 from lrt_rerank.rerank.loading import load_reranker
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--reranker", help="cross-encoder whose logit weight is tuned too: 'default' or a model directory")
     parser.add_argument("--index", type=Path, help="embedded index directory (default: the cached index of the corpus)")
     add_dense_model_arg(parser)
+    add_stemmer_arg(parser, for_existing=True)
     parser.add_argument("--max-queries", type=int, help="tune on a seeded random N of the judged queries (learning curves)")
     parser.add_argument("--folds", type=int, default=FOLDS, help="cross-validation folds (default: %(default)s)")
     parser.set_defaults(func=cmd_tune, command_name="tune")
@@ -39,7 +40,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_split(args.split)  # before loading anything
     dataset = load_dataset(args.dataset, args.split)
     reranker = load_reranker(args.reranker) if args.reranker is not None else None
-    stage = open_first_stage("embedded", dataset, index=args.index, dense_model=args.dense_model)
+    stage = open_first_stage("embedded", dataset, index=args.index, dense_model=args.dense_model, stemmer=args.stemmer)
     try:
         fusion = tune(dataset, stage, reranker, reranker_name=args.reranker, max_queries=args.max_queries, folds=args.folds)
     finally:

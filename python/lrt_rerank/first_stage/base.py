@@ -20,7 +20,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from lrt_rerank.first_stage.analyzer import Analyzer
 
 System = Literal["bm25", "dense", "rrf"]
 SYSTEMS: tuple[System, ...] = ("bm25", "dense", "rrf")
@@ -42,6 +45,9 @@ class Candidate:
 
 class FirstStage(ABC):
     """Retrieval back-end: ranked candidates for a query, and document texts by id."""
+
+    analyzer: Analyzer | None = None
+    """The BM25 analyzer the back-end's index was built with (None where it is not known)."""
 
     @abstractmethod
     def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:

@@ -2,7 +2,8 @@
 
 An index is a directory::
 
-    manifest.json     format name and version, document count, BM25 and bi-encoder settings
+    manifest.json     format name and version, document count, BM25 settings (with its analyzer,
+                      :mod:`~lrt_rerank.first_stage.analyzer`) and bi-encoder settings
     bm25/             the bm25s index (``bm25s.BM25.save``)
     embeddings.npy    float32 (n_docs, dim), L2-normalised rows, in document order; an empty
                       document (no title, no text) has a zero row and is never retrieved
@@ -24,10 +25,10 @@ from typing import Any
 import bm25s
 import numpy as np
 import numpy.typing as npt
-import Stemmer
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Document
+from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, Analyzer
 from lrt_rerank.first_stage.base import FUSION_DEPTH, RRF_K, Candidate, FirstStage, System, wants_search
 from lrt_rerank.models.resolve import default_model_dir
 from lrt_rerank.models.store import file_sha256
@@ -41,12 +42,6 @@ MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
 EMBEDDINGS = "embeddings.npy"
 DOCS = "docs.jsonl"
-
-STOPWORDS = "en"
-STEMMER: str | None = None
-"""No stemming: it matches the reference BM25 (0.519 MRR@10 on NFCorpus test); the Snowball
-English stemmer scores 0.528 there but departs from the reference configuration."""
-
 
 
 class IndexFormatError(RuntimeError):
@@ -74,8 +69,7 @@ class EmbeddedFirstStage(FirstStage):
         #: documents with nothing to embed (zero rows): left out of dense results
         self._unembedded = ~np.any(embeddings, axis=1)
         self._encoder = encoder
-        stemmer_name = manifest["bm25"]["stemmer"]
-        self._stemmer = Stemmer.Stemmer(stemmer_name) if stemmer_name else None
+        self.analyzer = Analyzer.from_record(manifest["bm25"], str(path / MANIFEST))
 
     # ----------------------------------------------------------------------------- building
     @classmethod
@@ -88,14 +82,19 @@ class EmbeddedFirstStage(FirstStage):
         batch_size: int = 64,
         progress: bool = True,
         overwrite: bool = False,
+        stemmer: str = DEFAULT_STEMMER,
+        embeddings: npt.NDArray[np.float32] | None = None,
     ) -> EmbeddedFirstStage:
         """Index ``documents`` into ``out_dir`` and return the opened first stage.
 
         ``encoder`` is a loaded ``BiEncoder``; without one, the bi-encoder in ``model_dir``
         (default: the package's default bi-encoder) is loaded. Embedding shows a progress bar.
+        ``stemmer``: the BM25 analyzer's ("english" or "none"). ``embeddings``: rows this bi-encoder
+        already gave these documents, in order (another index of the same corpus): not embedded again.
         """
         from lrt_rerank import BiEncoder
 
+        analyzer = Analyzer(stemmer)
         docs = list(documents)
         if not docs:
             raise ValueError("cannot index an empty corpus")
@@ -113,12 +112,14 @@ class EmbeddedFirstStage(FirstStage):
             encoder = BiEncoder.load(str(resolved_model_dir))
         texts = [document.full_text for document in docs]
 
-        tokens = bm25s.tokenize(texts, stopwords=STOPWORDS, stemmer=_stemmer(STEMMER), show_progress=False)
         retriever = bm25s.BM25()
-        retriever.index(tokens, show_progress=False)
+        retriever.index(analyzer.tokenize(texts), show_progress=False)
         retriever.save(str(out / BM25_DIR), show_progress=False)
 
-        embeddings = _embed_corpus(encoder, texts, [d.is_empty for d in docs], batch_size, progress)
+        if embeddings is None:
+            embeddings = _embed_corpus(encoder, texts, [d.is_empty for d in docs], batch_size, progress)
+        elif embeddings.shape != (len(docs), int(encoder.dim)):
+            raise ValueError(f"embeddings of shape {embeddings.shape} given for {len(docs)} documents of dim {encoder.dim}")
         np.save(out / EMBEDDINGS, embeddings)
 
         with (out / DOCS).open("w", encoding="utf-8") as handle:
@@ -137,8 +138,7 @@ class EmbeddedFirstStage(FirstStage):
                 "k1": retriever.k1,
                 "b": retriever.b,
                 "method": retriever.method,
-                "stopwords": STOPWORDS,
-                "stemmer": STEMMER,
+                **analyzer.record(),
             },
             "dense": {
                 "model_dir": str(resolved_model_dir.resolve()),
@@ -225,9 +225,7 @@ class EmbeddedFirstStage(FirstStage):
         return self.documents[position]
 
     def _bm25(self, query: str, k: int) -> list[Candidate]:
-        tokens = bm25s.tokenize(
-            query, stopwords=STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
+        tokens = self.analyzer.tokenize(query, return_ids=False)[0]
         if not tokens:
             return []
         scores = self._retriever.get_scores(tokens)
@@ -247,10 +245,6 @@ class EmbeddedFirstStage(FirstStage):
         runs = [[c.id for c in self._bm25(query, depth)], [c.id for c in self._dense(query, depth)]]
         fused = rrf(runs, k=RRF_K, top_k=k)
         return [Candidate(doc_id, float(score), rank) for rank, (doc_id, score) in enumerate(fused, start=1)]
-
-
-def _stemmer(name: str | None) -> Stemmer.Stemmer | None:
-    return Stemmer.Stemmer(name) if name else None
 
 
 def _top_k(scores: npt.NDArray[Any], k: int, documents: Sequence[Document], minimum: float | None) -> list[Candidate]:

@@ -1,4 +1,4 @@
-"""Embedded indexes cached per corpus and bi-encoder, and the first stage a ``--first-stage`` value names.
+"""Embedded indexes cached per corpus, bi-encoder and BM25 analyzer, and the first stage a ``--first-stage`` value names.
 
 ``eval``, ``demo``, ``models calibrate`` and the model factory (:mod:`lrt_rerank.train`) open their
 first stage here: the embedded index of a dataset's corpus is built once under
@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from lrt_rerank.datasets import Dataset
+from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, Analyzer
 from lrt_rerank.first_stage.base import FirstStage
-from lrt_rerank.first_stage.embedded import FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
+from lrt_rerank.first_stage.embedded import EMBEDDINGS, FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
 from lrt_rerank.models.resolve import dense_model_dir
 from lrt_rerank.models.store import file_sha256, model_home
 
@@ -45,20 +48,25 @@ def cached_index(
     rebuild: bool = False,
     dense_model: str | None = None,
     home: Path | None = None,
+    stemmer: str = DEFAULT_STEMMER,
 ) -> EmbeddedFirstStage:
     """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
 
     ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small). ``home``: the
     cache root (default :func:`cache_home`); indexes live in its ``indexes/``. The cache key covers the
     corpus's documents (ids, titles and texts in order, not the file's bytes, so two copies of one corpus
-    share an index), the bi-encoder and the index format version, so a changed corpus or model gets a
-    fresh index. Builds go to a temporary directory that is renamed into place, so an interrupted build
-    never leaves a half index behind.
+    share an index), the bi-encoder, the index format version and the BM25 analyzer (``stemmer``), so a
+    changed corpus, model or analyzer gets a fresh index; one built for another analyzer lends it its
+    embeddings (the same corpus and model give the same rows). Builds go to a temporary directory that
+    is renamed into place, so an interrupted build never leaves a half index behind.
     """
+    analyzer = Analyzer(stemmer)
     model_dir = dense_model_dir(dense_model)
     key_source = "|".join([corpus_digest(dataset), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
-    target = (home or cache_home()) / "indexes" / f"corpus-{len(dataset.corpus)}-{key}"
+    stem = f"corpus-{len(dataset.corpus)}-{key}"
+    # The unstemmed index keeps the name it had before the analyzer was an option.
+    target = (home or cache_home()) / "indexes" / (stem if analyzer.stemmer == "none" else f"{stem}-{analyzer.stemmer}")
     if target.is_dir() and not rebuild:
         try:
             return EmbeddedFirstStage.open(target, model_dir=model_dir)
@@ -66,10 +74,27 @@ def cached_index(
             print(f"cached index unusable ({exc}); rebuilding", file=sys.stderr)
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    EmbeddedFirstStage.build(dataset.corpus.values(), staging, model_dir=model_dir, progress=progress)
+    EmbeddedFirstStage.build(
+        dataset.corpus.values(), staging, model_dir=model_dir, progress=progress, stemmer=analyzer.stemmer,
+        embeddings=_sibling_embeddings(target.parent, stem, len(dataset.corpus)),
+    )
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return EmbeddedFirstStage.open(target, model_dir=model_dir)
+
+
+def _sibling_embeddings(indexes: Path, stem: str, documents: int) -> np.ndarray | None:
+    """The embeddings of a finished cached index of the same corpus and model (another analyzer), if any."""
+    for candidate in sorted(indexes.glob(f"{stem}*")):
+        if ".tmp-" in candidate.name or not (candidate / "manifest.json").is_file():
+            continue
+        try:
+            embeddings = np.load(candidate / EMBEDDINGS, allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if embeddings.ndim == 2 and embeddings.shape[0] == documents:
+            return embeddings.astype(np.float32, copy=False)
+    return None
 
 
 def open_first_stage(
@@ -79,11 +104,32 @@ def open_first_stage(
     dense_model: str | None = None,
     opensearch_index: str | None = None,
     connection: ConnectionSettings | None = None,
+    stemmer: str | None = None,
 ) -> FirstStage:
     """The first stage ``spec`` names for ``dataset``: "embedded" (the cached index, or the one in
     ``index``, built there if absent) or the http(s) URL of OpenSearch (index ``opensearch_index``,
     default the dataset's name; needs the ``opensearch`` extra), reached with ``connection``'s
-    credentials and trust (its URL is ``spec``)."""
+    credentials and trust (its URL is ``spec``). ``stemmer``: the BM25 analyzer's, for an index built
+    here (default english); an existing index built with another one is refused."""
+    stage = _open_first_stage(spec, dataset, index, dense_model, opensearch_index, connection, stemmer or DEFAULT_STEMMER)
+    if stemmer is not None and stage.analyzer is not None and stage.analyzer.stemmer != stemmer:
+        stage.close()
+        raise ValueError(
+            f"--stemmer {stemmer}: the first stage's index was built with stemmer {stage.analyzer.stemmer}; "
+            "rebuild it or leave --stemmer out"
+        )
+    return stage
+
+
+def _open_first_stage(
+    spec: str,
+    dataset: Dataset,
+    index: Path | None,
+    dense_model: str | None,
+    opensearch_index: str | None,
+    connection: ConnectionSettings | None,
+    stemmer: str,
+) -> FirstStage:
     if spec != "embedded":
         if not spec.startswith(("http://", "https://")):
             raise ValueError(f"--first-stage {spec}: expected 'embedded' or an http(s) URL of OpenSearch")
@@ -95,8 +141,8 @@ def open_first_stage(
         target = connection.with_url(spec) if connection is not None else spec
         return OpenSearchFirstStage.connect(target, opensearch_index or dataset.name)
     if index is None:
-        return cached_index(dataset, dense_model=dense_model)
+        return cached_index(dataset, dense_model=dense_model, stemmer=stemmer)
     if (index / "manifest.json").is_file():
         return EmbeddedFirstStage.open(index)
     print(f"building index in {index}", file=sys.stderr)
-    return EmbeddedFirstStage.build(dataset.corpus.values(), index, model_dir=dense_model_dir(dense_model))
+    return EmbeddedFirstStage.build(dataset.corpus.values(), index, model_dir=dense_model_dir(dense_model), stemmer=stemmer)

@@ -1,7 +1,7 @@
 """First stage served by an OpenSearch cluster (an index built by `lrt-rerank opensearch index`).
 
 ``bm25``  a ``match`` query on ``content`` (the index's analyzer and BM25 parameters mirror the
-          embedded first stage),
+          embedded first stage; :attr:`analyzer` is the one its mapping records),
 ``dense`` a ``knn`` query (lucene HNSW) with the query's ``BiEncoder`` embedding,
 ``rrf``   a ``hybrid`` query of both through the ``lrt-rrf`` search pipeline, whose
           ``score-ranker-processor`` fuses the top ``FUSION_DEPTH`` of each with RRF (k = 60),
@@ -21,12 +21,13 @@ import numpy as np
 from opensearchpy import OpenSearch
 
 from lrt_rerank.datasets import Document
+from lrt_rerank.first_stage.analyzer import Analyzer
 from lrt_rerank.first_stage.base import Candidate, FirstStage, System, wants_search
 from lrt_rerank.first_stage.embedded import FUSION_DEPTH
 from lrt_rerank.opensearch.client import connect
 from lrt_rerank.opensearch.connection import ConnectionSettings
-from lrt_rerank.opensearch.indexing import CONTENT_FIELD, Embedder, index_meta
 from lrt_rerank.opensearch.capabilities import client_rrf, node_fuses
+from lrt_rerank.opensearch.indexing import ANALYZER_META, CONTENT_FIELD, Embedder, index_meta
 from lrt_rerank.opensearch.pipeline import RRF_PIPELINE, ensure_rrf_pipeline
 from lrt_rerank.opensearch.queries import hybrid_body, knn_query, match_query, search_body
 
@@ -78,7 +79,9 @@ class OpenSearchFirstStage(FirstStage):
             )
         if meta.get("dim") not in (None, encoder.dim):
             raise ValueError(f"OpenSearch index {index!r} holds {meta.get('dim')}-d vectors but the bi-encoder gives {encoder.dim}")
-        return cls(client, index, encoder, ensure_rrf_pipeline(client) if node_fuses(client) else None)
+        stage = cls(client, index, encoder, ensure_rrf_pipeline(client) if node_fuses(client) else None)
+        stage.analyzer = Analyzer.from_record(meta.get(ANALYZER_META), f"OpenSearch index {index!r}")
+        return stage
 
     def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:
         if not wants_search(query, k, system):

@@ -3,9 +3,10 @@
 The mapping (``opensearch/index-mapping.json``) holds ``title`` and ``text``, ``content`` (title
 and text joined exactly as :attr:`Document.full_text`: what BM25 matches and what the
 re-ranker reads), and ``embedding``, a ``knn_vector`` on the ``lucene`` engine (HNSW), whose
-dimension is set from the bi-encoder. The analyzer reproduces the embedded first stage's BM25
-tokenization (runs of word characters, lower-cased, English stop words, tokens of two or more
-characters) and the similarity its BM25 parameters (k1 1.5, b 0.75).
+dimension is set from the bi-encoder. The analyzer ``lrt_bm25`` is the embedded first stage's, defined
+once in :mod:`lrt_rerank.first_stage.analyzer` (runs of word characters, lower-cased, English stop
+words, tokens of two or more characters, Snowball English stemming unless ``stemmer="none"``) and
+recorded in the mapping's ``_meta``; the similarity has its BM25 parameters (k1 1.5, b 0.75).
 
 The index has one shard, and one replica per data node beyond the first (0 on a single node, 1
 on two nodes), so every node holds a copy and losing a node loses no acknowledged document.
@@ -24,11 +25,14 @@ from opensearchpy.helpers import streaming_bulk
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Document
+from lrt_rerank.first_stage.analyzer import Analyzer
 from lrt_rerank.opensearch import templates
 
 MAPPING_TEMPLATE = "index-mapping.json"
 META_KEY = "lrt_rerank"
-"""Key under the mapping's ``_meta``: vector dimension and the bi-encoder's model.onnx sha256."""
+"""Key under the mapping's ``_meta``: vector dimension, the bi-encoder's model.onnx sha256, the BM25 analyzer."""
+ANALYZER_META = "analyzer"
+"""Key under ``_meta.lrt_rerank`` holding :meth:`Analyzer.record`; an index without it is unstemmed."""
 VECTOR_FIELD = "embedding"
 CONTENT_FIELD = "content"
 TEXT_FIELDS = ("title", "text", CONTENT_FIELD)
@@ -63,12 +67,16 @@ class IndexReport:
     failures: list[IndexFailure] = field(default_factory=list)
 
 
-def index_body(dim: int, meta: dict[str, Any] | None = None, replicas: int = 0) -> dict[str, Any]:
+def index_body(
+    dim: int, meta: dict[str, Any] | None = None, replicas: int = 0, analyzer: Analyzer | None = None
+) -> dict[str, Any]:
     """The create-index body from the template, with the vector dimension set to ``dim``.
 
     ``meta`` is stored under ``mappings._meta.lrt_rerank`` (see :func:`index_meta`);
-    ``replicas`` sets ``number_of_replicas``.
+    ``replicas`` sets ``number_of_replicas``; ``analyzer`` (default: English stemming) becomes
+    ``settings.analysis`` and is recorded in the ``_meta``.
     """
+    analyzer = analyzer or Analyzer()
     if dim < 1:
         raise ValueError(f"vector dimension must be >= 1, got {dim}")
     if replicas < 0:
@@ -84,7 +92,8 @@ def index_body(dim: int, meta: dict[str, Any] | None = None, replicas: int = 0) 
         raise templates.TemplateError(
             f"{templates.assets_dir() / MAPPING_TEMPLATE}: no mappings.properties.{VECTOR_FIELD} object"
         ) from None
-    body["mappings"]["_meta"] = {META_KEY: {"dim": dim, **(meta or {})}}
+    body["settings"]["analysis"] = analyzer.opensearch_analysis()
+    body["mappings"]["_meta"] = {META_KEY: {"dim": dim, **(meta or {}), ANALYZER_META: analyzer.record()}}
     return body
 
 
@@ -96,11 +105,24 @@ def index_meta(client: OpenSearch, name: str) -> dict[str, Any]:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False, meta: dict[str, Any] | None = None) -> bool:
+def index_analyzer(client: OpenSearch, name: str) -> Analyzer:
+    """The BM25 analyzer index ``name`` records (an index made before it was recorded: unstemmed)."""
+    return Analyzer.from_record(index_meta(client, name).get(ANALYZER_META), f"OpenSearch index {name!r}")
+
+
+def create_index(
+    client: OpenSearch,
+    name: str,
+    dim: int,
+    recreate: bool = False,
+    meta: dict[str, Any] | None = None,
+    analyzer: Analyzer | None = None,
+) -> bool:
     """Create ``name`` from the template; return False when a compatible index already exists.
 
-    A new index gets :func:`replicas_for` the cluster. An existing index is kept when its vector dimension is ``dim``; with ``recreate`` it is
-    deleted and created again. Otherwise :class:`IndexingError` explains the mismatch.
+    A new index gets :func:`replicas_for` the cluster and ``analyzer`` (default: English stemming). An existing
+    index is kept when its vector dimension is ``dim`` and its analyzer ``analyzer`` (None: whichever it has);
+    with ``recreate`` it is deleted and created again. Otherwise :class:`IndexingError` explains the mismatch.
     """
     if client.indices.exists(index=name):
         if recreate:
@@ -112,8 +134,14 @@ def create_index(client: OpenSearch, name: str, dim: int, recreate: bool = False
                     f"index {name!r} exists with {VECTOR_FIELD} dimension {existing}, but the bi-encoder gives {dim}; "
                     "recreate it (--recreate)"
                 )
+            existing_analyzer = index_analyzer(client, name)
+            if analyzer is not None and existing_analyzer != analyzer:
+                raise IndexingError(
+                    f"index {name!r} exists with BM25 stemmer {existing_analyzer.stemmer}, not {analyzer.stemmer}; "
+                    "recreate it (--recreate)"
+                )
             return False
-    client.indices.create(index=name, body=index_body(dim, meta, replicas_for(client)))
+    client.indices.create(index=name, body=index_body(dim, meta, replicas_for(client), analyzer or Analyzer()))
     return True
 
 
@@ -141,6 +169,7 @@ def index_documents(
     recreate: bool = False,
     progress: bool = True,
     vectors: np.ndarray | None = None,
+    stemmer: str | None = None,
 ) -> IndexReport:
     """Create the index if needed and bulk-load ``documents`` (``_id`` = document id) with embeddings.
 
@@ -148,7 +177,8 @@ def index_documents(
     made by the same ``encoder``, e.g. an embedded index's ``embeddings.npy``). Documents go in
     corpus order (ties in BM25 then break as in the embedded first stage). A document the
     cluster rejects is recorded in ``report.failures`` with the reason and the load goes on;
-    the index is refreshed at the end.
+    the index is refreshed at the end. ``stemmer``: the BM25 analyzer's ("english" or "none"; None: an existing
+    index's, english for a new one).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -156,7 +186,8 @@ def index_documents(
     dim = int(encoder.dim)
     if vectors is not None and vectors.shape != (len(docs), dim):
         raise IndexingError(f"precomputed vectors have shape {vectors.shape}; expected ({len(docs)}, {dim}) for these documents")
-    create_index(client, name, dim, recreate=recreate, meta=encoder_meta(encoder))
+    analyzer = Analyzer(stemmer) if stemmer is not None else None
+    create_index(client, name, dim, recreate=recreate, meta=encoder_meta(encoder), analyzer=analyzer)
     report = IndexReport(index=name, total=len(docs))
     actions = _actions(name, docs, encoder, batch_size, vectors)
     with tqdm(total=len(docs), desc=f"Indexing into {name}", unit="doc", disable=not progress) as bar:

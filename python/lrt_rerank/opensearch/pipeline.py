@@ -99,6 +99,8 @@ def node_fusion_refusal(fusion: Fusion, version: str) -> str | None:
         return None
     if fusion.uses_reranker:
         return f"it weighs the re-ranker's logit ({fusion.weights['reranker']:g}) together with the first-stage signals"
+    if fusion.function != "linear" and fusion.weighted_rrf:
+        return f"{fusion.describe()}: the node's RRF pipeline weighs its sub-queries alike (2.19's score-ranker-processor takes no weights)"
     if fusion.function != "linear":
         return f"RRF with k={fusion.rrf_k}: the node's RRF pipeline has k=60"
     if fusion.weights["prior"] > 0:

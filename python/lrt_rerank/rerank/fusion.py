@@ -10,10 +10,11 @@ For one query's first-stage candidates (in first-stage order, positions 1..n) th
   OpenSearch's normalization-processor uses, so a ``minmax`` fusion without a prior can run in the node;
   over the candidates when the pool's range is not known);
 * ``prior`` is the rank prior of :mod:`lrt_rerank.interpolation`, ``z(-log position)``;
-  ``position_k`` is the candidate's position in the order of RRF with constant ``k``
-  (``1/(k + BM25 rank) + 1/(k + dense rank)``, ranks counted in each system's top
-  :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH`); for the first stage's own ``k``
-  (:data:`~lrt_rerank.first_stage.base.RRF_K`) it is the first-stage position itself;
+  ``position_k`` is the candidate's position in the order of weighted RRF with constant ``k``
+  (``w_bm25/(k + BM25 rank) + w_dense/(k + dense rank)``, ranks counted in each system's top
+  :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH`, ``rrf_weights`` 1 and 1 unless tuned); for the
+  first stage's own ``k`` (:data:`~lrt_rerank.first_stage.base.RRF_K`) and equal weights it is the
+  first-stage position itself;
 * ``d * z(logit)`` is the re-ranker's standardised logit (only a fusion fitted with a re-ranker has ``d > 0``).
 
 ``function: "rrf"`` is the case ``a = b = 0, c = 1``: the order of RRF with constant ``k``.
@@ -26,7 +27,7 @@ stage), so the function means the same for the embedded and the OpenSearch first
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,8 @@ FUNCTIONS = ("rrf", "linear")
 Normalisation = Literal["zscore", "minmax"]
 NORMALISATIONS: tuple[Normalisation, ...] = ("zscore", "minmax")
 WEIGHTS = ("bm25", "dense", "prior", "reranker")
+RRF_SIGNALS = ("bm25", "dense")
+"""The ranked signals RRF fuses, each with its weight in ``rrf_weights``."""
 
 Array = npt.NDArray[np.float64]
 
@@ -65,13 +68,20 @@ def minmax(values: Sequence[float] | Array) -> Array:
     return (x - x.min()) / (x.max() - x.min() + 1e-9) if x.size else x
 
 
-def normalise(values: Array, how: Normalisation, pool: tuple[float, float] | None = None) -> Array:
-    """``zscore`` over ``values``; ``minmax`` over the pool's (lowest, highest) when given, else over ``values``."""
+def normalise(
+    values: Array, how: Normalisation, pool: tuple[float, float] | None = None, retrieved: npt.NDArray[np.bool_] | None = None
+) -> Array:
+    """``zscore`` over ``values``; ``minmax`` over the pool's (lowest, highest) when given, else over ``values``.
+
+    A pool whose scores are all one value (a single match) gives, as OpenSearch's ``min_max`` does, 1 to the
+    candidates it ``retrieved`` and 0 to the others."""
     if how == "zscore":
         return zscore(values)
     if pool is None:
         return minmax(values)
     low, high = pool
+    if high == low:
+        return np.asarray(retrieved, dtype=np.float64) if retrieved is not None else np.zeros(len(values))
     return (np.asarray(values, dtype=np.float64) - low) / (high - low + 1e-9)
 
 
@@ -99,11 +109,12 @@ class Signals:
             self.bm25[:n], self.dense[:n], self.bm25_rank[:n], self.dense_rank[:n], self.bm25_range, self.dense_range
         )
 
-    def rrf_positions(self, k: int) -> npt.NDArray[np.int64]:
-        """Each candidate's 0-based position in the order of RRF with constant ``k`` (ties: first-stage order)."""
+    def rrf_positions(self, k: int, weights: Sequence[float] = (1.0, 1.0)) -> npt.NDArray[np.int64]:
+        """Each candidate's 0-based position in the order of RRF with constant ``k`` and a weight per
+        signal (BM25, dense) (ties: first-stage order)."""
         score = np.zeros(len(self))
-        for ranks in (self.bm25_rank, self.dense_rank):
-            score += np.where(ranks > 0, 1.0 / (k + np.maximum(ranks, 1)), 0.0)
+        for weight, ranks in zip(weights, (self.bm25_rank, self.dense_rank), strict=True):
+            score += np.where(ranks > 0, weight / (k + np.maximum(ranks, 1)), 0.0)
         order = np.argsort(-score, kind="stable")
         positions = np.empty(len(self), dtype=np.int64)
         positions[order] = np.arange(len(self))
@@ -135,15 +146,23 @@ def first_stage_features(first_stage: FirstStage, query: str, ids: Sequence[str]
     return np.vstack([zscore(signals.bm25), zscore(signals.dense)]) if ids else np.zeros((2, 0))
 
 
-def terms(signals: Signals, logits: Sequence[float] | Array | None, normalisation: Normalisation, rrf_k: int) -> Array:
-    """``[4, n]``: the terms the weights multiply: prior(position_k), N(BM25), N(dense), z(logit) (0 without logits)."""
+def terms(
+    signals: Signals,
+    logits: Sequence[float] | Array | None,
+    normalisation: Normalisation,
+    rrf_k: int,
+    rrf_weights: Sequence[float] = (1.0, 1.0),
+) -> Array:
+    """``[4, n]``: the terms the weights multiply: prior(position_k), N(BM25), N(dense), z(logit) (0 without
+    logits); ``rrf_weights`` weigh BM25 and dense in the prior's RRF order."""
     n = len(signals)
-    positions = np.arange(n) if rrf_k == RRF_K else signals.rrf_positions(rrf_k)
+    first_stage_order = rrf_k == RRF_K and len(set(rrf_weights)) == 1
+    positions = np.arange(n) if first_stage_order else signals.rrf_positions(rrf_k, rrf_weights)
     out = np.zeros((4, n))
     if n:
         out[0] = rank_prior(n)[positions]
-        out[1] = normalise(signals.bm25, normalisation, signals.bm25_range)
-        out[2] = normalise(signals.dense, normalisation, signals.dense_range)
+        out[1] = normalise(signals.bm25, normalisation, signals.bm25_range, signals.bm25_rank > 0)
+        out[2] = normalise(signals.dense, normalisation, signals.dense_range, signals.dense_rank > 0)
         if logits is not None:
             out[3] = zscore(logits)
     return out
@@ -152,7 +171,8 @@ def terms(signals: Signals, logits: Sequence[float] | Array | None, normalisatio
 @dataclass(frozen=True)
 class Fusion:
     """A ranking function (module docstring): ``weights`` a, b, c, d by name, ``normalisation`` of the
-    scores, ``rrf_k`` of the prior's order; ``fitted_on`` and ``figures`` record where it came from."""
+    scores, ``rrf_k`` and ``rrf_weights`` (by signal, :data:`RRF_SIGNALS`) of the prior's order;
+    ``fitted_on`` and ``figures`` record where it came from."""
 
     function: Literal["rrf", "linear"] = "rrf"
     weights: Mapping[str, float] = field(default_factory=lambda: {"bm25": 0.0, "dense": 0.0, "prior": 1.0, "reranker": 0.0})
@@ -162,6 +182,17 @@ class Fusion:
     figures: Mapping[str, Any] = field(default_factory=dict, compare=False)
     source: str = field(default="the fusion", compare=False)
     """Where it was read from (named in errors); not written."""
+    rrf_weights: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(RRF_SIGNALS, 1.0))
+
+    @property
+    def rrf_weight_vector(self) -> tuple[float, ...]:
+        """``rrf_weights`` in the order of :data:`RRF_SIGNALS`."""
+        return tuple(float(self.rrf_weights[name]) for name in RRF_SIGNALS)
+
+    @property
+    def weighted_rrf(self) -> bool:
+        """The prior's RRF weighs its signals unequally (equal weights give plain RRF's order)."""
+        return len(set(self.rrf_weight_vector)) > 1
 
     @property
     def uses_reranker(self) -> bool:
@@ -170,7 +201,7 @@ class Fusion:
     @property
     def is_first_stage_order(self) -> bool:
         """RRF with the first stage's own ``k`` and nothing else: the order the first stage already gives."""
-        return self.function == "rrf" and self.rrf_k == RRF_K and not self.uses_reranker
+        return self.function == "rrf" and self.rrf_k == RRF_K and not self.weighted_rrf and not self.uses_reranker
 
     def vector(self) -> Array:
         """The weights in the order of :func:`terms`' rows."""
@@ -180,15 +211,18 @@ class Fusion:
         """The fused score of each candidate (higher is better), in the candidates' order."""
         if self.uses_reranker and (logits is None or len(logits) != len(signals)):
             raise ValueError(f"this fusion weighs a re-ranker's logit ({self.weights['reranker']:g}) and needs {len(signals)} logits")
-        return self.vector() @ terms(signals, logits, self.normalisation, self.rrf_k)
+        return self.vector() @ terms(signals, logits, self.normalisation, self.rrf_k, self.rrf_weight_vector)
 
     def describe(self) -> str:
         """One line, e.g. ``linear (zscore): 1 BM25 + 0.5 dense + 1 prior`` or ``RRF k=60``."""
+        weighted = (
+            " weighted " + " : ".join(f"{self.rrf_weights[k]:g} {k}" for k in RRF_SIGNALS) if self.weighted_rrf else ""
+        )
         if self.function == "rrf" and not self.uses_reranker:
-            return f"RRF k={self.rrf_k}"
+            return f"RRF k={self.rrf_k}{weighted}"
         names = {"bm25": "BM25", "dense": "dense", "prior": "prior", "reranker": "z(logit)"}
         terms = " + ".join(f"{self.weights[k]:g} {names[k]}" for k in WEIGHTS if self.weights[k])
-        prior = f", prior of RRF k={self.rrf_k}" if self.rrf_k != RRF_K else ""
+        prior = f", prior of RRF k={self.rrf_k}{weighted}" if self.rrf_k != RRF_K or weighted else ""
         return f"{self.function} ({self.normalisation}{prior}): {terms}"
 
     def to_json(self) -> dict[str, Any]:
@@ -199,6 +233,7 @@ class Fusion:
             "weights": {k: float(self.weights[k]) for k in WEIGHTS},
             "normalisation": self.normalisation,
             "rrf_k": self.rrf_k,
+            "rrf_weights": {k: float(self.rrf_weights[k]) for k in RRF_SIGNALS},
             "fitted_on": dict(self.fitted_on),
             "figures": dict(self.figures),
         }
@@ -237,18 +272,7 @@ def parse_fusion(record: object, source: str = "fusion.json") -> Fusion:
     function = record.get("function")
     if function not in FUNCTIONS:
         raise fail("function", f"must be one of {', '.join(FUNCTIONS)}, got {function!r}")
-    weights = record.get("weights")
-    if not isinstance(weights, dict):
-        raise fail("weights", "must be an object with " + ", ".join(WEIGHTS))
-    unknown = sorted(set(weights) - set(WEIGHTS))
-    if unknown:
-        raise fail(f"weights.{unknown[0]}", f"is not a weight (expected {', '.join(WEIGHTS)})")
-    values: dict[str, float] = {}
-    for name in WEIGHTS:
-        value = weights.get(name, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-            raise fail(f"weights.{name}", f"must be a finite number >= 0, got {value!r}")
-        values[name] = float(value)
+    values = _number_map(record.get("weights"), "weights", WEIGHTS, "a weight", 0.0, fail)
     if sum(values.values()) <= 0:
         raise fail("weights", "are all 0: the function would rank nothing")
     if function == "rrf" and (values["bm25"] or values["dense"]):
@@ -262,4 +286,39 @@ def parse_fusion(record: object, source: str = "fusion.json") -> Fusion:
     for name in ("fitted_on", "figures"):
         if not isinstance(record.get(name, {}), dict):
             raise fail(name, "must be an object")
-    return Fusion(function, values, normalisation, rrf_k, record.get("fitted_on", {}), record.get("figures", {}), source)
+    # Absent from a fusion.json written before weighted RRF: equal weights.
+    rrf_weights = record.get("rrf_weights", dict.fromkeys(RRF_SIGNALS, 1.0))
+    signal_weights = _number_map(rrf_weights, "rrf_weights", RRF_SIGNALS, "a ranked signal", 1.0, fail, positive=True)
+    return Fusion(
+        function, values, normalisation, rrf_k, record.get("fitted_on", {}), record.get("figures", {}), source, signal_weights
+    )
+
+
+def _number_map(
+    value: object,
+    field_name: str,
+    names: Sequence[str],
+    what: str,
+    default: float,
+    fail: Callable[[str, str], FusionFormatError],
+    positive: bool = False,
+) -> dict[str, float]:
+    """A JSON object of finite numbers >= 0 (> 0 with ``positive``) keyed by ``names`` (absent: ``default``)."""
+    if not isinstance(value, dict):
+        raise fail(field_name, "must be an object with " + ", ".join(names))
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise fail(f"{field_name}.{unknown[0]}", f"is not {what} (expected {', '.join(names)})")
+    out: dict[str, float] = {}
+    for name in names:
+        number = value.get(name, default)
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not np.isfinite(number)
+            or number < 0
+            or (positive and number == 0)
+        ):
+            raise fail(f"{field_name}.{name}", f"must be a finite number {'>' if positive else '>='} 0, got {number!r}")
+        out[name] = float(number)
+    return out

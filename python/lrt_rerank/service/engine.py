@@ -186,10 +186,10 @@ def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fus
             raise HTTPException(
                 status_code=422, detail=f"first_stage_scores.{name}: {len(values)} values for {documents} documents"
             )
-    if fusion.rrf_k != RRF_K and (scores.bm25_rank is None or scores.dense_rank is None):
+    if (fusion.rrf_k != RRF_K or fusion.weighted_rrf) and (scores.bm25_rank is None or scores.dense_rank is None):
         raise HTTPException(
             status_code=422,
-            detail=f"first_stage_scores.bm25_rank and .dense_rank: the served fusion's prior is RRF k={fusion.rrf_k}, "
+            detail=f"first_stage_scores.bm25_rank and .dense_rank: the served fusion's prior is {fusion.describe()}, "
             "which needs each document's BM25 and dense ranks",
         )
     for name, pool in (("bm25_range", scores.bm25_range), ("dense_range", scores.dense_range)):
