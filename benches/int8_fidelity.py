@@ -42,7 +42,10 @@ from int8_variants import (  # noqa: E402
 from lrt_rerank import CrossEncoder  # noqa: E402
 from lrt_rerank.datasets import load_dataset  # noqa: E402
 from lrt_rerank.evaluate import reciprocal_rank  # noqa: E402
+from lrt_rerank.models.calibration_pairs import calibration_pairs  # noqa: E402
 from lrt_rerank.models.importers import import_snapshot  # noqa: E402
+from lrt_rerank.models.importers.build import unfused_graph  # noqa: E402
+from lrt_rerank.models.static_int8 import quantize_static_dir  # noqa: E402
 from lrt_rerank.models.quantize import quantize_model_dir  # noqa: E402
 from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256  # noqa: E402
 from lrt_rerank.models.resolve import default_model_dir
@@ -70,6 +73,20 @@ def build_variants(work: Path) -> dict[str, Path]:
         out = work / f"v{i}"
         if not (out / CARD).is_file():
             quantize_model_dir(fp32, out, **options)
+        dirs[name] = out
+    calibrate = f"{sys.modules['int8_variants'].DATA / 'nfcorpus'}:train"
+    static = work / "static"
+    if not (static / CARD).is_file():  # what `models import --int8 static --calibrate nfcorpus:train` writes
+        import_snapshot(snapshot, static, kind="cross-encoder", max_length=MAX_LENGTH, int8="static", calibrate=calibrate)
+    dirs["int8 static (QOperator, MinMax)"] = static
+    unfused = work / "unfused.onnx"
+    if not unfused.is_file():
+        unfused_graph(snapshot, unfused)
+    for i, (name, options) in enumerate({"int8 static (QDQ, MinMax)": {"quant_format": "qdq"},
+                                         "int8 static (QOperator, Percentile 99.99)": {"method": "percentile"}}.items()):  # fmt: skip
+        out = work / f"s{i}"
+        if not (out / CARD).is_file():
+            quantize_static_dir(fp32, out, calibration_pairs(calibrate), graph=unfused, **options)
         dirs[name] = out
     broken = {"broken: 2-bit weights": lambda out: two_bit_weights(fp32, out),
               "broken: weight scales x10": lambda out: scaled_weight_scales(dirs[DEFAULT], out)}  # fmt: skip

@@ -77,8 +77,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_static_int8_import_keeps_the_fp32_order_and_records_calibration(snapshot, tmp_path: Path) -> None:
     """``--int8 static --calibrate nfcorpus:train``: the card names the set and scheme and carries the measured
     fidelity; the engine's scores keep transformers' FP32 order per query within test_import.py's bounds."""
-    import torch
-    from int8_variants import fidelity, nfcorpus_candidates
+    from int8_variants import fidelity, nfcorpus_candidates, transformers_scores
 
     path, model, tokenizer = snapshot
     out = tmp_path / "static"
@@ -97,12 +96,7 @@ def test_static_int8_import_keeps_the_fp32_order_and_records_calibration(snapsho
     assert ops.count("QLinearMatMul") == 6 * 7 and ops.count("MatMul") + ops.count("Gemm") == 6 + 2, ops
 
     candidates = nfcorpus_candidates("dev", 4, 30)
-    reference = []
-    for _, query, _, passages in candidates:
-        enc = tokenizer([query] * len(passages), passages, truncation="only_second", max_length=LENGTH,
-                        padding=True, return_tensors="pt")  # fmt: skip
-        with torch.no_grad():
-            reference.append(model(**enc).logits[:, 0].numpy())
+    reference = transformers_scores(model, tokenizer, candidates, LENGTH)
     engine = CrossEncoder.load(out, max_length=LENGTH)
     low, mean = fidelity(reference, [engine.score(query, passages) for _, query, _, passages in candidates])
     assert low >= MIN_SPEARMAN and mean >= MEAN_SPEARMAN, (low, mean)

@@ -181,6 +181,15 @@ def _build(
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
+def unfused_graph(src: Path, out: Path) -> Path:
+    """Write the cross-encoder snapshot ``src``'s FP32 graph as static INT8 starts from it (constant-folded,
+    before the transformer optimizer's fusions) to ``out``."""
+    snap = open_snapshot(src, "cross-encoder")
+    with tempfile.TemporaryDirectory(prefix=".unfused-", dir=out.parent) as tmp:
+        _graph(snap, Path(tmp) / MODEL, None)
+        return basic_optimized(Path(tmp) / MODEL, out)
+
+
 def _scheme(int8: bool | str, calibrate: str | None) -> str | None:
     """``int8`` as a scheme name (True: the default scheme), checked with ``calibrate`` before any work."""
     from lrt_rerank.models.quantize import DEFAULT_SCHEME, SCHEMES
