@@ -143,8 +143,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
     if args.scheme == "dynamic":
         if args.calibrate is not None:
-            print("lrt-rerank models quantize: error: --calibrate applies to --scheme static only", file=sys.stderr)
-            return 2
+            raise ValueError("--calibrate applies to --scheme static only")
         out = quantize_model_dir(
             args.src, args.dst, per_channel=not args.per_tensor, keep_fp32=args.keep_fp32, reduce_range=args.reduce_range
         )
@@ -156,13 +155,8 @@ def _quantize(args: argparse.Namespace) -> int:
     dynamic_only = {"--per-tensor": args.per_tensor, "--keep-fp32": args.keep_fp32 != "none", "--reduce-range": args.reduce_range}
     if any(dynamic_only.values()):
         flags = ", ".join(flag for flag, given in dynamic_only.items() if given)
-        print(f"lrt-rerank models quantize: error: {flags} apply to --scheme dynamic only", file=sys.stderr)
-        return 2
-    try:
-        print(quantize_static_dir(args.src, args.dst, calibration_pairs(args.calibrate)))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"lrt-rerank models quantize: error: {exc}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{flags}: dynamic INT8 options (--scheme dynamic)")
+    print(quantize_static_dir(args.src, args.dst, calibration_pairs(args.calibrate)))
     return 0
 
 
@@ -182,9 +176,6 @@ def _import(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         print(f"lrt-rerank models import: error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # a bad option or --calibrate dataset (DatasetError), named in the message
-        print(f"lrt-rerank models import: error: {exc}", file=sys.stderr)
-        return 2
     print(out)
     return 0
 
