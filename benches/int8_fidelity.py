@@ -82,12 +82,10 @@ def build_variants(work: Path) -> dict[str, Path]:
     unfused = work / "unfused.onnx"
     if not unfused.is_file():
         unfused_graph(snapshot, unfused)
-    for i, (name, options) in enumerate({"int8 static (QDQ, MinMax)": {"quant_format": "qdq"},
-                                         "int8 static (QOperator, Percentile 99.99)": {"method": "percentile"}}.items()):  # fmt: skip
-        out = work / f"s{i}"
-        if not (out / CARD).is_file():
-            quantize_static_dir(fp32, out, calibration_pairs(calibrate), graph=unfused, **options)
-        dirs[name] = out
+    qdq = work / "s0"
+    if not (qdq / CARD).is_file():
+        quantize_static_dir(fp32, qdq, calibration_pairs(calibrate), graph=unfused, quant_format="qdq")
+    dirs["int8 static (QDQ, MinMax)"] = qdq
     broken = {"broken: 2-bit weights": lambda out: two_bit_weights(fp32, out),
               "broken: weight scales x10": lambda out: scaled_weight_scales(dirs[DEFAULT], out)}  # fmt: skip
     for i, (name, make) in enumerate(broken.items()):

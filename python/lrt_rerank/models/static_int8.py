@@ -15,6 +15,7 @@ directory's on the calibration set's held-out lists, both run by ONNX Runtime's 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 Format = Literal["qoperator", "qdq"]
-Method = Literal["minmax", "percentile", "entropy"]
 BATCH = 16
 
 
@@ -93,7 +93,6 @@ def quantize_static_dir(
     calibration: CalibrationSet,
     graph: Path | None = None,
     quant_format: Format = "qoperator",
-    method: Method = "minmax",
 ) -> Path:
     """Write ``dst``: the FP32 directory ``src`` (or its unfused ``graph``) with calibrated static INT8."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -112,25 +111,32 @@ def quantize_static_dir(
 
     dst.mkdir(parents=True, exist_ok=True)
     excluded = [*fp32_nodes(model.graph, "head"), *down_projections(model.graph)]
-    quantize_static(
-        str(graph),
-        str(dst / MODEL),
-        Reader(),
-        quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                          "entropy": CalibrationMethod.Entropy}[method],  # fmt: skip
-        nodes_to_exclude=excluded,
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer advises "pre-processing" on the root logger, once per call
+    try:
+        quantize_static(
+            str(graph),
+            str(dst / MODEL),
+            Reader(),
+            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            # MinMax: Percentile (99.99) kept less of the FP32 order, and it and Entropy hold every calibration
+            # activation in memory (over 17 GB for 256 pairs at 256 tokens); see benches/RESULTS.md
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded,
+        )
+    finally:
+        root.setLevel(level)
     quantization = {
         "method": "onnxruntime.quantization.quantize_static",
         "scheme": "static",
         "format": quant_format,
         "weights": "int8, per channel",
-        "activations": f"uint8, static ({method} calibration)",
+        "activations": "uint8, static (MinMax calibration)",
         "quantized": "the MatMuls of the unfused graph, attention's included",
         "fp32": {"keep": "head and feed-forward down projections", "nodes": excluded},
         "calibration": calibration.card(),
