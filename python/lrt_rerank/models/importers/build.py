@@ -171,6 +171,8 @@ def _build(
     card = _card(snap, digests, out, length, prompt)
     card["provenance"]["converter"], card["parameters"] = _graph(snap, tmp / MODEL, prompt)
     if unfused is not None:
+        if (tmp / onnx_files.MODEL_DATA).is_file():
+            raise ValueError(f"{snap.root}: static INT8 of a graph over 2 GB (external data) is not supported; use --int8 dynamic")
         basic_optimized(tmp / MODEL, unfused)
     card["optimization"], figures = optimize_in_place(tmp / MODEL, snap.config, length)
     card["sha256"] = model_sha256(tmp)
@@ -276,7 +278,10 @@ def import_snapshot(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists (remove it, or choose another --out)")
     if is_colbert_snapshot(src):
-        given = {"--kind": kind, "--int8": int8 or None, "--calibrate": calibrate, "--max-length": max_length, "--template": template, "--instruction": instruction}
+        given = {
+            "--kind": kind, "--int8": int8 or None, "--calibrate": calibrate, "--max-length": max_length,
+            "--template": template, "--instruction": instruction,
+        }  # fmt: skip
         flags = [flag for flag, value in given.items() if value is not None]
         if flags:
             raise ValueError(
