@@ -128,3 +128,12 @@ def test_static_quantize_of_a_fused_directory_says_why_not(snapshot, tmp_path: P
     assert _cli("models", "import", str(snapshot[0]), "--out", str(fused), "--max-length", "32").returncode == 0
     done = _cli("models", "quantize", str(fused), str(tmp_path / "int8"), "--scheme", "static")
     assert done.returncode == 1 and "unfused graph" in done.stderr and str(fused / MODEL) in done.stderr, done.stderr
+    for extra, named in ((["--scheme", "static", "--per-tensor"], "--per-tensor: dynamic INT8 options"),
+                         (["--calibrate", str(NFCORPUS)], "--calibrate applies to --scheme static only")):  # fmt: skip
+        done = _cli("models", "quantize", str(fused), str(tmp_path / "never"), *extra)
+        assert done.returncode == 1 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "never").exists()
+    # the dynamic scheme, as before
+    done = _cli("models", "quantize", str(fused), str(tmp_path / "dynamic"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "dynamic" / CARD).read_text(encoding="utf-8"))["quantization"]["activations"] == "uint8, dynamic"
