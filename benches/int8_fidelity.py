@@ -1,7 +1,9 @@
 """INT8 fidelity of the imported MiniLM cross-encoder (and the shipped LRT), per quantization variant.
 
 For each variant of the same FP32 graph (``lrt-rerank models import`` of the seeded MiniLM
-cross-encoder of tests/int8_variants.py), on NFCorpus BM25 top-``depth`` lists at 256 tokens:
+cross-encoder of tests/int8_variants.py; dynamic INT8 variants, and static INT8 calibrated on 256 NFCorpus
+train pairs as ``models import --int8 static --calibrate nfcorpus:train`` writes it, in QOperator and QDQ
+format), on NFCorpus BM25 top-``depth`` lists at 256 tokens:
   * per-query Spearman correlation of the engine's scores with the engine's FP32 scores (min, mean);
   * MRR@10 of the variant's order alone against FP32's (the head is random: only the change means something);
   * p50 milliseconds per query, the paired median time ratio against the default INT8 variant, and
