@@ -1,7 +1,9 @@
 """INT8 fidelity of the imported MiniLM cross-encoder (and the shipped LRT), per quantization variant.
 
 For each variant of the same FP32 graph (``lrt-rerank models import`` of the seeded MiniLM
-cross-encoder of tests/int8_variants.py), on NFCorpus BM25 top-``depth`` lists at 256 tokens:
+cross-encoder of tests/int8_variants.py; dynamic INT8 variants, and static INT8 calibrated on 256 NFCorpus
+train pairs as ``models import --int8 static --calibrate nfcorpus:train`` writes it, in QOperator and QDQ
+format), on NFCorpus BM25 top-``depth`` lists at 256 tokens:
   * per-query Spearman correlation of the engine's scores with the engine's FP32 scores (min, mean);
   * MRR@10 of the variant's order alone against FP32's (the head is random: only the change means something);
   * p50 milliseconds per query, the paired median time ratio against the default INT8 variant, and
@@ -42,7 +44,10 @@ from int8_variants import (  # noqa: E402
 from lrt_rerank import CrossEncoder  # noqa: E402
 from lrt_rerank.datasets import load_dataset  # noqa: E402
 from lrt_rerank.evaluate import reciprocal_rank  # noqa: E402
+from lrt_rerank.models.calibration_pairs import calibration_pairs  # noqa: E402
 from lrt_rerank.models.importers import import_snapshot  # noqa: E402
+from lrt_rerank.models.importers.build import unfused_graph  # noqa: E402
+from lrt_rerank.models.static_int8 import quantize_static_dir  # noqa: E402
 from lrt_rerank.models.quantize import quantize_model_dir  # noqa: E402
 from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, file_sha256  # noqa: E402
 from lrt_rerank.models.resolve import default_model_dir
@@ -71,6 +76,18 @@ def build_variants(work: Path) -> dict[str, Path]:
         if not (out / CARD).is_file():
             quantize_model_dir(fp32, out, **options)
         dirs[name] = out
+    calibrate = f"{sys.modules['int8_variants'].DATA / 'nfcorpus'}:train"
+    static = work / "static"
+    if not (static / CARD).is_file():  # what `models import --int8 static --calibrate nfcorpus:train` writes
+        import_snapshot(snapshot, static, kind="cross-encoder", max_length=MAX_LENGTH, int8="static", calibrate=calibrate)
+    dirs["int8 static (QOperator, MinMax)"] = static
+    unfused = work / "unfused.onnx"
+    if not unfused.is_file():
+        unfused_graph(snapshot, unfused)
+    qdq = work / "s0"
+    if not (qdq / CARD).is_file():
+        quantize_static_dir(fp32, qdq, calibration_pairs(calibrate), graph=unfused, quant_format="qdq")
+    dirs["int8 static (QDQ, MinMax)"] = qdq
     broken = {"broken: 2-bit weights": lambda out: two_bit_weights(fp32, out),
               "broken: weight scales x10": lambda out: scaled_weight_scales(dirs[DEFAULT], out)}  # fmt: skip
     for i, (name, make) in enumerate(broken.items()):

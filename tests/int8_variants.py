@@ -61,6 +61,19 @@ def nfcorpus_candidates(split: str, queries: int, depth: int) -> Candidates:
     return out
 
 
+def transformers_scores(model, tokenizer, candidates: Candidates, max_length: int) -> list[np.ndarray]:
+    """transformers' FP32 logits (first label) of each candidate list, pairs truncated as the engine truncates them."""
+    import torch
+
+    out = []
+    for _, query, _, passages in candidates:
+        enc = tokenizer([query] * len(passages), passages, truncation="only_second", max_length=max_length,
+                        padding=True, return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            out.append(model(**enc).logits[:, 0].numpy())
+    return out
+
+
 def spearman(reference: np.ndarray, scores: np.ndarray) -> float:
     return float(spearmanr(np.asarray(reference, dtype=np.float64), np.asarray(scores, dtype=np.float64)).statistic)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lrt_rerank.commands.pipeline import add_dense_model_arg, add_stemmer_arg
 from lrt_rerank.models.prompts import TEMPLATES
-from lrt_rerank.models.quantize import KEEP_FP32
+from lrt_rerank.models.quantize import DEFAULT_SCHEME, KEEP_FP32, SCHEMES
 from lrt_rerank.models.resolve import default_model_dir
 from lrt_rerank.models.store import CARD, KINDS, ModelCard
 
@@ -30,9 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--kind", choices=KINDS, required=True)
     d.set_defaults(func=_default)
 
-    q = msub.add_parser("quantize", help="dynamic INT8 quantization of a model directory")
+    q = msub.add_parser("quantize", help="INT8 quantization of a model directory (dynamic, or static with calibration)")
     q.add_argument("src", type=Path)
     q.add_argument("dst", type=Path)
+    q.add_argument(
+        "--scheme",
+        choices=SCHEMES,
+        default="dynamic",
+        help="dynamic (default) or static: calibrated activation ranges (needs an unfused cross-encoder graph)",
+    )
+    _add_calibrate_arg(q)
     q.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
     q.add_argument(
         "--keep-fp32",
@@ -62,7 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("src", type=Path, help="snapshot folder")
     i.add_argument("--out", type=Path, required=True, help="output model directory (must not exist)")
     i.add_argument("--kind", choices=KINDS, help="default: cross-encoder for *ForSequenceClassification, else bi-encoder")
-    i.add_argument("--int8", action="store_true", help="write the dynamic INT8 model (per channel) instead of FP32")
+    i.add_argument(
+        "--int8",
+        nargs="?",
+        const=DEFAULT_SCHEME,
+        choices=SCHEMES,
+        help=f"write the INT8 model instead of FP32: dynamic, or static (calibrated; cross-encoders); "
+        f"without a value: {DEFAULT_SCHEME}",
+    )
+    _add_calibrate_arg(i)
     i.add_argument("--max-length", type=int, help="card max_length (default: min(positions, 512)); a template's: the whole prompt")
     i.add_argument(
         "--template",
@@ -102,6 +117,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_calibrate)
 
 
+def _add_calibrate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibrate",
+        metavar="DATASET[:SPLIT]",
+        help="static INT8: calibrate on this BEIR folder's queries paired with their judged passages (split default: "
+        "dev; default: the bundled NFCorpus corpus)",
+    )
+
+
 def _build(args: argparse.Namespace) -> int:
     from lrt_rerank.models.minilm import build_minilm_model
 
@@ -118,11 +142,22 @@ def _default(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from lrt_rerank.models.quantize import quantize_model_dir
 
-    print(
-        quantize_model_dir(
+    if args.scheme == "dynamic":
+        if args.calibrate is not None:
+            raise ValueError("--calibrate applies to --scheme static only")
+        out = quantize_model_dir(
             args.src, args.dst, per_channel=not args.per_tensor, keep_fp32=args.keep_fp32, reduce_range=args.reduce_range
         )
-    )
+        print(out)
+        return 0
+    from lrt_rerank.models.calibration_pairs import calibration_pairs
+    from lrt_rerank.models.static_int8 import quantize_static_dir
+
+    dynamic_only = {"--per-tensor": args.per_tensor, "--keep-fp32": args.keep_fp32 != "none", "--reduce-range": args.reduce_range}
+    if any(dynamic_only.values()):
+        flags = ", ".join(flag for flag, given in dynamic_only.items() if given)
+        raise ValueError(f"{flags}: dynamic INT8 options (--scheme dynamic)")
+    print(quantize_static_dir(args.src, args.dst, calibration_pairs(args.calibrate)))
     return 0
 
 
@@ -136,8 +171,8 @@ def _import(args: argparse.Namespace) -> int:
 
     try:
         out = import_snapshot(
-            args.src, args.out, kind=args.kind, int8=args.int8, max_length=args.max_length,
-            template=args.template, instruction=args.instruction,
+            args.src, args.out, kind=args.kind, int8=args.int8 or False, max_length=args.max_length,
+            template=args.template, instruction=args.instruction, calibrate=args.calibrate,
         )
     except FileExistsError as exc:
         print(f"lrt-rerank models import: error: {exc}", file=sys.stderr)

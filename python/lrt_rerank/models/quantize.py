@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lrt_rerank.models.store import CARD, MODEL, MODEL_DATA, TOKENIZER, ModelCard, model_sha256
 
 if TYPE_CHECKING:
     import onnx
 
+#: INT8 schemes: "dynamic" (this module) and "static", calibrated (:mod:`lrt_rerank.models.static_int8`).
+SCHEMES = ("dynamic", "static")
+#: What ``--int8`` without a value means: the scheme that measured faster at equal fidelity (benches/RESULTS.md).
+DEFAULT_SCHEME = "dynamic"
 KeepFp32 = Literal["none", "head", "head+edges"]
 KEEP_FP32: tuple[KeepFp32, ...] = ("none", "head", "head+edges")
 GEMMS = ("MatMul", "Gemm", "Attention")
@@ -60,7 +64,7 @@ def quantize_model_dir(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    card = ModelCard.read(src)
+    ModelCard.read(src)  # a directory without a valid card fails here, before any work
     if not (src / MODEL).is_file():
         raise FileNotFoundError(f"{src / MODEL}: model file not found")
     dst.mkdir(parents=True, exist_ok=True)
@@ -84,21 +88,30 @@ def quantize_model_dir(
         from lrt_rerank.models.onnx_files import consolidate
 
         consolidate(dst / MODEL)
-    shutil.copyfile(src / TOKENIZER, dst / TOKENIZER)
-    data = dict(card.data)
-    data["name"] = dst.name
-    data["sha256"] = model_sha256(dst)
-    # the INT8 graph may fit one file where the FP32 one needed external data
-    data.pop("external_data", None)
-    if (dst / MODEL_DATA).is_file():
-        data["external_data"] = MODEL_DATA
-    data["quantization"] = {
+    quantization = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weights": ("int8, per channel" if per_channel else "int8, per tensor") + (", 7-bit range" if reduce_range else ""),
         "activations": "uint8, dynamic",
         "source_sha256": model_sha256(src),
     }
     if excluded:
-        data["quantization"]["fp32"] = {"keep": keep_fp32, "nodes": excluded}
+        quantization["fp32"] = {"keep": keep_fp32, "nodes": excluded}
+    return write_quantized_card(src, dst, quantization)
+
+
+def write_quantized_card(src: Path, dst: Path, quantization: dict[str, Any], **measured: Any) -> Path:
+    """Finish ``dst`` (its model.onnx written): ``src``'s tokenizer, and ``src``'s card with ``quantization``
+    and the ``measured`` figures added."""
+    shutil.copyfile(src / TOKENIZER, dst / TOKENIZER)
+    data = dict(ModelCard.read(src).data)
+    data["name"] = dst.name
+    data["sha256"] = model_sha256(dst)
+    # the INT8 graph may fit one file where the FP32 one needed external data
+    data.pop("external_data", None)
+    if (dst / MODEL_DATA).is_file():
+        data["external_data"] = MODEL_DATA
+    data["quantization"] = quantization
+    if measured:
+        data["measured"] = {**data.get("measured", {}), **measured}
     (dst / CARD).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return dst

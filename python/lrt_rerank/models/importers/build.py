@@ -2,9 +2,10 @@
 
 Weights are converted by :mod:`lrt_rerank.models.convert` (no torch for safetensors); an ONNX-only
 snapshot's export is taken over (:mod:`.onnx_export`). Every FP32 graph then goes through ONNX
-Runtime's transformer optimizer (:mod:`.optimize`). With ``int8`` the directory holds the dynamic
-INT8 model (:func:`lrt_rerank.models.quantize.quantize_model_dir`); its card's ``quantization.source_sha256``
-is the FP32 graph's.
+Runtime's transformer optimizer (:mod:`.optimize`). With ``int8`` the directory holds the INT8 model:
+dynamic (:func:`lrt_rerank.models.quantize.quantize_model_dir`) or static, calibrated on (query, passage)
+pairs from the unfused graph (:func:`lrt_rerank.models.static_int8.quantize_static_dir`); its card's
+``quantization.source_sha256`` is the FP32 graph's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lrt_rerank.models.importers.colbert import import_colbert, imported_colbert
 from lrt_rerank.models.importers.metadata import read_activation, read_license
 from lrt_rerank.models.importers.onnx_export import adapt_onnx_export
 from lrt_rerank.models import onnx_files
-from lrt_rerank.models.importers.optimize import optimize_in_place
+from lrt_rerank.models.importers.optimize import basic_optimized, optimize_in_place
 from lrt_rerank.models.importers.torch_export import HEADS as TORCH_HEADS
 from lrt_rerank.models.importers.snapshot import IMPORTER_VERSION, Snapshot, architecture, key_of, open_snapshot
 from lrt_rerank.models.importers.tokenizer import write_tokenizer
@@ -150,9 +151,16 @@ def _score(snap: Snapshot, prompt: Prompt | None) -> str | None:
 
 
 def _build(
-    snap: Snapshot, digests: dict[str, str], tmp: Path, out: Path, max_length: int | None, prompt: Prompt | None
+    snap: Snapshot,
+    digests: dict[str, str],
+    tmp: Path,
+    out: Path,
+    max_length: int | None,
+    prompt: Prompt | None,
+    unfused: Path | None = None,
 ) -> None:
-    """Write the FP32 model directory into ``tmp`` (named after ``out``)."""
+    """Write the FP32 model directory into ``tmp`` (named after ``out``), and the graph before the transformer
+    optimizer's fusions (constant-folded) to ``unfused`` when given."""
     length = _max_length(snap, max_length)
     vocab = write_tokenizer(snap.tokenizer, tmp / TOKENIZER)
     if snap.config.vocab_size < vocab:
@@ -162,6 +170,10 @@ def _build(
         )
     card = _card(snap, digests, out, length, prompt)
     card["provenance"]["converter"], card["parameters"] = _graph(snap, tmp / MODEL, prompt)
+    if unfused is not None:
+        if (tmp / onnx_files.MODEL_DATA).is_file():
+            raise ValueError(f"{snap.root}: static INT8 of a graph over 2 GB (external data) is not supported; use --int8 dynamic")
+        basic_optimized(tmp / MODEL, unfused)
     card["optimization"], figures = optimize_in_place(tmp / MODEL, snap.config, length)
     card["sha256"] = model_sha256(tmp)
     if (tmp / onnx_files.MODEL_DATA).is_file():
@@ -171,17 +183,57 @@ def _build(
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
+def unfused_graph(src: Path, out: Path) -> Path:
+    """Write the cross-encoder snapshot ``src``'s FP32 graph as static INT8 starts from it (constant-folded,
+    before the transformer optimizer's fusions) to ``out``."""
+    snap = open_snapshot(src, "cross-encoder")
+    with tempfile.TemporaryDirectory(prefix=".unfused-", dir=out.parent) as tmp:
+        _graph(snap, Path(tmp) / MODEL, None)
+        return basic_optimized(Path(tmp) / MODEL, out)
+
+
+def _scheme(int8: bool | str, calibrate: str | None) -> str | None:
+    """``int8`` as a scheme name (True: the default scheme), checked with ``calibrate`` before any work."""
+    from lrt_rerank.models.quantize import DEFAULT_SCHEME, SCHEMES
+
+    scheme = DEFAULT_SCHEME if int8 is True else (int8 or None)
+    if scheme is not None and scheme not in SCHEMES:
+        raise ValueError(f"int8 scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    if calibrate is not None and scheme != "static":
+        raise ValueError("--calibrate applies to static INT8 (--int8 static) only")
+    return scheme
+
+
 def _import(
-    snap: Snapshot, digests: dict[str, str], out: Path, int8: bool, max_length: int | None, prompt: Prompt | None = None
+    snap: Snapshot,
+    digests: dict[str, str],
+    out: Path,
+    int8: bool | str,
+    max_length: int | None,
+    prompt: Prompt | None = None,
+    calibrate: str | None = None,
 ) -> Path:
+    scheme = _scheme(int8, calibrate)
+    calibration = None
+    if scheme == "static":
+        from lrt_rerank.models.calibration_pairs import calibration_pairs
+
+        if snap.kind != "cross-encoder" or prompt is not None:
+            raise ValueError(f"{snap.root}: static INT8 is for cross-encoders scored on (query, passage) pairs; use --int8 dynamic")
+        calibration = calibration_pairs(calibrate)  # a bad --calibrate fails here, before the build
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         fp32 = work / out.name
         fp32.mkdir()
-        _build(snap, digests, fp32, out, max_length, prompt)
+        unfused = work / "unfused.onnx" if calibration is not None else None
+        _build(snap, digests, fp32, out, max_length, prompt, unfused)
         final = fp32
-        if int8:
+        if calibration is not None:
+            from lrt_rerank.models.static_int8 import quantize_static_dir
+
+            final = quantize_static_dir(fp32, work / "int8" / out.name, calibration, graph=unfused)
+        elif scheme == "dynamic":
             from lrt_rerank.models.quantize import quantize_model_dir
 
             final = quantize_model_dir(fp32, work / "int8" / out.name)
@@ -206,10 +258,11 @@ def import_snapshot(
     src: Path,
     out: Path,
     kind: str | None = None,
-    int8: bool = False,
+    int8: bool | str = False,
     max_length: int | None = None,
     template: str | None = None,
     instruction: str | None = None,
+    calibrate: str | None = None,
 ) -> Path:
     """Import the snapshot ``src`` into the model directory ``out`` (which must not exist yet).
 
@@ -217,13 +270,18 @@ def import_snapshot(
     else a bi-encoder. ``max_length`` None: min(positions, 512, sentence-transformers' max_seq_length).
     ``template`` (:mod:`lrt_rerank.models.prompts`) turns a causal LM into a re-ranker scored by its
     next-token logits of "yes" and "no"; ``instruction`` replaces the template's default one.
+    ``int8``: False (FP32), "dynamic", "static" or True (the default scheme); ``calibrate`` (``DATASET[:SPLIT]``)
+    chooses static INT8's calibration pairs (default: the bundled corpus, :mod:`lrt_rerank.models.calibration_pairs`).
     A ColBERT snapshot (PyLate's or colbert-ai's layout) becomes a late-interaction model directory
     (:mod:`.colbert`); none of the options apply to it.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists (remove it, or choose another --out)")
     if is_colbert_snapshot(src):
-        given = {"--kind": kind, "--int8": int8 or None, "--max-length": max_length, "--template": template, "--instruction": instruction}
+        given = {
+            "--kind": kind, "--int8": int8 or None, "--calibrate": calibrate, "--max-length": max_length,
+            "--template": template, "--instruction": instruction,
+        }  # fmt: skip
         flags = [flag for flag, value in given.items() if value is not None]
         if flags:
             raise ValueError(
@@ -238,7 +296,7 @@ def import_snapshot(
     if template is not None:
         prompt = make_prompt(template, instruction, architecture(snap.raw_config), snap.config_path, snap.tokenizer)
     _check_family(snap, prompt)
-    return _import(snap, snap.digests(), out, int8, max_length, prompt)
+    return _import(snap, snap.digests(), out, int8, max_length, prompt, calibrate)
 
 
 def imported_model_dir(src: Path, kind: str) -> Path:

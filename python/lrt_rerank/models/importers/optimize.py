@@ -7,7 +7,7 @@ graph is kept and the card says why.
 
 No torch: ``onnxruntime.transformers.optimizer.optimize_model(..., opt_level=1)`` imports torch for
 its ONNX Runtime step (to ask whether a GPU build is ROCm), so that step is run here directly
-(:func:`_basic_optimized`) and the optimizer is left only its Python fusion passes (``opt_level=0``):
+(:func:`basic_optimized`) and the optimizer is left only its Python fusion passes (``opt_level=0``):
 the same graph, with or without torch installed.
 
 The parity error is measured on this machine's kernels and differs from CPU to CPU in its last digits:
@@ -101,7 +101,7 @@ def _quiet_optimizer() -> Iterator[None]:
 DISABLED_ORT_OPTIMIZERS = ["ConstantSharing"]
 
 
-def _basic_optimized(model_path: Path, out: Path) -> Path:
+def basic_optimized(model_path: Path, out: Path) -> Path:
     """What ``optimize_by_onnxruntime(opt_level=1)`` writes, without its torch import: ONNX Runtime's basic
     graph optimizations (constant folding, redundant-node elimination) on the CPU provider, saved to ``out``."""
     options = ort.SessionOptions()
@@ -122,7 +122,7 @@ def fuse(model_path: Path, config: EncoderConfig) -> Any:
     from onnxruntime.transformers import optimizer
 
     with tempfile.TemporaryDirectory(prefix=".ort-basic-", dir=model_path.parent) as tmp, _quiet_optimizer():
-        basic = _basic_optimized(model_path, Path(tmp) / "basic.onnx")
+        basic = basic_optimized(model_path, Path(tmp) / "basic.onnx")
         return optimizer.optimize_model(
             str(basic), model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=0
         )
