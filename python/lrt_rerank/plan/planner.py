@@ -169,6 +169,6 @@ def _direct_checks(
         modelled = latency_percentiles(list(totals[i]))[95]
         out.append({
             "pipeline": configs[i].describe(), "modelled_p95_ms": round(modelled, 3), "direct_p95_ms": round(measured, 3),
-            "error": round((modelled - measured) / measured, 4) if measured > 0 else None,
+            "error_ms": round(modelled - measured, 3), "error": round((modelled - measured) / measured, 4) if measured > 0 else None,
         })
     return out
