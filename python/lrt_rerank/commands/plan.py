@@ -105,7 +105,7 @@ def _report(plan: Plan, args: argparse.Namespace) -> None:
         f"chosen: {plan.describe()}: MRR@10 {row['MRR@10']['mean']:.4f} (95% CI {row['MRR@10']['ci95']}, gain CI "
         f"{row['MRR@10']['gain_ci95']}), NDCG@10 {row['NDCG@10']['mean']:.4f}, p95 {row['p95_ms']:.1f} ms"
     )
-    print(f"{'adopted' if ev['adopted'] else 'kept the first stage'}: {ev['reason']}")
+    print(("adopted: " if ev["adopted"] else "") + ev["reason"])
     for check in ev["latency"]["direct_checks"]:
         print(f"latency model check: {check['pipeline']}: modelled p95 {check['modelled_p95_ms']:.1f} ms, timed whole {check['direct_p95_ms']:.1f} ms ({check['error']:+.1%})")
     print(f"written to {args.out}" + (f"; figure {args.plot}" if args.plot is not None else ""))

@@ -1,6 +1,6 @@
 """Latency of every candidate pipeline on this machine, warm, without a score cache, with the model's
-default threads (the service's): the first stage and each (model, max length, depth) scoring call are
-timed per query, interleaved, and a candidate's per-query time is modelled as their sum; a few candidates
+default threads (the service's): the first stage, then each (model, max length, depth) scoring call
+(interleaved per query) are timed, and a candidate's per-query time is modelled as their sum; a few candidates
 are also run whole through :class:`~lrt_rerank.pipeline.Pipeline` to report the model's error."""
 
 from __future__ import annotations
@@ -40,29 +40,35 @@ class Timings:
         return total
 
 
-def measure(
-    first_stage: FirstStage, queries: Sequence[JudgedQuery], rerankers: Mapping[Key, Reranker], depths: Mapping[Key, Sequence[int]],
-    progress: bool = True,
-) -> Timings:
-    """Time the first stage and every (model, max length, depth) on each query, interleaved, after a warm-up."""
+def time_first_stage(first_stage: FirstStage, queries: Sequence[JudgedQuery]) -> npt.NDArray[np.float64]:
+    """Milliseconds of the first stage's top :data:`CANDIDATES` for each query, after a warm-up."""
     if not queries:
         raise ValueError("no judged query to time")
-    warm = queries[0]
-    first_stage.search(warm.query, CANDIDATES, "rrf")
-    for reranker in rerankers.values():
-        reranker.score(warm.query, list(warm.texts[:10]))
-    first_ms = np.zeros(len(queries))
-    scoring = {key: {d: np.zeros(len(queries)) for d in depths[key]} for key in rerankers}
-    for j, query in enumerate(tqdm(queries, desc="plan: latency", disable=not progress, leave=False)):
+    first_stage.search(queries[0].query, CANDIDATES, "rrf")
+    out = np.zeros(len(queries))
+    for j, query in enumerate(queries):
         began = time.perf_counter()
         first_stage.search(query.query, CANDIDATES, "rrf")
-        first_ms[j] = (time.perf_counter() - began) * 1000.0
+        out[j] = (time.perf_counter() - began) * 1000.0
+    return out
+
+
+def measure(
+    first_stage_ms: npt.NDArray[np.float64], queries: Sequence[JudgedQuery], rerankers: Mapping[Key, Reranker],
+    depths: Mapping[Key, Sequence[int]], progress: bool = True,
+) -> Timings:
+    """Time every (model, max length, depth) on each query, interleaved, after a warm-up."""
+    warm = queries[0]
+    for reranker in rerankers.values():
+        reranker.score(warm.query, list(warm.texts[:10]))
+    scoring = {key: {d: np.zeros(len(queries)) for d in depths[key]} for key in rerankers}
+    for j, query in enumerate(tqdm(queries, desc="plan: latency", disable=not progress, leave=False)):
         for key, reranker in rerankers.items():
             for depth in depths[key]:
                 began = time.perf_counter()
                 reranker.score(query.query, list(query.texts[:depth]))
                 scoring[key][depth][j] = (time.perf_counter() - began) * 1000.0
-    return Timings(first_ms, scoring)
+    return Timings(first_stage_ms, scoring)
 
 
 def direct(first_stage: FirstStage, queries: Sequence[JudgedQuery], stages: Sequence[Stage]) -> npt.NDArray[np.float64]:

@@ -20,7 +20,7 @@ from lrt_rerank.evaluate import latency_percentiles
 from lrt_rerank.first_stage.base import FirstStage
 from lrt_rerank.plan.choice import check_budget, choose_within, default_margin
 from lrt_rerank.plan.grid import DEPTHS, Config, StageSpec, cascades, single_stage
-from lrt_rerank.plan.latency import LATENCY_QUERIES, Key, Timings, direct, measure
+from lrt_rerank.plan.latency import LATENCY_QUERIES, Key, Timings, direct, measure, time_first_stage
 from lrt_rerank.plan.models import PlanModel
 from lrt_rerank.plan.planfile import Plan
 from lrt_rerank.plan.quality import collect, mrr_of, per_query_quality, record_scores, summary
@@ -60,9 +60,10 @@ def make_plan(
     rerankers = {key: by_spec[key[0]].load(key[1]) for key in keys}
     timed_ids = [query_ids[i] for i in np.random.default_rng(SEED).permutation(len(query_ids))[:latency_queries]]
     timed = collect(dataset, first_stage, timed_ids, progress)
-    timings = measure(first_stage, timed, rerankers, dict.fromkeys(keys, DEPTHS), progress)
-    first_p95 = latency_percentiles(list(timings.first_stage_ms))[95]
-    check_budget(budget_ms, first_p95)  # before the (long) quality pass
+    first_ms = time_first_stage(first_stage, timed)
+    first_p95 = latency_percentiles(list(first_ms))[95]
+    check_budget(budget_ms, first_p95)  # before timing the models and the (long) quality pass
+    timings = measure(first_ms, timed, rerankers, dict.fromkeys(keys, DEPTHS), progress)
     if reuse is not None:
         configs, first_relevant, quality = _reused(reuse, models, keys)
         judged_ids = list(reuse.evidence.get("query_ids", []))
