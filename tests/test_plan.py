@@ -76,8 +76,8 @@ def model(spec: str, reranker: object) -> PlanModel:
 @pytest.fixture(scope="module")
 def oracle_plan() -> Plan:
     dataset, stage = synthetic(60, seed=1)
-    # 0.5 ms per passage: top 50 costs ~25 ms, top 100 ~50 ms; within 40 - 2 ms the best is the top 50
-    return make_plan(dataset, stage, [model("oracle", Oracle(0.5)), model("noise", Noise())], 40.0, margin_ms=2.0,
+    # 1 ms per passage: top 50 costs ~50 ms, top 100 ~100 ms; within 90 - 2 ms the best is the top 50
+    return make_plan(dataset, stage, [model("oracle", Oracle(1.0)), model("noise", Noise())], 90.0, margin_ms=2.0,
                      latency_queries=20, progress=False)
 
 
@@ -87,7 +87,7 @@ def test_the_planner_picks_the_known_best_within_the_budget(oracle_plan: Plan) -
     assert stages[-1].model == "oracle" and stages[-1].depth == 50  # the deepest oracle that fits
     table = {row["pipeline"]: row for row in oracle_plan.evidence["table"]}
     deeper = table[StageSpec("oracle", None, 100, 0.0).describe()]
-    assert deeper["p95_ms"] > 38.0  # the top 100 did not fit: it is not the answer although it finds more
+    assert deeper["p95_ms"] > 88.0  # the top 100 did not fit: it is not the answer although it finds more
     assert deeper["MRR@10"]["mean"] >= table[oracle_plan.describe()]["MRR@10"]["mean"]
     assert any(row["kind"] == "cascade" for row in oracle_plan.evidence["table"])  # noise is cheaper: noise -> oracle
     assert oracle_plan.evidence["table"][0]["pipeline"] == "first stage"
@@ -95,7 +95,7 @@ def test_the_planner_picks_the_known_best_within_the_budget(oracle_plan: Plan) -
 
 def test_the_plan_keeps_its_budget_and_its_gain_on_held_out_queries(oracle_plan: Plan) -> None:
     dataset, stage = synthetic(40, seed=2, split="train")
-    stages = oracle_plan.stages(open_model=lambda spec: model(spec, Oracle(0.5) if spec == "oracle" else Noise()))
+    stages = oracle_plan.stages(open_model=lambda spec: model(spec, Oracle(1.0) if spec == "oracle" else Noise()))
     rows = {r.system: r for r in evaluate(dataset, stage, plan=stages, systems=("rrf",), progress=False)}
     assert rows["plan"].percentiles("total")[95] <= oracle_plan.budget_ms
     assert rows["plan"].metrics["MRR@10"] > rows["rrf"].metrics["MRR@10"] + 0.2
@@ -167,9 +167,9 @@ def test_a_plan_of_another_format_or_version_is_refused(change: dict[str, object
 
 def test_a_plan_round_trips_and_reusing_its_quality_remeasures_latency_only(oracle_plan: Plan, tmp_path: Path) -> None:
     loaded = Plan.load(oracle_plan.save(tmp_path / "plan.json"))
-    assert loaded.config == oracle_plan.config and loaded.budget_ms == 40.0
+    assert loaded.config == oracle_plan.config and loaded.budget_ms == 90.0
     dataset, stage = synthetic(60, seed=1)
-    slower = make_plan(dataset, stage, [model("oracle", Oracle(1.0)), model("noise", Noise())], 40.0, margin_ms=2.0,
+    slower = make_plan(dataset, stage, [model("oracle", Oracle(2.0)), model("noise", Noise())], 90.0, margin_ms=2.0,
                        latency_queries=10, reuse=loaded, progress=False)
     old = {r["pipeline"]: r for r in loaded.evidence["table"]}
     new = {r["pipeline"]: r for r in slower.evidence["table"]}
@@ -177,14 +177,14 @@ def test_a_plan_round_trips_and_reusing_its_quality_remeasures_latency_only(orac
     assert all(new[k]["MRR@10"] == old[k]["MRR@10"] and new[k]["first_relevant"] == old[k]["first_relevant"] for k in old)
     top30 = StageSpec("oracle", None, 30, 0.0).describe()
     assert new[top30]["p95_ms"] > 1.5 * old[top30]["p95_ms"]  # twice the cost per passage, measured anew
-    assert slower.config.stages[-1].depth < 50  # the top 50 no longer fits at 1 ms per passage
+    assert slower.config.stages[-1].depth < 50  # the top 50 no longer fits at 2 ms per passage
 
 
 def test_the_latency_model_is_checked_against_whole_runs(oracle_plan: Plan) -> None:
     checks = oracle_plan.evidence["latency"]["direct_checks"]
     assert checks and checks[0]["pipeline"] == oracle_plan.describe()
-    assert all(abs(c["error"]) < 0.5 for c in checks if c["direct_p95_ms"] > 10.0)  # the oracle's: sleeps dominate
-    assert all(abs(c["error_ms"]) < 10.0 for c in checks)
+    for check in checks:  # within half of the whole run's p95, or 10 ms for the near-free ones
+        assert abs(check["error"]) < 0.5 if check["direct_p95_ms"] > 20.0 else abs(check["error_ms"]) < 10.0, check
 
 
 def test_the_pareto_front_keeps_only_undominated_points() -> None:
