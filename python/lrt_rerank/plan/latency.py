@@ -57,10 +57,12 @@ def measure(
     first_stage_ms: npt.NDArray[np.float64], queries: Sequence[JudgedQuery], rerankers: Mapping[Key, Reranker],
     depths: Mapping[Key, Sequence[int]], progress: bool = True,
 ) -> Timings:
-    """Time every (model, max length, depth) on each query, interleaved, after a warm-up."""
+    """Time every (model, max length, depth) on each query, interleaved, after a warm-up at every depth (the
+    runtime's buffers grow to the largest batch first, as in a warm service)."""
     warm = queries[0]
-    for reranker in rerankers.values():
-        reranker.score(warm.query, list(warm.texts[:10]))
+    for key, reranker in rerankers.items():
+        for depth in depths[key]:
+            reranker.score(warm.query, list(warm.texts[:depth]))
     scoring = {key: {d: np.zeros(len(queries)) for d in depths[key]} for key in rerankers}
     for j, query in enumerate(tqdm(queries, desc="plan: latency", disable=not progress, leave=False)):
         for key, reranker in rerankers.items():

@@ -23,7 +23,7 @@ from lrt_rerank.plan.grid import DEPTHS, Config, StageSpec, cascades, single_sta
 from lrt_rerank.plan.latency import LATENCY_QUERIES, Key, Timings, direct, measure, time_first_stage
 from lrt_rerank.plan.models import PlanModel
 from lrt_rerank.plan.planfile import Plan
-from lrt_rerank.plan.quality import collect, mrr_of, per_query_quality, record_scores, summary
+from lrt_rerank.plan.quality import JudgedQuery, collect, mrr_of, per_query_quality, record_scores, summary
 from lrt_rerank.rerank import Stage
 from lrt_rerank.tune import FOLDS, SEED, check_split, qrels_digest, sample_queries
 
@@ -152,7 +152,7 @@ def _reused(reuse: Plan, models: Sequence[PlanModel], keys: Sequence[Key]) -> tu
 
 
 def _direct_checks(
-    first_stage: FirstStage, timed: Sequence[Any], configs: Sequence[Config], chosen: int,
+    first_stage: FirstStage, timed: Sequence[JudgedQuery], configs: Sequence[Config], chosen: int,
     totals: Sequence[npt.NDArray[np.float64]], models: Sequence[PlanModel], checks: int,
 ) -> list[dict[str, Any]]:
     """The chosen pipeline, the slowest single stage and cascade of each kind: modelled against timed whole."""
