@@ -10,17 +10,13 @@ import pytest
 
 from lrt_rerank.cli import main
 from lrt_rerank.datasets import load_dataset
-from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 from lrt_rerank.plan.planfile import Plan
-from tiny_beir import make_tiny_scifact
+from tiny_beir import tiny_scifact_with_index
 
 
 @pytest.fixture(scope="module")
 def tiny(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = make_tiny_scifact(shared_data / "scifact", tmp_path_factory.mktemp("plan") / "tinysci")
-    index = root.parent / "index"
-    EmbeddedFirstStage.build(load_dataset(root, "train").corpus.values(), index, progress=False)
-    return root, index
+    return tiny_scifact_with_index(shared_data, tmp_path_factory.mktemp("plan"))
 
 
 def error_lines(err: str) -> list[str]:
