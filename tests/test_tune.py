@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_beir import make_tiny_scifact
+from tiny_beir import tiny_scifact_with_index
 
 from lrt_rerank.cli import main
 from lrt_rerank.datasets import Dataset, load_dataset
@@ -150,10 +150,7 @@ def test_a_bad_fusion_json_names_the_file_and_the_field(change: dict[str, object
 @pytest.fixture(scope="module")
 def tiny(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A slice of SciFact (24 train, 8 dev queries) and its embedded index (the default bi-encoder)."""
-    root = make_tiny_scifact(shared_data / "scifact", tmp_path_factory.mktemp("tune") / "tinysci")
-    index = root.parent / "index"
-    EmbeddedFirstStage.build(load_dataset(root, "train").corpus.values(), index, progress=False)
-    return root, index
+    return tiny_scifact_with_index(shared_data, tmp_path_factory.mktemp("tune"))
 
 
 def _independent_order(stage: EmbeddedFirstStage, query: str, fusion: Fusion, logits: np.ndarray | None = None) -> list[str]:

@@ -36,3 +36,14 @@ def make_tiny_scifact(src: Path, root: Path, train: int = 24, dev: int = 8, test
         rows = "".join(f"{q}\t{d}\t1\n" for q, docs in qrels.items() for d in docs)
         (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows, encoding="utf-8")
     return root
+
+
+def tiny_scifact_with_index(shared_data: Path, where: Path) -> tuple[Path, Path]:
+    """The tiny SciFact folder under ``where`` and its embedded index (the default bi-encoder)."""
+    from lrt_rerank.datasets import load_dataset
+    from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
+
+    root = make_tiny_scifact(shared_data / "scifact", where / "tinysci")
+    index = where / "index"
+    EmbeddedFirstStage.build(load_dataset(root, "train").corpus.values(), index, progress=False)
+    return root, index

@@ -16,7 +16,7 @@ from lrt_rerank import LrtError, __version__
 from lrt_rerank.extras import MissingExtra, as_missing_extra
 
 #: Modules under lrt_rerank.commands, each with ``register(subparsers)``.
-COMMAND_MODULES = ("models", "pipeline", "tune", "serve", "opensearch", "stack", "train")
+COMMAND_MODULES = ("models", "pipeline", "tune", "plan", "serve", "opensearch", "stack", "train")
 
 
 def _register_unavailable(sub: argparse._SubParsersAction, name: str, missing: MissingExtra) -> None:

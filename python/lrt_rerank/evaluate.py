@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.first_stage.base import SYSTEMS, FirstStage, System, check_system
 from lrt_rerank.pipeline import Pipeline, Reranker
+from lrt_rerank.rerank import Stage
 from lrt_rerank.rerank.fusion import Fusion
 
 METRICS: tuple[str, ...] = ("MRR@10", "NDCG@5", "NDCG@10", "R@50")
@@ -37,12 +38,14 @@ PERCENTILES: tuple[int, ...] = (50, 95, 99)
 STAGES: tuple[str, ...] = ("first_stage", "rerank", "total")
 RERANKED_SYSTEM = "rrf+rerank"
 TUNED_SYSTEM = "tuned"
+PLAN_SYSTEM = "plan"
 SYSTEM_LABELS: dict[str, str] = {
     "bm25": "BM25",
     "dense": "dense",
     "rrf": "RRF(BM25, dense)",
     RERANKED_SYSTEM: "RRF + re-ranker",
     TUNED_SYSTEM: "tuned fusion",
+    PLAN_SYSTEM: "plan",
 }
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -260,10 +263,11 @@ def evaluate(
     systems: Sequence[str] = (*SYSTEMS, RERANKED_SYSTEM),
     interpolation: float | None = None,
     fusion: Fusion | None = None,
+    plan: Sequence[Stage] | None = None,
 ) -> list[SystemResult]:
     """Evaluate BM25, dense and RRF (top ``depth`` each), with a re-ranker RRF + re-ranker, and with a
     ``fusion`` the tuned fusion (system ``tuned``: the pipeline with that fusion, and the re-ranker only
-    when the fusion weighs its logit).
+    when the fusion weighs its logit), and with a ``plan`` (the stages of a ``plan.json``) system ``plan``.
 
     ``interpolation`` is the pipeline's weight of the first-stage score (default: the model card's).
 
@@ -271,12 +275,14 @@ def evaluate(
     selects among ``bm25``, ``dense``, ``rrf`` and ``rrf+rerank`` (the last only runs with a
     re-ranker). ``on_result`` is called as each system finishes (for streaming output).
     """
-    known = (*SYSTEMS, RERANKED_SYSTEM, TUNED_SYSTEM)
+    known = (*SYSTEMS, RERANKED_SYSTEM, TUNED_SYSTEM, PLAN_SYSTEM)
     unknown = [system for system in systems if system not in known]
     if unknown:
         raise ValueError(f"unknown system {unknown[0]!r}; expected some of {', '.join(known)}")
     if fusion is not None and TUNED_SYSTEM not in systems:
         systems = (*systems, TUNED_SYSTEM)
+    if plan is not None and PLAN_SYSTEM not in systems:
+        systems = (*systems, PLAN_SYSTEM)
     ids = list(query_ids) if query_ids is not None else dataset.eval_query_ids()
     missing = [query_id for query_id in ids if query_id not in dataset.queries or query_id not in dataset.qrels]
     if missing:
@@ -296,6 +302,11 @@ def evaluate(
             tuned = Pipeline(first_stage, reranker if fusion.uses_reranker else None, rerank_depth=rerank_depth,
                              candidates=depth, fusion=fusion)
             results.append(_run_pipeline(tuned, dataset, ids, depth, progress, TUNED_SYSTEM))
+        elif system == PLAN_SYSTEM:
+            if plan is None:
+                continue
+            planned = Pipeline.of_stages(first_stage, plan, candidates=depth)
+            results.append(_run_pipeline(planned, dataset, ids, depth, progress, PLAN_SYSTEM))
         else:
             results.append(_run_first_stage_system(first_stage, check_system(system), dataset, ids, depth, progress))
         if on_result is not None:

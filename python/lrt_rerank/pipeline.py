@@ -15,11 +15,12 @@ that keeps the first stage's RRF, without a re-ranker, costs nothing: the first-
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from lrt_rerank._core import ScoreCache
 from lrt_rerank.first_stage.base import FirstStage
-from lrt_rerank.rerank import Hit, Reranker, RerankCore, RerankStatus, SearchResult
+from lrt_rerank.rerank import Hit, Reranker, RerankCore, RerankStatus, SearchResult, Stage
 from lrt_rerank.rerank.fusion import Fusion, first_stage_signals, load_fusion
 
 __all__ = ["Hit", "Pipeline", "Reranker", "RerankStatus", "SearchResult"]
@@ -40,6 +41,7 @@ class Pipeline:
         interpolation: weight of the first-stage order in the re-ranked score; default: the
             re-ranker's model card (``card`` attribute), else 0.
         fusion: a tuned fusion, or the path of its ``fusion.json``; ``None`` keeps the interpolation.
+        then: later stages of a cascade (a ``plan.json``'s), each re-ranking the top of the previous order.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Pipeline:
         chunk_size: int = 16,
         interpolation: float | None = None,
         fusion: Fusion | str | Path | None = None,
+        then: Sequence[Stage] = (),
     ) -> None:
         if rerank_depth < 0:
             raise ValueError(f"rerank_depth must be >= 0, got {rerank_depth}")
@@ -64,9 +67,20 @@ class Pipeline:
         self.candidates = candidates
         self.fusion = load_fusion(fusion) if isinstance(fusion, (str, Path)) else fusion
         self.core = RerankCore(
-            reranker, rerank_depth, interpolation, cache=self.cache, chunk_size=chunk_size, fusion=self.fusion
+            reranker, rerank_depth, interpolation, cache=self.cache, chunk_size=chunk_size, fusion=self.fusion, then=then
         )
         self.interpolation = self.core.interpolation
+
+    @classmethod
+    def of_stages(cls, first_stage: FirstStage, stages: Sequence[Stage], candidates: int = 100, chunk_size: int = 16) -> Pipeline:
+        """The pipeline running ``stages`` (a cascade, e.g. a ``plan.json``'s; none: the first stage alone)."""
+        if not stages:
+            return cls(first_stage, None, rerank_depth=0, candidates=candidates, chunk_size=chunk_size)
+        first = stages[0]
+        return cls(
+            first_stage, first.reranker, rerank_depth=first.depth, candidates=candidates, chunk_size=chunk_size,
+            interpolation=first.interpolation, then=stages[1:],
+        )
 
     def search(self, query: str, k: int = 10, budget_ms: float | None = None) -> list[Hit]:
         """Top ``k`` hits for ``query``; see :meth:`run` for timings and the re-rank status."""

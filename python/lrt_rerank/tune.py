@@ -27,7 +27,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -151,9 +151,18 @@ def cross_validate(mrr: npt.NDArray[np.float64], folds: int = FOLDS, seed: int =
     return out, chosen
 
 
-def choose(functions: Sequence[Fusion], mrr: npt.NDArray[np.float64], folds: int = FOLDS, seed: int = SEED) -> tuple[Fusion, dict[str, Any]]:
+class Described(Protocol):
+    """A candidate :func:`choose` picks from (a fusion, a planned pipeline): it describes itself."""
+
+    def describe(self) -> str: ...
+
+
+C = TypeVar("C", bound=Described)
+
+
+def choose(functions: Sequence[C], mrr: npt.NDArray[np.float64], folds: int = FOLDS, seed: int = SEED) -> tuple[C, dict[str, Any]]:
     """The adopted function (``functions[0]``, the baseline RRF, unless the cross-validated gain's 95%
-    interval is above 0) and the evidence."""
+    interval is above 0) and the evidence. ``lrt-rerank plan`` uses the same guard over pipelines."""
     baseline = mrr[0]
     out_of_fold, chosen = cross_validate(mrr, folds, seed)
     interval = interval95(bootstrap_gains(baseline, {"tuned": out_of_fold}, seed=seed)["tuned"])

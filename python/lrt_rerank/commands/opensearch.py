@@ -132,6 +132,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fusion.json of `lrt-rerank tune`: installed in the node (pipeline lrt-fusion) when the node can run it, "
         "else the node keeps RRF and the client applies it (docs/tuned-fusion.md)",
     )
+    pipe.add_argument(
+        "--plan", type=Path, metavar="FILE",
+        help="plan.json of `lrt-rerank plan`: checked against what the node can run; its stages run in the service "
+        "(serve --plan), the node sends its top hits (size >= the first stage's depth)",
+    )
     from lrt_rerank.commands.pipeline import add_long_document_args
 
     add_long_document_args(pipe)  # sent by the connector with every request (docs/long-documents.md)
@@ -318,6 +323,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     try:
         fusion = load_fusion(args.fusion) if args.fusion is not None else None
+        plan_note = _plan_note(args.plan) if args.plan is not None else None
         key_file = args.service_api_key_file
         api_key = read_secret_file(key_file, "--service-api-key-file") if key_file is not None else None
         if api_key is not None and _plain_remote(args.service_url):
@@ -340,8 +346,30 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     report = installed.to_json()
     if placed is not None:
         report["fusion"] = placed.to_json()
+    if plan_note is not None:
+        report["plan"] = plan_note
+        print(f"lrt-rerank opensearch pipeline: {plan_note['note']}", file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _plan_note(path: Path) -> dict[str, object]:
+    """What the node-side pipeline does with a plan: its re-ranking processor sends one list to one service call,
+    so the stages (a cascade included) run in a service started with ``serve --plan``."""
+    from lrt_rerank.plan.planfile import Plan
+
+    plan = Plan.load(path)
+    stages = plan.config.stages
+    if not stages:
+        note = "the plan keeps the first stage: search with pipeline lrt-rrf (no re-ranking)"
+    elif len(stages) == 1:
+        note = (f"the plan re-ranks the top {stages[0].depth}: search with size {stages[0].depth} through lrt-rrf-rerank, "
+                f"the service started with `lrt-rerank serve --plan {path}`")
+    else:
+        note = (f"the node-side pipeline cannot run a cascade ({len(stages)} stages: one rerank processor, one model call); "
+                f"start the service with `lrt-rerank serve --plan {path}` so that it runs the stages, and search with size "
+                f"{stages[0].depth} through lrt-rrf-rerank")
+    return {"pipeline": plan.describe(), "stages": len(stages), "node_runs_cascade": False if len(stages) > 1 else None, "note": note}
 
 
 def _plain_remote(url: str) -> bool:

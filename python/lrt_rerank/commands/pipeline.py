@@ -29,6 +29,8 @@ from lrt_rerank.rerank.loading import load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.opensearch.connection import add_connection_args, settings_from_args
 from lrt_rerank.pipeline import Pipeline
+from lrt_rerank.plan.planfile import Plan
+from lrt_rerank.rerank import Stage
 from lrt_rerank.rerank.fusion import load_fusion
 
 __all__ = ["register"]
@@ -75,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--budget-ms", type=float, help="latency budget for the whole search; what does not fit keeps first-stage order"
     )
     _add_fusion_arg(search)
+    add_plan_arg(search)
     search.add_argument("--json", action="store_true", help="print hits as JSON lines instead of a table")
     search.set_defaults(func=cmd_search, command_name="search")
 
@@ -103,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stemmer_arg(ev, for_existing=True)
     ev.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
     _add_fusion_arg(ev)
+    add_plan_arg(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per system per line instead of a table")
     ev.add_argument("--plot", type=Path, help="write the MRR@10 vs p95 latency chart to this PNG")
     ev.set_defaults(func=cmd_eval, command_name="eval")
@@ -205,6 +209,22 @@ def _add_fusion_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_plan_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plan", type=Path, metavar="FILE",
+        help="plan.json of `lrt-rerank plan`: run its stages (models, depths, max lengths, weights) in place of --reranker",
+    )
+
+
+def plan_stages(args: argparse.Namespace) -> list[Stage] | None:
+    """The loaded stages of ``--plan`` (None without one); refused together with --fusion."""
+    if getattr(args, "plan", None) is None:
+        return None
+    if getattr(args, "fusion", None) is not None:
+        raise ValueError("--plan and --fusion: a plan is a whole pipeline; pass one of them")
+    return Plan.load(args.plan).stages()
+
+
 # ------------------------------------------------------------------------------------ helpers
 def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
     """The first stage that `eval` and `models calibrate` read from their --first-stage/--index/--dense-model
@@ -295,10 +315,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 @reports_user_errors
 def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
+    planned = plan_stages(args)
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = with_long_documents(load_reranker(args.reranker), args) if fusion is None or fusion.uses_reranker else None
+    if planned is not None:
+        reranker = planned[0].reranker if planned else None
+        pipeline = Pipeline.of_stages(stage, planned)
+    else:
+        reranker = with_long_documents(load_reranker(args.reranker), args) if fusion is None or fusion.uses_reranker else None
+        pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     attach_store(reranker, args.index_dir)
-    pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
     _report_store(reranker)
     if args.json:
@@ -339,8 +364,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     query_ids = dataset.eval_query_ids()
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
+    planned = plan_stages(args)
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = with_long_documents(load_reranker(args.reranker), args)
+    reranker = with_long_documents(load_reranker(args.reranker), args) if planned is None else None
     if fusion is not None and fusion.uses_reranker and reranker is None:
         raise ValueError(f"{args.fusion}: field 'weights.reranker' is {fusion.weights['reranker']:g}: pass its --reranker")
     stage = open_first_stage(args, dataset)
@@ -354,6 +380,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             query_ids=query_ids,
             interpolation=args.interpolation,
             fusion=fusion,
+            plan=planned,
             on_result=(lambda r: print(json.dumps(r.to_json()), flush=True)) if args.json else None,
         )
     finally:
@@ -367,6 +394,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{dataset.name} / {args.split}: {len(query_ids)} queries, top 100 per system, RRF k=60, "
             f"re-rank depth {args.rerank_depth}" + (f", interpolation weight {weight:g}" if reranker is not None else "")
             + (f", tuned fusion {fusion.describe()} ({args.fusion})" if fusion is not None else "")
+            + (f", plan {Plan.load(args.plan).describe()} ({args.plan})" if planned is not None else "")
         )
         print(markdown_table(results))
     if args.plot is not None:

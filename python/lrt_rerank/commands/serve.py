@@ -102,6 +102,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="fusion.json of `lrt-rerank tune`: requests that send first_stage_scores are ordered by it (docs/tuned-fusion.md)",
     )
+    p.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="plan.json of `lrt-rerank plan`: serve its stages (a cascade runs them in turn) in place of --model",
+    )
     p.set_defaults(func=serve)
 
 
@@ -158,6 +163,14 @@ def serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, LrtError) as err:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
+    if args.plan is not None:
+        from lrt_rerank.service.engine import PLAN_ENV, plan_env
+
+        try:
+            os.environ[PLAN_ENV] = plan_env(args.plan, args.model)
+        except (OSError, ValueError, LrtError) as err:  # names the file, the field or the model
+            print(f"lrt-rerank serve: {err}", file=sys.stderr)
+            return 2
     os.environ[SETTINGS_ENV] = settings.to_env()
     os.environ[LONG_DOCUMENTS_ENV] = windows
     if args.fusion is not None:

@@ -1,4 +1,4 @@
-"""The types every re-ranking path shares: the re-ranker protocol, one hit type, one result type."""
+"""The types every re-ranking path shares: the re-ranker protocol, cascade stages, one hit type, one result type."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class RerankStatus(str, Enum):
 
     DISABLED = "disabled"  # no re-ranker configured
     COMPLETE = "complete"  # every candidate up to the re-rank depth was re-ranked
-    PARTIAL = "partial"  # the budget ran out part-way; the rest kept first-stage order
+    PARTIAL = "partial"  # the budget ran out part-way; the rest kept first-stage order (a cascade: the last completed stage's)
     OUT_OF_BUDGET = "out_of_budget"  # no chunk fitted in the budget
-    FAILED = "failed"  # the re-ranker raised; first-stage order returned
+    FAILED = "failed"  # the re-ranker raised; first-stage order returned (a cascade: the last completed stage's)
     EMPTY = "empty"  # nothing to re-rank (empty query or no candidates)
 
 
@@ -57,9 +57,38 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One stage of a cascade: ``reranker`` re-ranks the top ``depth`` of the previous stage's order.
+
+    ``interpolation`` weighs the previous stage's order in the score (``None``: the re-ranker's card);
+    ``name`` labels the stage in telemetry (default: ``stage1``, ``stage2``, ...).
+    """
+
+    reranker: Reranker
+    depth: int
+    interpolation: float | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """Telemetry of one stage of one call: its status, how many candidates it scored, its time, its error."""
+
+    name: str
+    status: RerankStatus
+    reranked: int
+    ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """Hits and per-call telemetry: the re-rank status, how many were re-ranked, the error that made
-    the call fail open (``"Type: message"``), and the time of each stage in milliseconds."""
+    the call fail open (``"Type: message"``), and the time of each stage in milliseconds.
+
+    With a cascade, ``status`` is the worst stage's, ``reranked`` counts the first stage's scored
+    candidates and ``stages`` reports each stage (empty without a re-ranker).
+    """
 
     hits: list[Hit]
     status: RerankStatus
@@ -68,6 +97,7 @@ class SearchResult:
     rerank_ms: float
     total_ms: float
     error: str | None = None
+    stages: tuple[StageReport, ...] = ()
 
     @property
     def error_type(self) -> str | None:

@@ -38,7 +38,8 @@ from lrt_rerank.late import ColBERT
 from lrt_rerank.late.cache import DocumentCache, RedisDocumentTier
 from lrt_rerank.models.resolve import is_late_interaction
 from lrt_rerank.models.resolve import resolve_model_dir as resolve_source
-from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult
+from lrt_rerank.plan.planfile import Plan
+from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult, Stage
 from lrt_rerank.rerank.fusion import Fusion, Signals, load_fusion, parse_fusion
 from lrt_rerank.service.schemas import FirstStageScores
 from lrt_rerank.rerank.redis_tier import RedisScoreTier, RedisSettings
@@ -170,6 +171,27 @@ def served_fusion() -> Fusion | None:
     return parse_fusion(record["fusion"], str(record["source"]))
 
 
+PLAN_ENV = "LRT_RERANK_PLAN"
+"""Path of the served ``plan.json`` (``serve --plan F``), checked by the parent process."""
+
+
+def plan_env(path: str | Path, model: str) -> str:
+    """The value of ``PLAN_ENV``: the plan's path, once its models load and match its digests."""
+    plan = Plan.load(path)
+    if not plan.config.stages:
+        raise ValueError(f"{path}: the plan keeps the first stage: there is nothing to serve")
+    if model != "default":
+        raise ValueError(f"--plan {path} and --model {model}: the plan names its models; pass one of them")
+    plan.stages()
+    return str(Path(path).resolve())
+
+
+def served_plan() -> list[Stage] | None:
+    """The stages of the plan ``serve --plan`` handed over in ``PLAN_ENV``, loaded (None without one)."""
+    raw = os.environ.get(PLAN_ENV)
+    return Plan.load(raw).stages() if raw else None
+
+
 def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fusion | None) -> Signals | None:
     """The :class:`Signals` of a request's ``first_stage_scores`` (None without them); a 422 naming the
     field when the service has no fusion or a list does not fit the documents."""
@@ -255,7 +277,8 @@ class Engine:
     def load(self) -> None:
         """Load the model (blocking; runs in a worker thread)."""
         try:
-            encoder = self._loader()
+            planned = served_plan()
+            encoder = planned[0].reranker if planned else self._loader()
             if self.settings.redis_url:
                 self._redis = RedisScoreTier(
                     RedisSettings(
@@ -268,7 +291,11 @@ class Engine:
             if isinstance(encoder, ColBERT):
                 self._attach_document_cache(encoder)
             self.fusion = served_fusion()
-            core = RerankCore(encoder, depth=self.settings.max_documents, cache=self.cache, shared=self._redis, fusion=self.fusion)
+            core = (
+                RerankCore.cascade(planned, cache=self.cache, shared=self._redis, fusion=self.fusion)
+                if planned
+                else RerankCore(encoder, depth=self.settings.max_documents, cache=self.cache, shared=self._redis, fusion=self.fusion)
+            )
         except Exception as err:  # reported by /health and the log; the process keeps answering 503
             self.load_error = f"{type(err).__name__}: {err}"
             log.exception("loading the model failed")
