@@ -33,7 +33,7 @@ def open_model(spec: str) -> PlanModel:
 
     Any failure to load it is a ``ValueError`` naming the value."""
     from lrt_rerank.encoders import CrossEncoder
-    from lrt_rerank.models.resolve import load_reranker
+    from lrt_rerank.rerank.loading import load_reranker
 
     try:
         reranker = load_reranker(spec)
