@@ -333,7 +333,7 @@ impl OvSession {
             props.push((c"INFERENCE_PRECISION_HINT", if p == Precision::Bf16 { c"bf16" } else { c"f32" }));
         }
         let mut compiled: Handle = null_mut();
-        let arg = |i: usize| props.get(i / 2).map_or(null(), |(k, v)| if i % 2 == 0 { k.as_ptr() } else { v.as_ptr() });
+        let arg = |i: usize| props.get(i / 2).map_or(null(), |(k, v)| if i.is_multiple_of(2) { k.as_ptr() } else { v.as_ptr() });
         // SAFETY: `props.len() * 2` key/value C strings follow, as the variadic call expects.
         let status = unsafe {
             (api.compile_model)(

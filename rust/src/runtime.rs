@@ -296,7 +296,7 @@ mod tests {
             other => panic!("expected an invalid argument, got {other:?}"),
         };
         assert!(msg(Runtime::parse("tensorrt", None)).contains("'tensorrt'"));
-        assert!(msg(Runtime::parse("ort", Some("bf16"))).contains("openvino only"));
+        assert!(msg(Runtime::parse("ort", Some("bf16"))).contains("applies to backend 'openvino' only"));
         let dir = std::env::temp_dir().join(format!("lrt-runtime-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         assert_eq!(Runtime::OpenVino(None).model_file(&dir), dir.join("model.onnx"));
