@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
 import os
@@ -17,6 +18,17 @@ MEASURED = "backend_measurements"
 _INSTALL_HINT = "pip install lrt-rerank[openvino]"
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` of the commands that load a model."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="ort",
+        help="runtime of the model: ONNX Runtime, OpenVINO (pip install lrt-rerank[openvino]) or auto "
+        "(OpenVINO where the model card measured it faster on this CPU kind) (default: %(default)s)",
+    )
 
 
 def cpu_flags() -> set[str]:

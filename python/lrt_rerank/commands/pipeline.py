@@ -13,6 +13,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from lrt_rerank.backends import add_backend_arg
 from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
@@ -139,6 +140,7 @@ def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
         help="cross-encoder: 'default', 'none' (first stage only) or a model directory (default: %(default)s)",
     )
     parser.add_argument("--rerank-depth", type=int, default=50, help="candidates to re-rank (default: %(default)s)")
+    add_backend_arg(parser)
     parser.add_argument(
         "--interpolation",
         type=float,
@@ -274,7 +276,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     stage = EmbeddedFirstStage.open(args.index_dir)
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = with_long_documents(load_reranker(args.reranker), args) if fusion is None or fusion.uses_reranker else None
+    reranker = with_long_documents(load_reranker(args.reranker, args.backend), args) if fusion is None or fusion.uses_reranker else None
     attach_store(reranker, args.index_dir)
     pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
@@ -318,7 +320,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = with_long_documents(load_reranker(args.reranker), args)
+    reranker = with_long_documents(load_reranker(args.reranker, args.backend), args)
     if fusion is not None and fusion.uses_reranker and reranker is None:
         raise ValueError(f"{args.fusion}: field 'weights.reranker' is {fusion.weights['reranker']:g}: pass its --reranker")
     stage = open_first_stage(args, dataset)
@@ -367,7 +369,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
 
     print("[2/4] Re-ranker")
-    reranker = with_long_documents(load_reranker(args.reranker), args)
+    reranker = with_long_documents(load_reranker(args.reranker, args.backend), args)
     if reranker is None:
         print("      none (--reranker none): first stage only\n")
     else:

@@ -88,20 +88,21 @@ def is_late_interaction(path: Path) -> bool:
     return is_colbert_snapshot(path)
 
 
-def load_reranker(spec: str) -> CrossEncoder | ColBERT | None:
+def load_reranker(spec: str, backend: str = "ort") -> CrossEncoder | ColBERT | None:
     """A ``--reranker`` value: 'none' → None; 'default' → the default cross-encoder; anything else → that
-    model directory (or snapshot folder): a ColBERT for a late-interaction one, else a cross-encoder."""
+    model directory (or snapshot folder): a ColBERT for a late-interaction one, else a cross-encoder;
+    loaded by the runtime ``backend`` names (see :mod:`lrt_rerank.backends`)."""
     from lrt_rerank.encoders import CrossEncoder
 
     if spec == "none":
         return None
     if spec == "default":
-        return CrossEncoder.load()
+        return CrossEncoder.load(backend=backend)
     model_dir = Path(spec)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"--reranker {spec}: not 'default', 'none' or a model directory")
     if is_late_interaction(model_dir):
         from lrt_rerank.late import ColBERT
 
-        return ColBERT.load(model_dir)
-    return CrossEncoder.load(str(model_dir))
+        return ColBERT.load(model_dir, backend=backend)
+    return CrossEncoder.load(str(model_dir), backend=backend)
