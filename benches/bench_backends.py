@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_core  # noqa: E402
 from bench_core import bm25_candidates, build_model_dirs  # noqa: E402
 
 from lrt_rerank import CrossEncoder  # noqa: E402
@@ -31,6 +33,8 @@ from lrt_rerank.backends import cpu_flags, cpu_kind  # noqa: E402
 
 MAX_LENGTH = 256
 THREADS = 2
+# bench_core reads ../shared/data beside the checkout; LRT_SHARED_DATA names it from elsewhere (a worktree)
+bench_core.DATA = Path(os.environ.get("LRT_SHARED_DATA", bench_core.DATA))
 SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 

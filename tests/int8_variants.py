@@ -44,6 +44,19 @@ def write_minilm_ce(out: Path, seed: int = SEED):  # -> (transformers model, tok
     return model, tokenizer
 
 
+def fp32_reference(model, tokenizer, candidates: Candidates, max_length: int) -> list[np.ndarray]:
+    """transformers' FP32 logits of each candidate list (pairs truncated as the engine does)."""
+    import torch
+
+    reference = []
+    for _, query, _, passages in candidates:
+        enc = tokenizer([query] * len(passages), passages, truncation="only_second", max_length=max_length,
+                        padding=True, return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            reference.append(model(**enc).logits[:, 0].numpy())
+    return reference
+
+
 def nfcorpus_candidates(split: str, queries: int, depth: int) -> Candidates:
     """The BM25 top ``depth`` of the first ``queries`` judged queries of NFCorpus ``split``."""
     ds = load_dataset(DATA / "nfcorpus", split)

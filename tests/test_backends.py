@@ -119,7 +119,7 @@ def test_openvino_bi_encoder_matches_onnxruntime_reference(small_bi_encoder_dir:
 def test_openvino_int8_ir_keeps_the_fp32_order(tmp_path: Path) -> None:
     """NNCF static INT8 of the seeded MiniLM cross-encoder keeps, per query, the rank correlation bounds of
     tests/test_import.py against transformers' FP32 scores; the card records the IR and its calibration."""
-    from int8_variants import fidelity, nfcorpus_candidates, write_minilm_ce
+    from int8_variants import fidelity, fp32_reference, nfcorpus_candidates, write_minilm_ce
 
     from lrt_rerank.models.importers import import_snapshot
     from lrt_rerank.models.openvino_ir import write_int8_ir
@@ -132,12 +132,7 @@ def test_openvino_int8_ir_keeps_the_fp32_order(tmp_path: Path) -> None:
     assert record["calibration_pairs"] == 60 and record["calibration_set"] == "given pairs"
     assert json.loads((model_dir / CARD).read_text(encoding="utf-8"))["openvino"] == record
     candidates = nfcorpus_candidates("dev", FIDELITY_QUERIES, FIDELITY_DEPTH)
-    reference = []
-    for _, query, _, passages in candidates:
-        enc = tokenizer([query] * len(passages), passages, truncation="only_second", max_length=FIDELITY_LENGTH,
-                        padding=True, return_tensors="pt")  # fmt: skip
-        with torch.no_grad():
-            reference.append(model(**enc).logits[:, 0].numpy())
+    reference = fp32_reference(model, tokenizer, candidates, FIDELITY_LENGTH)
     ce = CrossEncoder.load(model_dir, max_length=FIDELITY_LENGTH, backend="openvino", precision="f32")
     low, mean = fidelity(reference, [ce.score(q, ps) for _, q, _, ps in candidates])
     assert low >= INT8_MIN_SPEARMAN and mean >= INT8_MEAN_SPEARMAN, (low, mean)

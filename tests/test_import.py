@@ -490,20 +490,14 @@ class Int8Setup:
 def int8_setup(tmp_path_factory: pytest.TempPathFactory) -> Int8Setup:
     """The seeded MiniLM cross-encoder (tests/int8_variants.py) imported with ``int8=True`` and in FP32,
     and transformers' FP32 scores of NFCorpus dev BM25 lists."""
-    from int8_variants import nfcorpus_candidates, write_minilm_ce
+    from int8_variants import fp32_reference, nfcorpus_candidates, write_minilm_ce
 
     base = tmp_path_factory.mktemp("int8")
     model, tokenizer = write_minilm_ce(base / "minilm-ce")
     int8 = import_snapshot(base / "minilm-ce", base / "minilm-ce-int8", int8=True)
     fp32 = import_snapshot(base / "minilm-ce", base / "minilm-ce-fp32")
     candidates = nfcorpus_candidates("dev", FIDELITY_QUERIES, FIDELITY_DEPTH)
-    reference = []
-    for _, query, _, passages in candidates:
-        enc = tokenizer([query] * len(passages), passages, truncation="only_second", max_length=FIDELITY_LENGTH,
-                        padding=True, return_tensors="pt")  # fmt: skip
-        with torch.no_grad():
-            reference.append(model(**enc).logits[:, 0].numpy())
-    return Int8Setup(int8, fp32, candidates, reference)
+    return Int8Setup(int8, fp32, candidates, fp32_reference(model, tokenizer, candidates, FIDELITY_LENGTH))
 
 
 def engine_fidelity(setup: Int8Setup, model_dir: Path) -> tuple[float, float]:

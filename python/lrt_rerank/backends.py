@@ -6,12 +6,16 @@ import argparse
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from lrt_rerank import _core
+from lrt_rerank.runtime import wheel_library
 
 BACKENDS = ("ort", "openvino", "auto")
+OPENVINO_LIB_ENV = "LRT_OPENVINO_LIB"
+_OPENVINO_PATTERNS = {"linux": "libopenvino_c.so*", "darwin": "libopenvino_c*.dylib", "win32": "openvino_c.dll"}
 PRECISIONS = ("f32", "bf16")
 #: The card field where the import records measured backend speeds, keyed by CPU kind.
 MEASURED = "backend_measurements"
@@ -62,17 +66,9 @@ def default_precision(kind: str) -> str:
 
 def find_openvino_library() -> Path:
     """libopenvino_c: $LRT_OPENVINO_LIB if set, else the one in the openvino wheel."""
-    override = os.environ.get("LRT_OPENVINO_LIB")
-    if override:
-        return Path(override)
-    spec = importlib.util.find_spec("openvino")
-    if spec is None or not spec.submodule_search_locations:
-        raise _core.RuntimeLoadError(f"backend 'openvino' needs the OpenVINO runtime: {_INSTALL_HINT}")
-    libs = Path(next(iter(spec.submodule_search_locations))) / "libs"
-    candidates = sorted(libs.glob("libopenvino_c.so*")) or sorted(libs.glob("openvino_c.dll"))
-    if not candidates:
-        raise _core.RuntimeLoadError(f"no libopenvino_c in {libs}; set LRT_OPENVINO_LIB or {_INSTALL_HINT}")
-    return candidates[-1]
+    not_installed = f"backend 'openvino' needs the OpenVINO runtime: {_INSTALL_HINT}"
+    pattern = _OPENVINO_PATTERNS.get(sys.platform, "libopenvino_c.so*")
+    return wheel_library(OPENVINO_LIB_ENV, "openvino", "libs", pattern, not_installed)
 
 
 def ensure_openvino() -> None:
@@ -82,7 +78,7 @@ def ensure_openvino() -> None:
 
 
 def openvino_installed() -> bool:
-    return bool(os.environ.get("LRT_OPENVINO_LIB")) or importlib.util.find_spec("openvino") is not None
+    return bool(os.environ.get(OPENVINO_LIB_ENV)) or importlib.util.find_spec("openvino") is not None
 
 
 def choose_auto(card: dict[str, Any], kind: str) -> tuple[str, str]:
@@ -104,9 +100,9 @@ def load_with_backend(
     card: dict[str, Any],
     backend: str = "ort",
     precision: str | None = None,
-) -> tuple[T, dict[str, Any]]:
-    """Build a core with ``make(backend, precision)`` under the chosen runtime; returns it and the
-    record of what ran (backend, precision, CPU kind, and for ``auto`` its choice and why). ``auto``
+) -> T:
+    """Build a core with ``make(backend, precision)`` under the chosen runtime and record what ran in
+    ``card["runtime"]`` (backend, precision, CPU kind, and for ``auto`` its choice and why). ``auto``
     falls back to ORT, with a warning, where OpenVINO cannot load the model."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
@@ -130,6 +126,8 @@ def load_with_backend(
             _log.warning("%s; falling back to ORT", message)
             record["reason"] = f"{why}, but {message}; fell back to ORT"
         else:
-            return core, {**record, "backend": "openvino", "precision": core.runs_as[1]}  # type: ignore[attr-defined]
+            card["runtime"] = {**record, "backend": "openvino", "precision": core.runs_as[1]}  # type: ignore[attr-defined]
+            return core
     core = make("ort", None)
-    return core, {**record, "backend": "ort", "precision": "graph"}
+    card["runtime"] = {**record, "backend": "ort", "precision": "graph"}
+    return core

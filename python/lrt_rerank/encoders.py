@@ -191,7 +191,7 @@ class CrossEncoder:
         if card.data.get("prompt") is not None:  # the template's instruction changes every score
             prompt = json.dumps(card.data["prompt"], sort_keys=True).encode()
             fingerprint += f"+prompt:{hashlib.sha256(prompt).hexdigest()[:16]}"
-        core, runtime = load_with_backend(
+        core = load_with_backend(
             lambda name, prec: _core.CrossEncoderCore(
                 str(path),
                 max_length or card.max_length,
@@ -213,7 +213,6 @@ class CrossEncoder:
             backend,
             precision,
         )
-        card.data["runtime"] = runtime
         return cls(core, path, card, cache)
 
     def with_windows(
@@ -393,7 +392,7 @@ class BiEncoder:
         engine's, 512). ``backend`` and ``precision``: as for :meth:`CrossEncoder.load`."""
         _check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "bi-encoder")
-        core, runtime = load_with_backend(
+        core = load_with_backend(
             lambda name, prec: _core.BiEncoderCore(
                 str(path),
                 max_length or card.max_length,
@@ -410,7 +409,6 @@ class BiEncoder:
             backend,
             precision,
         )
-        card.data["runtime"] = runtime
         return cls(core, path, card)
 
     @property

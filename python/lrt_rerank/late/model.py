@@ -134,7 +134,7 @@ class ColBERT:
         _check_positive(threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = open_late_interaction_dir(model_dir)
         c, where = card.data, path / CARD
-        core, runtime = load_with_backend(
+        core = load_with_backend(
             lambda name, prec: _core.ColbertCore(
                 str(path),
                 _card_int(c, "query_length", where, 5),
@@ -156,7 +156,6 @@ class ColBERT:
             backend,
             precision,
         )
-        c["runtime"] = runtime
         model = cls(core, path, card)
         model.document_cache = document_cache
         return model
