@@ -225,3 +225,17 @@ except RuntimeLoadError as exc:
         f"ERROR backend 'openvino' cannot load {tiny_cross[0]}: backend 'openvino' needs the OpenVINO runtime: "
         "pip install lrt-rerank[openvino]",
     ]
+
+
+def test_openvino_colbert_matches_pylate(tmp_path: Path) -> None:
+    """The ColBERT query encoder (and document encoder, MaxSim) on OpenVINO FP32 against PyLate itself."""
+    from test_colbert import DOCUMENTS, QUERY as COLBERT_QUERY, assert_close, pylate_colbert
+
+    from lrt_rerank.late import ColBERT
+    from lrt_rerank.models.importers.colbert import import_colbert
+
+    snapshot, ref = pylate_colbert(tmp_path)
+    model = ColBERT.load(import_colbert(snapshot, tmp_path / "imported"), backend="openvino", precision="f32")
+    assert model.card["runtime"]["backend"] == "openvino" and model.card["runtime"]["precision"] == "f32"
+    np.testing.assert_allclose(model.encode_query(COLBERT_QUERY), ref["query"], atol=1e-5)
+    assert_close(model.score(COLBERT_QUERY, DOCUMENTS), ref["scores"])
