@@ -222,8 +222,8 @@ except RuntimeLoadError as exc:
     assert out.stdout.splitlines() == [
         "ORT 3",
         "AUTO OpenVINO is not installed",
-        f"ERROR backend 'openvino' cannot load {tiny_cross[0]}: backend 'openvino' needs the OpenVINO runtime: "
-        "pip install lrt-rerank[openvino]",
+        f"ERROR backend 'openvino' cannot load {tiny_cross[0]}: the OpenVINO runtime is not installed "
+        "(pip install lrt-rerank[openvino]), and LRT_OPENVINO_LIB is not set",
     ]
 
 

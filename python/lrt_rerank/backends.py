@@ -66,7 +66,7 @@ def default_precision(kind: str) -> str:
 
 def find_openvino_library() -> Path:
     """libopenvino_c: $LRT_OPENVINO_LIB if set, else the one in the openvino wheel."""
-    not_installed = f"backend 'openvino' needs the OpenVINO runtime: {_INSTALL_HINT}"
+    not_installed = f"the OpenVINO runtime is not installed ({_INSTALL_HINT})"
     pattern = _OPENVINO_PATTERNS.get(sys.platform, "libopenvino_c.so*")
     return wheel_library(OPENVINO_LIB_ENV, "openvino", "libs", pattern, not_installed)
 
