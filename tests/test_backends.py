@@ -239,3 +239,17 @@ def test_openvino_colbert_matches_pylate(tmp_path: Path) -> None:
     assert model.card["runtime"]["backend"] == "openvino" and model.card["runtime"]["precision"] == "f32"
     np.testing.assert_allclose(model.encode_query(COLBERT_QUERY), ref["query"], atol=1e-5)
     assert_close(model.score(COLBERT_QUERY, DOCUMENTS), ref["scores"])
+
+
+def test_models_openvino_measures_both_backends_for_auto(tiny_cross, tmp_path: Path) -> None:
+    """`lrt-rerank models openvino DIR` times both backends into the card; `auto` then picks the faster one."""
+    import shutil
+
+    model_dir = Path(shutil.copytree(tiny_cross[0], tmp_path / "ce"))
+    out = _run(f"from lrt_rerank.cli import main; raise SystemExit(main(['models', 'openvino', {str(model_dir)!r}]))")
+    assert out.returncode == 0, out.stderr
+    measured = json.loads((model_dir / CARD).read_text(encoding="utf-8"))[MEASURED][cpu_kind()]
+    assert json.loads(out.stdout.splitlines()[-1]) == {cpu_kind(): measured}
+    assert measured["ort_ms"] > 0 and measured["openvino_ms"] > 0 and measured["pairs"] == 50
+    faster = "openvino" if measured["openvino_ms"] < measured["ort_ms"] else "ort"
+    assert CrossEncoder.load(model_dir, backend="auto").card["runtime"]["backend"] == faster
