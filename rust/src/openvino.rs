@@ -12,7 +12,7 @@ use libloading::Library;
 
 use crate::batching::PaddedBatch;
 use crate::error::{CoreError, Result};
-use crate::runtime::{Backend, GraphSpec, RawOutput, DYNAMIC, ID_INPUTS};
+use crate::runtime::{graph_spec, Backend, GraphSpec, RawOutput, DYNAMIC};
 
 /// `ov_element_type_e` codes of f32 and i64: the enum follows `ov::element::Type_t`, which lost its
 /// leading `undefined` in 2025, so `init_openvino` finds which numbering the library uses.
@@ -457,36 +457,17 @@ impl OvSession {
 impl Backend for OvSession {
     fn describe(&self, path: &Path) -> Result<GraphSpec> {
         let codes = api()?.codes;
-        let mut names = Vec::new();
-        for (name, ty, rank) in &self.inputs {
-            if !ID_INPUTS.contains(&name.as_str()) {
-                return Err(CoreError::model(
-                    path,
-                    format!("graph input '{name}' is not one of input_ids, attention_mask, token_type_ids"),
-                ));
-            }
-            if *ty != codes.i64 || *rank != 2 {
-                return Err(CoreError::model(
-                    path,
-                    format!("graph input '{name}' must be an int64 tensor [batch, sequence] (OpenVINO type {ty}, rank {rank})"),
-                ));
-            }
-            names.push(name.clone());
-        }
-        for required in ["input_ids", "attention_mask"] {
-            if !names.iter().any(|n| n == required) {
-                return Err(CoreError::model(path, format!("graph has no '{required}' input (inputs: {names:?})")));
-            }
-        }
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(name, ty, rank)| {
+                let mismatch = (*ty != codes.i64 || *rank != 2).then(|| format!("OpenVINO type {ty}, rank {rank}"));
+                (name.clone(), mismatch)
+            })
+            .collect();
         let (name, ty, dims) = &self.output;
-        if *ty != codes.f32 {
-            return Err(CoreError::model(path, format!("first graph output '{name}' must be a float32 tensor (OpenVINO type {ty})")));
-        }
-        Ok(GraphSpec {
-            feeds_token_type_ids: names.iter().any(|n| n == "token_type_ids"),
-            output_name: name.clone(),
-            output_dims: dims.clone(),
-        })
+        let dims = if *ty == codes.f32 { Ok(dims.clone()) } else { Err(format!("OpenVINO type {ty}")) };
+        graph_spec(path, inputs, Some((name.clone(), dims)))
     }
 
     fn run(&mut self, batch: &PaddedBatch, spec: &GraphSpec) -> Result<RawOutput> {

@@ -35,6 +35,45 @@ pub struct GraphSpec {
     pub output_dims: Vec<i64>,
 }
 
+/// A graph's `GraphSpec` from a runtime's view of it: each input's name and, where it is not an int64
+/// [batch, sequence] tensor, what it is; the first output's name and its declared dims or, where it
+/// is not a float32 tensor, what it is. Errors are model errors naming `path`.
+pub fn graph_spec(
+    path: &Path,
+    inputs: Vec<(String, Option<String>)>,
+    output: Option<(String, std::result::Result<Vec<i64>, String>)>,
+) -> Result<GraphSpec> {
+    let mut names = Vec::new();
+    for (name, mismatch) in inputs {
+        if !ID_INPUTS.contains(&name.as_str()) {
+            return Err(CoreError::model(
+                path,
+                format!("graph input '{name}' is not one of input_ids, attention_mask, token_type_ids"),
+            ));
+        }
+        if let Some(found) = mismatch {
+            return Err(CoreError::model(
+                path,
+                format!("graph input '{name}' must be an int64 tensor [batch, sequence], found {found}"),
+            ));
+        }
+        names.push(name);
+    }
+    for required in ["input_ids", "attention_mask"] {
+        if !names.iter().any(|n| n == required) {
+            return Err(CoreError::model(path, format!("graph has no '{required}' input (inputs: {names:?})")));
+        }
+    }
+    let (output_name, dims) = output.ok_or_else(|| CoreError::model(path, "graph has no outputs"))?;
+    if output_name.is_empty() {
+        return Err(CoreError::model(path, "the first graph output has no name"));
+    }
+    let output_dims = dims.map_err(|found| {
+        CoreError::model(path, format!("first graph output '{output_name}' must be a float32 tensor, found {found}"))
+    })?;
+    Ok(GraphSpec { feeds_token_type_ids: names.iter().any(|n| n == "token_type_ids"), output_name, output_dims })
+}
+
 /// The output read from one run: its shape and its data, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawOutput {
@@ -120,53 +159,26 @@ impl OrtSession {
 
 impl Backend for OrtSession {
     fn describe(&self, path: &Path) -> Result<GraphSpec> {
-        let session = &self.session;
-        let mut names = Vec::new();
-        for input in session.inputs() {
-            let name = input.name();
-            if !ID_INPUTS.contains(&name) {
-                return Err(CoreError::model(
-                    path,
-                    format!("graph input '{name}' is not one of input_ids, attention_mask, token_type_ids"),
-                ));
-            }
-            match input.dtype() {
-                ValueType::Tensor { ty: TensorElementType::Int64, shape, .. } if shape.len() == 2 => {}
-                other => {
-                    return Err(CoreError::model(
-                        path,
-                        format!("graph input '{name}' must be an int64 tensor [batch, sequence], found {other:?}"),
-                    ))
-                }
-            }
-            names.push(name.to_string());
-        }
-        for required in ["input_ids", "attention_mask"] {
-            if !names.iter().any(|n| n == required) {
-                return Err(CoreError::model(path, format!("graph has no '{required}' input (inputs: {names:?})")));
-            }
-        }
-        let output = session
-            .outputs()
-            .first()
-            .ok_or_else(|| CoreError::model(path, "graph has no outputs"))?;
-        if output.name().is_empty() {
-            return Err(CoreError::model(path, "the first graph output has no name"));
-        }
-        let output_dims = match output.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => shape.to_vec(),
-            other => {
-                return Err(CoreError::model(
-                    path,
-                    format!("first graph output '{}' must be a float32 tensor, found {other:?}", output.name()),
-                ))
-            }
-        };
-        Ok(GraphSpec {
-            feeds_token_type_ids: names.iter().any(|n| n == "token_type_ids"),
-            output_name: output.name().to_string(),
-            output_dims,
-        })
+        let inputs = self
+            .session
+            .inputs()
+            .iter()
+            .map(|input| {
+                let mismatch = match input.dtype() {
+                    ValueType::Tensor { ty: TensorElementType::Int64, shape, .. } if shape.len() == 2 => None,
+                    other => Some(format!("{other:?}")),
+                };
+                (input.name().to_string(), mismatch)
+            })
+            .collect();
+        let output = self.session.outputs().first().map(|output| {
+            let dims = match output.dtype() {
+                ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => Ok(shape.to_vec()),
+                other => Err(format!("{other:?}")),
+            };
+            (output.name().to_string(), dims)
+        });
+        graph_spec(path, inputs, output)
     }
 
     fn run(&mut self, batch: &PaddedBatch, spec: &GraphSpec) -> Result<RawOutput> {
