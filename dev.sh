@@ -83,8 +83,9 @@ prepare_tests() {
   # The OpenSearch node runs as `nobody` when we are root: keep its home (and the Maven cache of its
   # artifacts, reused by later runs on the same machine) where that user can reach it.
   export LRT_OPENSEARCH_WORK="${LRT_OPENSEARCH_WORK:-/var/tmp/lrt-rerank-opensearch}"
-  # everything the tests touch: the test tools, the factory (train) and every optional extra (all)
-  setup "test,train,all"
+  # everything the tests touch: the test tools, the factory (train), every optional extra (all) and
+  # the second runtime (openvino)
+  setup "test,train,all,openvino"
   check_java21
   fetch_test_artifacts
 }

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lrt_rerank import _core
+from lrt_rerank.backends import load_with_backend
 from lrt_rerank.calibration import Calibration
 from lrt_rerank.inputs import check_positive, check_text, check_texts
 from lrt_rerank.models.resolve import resolve_model_dir
@@ -112,6 +113,8 @@ class CrossEncoder:
         max_windows: int | None = None,
         aggregate: str | None = None,
         max_tokens_per_doc: int | None = None,
+        backend: str = "ort",
+        precision: str | None = None,
     ) -> "CrossEncoder":
         """Load a cross-encoder directory (``None`` or ``"default"``: the packaged default).
 
@@ -124,7 +127,11 @@ class CrossEncoder:
         window, at most ``max_windows``, default 8) and aggregates them with ``aggregate``: ``"max"``
         (default), ``"mean"``, ``"sum"`` or ``"first"``. Options left None take the card's
         ``long_documents`` / ``window_stride`` / ``max_windows`` / ``aggregate`` where it has them.
-        ``max_tokens_per_doc`` (Cohere's): read at most that many tokens of each passage."""
+        ``max_tokens_per_doc`` (Cohere's): read at most that many tokens of each passage.
+
+        ``backend``: ``"ort"`` (default), ``"openvino"`` or ``"auto"`` and ``precision`` (OpenVINO's:
+        ``"f32"`` or ``"bf16"``, default bf16 where the CPU has it) pick the runtime; see
+        :mod:`lrt_rerank.backends`. ``card["runtime"]`` records what ran and why."""
         check_positive(
             max_length=max_length,
             threads=threads,
@@ -144,19 +151,27 @@ class CrossEncoder:
         if card.data.get("prompt") is not None:  # the template's instruction changes every score
             prompt = json.dumps(card.data["prompt"], sort_keys=True).encode()
             fingerprint += f"+prompt:{hashlib.sha256(prompt).hexdigest()[:16]}"
-        core = _core.CrossEncoderCore(
-            str(path),
-            max_length or card.max_length,
-            fingerprint,
-            threads=threads,
-            batch_size=batch_size or 16,
-            cache=cache,
-            token_budget=token_budget,
-            long_documents=mode,
-            window_stride=stride,
-            max_windows=cap,
-            aggregate=agg,
-            max_tokens_per_doc=max_tokens_per_doc,
+        core = load_with_backend(
+            lambda name, prec: _core.CrossEncoderCore(
+                str(path),
+                max_length or card.max_length,
+                fingerprint,
+                threads=threads,
+                batch_size=batch_size or 16,
+                cache=cache,
+                token_budget=token_budget,
+                long_documents=mode,
+                window_stride=stride,
+                max_windows=cap,
+                aggregate=agg,
+                max_tokens_per_doc=max_tokens_per_doc,
+                backend=name,
+                precision=prec,
+            ),
+            path,
+            card.data,
+            backend,
+            precision,
         )
         return cls(core, path, card, cache)
 
@@ -328,21 +343,31 @@ class BiEncoder:
         threads: int | None = None,
         batch_size: int | None = None,
         token_budget: int | None = None,
+        backend: str = "ort",
+        precision: str | None = None,
     ) -> "BiEncoder":
         """Load a bi-encoder directory or snapshot folder (``None`` or ``"default"``: bge-small-en-v1.5 INT8).
 
         A batch holds at most ``batch_size`` texts and ``token_budget`` padded tokens (default: the
-        engine's, 512)."""
+        engine's, 512). ``backend`` and ``precision``: as for :meth:`CrossEncoder.load`."""
         check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "bi-encoder")
-        core = _core.BiEncoderCore(
-            str(path),
-            max_length or card.max_length,
-            threads=threads,
-            batch_size=batch_size or 32,
-            pooling=card.pooling,
-            normalize=card.normalize,
-            token_budget=token_budget,
+        core = load_with_backend(
+            lambda name, prec: _core.BiEncoderCore(
+                str(path),
+                max_length or card.max_length,
+                threads=threads,
+                batch_size=batch_size or 32,
+                pooling=card.pooling,
+                normalize=card.normalize,
+                token_budget=token_budget,
+                backend=name,
+                precision=prec,
+            ),
+            path,
+            card.data,
+            backend,
+            precision,
         )
         return cls(core, path, card)
 

@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "opensearch": ("opensearchpy",),
     "plot": ("matplotlib",),
     "train": ("torch", "transformers", "sentence_transformers"),
+    "openvino": ("openvino", "nncf"),
 }
 #: top-level module -> the extra that installs it.
 MODULE_EXTRA: dict[str, str] = {module: extra for extra, modules in EXTRAS.items() for module in modules}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::batching::{Batching, DEFAULT_TOKEN_BUDGET};
 use crate::error::{CoreError, Result};
+use crate::runtime::Runtime;
 use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
 use crate::pooling::{l2_normalise, pool_row, Pooling};
 use crate::runtime::DYNAMIC;
@@ -24,6 +25,8 @@ pub struct BiEncoderOptions {
     pub pooling: Pooling,
     /// L2-normalise each embedding.
     pub normalize: bool,
+    /// The runtime that loads and runs the graph.
+    pub runtime: Runtime,
 }
 
 impl Default for BiEncoderOptions {
@@ -35,6 +38,7 @@ impl Default for BiEncoderOptions {
             token_budget: DEFAULT_TOKEN_BUDGET,
             pooling: Pooling::Mean,
             normalize: true,
+            runtime: Runtime::default(),
         }
     }
 }
@@ -90,7 +94,7 @@ fn probe_dim(shape: &[i64], n: i64) -> Option<usize> {
 impl BiEncoderCore {
     pub fn load(dir: &Path, options: &BiEncoderOptions) -> Result<Self> {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
-        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads, true)?;
+        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads, true, options.runtime)?;
         let declared = model.output_dims();
         // An embedding of one dimension is a score, not an embedding: a cross-encoder graph.
         if !matches!(declared, [_, DYNAMIC, d] | [_, d] if *d == DYNAMIC || *d > 1) {

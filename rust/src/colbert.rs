@@ -20,6 +20,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::batching::{Batching, PaddedBatch, DEFAULT_TOKEN_BUDGET};
 use crate::error::{CoreError, Result};
+use crate::runtime::Runtime;
 use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
 use crate::pooling::l2_normalise;
 use crate::runtime::DYNAMIC;
@@ -48,6 +49,8 @@ pub struct ColbertOptions {
     pub batch_size: usize,
     /// Most padded tokens (rows × longest) in one batch.
     pub token_budget: usize,
+    /// The runtime that loads and runs the graph.
+    pub runtime: Runtime,
 }
 
 impl Default for ColbertOptions {
@@ -64,6 +67,7 @@ impl Default for ColbertOptions {
             threads: default_threads(),
             batch_size: 32,
             token_budget: DEFAULT_TOKEN_BUDGET * 4,
+            runtime: Runtime::default(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl ColbertCore {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
         let query_budget = text_budget(options.query_length, options.query_marker, "query_length")?;
         let document_budget = text_budget(options.document_length, options.document_marker, "document_length")?;
-        let (model, document_tokenizer) = load_model_dir(dir, document_budget, options.threads, true)?;
+        let (model, document_tokenizer) = load_model_dir(dir, document_budget, options.threads, true, options.runtime)?;
         let tok_path = dir.join("tokenizer.json");
         let query_tokenizer = TextTokenizer::from_file(&tok_path, query_budget)?;
         let vocab = document_tokenizer.vocab_size();

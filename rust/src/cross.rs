@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::batching::{Batching, DEFAULT_TOKEN_BUDGET};
 use crate::cache::{self, ScoreCache};
 use crate::error::{CoreError, Result};
+use crate::runtime::Runtime;
 use crate::pool::{default_threads, load_model_dir, BatchOutput, SessionPool};
 use crate::runtime::DYNAMIC;
 use crate::tokenize::{Encoded, PairWindows, PromptTemplate, TextTokenizer};
@@ -25,6 +26,8 @@ pub struct CrossEncoderOptions {
     pub token_budget: usize,
     /// Long passages: truncated (default) or scored as windows and aggregated.
     pub windows: WindowOptions,
+    /// The runtime that loads and runs the graph.
+    pub runtime: Runtime,
 }
 
 impl Default for CrossEncoderOptions {
@@ -35,6 +38,7 @@ impl Default for CrossEncoderOptions {
             batch_size: 16,
             token_budget: DEFAULT_TOKEN_BUDGET,
             windows: WindowOptions::default(),
+            runtime: Runtime::default(),
         }
     }
 }
@@ -171,7 +175,7 @@ impl CrossEncoderCore {
     /// long passages do not apply to a prompt (its document's tail is cut to fit, as the model's card does).
     pub fn load_with_prompt(dir: &Path, options: &CrossEncoderOptions, prompt: Option<&PromptTemplate>) -> Result<Self> {
         let batching = Batching::new(options.batch_size, options.token_budget)?;
-        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads, false)?;
+        let (model, tokenizer) = load_model_dir(dir, options.max_length, options.threads, false, options.runtime)?;
         let tokenizer = match prompt {
             Some(p) => tokenizer.with_prompt(&dir.join("tokenizer.json"), p)?,
             None => tokenizer,

@@ -4,16 +4,16 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum CoreError {
-    /// The ONNX Runtime shared library could not be loaded.
-    #[error("cannot load the ONNX Runtime library {path}: {msg}")]
-    Runtime { path: String, msg: String },
+    /// A runtime's shared library (ONNX Runtime, OpenVINO) could not be loaded.
+    #[error("cannot load the {runtime} library {path}: {msg}")]
+    Runtime { runtime: &'static str, path: String, msg: String },
     /// A model directory file is missing, unreadable or does not fit the rest.
     #[error("{path}: {msg}")]
     Model { path: String, msg: String },
     /// Tokenization of an input failed.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
-    /// ONNX Runtime failed while running the graph.
+    /// The runtime failed while running the graph.
     #[error("inference failed: {0}")]
     Inference(String),
     /// A caller passed an argument outside its domain.

@@ -9,6 +9,7 @@ pub mod colbert;
 pub mod cross;
 pub mod error;
 pub mod fusion;
+pub mod openvino;
 pub mod pool;
 pub mod pooling;
 pub mod runtime;
@@ -28,7 +29,7 @@ use crate::error::{guarded, CoreError};
 create_exception!(_core, LrtError, PyException, "Base class of lrt_rerank errors.");
 create_exception!(_core, ModelError, LrtError, "A model directory or file is missing, malformed, or does not fit.");
 create_exception!(_core, InferenceError, LrtError, "Tokenization or ONNX Runtime inference failed.");
-create_exception!(_core, RuntimeLoadError, LrtError, "The ONNX Runtime shared library could not be loaded.");
+create_exception!(_core, RuntimeLoadError, LrtError, "A runtime's shared library (ONNX Runtime, OpenVINO) could not be loaded.");
 
 fn to_py(e: CoreError) -> PyErr {
     let msg = e.to_string();
@@ -62,6 +63,22 @@ fn init_runtime(py: Python<'_>, path: PathBuf) -> PyResult<()> {
 #[pyfunction]
 fn runtime_ready() -> bool {
     runtime::runtime_ready()
+}
+
+/// Load libopenvino_c from `path` (once per process; later calls are no-ops).
+#[pyfunction]
+fn init_openvino(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| openvino::init_openvino(&path)).map_err(to_py)
+}
+
+#[pyfunction]
+fn openvino_ready() -> bool {
+    openvino::openvino_ready()
+}
+
+/// The runtime named by a constructor's `backend` and `precision` arguments.
+fn runtime_of(backend: &str, precision: Option<&str>) -> PyResult<runtime::Runtime> {
+    runtime::Runtime::parse(backend, precision).map_err(to_py)
 }
 
 /// Thread-safe bounded LRU of scores keyed by (model fingerprint, query, passage).
@@ -184,7 +201,8 @@ impl PyCrossEncoder {
     #[new]
     #[pyo3(signature = (
         model_dir, max_length, fingerprint, threads = None, batch_size = 16, cache = None, token_budget = None,
-        long_documents = "truncate", window_stride = None, max_windows = 8, aggregate = "max", max_tokens_per_doc = None
+        long_documents = "truncate", window_stride = None, max_windows = 8, aggregate = "max", max_tokens_per_doc = None,
+        backend = "ort", precision = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -200,6 +218,8 @@ impl PyCrossEncoder {
         max_windows: usize,
         aggregate: &str,
         max_tokens_per_doc: Option<usize>,
+        backend: &str,
+        precision: Option<&str>,
     ) -> PyResult<Self> {
         // The parameters are exactly the Python ones; the GIL token comes from `Python::attach`
         // (already held here, so it only borrows it) rather than from one more parameter.
@@ -210,6 +230,7 @@ impl PyCrossEncoder {
             batch_size,
             token_budget: token_budget.unwrap_or(defaults.token_budget),
             windows: window_options(long_documents, window_stride, max_windows, aggregate, max_tokens_per_doc)?,
+            runtime: runtime_of(backend, precision)?,
         };
         // Cached scores are keyed by the model and, for windows, by the window settings.
         let model_fingerprint = fingerprint;
@@ -331,6 +352,11 @@ impl PyCrossEncoder {
     fn batches_run(&self) -> u64 {
         self.inner.model().runs()
     }
+    /// (backend, precision) the model runs at: ("ort", "graph") or ("openvino", "bf16" | "f32").
+    #[getter]
+    fn runs_as(&self) -> (&'static str, String) {
+        self.inner.model().runs_as()
+    }
 
     /// Raw logits (float32) for each passage, in input order. With a cache, only misses run.
     fn score<'py>(&self, py: Python<'py>, query: String, passages: Vec<String>) -> PyResult<Bound<'py, PyArray1<f32>>> {
@@ -367,7 +393,11 @@ struct PyBiEncoder {
 #[pymethods]
 impl PyBiEncoder {
     #[new]
-    #[pyo3(signature = (model_dir, max_length, threads = None, batch_size = 32, pooling = "mean", normalize = true, token_budget = None))]
+    #[pyo3(signature = (
+        model_dir, max_length, threads = None, batch_size = 32, pooling = "mean", normalize = true, token_budget = None,
+        backend = "ort", precision = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         model_dir: PathBuf,
         max_length: usize,
@@ -376,6 +406,8 @@ impl PyBiEncoder {
         pooling: &str,
         normalize: bool,
         token_budget: Option<usize>,
+        backend: &str,
+        precision: Option<&str>,
     ) -> PyResult<Self> {
         // As for CrossEncoderCore: the Python parameters only, the GIL token from `Python::attach`.
         let defaults = bi::BiEncoderOptions::default();
@@ -386,6 +418,7 @@ impl PyBiEncoder {
             token_budget: token_budget.unwrap_or(defaults.token_budget),
             pooling: crate::pooling::Pooling::parse(pooling).map_err(to_py)?,
             normalize,
+            runtime: runtime_of(backend, precision)?,
         };
         let inner = Python::attach(|py| py.detach(|| guarded(|| bi::BiEncoderCore::load(&model_dir, &options))))
             .map_err(to_py)?;
@@ -407,6 +440,11 @@ impl PyBiEncoder {
     #[getter]
     fn pooling(&self) -> &'static str {
         self.inner.pooling().name()
+    }
+    /// (backend, precision) the model runs at, as `CrossEncoderCore.runs_as`.
+    #[getter]
+    fn runs_as(&self) -> (&'static str, String) {
+        self.inner.model().runs_as()
     }
     #[getter]
     fn normalize(&self) -> bool {
@@ -450,7 +488,8 @@ impl PyColbert {
     #[new]
     #[pyo3(signature = (
         model_dir, query_length, document_length, mask_id, query_marker = None, document_marker = None,
-        query_expansion = true, attend_expansion = false, skiplist = Vec::new(), threads = None, batch_size = 32, token_budget = None
+        query_expansion = true, attend_expansion = false, skiplist = Vec::new(), threads = None, batch_size = 32, token_budget = None,
+        backend = "ort", precision = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -466,6 +505,8 @@ impl PyColbert {
         threads: Option<usize>,
         batch_size: usize,
         token_budget: Option<usize>,
+        backend: &str,
+        precision: Option<&str>,
     ) -> PyResult<Self> {
         let defaults = colbert::ColbertOptions::default();
         let options = colbert::ColbertOptions {
@@ -480,6 +521,7 @@ impl PyColbert {
             threads: threads.unwrap_or(defaults.threads),
             batch_size,
             token_budget: token_budget.unwrap_or(defaults.token_budget),
+            runtime: runtime_of(backend, precision)?,
         };
         let inner = Python::attach(|py| py.detach(|| guarded(|| colbert::ColbertCore::load(&model_dir, &options))))
             .map_err(to_py)?;
@@ -498,6 +540,11 @@ impl PyColbert {
     #[getter]
     fn batches_run(&self) -> u64 {
         self.inner.model().runs()
+    }
+    /// (backend, precision) the model runs at, as `CrossEncoderCore.runs_as`.
+    #[getter]
+    fn runs_as(&self) -> (&'static str, String) {
+        self.inner.model().runs_as()
     }
     /// Threads (sessions) of this model; MaxSim splits its documents over as many.
     #[getter]
@@ -633,6 +680,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RuntimeLoadError", py.get_type::<RuntimeLoadError>())?;
     m.add_function(wrap_pyfunction!(init_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(runtime_ready, m)?)?;
+    m.add_function(wrap_pyfunction!(init_openvino, m)?)?;
+    m.add_function(wrap_pyfunction!(openvino_ready, m)?)?;
     m.add_function(wrap_pyfunction!(cache_key, m)?)?;
     m.add_function(wrap_pyfunction!(rrf, m)?)?;
     m.add_class::<PyScoreCache>()?;

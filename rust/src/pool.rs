@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use crate::batching::PaddedBatch;
 use crate::error::{CoreError, Result};
-use crate::runtime::{Backend, GraphSpec, OrtSession, DYNAMIC};
+use crate::runtime::{Backend, GraphSpec, Runtime, Session, DYNAMIC};
 use crate::tokenize::{Encoded, TextTokenizer};
 
 /// Result of one batch: the output tensor's shape and its data, row-major.
@@ -23,7 +23,7 @@ pub struct BatchOutput {
 /// The worker index that `spread` gives a call's single batch when the pool has a solo session.
 const SOLO: usize = usize::MAX;
 
-pub struct SessionPool<B: Backend = OrtSession> {
+pub struct SessionPool<B: Backend = Session> {
     /// One session per worker; each runs with `intra_threads` threads. Batches of one call are
     /// spread over the sessions in parallel (see `run_many`).
     sessions: Vec<Mutex<B>>,
@@ -37,8 +37,8 @@ pub struct SessionPool<B: Backend = OrtSession> {
 }
 
 impl<B: Backend> SessionPool<B> {
-    /// `sessions` sessions of `intra_threads` intra-op threads each.
-    pub fn load(path: &Path, sessions: usize, intra_threads: usize) -> Result<Self> {
+    /// `sessions` sessions, each opened by `open` (errors name the model file).
+    pub fn load(path: &Path, sessions: usize, open: impl Fn(&Path) -> Result<B>) -> Result<Self> {
         if !path.is_file() {
             return Err(CoreError::model(path, "model file not found"));
         }
@@ -49,7 +49,7 @@ impl<B: Backend> SessionPool<B> {
         let count = sessions.max(1);
         let mut loaded = Vec::with_capacity(count);
         for _ in 0..count {
-            loaded.push(B::load(path, intra_threads)?);
+            loaded.push(open(path)?);
         }
         Self::from_sessions(path, loaded)
     }
@@ -243,10 +243,25 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// The tokenizer (`tokenizer.json`) and the session pool (`model.onnx`) of a model directory:
-/// `threads` single-threaded sessions, plus (`solo`, when `threads` > 1) one session of `threads`
-/// intra-op threads for calls of one batch, such as a query's encoding.
-pub fn load_model_dir(dir: &Path, max_length: usize, threads: usize, solo: bool) -> Result<(SessionPool, TextTokenizer)> {
+impl SessionPool<Session> {
+    /// (backend, precision) the sessions run at (see `Session::runs_as`).
+    pub fn runs_as(&self) -> (&'static str, String) {
+        let first = self.sessions[0].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.runs_as()
+    }
+}
+
+/// The tokenizer (`tokenizer.json`) and the session pool (the graph `runtime` reads, see
+/// `Runtime::model_file`) of a model directory: `threads` single-threaded sessions, plus (`solo`,
+/// when `threads` > 1) one session of `threads` intra-op threads for calls of one batch, such as a
+/// query's encoding.
+pub fn load_model_dir(
+    dir: &Path,
+    max_length: usize,
+    threads: usize,
+    solo: bool,
+    runtime: Runtime,
+) -> Result<(SessionPool, TextTokenizer)> {
     if !dir.is_dir() {
         return Err(CoreError::model(dir, "model directory not found"));
     }
@@ -254,10 +269,10 @@ pub fn load_model_dir(dir: &Path, max_length: usize, threads: usize, solo: bool)
     let tokenizer = TextTokenizer::from_file(&tok_path, max_length)?;
     // One single-threaded session per core, batches run in parallel: on small transformer graphs
     // this beats one session with intra-op threads, which synchronise on every operator.
-    let path = dir.join("model.onnx");
-    let mut model = SessionPool::load(&path, threads, 1)?;
+    let path = runtime.model_file(dir);
+    let mut model = SessionPool::load(&path, threads, |p| Session::load(runtime, p, 1))?;
     if solo && threads > 1 {
-        model = model.with_solo(OrtSession::load(&path, threads)?);
+        model = model.with_solo(Session::load(runtime, &path, threads)?);
     }
     Ok((model, tokenizer))
 }
@@ -276,9 +291,6 @@ mod tests {
     }
 
     impl Backend for Fake {
-        fn load(_path: &Path, _intra_threads: usize) -> Result<Self> {
-            Ok(Self { dims: vec![DYNAMIC, 1], fail_on_len: None })
-        }
         fn describe(&self, _path: &Path) -> Result<GraphSpec> {
             Ok(GraphSpec { feeds_token_type_ids: false, output_name: "logits".into(), output_dims: self.dims.clone() })
         }
@@ -379,8 +391,9 @@ mod tests {
             Err(other) => panic!("expected a model error, got {other:?}"),
             Ok(_) => panic!("loaded"),
         };
-        assert_eq!(msg(SessionPool::load(&dir.join("missing.onnx"), 1, 1)), "model file not found");
-        assert_eq!(msg(SessionPool::load(&empty, 1, 1)), "model file is empty");
+        let open = |_: &Path| Ok(Fake { dims: vec![DYNAMIC, 1], fail_on_len: None });
+        assert_eq!(msg(SessionPool::load(&dir.join("missing.onnx"), 1, open)), "model file not found");
+        assert_eq!(msg(SessionPool::load(&empty, 1, open)), "model file is empty");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,6 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed of the placeholder cross-encoder head")
     b.set_defaults(func=_build)
 
+    o = msub.add_parser(
+        "openvino",
+        help="OpenVINO for a cross-encoder directory: --int8 writes a static INT8 IR (NNCF, calibrated on "
+        "bundled NFCorpus pairs); then both backends are timed and the card records it (what backend=auto reads)",
+    )
+    o.add_argument("model_dir", type=Path)
+    o.add_argument("--int8", action="store_true", help="write openvino_model.xml/.bin, static INT8 through NNCF")
+    o.set_defaults(func=_openvino)
+
     d = msub.add_parser("default", help="print the default model directory of a kind (shipped inside the package)")
     d.add_argument("--kind", choices=KINDS, required=True)
     d.set_defaults(func=_default)
@@ -136,6 +145,15 @@ def _build(args: argparse.Namespace) -> int:
 
 def _default(args: argparse.Namespace) -> int:
     print(default_model_dir(args.kind))
+    return 0
+
+
+def _openvino(args: argparse.Namespace) -> int:
+    from lrt_rerank.models.openvino_ir import measure_backends, write_int8_ir
+
+    if args.int8:
+        print(json.dumps(write_int8_ir(args.model_dir)))
+    print(json.dumps(measure_backends(args.model_dir)))
     return 0
 
 

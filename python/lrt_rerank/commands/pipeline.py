@@ -13,6 +13,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from lrt_rerank.backends import add_backend_arg
 from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.datasets import Dataset, DatasetError, load_dataset
 from lrt_rerank.evaluate import RERANKED_SYSTEM, evaluate, markdown_table, plot_tradeoff
@@ -162,6 +163,7 @@ def _add_reranker_args(parser: argparse.ArgumentParser) -> None:
         help="cross-encoder: 'default', 'none' (first stage only) or a model directory (default: %(default)s)",
     )
     parser.add_argument("--rerank-depth", type=int, default=50, help="candidates to re-rank (default: %(default)s)")
+    add_backend_arg(parser)
     parser.add_argument(
         "--interpolation",
         type=float,
@@ -321,7 +323,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         reranker = planned[0].reranker if planned else None
         pipeline = Pipeline.of_stages(stage, planned)
     else:
-        reranker = with_long_documents(load_reranker(args.reranker), args) if fusion is None or fusion.uses_reranker else None
+        reranker = with_long_documents(load_reranker(args.reranker, args.backend), args) if fusion is None or fusion.uses_reranker else None
         pipeline = Pipeline(stage, reranker, rerank_depth=args.rerank_depth, interpolation=args.interpolation, fusion=fusion)
     attach_store(reranker, args.index_dir)
     result = pipeline.run(args.query, k=args.k, budget_ms=args.budget_ms)
@@ -366,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         query_ids = query_ids[: args.max_queries]
     planned = plan_stages(args)
     fusion = load_fusion(args.fusion) if args.fusion is not None else None
-    reranker = with_long_documents(load_reranker(args.reranker), args) if planned is None else None
+    reranker = with_long_documents(load_reranker(args.reranker, args.backend), args) if planned is None else None
     if fusion is not None and fusion.uses_reranker and reranker is None:
         raise ValueError(f"{args.fusion}: field 'weights.reranker' is {fusion.weights['reranker']:g}: pass its --reranker")
     stage = open_first_stage(args, dataset)
@@ -419,7 +421,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"      ready in {time.perf_counter() - step:.1f} s: {stage.path}\n")
 
     print("[2/4] Re-ranker")
-    reranker = with_long_documents(load_reranker(args.reranker), args)
+    reranker = with_long_documents(load_reranker(args.reranker, args.backend), args)
     if reranker is None:
         print("      none (--reranker none): first stage only\n")
     else:

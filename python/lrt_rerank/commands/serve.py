@@ -17,6 +17,7 @@ SERVE_HELP = "run the HTTP rerank service (Cohere- and TEI-compatible)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lrt_rerank.backends import add_backend_arg
     from lrt_rerank.opensearch.connection import refuse_secret_args
 
     p = sub.add_parser(
@@ -75,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="intra-op threads of each worker's model (default: the CPU count divided by --workers, at least 1)",
     )
+    add_backend_arg(p)
     p.add_argument(
         "--max-concurrent-scoring",
         type=int,
@@ -150,12 +152,13 @@ def serve(args: argparse.Namespace) -> int:
         threads=args.threads or max(1, (os.cpu_count() or 1) // args.workers),
         max_concurrent_scoring=args.max_concurrent_scoring,
         any_model_name=args.any_model_name,
+        backend=args.backend,
     )
     try:
         # Loaded once here: a bad --model fails now, with its reason, and workers do not each build the
         # default model or import a snapshot again (they load the directory the probe used).
         windows = long_document_env(args)
-        probe = load_served_model(settings.model, threads=1, windows=json.loads(windows))
+        probe = load_served_model(settings.model, threads=1, windows=json.loads(windows), backend=settings.backend)
         settings = replace(settings, model=str(probe.model_dir))
         del probe
         if settings.redis_url:

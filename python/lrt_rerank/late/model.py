@@ -29,6 +29,7 @@ from lrt_rerank.models.store import (
     file_sha256,
     open_model_dir,
 )
+from lrt_rerank.backends import load_with_backend
 from lrt_rerank.runtime import ensure_runtime
 
 if TYPE_CHECKING:
@@ -117,24 +118,35 @@ class ColBERT:
         batch_size: int | None = None,
         token_budget: int | None = None,
         document_cache: DocumentCache | None = None,
+        backend: str = "ort",
+        precision: str | None = None,
     ) -> ColBERT:
-        """Load a late-interaction model directory, or import a PyLate / colbert-ai snapshot folder first."""
+        """Load a late-interaction model directory, or import a PyLate / colbert-ai snapshot folder first.
+        ``backend`` and ``precision``: as for :meth:`lrt_rerank.CrossEncoder.load`."""
         check_positive(threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = open_late_interaction_dir(model_dir)
         c, where = card.data, path / CARD
-        core = _core.ColbertCore(
-            str(path),
-            _card_int(c, "query_length", where, 5),
-            _card_int(c, "document_length", where, 5),
-            _card_int(c, "mask_id", where),
-            query_marker=_marker(c, "query_marker_id", where),
-            document_marker=_marker(c, "document_marker_id", where),
-            query_expansion=_card_flag(c, "query_expansion", where),
-            attend_expansion=_card_flag(c, "attend_expansion", where),
-            skiplist=[int(i) for i in c.get("skiplist_ids", [])],
-            threads=threads,
-            batch_size=batch_size or 32,
-            token_budget=token_budget,
+        core = load_with_backend(
+            lambda name, prec: _core.ColbertCore(
+                str(path),
+                _card_int(c, "query_length", where, 5),
+                _card_int(c, "document_length", where, 5),
+                _card_int(c, "mask_id", where),
+                query_marker=_marker(c, "query_marker_id", where),
+                document_marker=_marker(c, "document_marker_id", where),
+                query_expansion=_card_flag(c, "query_expansion", where),
+                attend_expansion=_card_flag(c, "attend_expansion", where),
+                skiplist=[int(i) for i in c.get("skiplist_ids", [])],
+                threads=threads,
+                batch_size=batch_size or 32,
+                token_budget=token_budget,
+                backend=name,
+                precision=prec,
+            ),
+            path,
+            c,
+            backend,
+            precision,
         )
         model = cls(core, path, card)
         model.document_cache = document_cache

@@ -228,9 +228,11 @@ def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fus
     )
 
 
-def load_served_model(model: str, threads: int | None, windows: dict[str, object] | None = None) -> ServedModel:
+def load_served_model(
+    model: str, threads: int | None, windows: dict[str, object] | None = None, backend: str = "ort"
+) -> ServedModel:
     """The model ``--model`` names: a ColBERT for a late-interaction directory or snapshot, else a
-    cross-encoder read with ``windows`` (the served long-document settings)."""
+    cross-encoder read with ``windows`` (the served long-document settings); run by ``backend``."""
     path = resolve_model_dir(model)
     if is_late_interaction(path):
         if windows:
@@ -239,14 +241,14 @@ def load_served_model(model: str, threads: int | None, windows: dict[str, object
                 f"{path}: a late-interaction model truncates documents at its card's document_length; "
                 f"{flags} apply to cross-encoders only"
             )
-        return ColBERT.load(path, threads=threads)
-    return CrossEncoder.load(str(path), threads=threads, **(windows or {}))  # type: ignore[arg-type]
+        return ColBERT.load(path, threads=threads, backend=backend)
+    return CrossEncoder.load(str(path), threads=threads, backend=backend, **(windows or {}))  # type: ignore[arg-type]
 
 
 def default_loader(settings: ServiceSettings) -> EncoderLoader:
     def load() -> ServedModel:
         windows = json.loads(os.environ.get(LONG_DOCUMENTS_ENV) or "{}")
-        return load_served_model(settings.model, settings.threads, windows)
+        return load_served_model(settings.model, settings.threads, windows, settings.backend)
 
     return load
 

@@ -28,6 +28,8 @@ class ServiceSettings:
     """MiB of document token matrices a late-interaction model keeps in process (the document cache)."""
     threads: int | None = None
     """Intra-op threads of the model (None: the core's default)."""
+    backend: str = "ort"
+    """Runtime of the model: "ort", "openvino" or "auto" (see lrt_rerank.backends)."""
     max_concurrent_scoring: int = 2
     """Requests scored at the same time per process; the rest wait their turn."""
     any_model_name: bool = False
