@@ -22,6 +22,11 @@ from lrt_rerank.runtime import ensure_runtime
 PathLike = str | os.PathLike[str]
 
 
+def _from_core(attribute: str, doc: str = "") -> Any:
+    """A read-only property answering the Rust core's ``attribute`` (``self._core``)."""
+    return property(lambda self: getattr(self._core, attribute), doc=doc or None)
+
+
 LONG_DOCUMENTS = ("truncate", "windows")
 AGGREGATES = ("max", "mean", "sum", "first")
 
@@ -195,48 +200,20 @@ class CrossEncoder:
         view._core = core
         return view
 
-    @property
-    def fingerprint(self) -> str:
-        """The key of this encoder's cached scores: the sha256 of model.onnx, followed by the window
-        settings under ``long_documents="windows"`` (so that cache tiers tell settings apart)."""
-        return self._core.fingerprint
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of model.onnx."""
-        return self._core.model_fingerprint
-
-    @property
-    def max_tokens_per_doc(self) -> int | None:
-        """Most tokens read of each passage (None: all)."""
-        return self._core.max_tokens_per_doc
+    fingerprint = _from_core("fingerprint", "The key of this encoder's cached scores: the sha256 of model.onnx, followed by the window settings under long_documents='windows'.")
+    sha256 = _from_core("model_fingerprint", "sha256 of model.onnx.")
+    max_tokens_per_doc = _from_core("max_tokens_per_doc", "Most tokens read of each passage (None: all).")
 
     def window_stats(self, query: str, passages: Sequence[str]) -> list[tuple[int, int, int, int]]:
         """Per passage, without scoring it (tokenization only): (tokens, tokens scored, windows scored,
         windows dropped), as :meth:`score_details` reports them."""
         return self._core.window_stats(check_text("query", query), check_texts("passages", passages))
 
-    @property
-    def long_documents(self) -> str:
-        return self._core.long_documents
-
-    @property
-    def window_stride(self) -> int | None:
-        """Tokens between window starts; None: half the window (``window_width(query) // 2``)."""
-        return self._core.window_stride
-
-    @property
-    def max_windows(self) -> int:
-        return self._core.max_windows
-
-    @property
-    def aggregate(self) -> str:
-        return self._core.aggregate
-
-    @property
-    def pair_special_tokens(self) -> int:
-        """Special tokens the model's pair template adds (3 for BERT, 4 for XLM-R)."""
-        return self._core.pair_special_tokens
+    long_documents = _from_core("long_documents")
+    window_stride = _from_core("window_stride", "Tokens between window starts; None: half the window (window_width(query) // 2).")
+    max_windows = _from_core("max_windows")
+    aggregate = _from_core("aggregate")
+    pair_special_tokens = _from_core("pair_special_tokens", "Special tokens the model's pair template adds (3 for BERT, 4 for XLM-R).")
 
     def window_width(self, query: str) -> int | None:
         """Passage tokens per window for ``query``; None when the query alone fills ``max_length``."""
@@ -261,18 +238,9 @@ class CrossEncoder:
     def name(self) -> str:
         return str(self.card.get("name", self.model_dir.name))
 
-    @property
-    def max_length(self) -> int:
-        return self._core.max_length
-
-    @property
-    def batch_size(self) -> int:
-        return self._core.batch_size
-
-    @property
-    def batches_run(self) -> int:
-        """Batches run through the ONNX sessions since load (the load-time probe counts one)."""
-        return self._core.batches_run
+    max_length = _from_core("max_length")
+    batch_size = _from_core("batch_size")
+    batches_run = _from_core("batches_run", "Batches run through the model's sessions since load (the load-time probe counts one).")
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Raw logits (float32), one per passage, in input order."""
@@ -371,13 +339,8 @@ class BiEncoder:
         )
         return cls(core, path, card)
 
-    @property
-    def dim(self) -> int:
-        return self._core.dim
-
-    @property
-    def max_length(self) -> int:
-        return self._core.max_length
+    dim = _from_core("dim")
+    max_length = _from_core("max_length")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 array (n, dim), pooled as the card says; rows L2-normalised unless ``normalize`` is off."""
