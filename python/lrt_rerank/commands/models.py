@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from lrt_rerank.commands.pipeline import add_dense_model_arg, add_stemmer_arg
+from lrt_rerank.commands.common import add_dense_model_arg, add_stemmer_arg
 from lrt_rerank.models.prompts import TEMPLATES
 from lrt_rerank.models.quantize import DEFAULT_SCHEME, KEEP_FP32, SCHEMES
 from lrt_rerank.models.resolve import default_model_dir
@@ -203,7 +203,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from lrt_rerank import CrossEncoder, LrtError
     from lrt_rerank.calibrate import collect, fit, measure, require_tuning_split
     from lrt_rerank.calibration import write_calibration
-    from lrt_rerank.commands.pipeline import open_first_stage
+    from lrt_rerank.commands.common import open_first_stage
     from lrt_rerank.datasets import load_dataset
     from lrt_rerank.first_stage.embedded import IndexFormatError
 

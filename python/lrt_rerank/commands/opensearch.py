@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lrt_rerank.commands.pipeline import add_dense_model_arg
+    from lrt_rerank.commands.common import add_dense_model_arg
     from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, STEMMERS
     from lrt_rerank.opensearch.connection import add_connection_args, refuse_secret_args
     from lrt_rerank.ops.opensearch import DEFAULT_VERSION
@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="plan.json of `lrt-rerank plan`: checked against what the node can run; its stages run in the service "
         "(serve --plan), the node sends its top hits (size >= the first stage's depth)",
     )
-    from lrt_rerank.commands.pipeline import add_long_document_args
+    from lrt_rerank.commands.common import add_long_document_args
 
     add_long_document_args(pipe)  # sent by the connector with every request (docs/long-documents.md)
     pipe.set_defaults(func=cmd_pipeline)

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lrt_rerank.commands.pipeline import add_dense_model_arg, reports_user_errors
+from lrt_rerank.commands.common import add_dense_model_arg, reports_user_errors
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.extras import require
 from lrt_rerank.first_stage.index_cache import open_first_stage

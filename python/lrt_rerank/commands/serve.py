@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False, help="log every request")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    from lrt_rerank.commands.pipeline import add_long_document_args
+    from lrt_rerank.commands.common import add_long_document_args
 
     add_long_document_args(p)  # the served default; a request may choose its own (docs/long-documents.md)
     p.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lrt_rerank.commands.pipeline import add_dense_model_arg, add_stemmer_arg, reports_user_errors
+from lrt_rerank.commands.common import add_dense_model_arg, add_stemmer_arg, reports_user_errors
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.first_stage.index_cache import open_first_stage
 from lrt_rerank.rerank.loading import load_reranker
