@@ -209,7 +209,7 @@ def serving(args: list[str], log_path: Path) -> Iterator[ServeProcess]:
 @pytest.fixture(scope="session")
 def cross_encoder_dir() -> Path:
     """The default cross-encoder's directory (built on first use)."""
-    from lrt_rerank.service.engine import resolve_model_dir
+    from lrt_rerank.service.served import resolve_model_dir
 
     return resolve_model_dir("default")
 

@@ -37,7 +37,7 @@ from lrt_rerank.opensearch.searcher import HybridSearcher, embed_query, search_s
 from lrt_rerank.pipeline import Pipeline
 from lrt_rerank.rerank.fusion import Fusion, first_stage_signals
 from lrt_rerank.service.app import create_app
-from lrt_rerank.service.engine import FUSION_ENV, fusion_env
+from lrt_rerank.service.served import FUSION_ENV, fusion_env
 from lrt_rerank.service.settings import ServiceSettings
 from opensearch_fixtures import SERVICE_API_KEY, OpenSearchNode
 from service_fixtures import ServeProcess, wait_healthy

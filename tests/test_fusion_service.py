@@ -19,7 +19,7 @@ from lrt_rerank import CrossEncoder
 from lrt_rerank.cli import main
 from lrt_rerank.rerank.fusion import Fusion
 from lrt_rerank.service.app import create_app
-from lrt_rerank.service.engine import FUSION_ENV, fusion_env
+from lrt_rerank.service.served import FUSION_ENV, fusion_env
 from lrt_rerank.service.settings import ServiceSettings
 from service_fixtures import wait_healthy
 

@@ -16,7 +16,7 @@ from lrt_rerank.commands.opensearch import _plan_note
 from lrt_rerank.plan.grid import Config, StageSpec
 from lrt_rerank.plan.planfile import Plan
 from lrt_rerank.service.app import create_app
-from lrt_rerank.service.engine import PLAN_ENV, plan_env
+from lrt_rerank.service.served import PLAN_ENV, plan_env
 from lrt_rerank.service.settings import ServiceSettings
 
 N = 12

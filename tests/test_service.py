@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from lrt_rerank import CrossEncoder, ModelError
 from lrt_rerank.commands.serve import register
 from lrt_rerank.service.app import create_app
-from lrt_rerank.service.engine import resolve_model_dir
+from lrt_rerank.service.served import resolve_model_dir
 from lrt_rerank.service.settings import ServiceSettings
 from lrt_rerank.rerank.tiers import KEY_PREFIX
 from lrt_rerank.service.schemas import CohereRerankResponse, CohereResult
@@ -281,7 +281,10 @@ def test_models_endpoint_shows_the_card_and_its_calibration(
     model = body["data"][0]
     assert (model["id"], model["object"], model["kind"]) == (card["name"], "model", "cross-encoder")
     assert model["sha256"] == encoder.fingerprint
-    assert model["card"] == card
+    shown = dict(model["card"])
+    runtime = shown.pop("runtime")  # what ran, recorded at load beside the card's own fields
+    assert shown == card
+    assert (runtime["requested"], runtime["backend"]) == ("ort", "ort")
     calibration = model["calibration"]
     assert (calibration["a"], calibration["b"]) == (card["calibration"]["a"], card["calibration"]["b"])
     assert calibration["calibrated"] is True and calibration["fitted_on"] == "nfcorpus/dev"

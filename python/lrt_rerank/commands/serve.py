@@ -120,11 +120,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lrt_rerank import LrtError
-    from lrt_rerank.service.engine import (
-        LONG_DOCUMENTS_ENV,
-        load_served_model,
-        long_document_env,
-    )
+    from lrt_rerank.service.served import LONG_DOCUMENTS_ENV, load_served_model, long_document_env
     from lrt_rerank.service.settings import SETTINGS_ENV, ServiceSettings
 
     if args.document_cache_mib <= 0:
@@ -167,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
     if args.plan is not None:
-        from lrt_rerank.service.engine import PLAN_ENV, plan_env
+        from lrt_rerank.service.served import PLAN_ENV, plan_env
 
         try:
             os.environ[PLAN_ENV] = plan_env(args.plan, args.model)
@@ -177,7 +173,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ[SETTINGS_ENV] = settings.to_env()
     os.environ[LONG_DOCUMENTS_ENV] = windows
     if args.fusion is not None:
-        from lrt_rerank.service.engine import FUSION_ENV, fusion_env
+        from lrt_rerank.service.served import FUSION_ENV, fusion_env
 
         try:
             os.environ[FUSION_ENV] = fusion_env(args.fusion)

@@ -24,7 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lrt_rerank.service import cohere_v2, routes
-from lrt_rerank.service.engine import Engine, EncoderLoader, default_loader
+from lrt_rerank.service.engine import Engine
+from lrt_rerank.service.served import EncoderLoader, default_loader
 from lrt_rerank.service.limits import BodySizeLimitMiddleware
 from lrt_rerank.service.metrics import MetricsMiddleware, ServiceMetrics
 from lrt_rerank.service.schemas import (

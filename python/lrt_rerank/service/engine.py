@@ -5,12 +5,12 @@ cached score is calibrated exactly like a fresh one. A request whose scoring fai
 error, a model output that does not fit) is answered 503 with a ``Retry-After`` header and counted
 in ``lrt_rerank_scoring_errors_total``; the process keeps serving.
 
-A tuned fusion (``serve --fusion F``, handed to the workers in :data:`FUSION_ENV`) orders a request
+A tuned fusion (``serve --fusion F``, handed to the workers in :data:`lrt_rerank.service.served.FUSION_ENV`) orders a request
 that carries its documents' first-stage scores (:func:`request_signals`) through the core, as the
 pipeline does; requests without them are answered as before.
 
 A late-interaction model (``serve --model`` a ColBERT directory or snapshot) is one more re-ranker of the
-core: :func:`load_served_model` is the one loader of both kinds. Its documents' token matrices go
+core: :func:`lrt_rerank.service.served.load_served_model` is the one loader of both kinds. Its documents' token matrices go
 through a :class:`~lrt_rerank.late.cache.DocumentCache` (in-process LRU bounded in MiB, plus the Redis
 tier when the service has Redis), so a document is encoded on first sight only; its scores are raw
 MaxSim (no calibration) and documents are truncated at the card's ``document_length``.
@@ -18,41 +18,32 @@ MaxSim (no calibration) and documents are truncated at the card's ``document_len
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import numpy as np
 from fastapi import HTTPException, Response
 
-from lrt_rerank import CrossEncoder, ModelError, ScoreCache
+from lrt_rerank import CrossEncoder, ScoreCache
 from lrt_rerank.first_stage.base import RRF_K, Candidate
 from lrt_rerank.late import ColBERT
 from lrt_rerank.late.cache import DocumentCache, RedisDocumentTier
-from lrt_rerank.models.resolve import is_late_interaction
-from lrt_rerank.models.resolve import resolve_model_dir as resolve_source
-from lrt_rerank.plan.planfile import Plan
-from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult, Stage
-from lrt_rerank.rerank.fusion import Fusion, Signals, load_fusion, parse_fusion
-from lrt_rerank.service.schemas import FirstStageScores
+from lrt_rerank.rerank import RerankCore, RerankStatus, SearchResult
+from lrt_rerank.rerank.fusion import Fusion, Signals
 from lrt_rerank.rerank.redis_tier import RedisScoreTier, RedisSettings
+from lrt_rerank.service.schemas import FirstStageScores
 from lrt_rerank.service.metrics import ServiceMetrics
+from lrt_rerank.service.served import EncoderLoader, ServedModel, served_fusion, served_plan
 from lrt_rerank.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
 """Seconds a client is asked to wait (``Retry-After``) after a 503."""
-
-ServedModel = CrossEncoder | ColBERT
-EncoderLoader = Callable[[], ServedModel]
 
 MAX_VARIANTS = 16
 """Window settings kept ready at once (views over the same sessions; the least recently used goes)."""
@@ -129,69 +120,6 @@ def unavailable(detail: str) -> HTTPException:
     return HTTPException(status_code=503, detail=detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def resolve_model_dir(model: str) -> Path:
-    """The cross-encoder source for ``--model``: "default" (built on first use), a model directory or a
-    Hugging Face snapshot folder. Only resolved here: what the folder holds is ``CrossEncoder.load``'s to
-    judge (it reads model directories and imports snapshots), so a folder without card.json is not
-    rejected here."""
-    path = resolve_source(model, "cross-encoder")
-    if not path.is_dir():
-        raise ModelError(
-            f"{path}: not a directory (--model must be a model directory, a Hugging Face snapshot or 'default')"
-        )
-    return path
-
-
-LONG_DOCUMENTS_ENV = "LRT_RERANK_LONG_DOCUMENTS"
-"""JSON of the served encoder's window settings (``serve --long-documents`` etc.), beside the settings."""
-
-
-def long_document_env(args: object) -> str:
-    """The JSON of ``LONG_DOCUMENTS_ENV`` for parsed ``serve`` arguments (unset flags left out)."""
-    names = ("long_documents", "window_stride", "max_windows", "aggregate")
-    return json.dumps({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
-
-
-FUSION_ENV = "LRT_RERANK_FUSION"
-"""JSON of the served tuned fusion (``serve --fusion F``): ``{"source": path, "fusion": its record}``."""
-
-
-def fusion_env(path: str | Path) -> str:
-    """The JSON of ``FUSION_ENV`` for a ``fusion.json`` (read and validated now: a bad file fails ``serve``)."""
-    fusion = load_fusion(path)
-    return json.dumps({"source": fusion.source, "fusion": fusion.to_json()})
-
-
-def served_fusion() -> Fusion | None:
-    """The fusion ``serve --fusion`` handed over in ``FUSION_ENV``, if any."""
-    raw = os.environ.get(FUSION_ENV)
-    if not raw:
-        return None
-    record = json.loads(raw)
-    return parse_fusion(record["fusion"], str(record["source"]))
-
-
-PLAN_ENV = "LRT_RERANK_PLAN"
-"""Path of the served ``plan.json`` (``serve --plan F``), checked by the parent process."""
-
-
-def plan_env(path: str | Path, model: str) -> str:
-    """The value of ``PLAN_ENV``: the plan's path, once its models load and match its digests."""
-    plan = Plan.load(path)
-    if not plan.config.stages:
-        raise ValueError(f"{path}: the plan keeps the first stage: there is nothing to serve")
-    if model != "default":
-        raise ValueError(f"--plan {path} and --model {model}: the plan names its models; pass one of them")
-    plan.stages()
-    return str(Path(path).resolve())
-
-
-def served_plan() -> list[Stage] | None:
-    """The stages of the plan ``serve --plan`` handed over in ``PLAN_ENV``, loaded (None without one)."""
-    raw = os.environ.get(PLAN_ENV)
-    return Plan.load(raw).stages() if raw else None
-
-
 def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fusion | None) -> Signals | None:
     """The :class:`Signals` of a request's ``first_stage_scores`` (None without them); a 422 naming the
     field when the service has no fusion or a list does not fit the documents."""
@@ -226,31 +154,6 @@ def request_signals(scores: FirstStageScores | None, documents: int, fusion: Fus
         scores.bm25_range,
         scores.dense_range,
     )
-
-
-def load_served_model(
-    model: str, threads: int | None, windows: dict[str, object] | None = None, backend: str = "ort"
-) -> ServedModel:
-    """The model ``--model`` names: a ColBERT for a late-interaction directory or snapshot, else a
-    cross-encoder read with ``windows`` (the served long-document settings); run by ``backend``."""
-    path = resolve_model_dir(model)
-    if is_late_interaction(path):
-        if windows:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in windows)
-            raise ModelError(
-                f"{path}: a late-interaction model truncates documents at its card's document_length; "
-                f"{flags} apply to cross-encoders only"
-            )
-        return ColBERT.load(path, threads=threads, backend=backend)
-    return CrossEncoder.load(str(path), threads=threads, backend=backend, **(windows or {}))  # type: ignore[arg-type]
-
-
-def default_loader(settings: ServiceSettings) -> EncoderLoader:
-    def load() -> ServedModel:
-        windows = json.loads(os.environ.get(LONG_DOCUMENTS_ENV) or "{}")
-        return load_served_model(settings.model, settings.threads, windows, settings.backend)
-
-    return load
 
 
 class Engine:
