@@ -54,6 +54,12 @@ fn detached<T: Send>(
     .map_err(to_py)
 }
 
+/// Load a model core with the GIL released (loading reads the files and runs the probe batch); a panic or
+/// core error becomes a Python exception.
+fn load_detached<T: Send>(load: impl FnOnce() -> crate::error::Result<T> + Send) -> PyResult<Arc<T>> {
+    Python::attach(|py| py.detach(|| guarded(load))).map(Arc::new).map_err(to_py)
+}
+
 /// Load libonnxruntime from `path` (once per process; later calls are no-ops).
 #[pyfunction]
 fn init_runtime(py: Python<'_>, path: PathBuf) -> PyResult<()> {
@@ -235,9 +241,8 @@ impl PyCrossEncoder {
         // Cached scores are keyed by the model and, for windows, by the window settings.
         let model_fingerprint = fingerprint;
         let fingerprint = options.windows.cache_fingerprint(&model_fingerprint);
-        let inner = Python::attach(|py| py.detach(|| guarded(|| cross::CrossEncoderCore::load(&model_dir, &options))))
-            .map_err(to_py)?;
-        Ok(Self { inner: Arc::new(inner), fingerprint, model_fingerprint, cache: cache.map(|c| c.inner.clone()) })
+        let inner = load_detached(|| cross::CrossEncoderCore::load(&model_dir, &options))?;
+        Ok(Self { inner, fingerprint, model_fingerprint, cache: cache.map(|c| c.inner.clone()) })
     }
 
     /// This model (the same sessions, tokenizer and cache) under other window settings.
@@ -420,9 +425,7 @@ impl PyBiEncoder {
             normalize,
             runtime: runtime_of(backend, precision)?,
         };
-        let inner = Python::attach(|py| py.detach(|| guarded(|| bi::BiEncoderCore::load(&model_dir, &options))))
-            .map_err(to_py)?;
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: load_detached(|| bi::BiEncoderCore::load(&model_dir, &options))? })
     }
 
     #[getter]
@@ -523,9 +526,7 @@ impl PyColbert {
             token_budget: token_budget.unwrap_or(defaults.token_budget),
             runtime: runtime_of(backend, precision)?,
         };
-        let inner = Python::attach(|py| py.detach(|| guarded(|| colbert::ColbertCore::load(&model_dir, &options))))
-            .map_err(to_py)?;
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: load_detached(|| colbert::ColbertCore::load(&model_dir, &options))? })
     }
 
     #[getter]
