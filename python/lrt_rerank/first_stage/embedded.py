@@ -273,7 +273,7 @@ def _embed_corpus(
     with tqdm(total=len(order), desc="Embedding documents", unit="doc", disable=not progress) as bar:
         for offset in range(0, len(order), batch_size):
             positions = order[offset : offset + batch_size]
-            result[positions] = np.asarray(encoder.embed([texts[i] for i in positions]), dtype=np.float32)
+            result[positions] = np.asarray(encoder.embed_documents([texts[i] for i in positions]), dtype=np.float32)
             bar.update(len(positions))
     return result
 

