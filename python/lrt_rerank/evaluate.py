@@ -269,7 +269,8 @@ def evaluate(
 
     ``query_ids`` defaults to every query of the split with a relevant judgment. ``systems``
     selects among ``bm25``, ``dense``, ``rrf`` and ``rrf+rerank`` (the last only runs with a
-    re-ranker). ``on_result`` is called as each system finishes (for streaming output).
+    re-ranker); ``dense`` brings each further dense signal of the first stage (``dense:NAME``) with it,
+    and ``rrf`` fuses all of them. ``on_result`` is called as each system finishes (for streaming output).
     """
     known = (*SYSTEMS, RERANKED_SYSTEM, TUNED_SYSTEM)
     unknown = [system for system in systems if system not in known]
@@ -277,6 +278,9 @@ def evaluate(
         raise ValueError(f"unknown system {unknown[0]!r}; expected some of {', '.join(known)}")
     if fusion is not None and TUNED_SYSTEM not in systems:
         systems = (*systems, TUNED_SYSTEM)
+    if "dense" in systems:  # each further bi-encoder's ranking beside the first's
+        at = list(systems).index("dense") + 1
+        systems = (*systems[:at], *first_stage.dense_signals[1:], *systems[at:])
     ids = list(query_ids) if query_ids is not None else dataset.eval_query_ids()
     missing = [query_id for query_id in ids if query_id not in dataset.queries or query_id not in dataset.qrels]
     if missing:

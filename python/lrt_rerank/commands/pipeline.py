@@ -24,7 +24,7 @@ from lrt_rerank.first_stage.index_cache import cache_home, cached_index
 from lrt_rerank.first_stage.index_cache import open_first_stage as open_named_first_stage
 from lrt_rerank.interpolation import card_weight, resolve_weight
 from lrt_rerank.late.attach import attach_store, store_report
-from lrt_rerank.models.resolve import dense_model_dir
+from lrt_rerank.models.resolve import dense_model_dirs
 from lrt_rerank.rerank.loading import load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.opensearch.connection import add_connection_args, settings_from_args
@@ -127,12 +127,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_dense_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dense-model",
+        "--dense",
         "--bi-encoder",
         dest="dense_model",
         default=DEFAULT_DENSE_MODEL,
-        metavar="MODEL",
-        help=f"bi-encoder of the dense half: {' or '.join(DENSE_MODEL_NAMES)}, a model directory or a Hugging Face "
-        "snapshot folder (default: %(default)s)",
+        metavar="MODEL[,MODEL...]",
+        help=f"bi-encoder of the dense half: {', '.join(DENSE_MODEL_NAMES)}, a model directory or a Hugging Face "
+        "snapshot folder (default: %(default)s); several, comma-separated, for an index built here: the first is "
+        "'dense', each further one its own dense signal 'dense:NAME', all fused by RRF",
     )
 
 
@@ -266,11 +268,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.datasets import load_corpus
 
     started = time.perf_counter()
+    model_dir, *extra_dirs = dense_model_dirs(args.dense_model)
     corpus = load_corpus(args.dataset / "corpus.jsonl")
     stage = EmbeddedFirstStage.build(
         corpus.values(),
         args.out,
-        model_dir=dense_model_dir(args.dense_model),
+        model_dir=model_dir,
+        extra_model_dirs=extra_dirs,
         batch_size=args.batch_size,
         overwrite=args.force,
         stemmer=args.stemmer,

@@ -86,6 +86,20 @@ def dense_model_dir(spec: str | os.PathLike[str] | None) -> Path:
     return resolve_model_dir(path, "bi-encoder")
 
 
+def dense_model_dirs(spec: str | os.PathLike[str] | None) -> list[Path]:
+    """The bi-encoders of a comma-separated ``spec`` (each as :func:`dense_model_dir` reads it), the first
+    being the index's "dense"; one given twice is refused."""
+    names = [part.strip() for part in str(spec).split(",")] if spec is not None else [None]
+    if any(name == "" for name in names):
+        raise ValueError(f"dense models {spec!r}: an empty name in the list")
+    dirs = [dense_model_dir(name) for name in names]
+    resolved = [d.resolve() for d in dirs]
+    twice = next((str(spec).split(",")[i] for i, d in enumerate(resolved) if d in resolved[:i]), None)
+    if twice is not None:
+        raise ValueError(f"dense models {spec!r}: {twice.strip()!r} names a model already in the list")
+    return dirs
+
+
 def resolve_model_dir(model_dir: str | os.PathLike[str] | None, kind: str) -> Path:
     """``None`` or ``"default"`` → the default model of ``kind``; a Hugging Face snapshot folder → its
     import under ``<model home>/imported`` (made once per snapshot content); anything else is a path."""
