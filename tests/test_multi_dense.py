@@ -16,8 +16,9 @@ from lrt_rerank.first_stage.base import Candidate
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 from lrt_rerank.first_stage.index_cache import cached_index
 from lrt_rerank.opensearch.pipeline import node_fusion_refusal
-from lrt_rerank.rerank.fusion import Fusion, load_fusion, parse_fusion, signals_of
+from lrt_rerank.rerank.fusion import Fusion, FusionFormatError, load_fusion, parse_fusion, signals_of
 from lrt_rerank.tune import Judged, candidate_functions, choose, per_query_mrr, rrf_weight_grid
+from tiny_beir import write_beir
 
 DOCS = [
     Document("run", "Running", "Runners run every morning in the park."),
@@ -44,13 +45,7 @@ def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("beir") / "tiny"
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))
-    rows = "".join(f"{q}\t{d}\t1\n" for q, d in QRELS.items())
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
-    return root
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny", DOCS, QUERIES, QRELS)
 
 
 def test_a_further_model_is_its_own_dense_signal_with_its_prefixes(tmp_path: Path, small_bi_encoder_dir: Path, second_model: Path) -> None:
@@ -199,3 +194,12 @@ def test_a_fusion_json_from_before_further_signals_loads_and_ranks_three(tmp_pat
     bad = {**old, "rrf_weights": {"bm25": 1, "dense": 1, "sparse": 2}}
     with pytest.raises(ValueError, match="field 'rrf_weights.sparse' is not a ranked signal"):
         parse_fusion(bad, "f.json")
+
+
+def test_serve_refuses_a_fusion_over_further_dense_signals(tmp_path: Path) -> None:
+    from lrt_rerank.service.engine import fusion_env
+
+    fusion = Fusion("rrf", {"bm25": 0.0, "dense": 0.0, "prior": 1.0, "reranker": 0.0}, rrf_weights={"bm25": 1, "dense": 1, "dense:e5": 2})
+    path = fusion.save(tmp_path / "fusion.json")
+    with pytest.raises(FusionFormatError, match=r"weighs the dense signals dense:e5; first_stage_scores carry BM25 and one dense"):
+        fusion_env(path)
