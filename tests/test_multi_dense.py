@@ -203,3 +203,10 @@ def test_serve_refuses_a_fusion_over_further_dense_signals(tmp_path: Path) -> No
     path = fusion.save(tmp_path / "fusion.json")
     with pytest.raises(FusionFormatError, match=r"weighs the dense signals dense:e5; first_stage_scores carry BM25 and one dense"):
         fusion_env(path)
+
+
+def test_opensearch_index_takes_one_dense_model(tiny_beir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["opensearch", "index", "--dataset", str(tiny_beir), "--index", "tiny", "--dense", "bge-small,e5-small-v2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lrt-rerank opensearch index: error: --dense-model bge-small,e5-small-v2: an OpenSearch index holds one dense model"]
