@@ -110,6 +110,8 @@ def test_index_and_eval_cli_with_two_models(
     assert main(["eval", "--dataset", str(tiny_beir), "--index", str(out), "--reranker", "none", "--json"]) == 0
     systems = [json.loads(line)["system"] for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert systems == ["bm25", "dense", "dense:be-2l", "rrf"]
+    assert main(["eval", "--dataset", str(tiny_beir), "--index", str(out), "--reranker", "none"]) == 0
+    assert "| RRF(BM25, dense, dense:be-2l) |" in capsys.readouterr().out
     assert main(["index", "--dataset", str(tiny_beir), "--out", str(tmp_path / "bad"), "--dense", f"{small_bi_encoder_dir},nope"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dense model 'nope'" in err[0]
