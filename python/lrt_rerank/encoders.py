@@ -356,6 +356,17 @@ class BiEncoder:
         prefix = self.query_instruction
         return self.embed([prefix + q for q in check_texts("queries", queries)])
 
+    @property
+    def document_prefix(self) -> str:
+        """Text put before every document by :meth:`embed_documents` (the card's ``document_prefix``, e.g.
+        e5's ``passage: ``; absent from most cards: empty)."""
+        return str(self.card.get("document_prefix") or "")
+
+    def embed_documents(self, documents: Sequence[str]) -> np.ndarray:
+        """Like :meth:`embed`, for indexed documents: each is prefixed with :attr:`document_prefix`."""
+        prefix = self.document_prefix
+        return self.embed([prefix + d for d in check_texts("documents", documents)])
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return self._core.encode(check_texts("texts", texts))
 

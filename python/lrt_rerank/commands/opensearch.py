@@ -239,6 +239,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         return _fail("index", ValueError("--batch-size must be at least 1"))
+    if "," in str(args.dense_model):
+        return _fail("index", ValueError(f"--dense-model {args.dense_model}: an OpenSearch index holds one dense model"))
     started = time.monotonic()
     try:
         connection = settings_from_args(args)

@@ -30,7 +30,7 @@ from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 from lrt_rerank.first_stage.index_cache import cache_home, cached_index
 from lrt_rerank.interpolation import card_weight, resolve_weight
 from lrt_rerank.late.attach import attach_store, store_report
-from lrt_rerank.models.resolve import dense_model_dir
+from lrt_rerank.models.resolve import dense_model_dirs
 from lrt_rerank.rerank.loading import load_reranker
 from lrt_rerank.models.store import DEFAULT_DENSE_MODEL
 from lrt_rerank.opensearch.connection import add_connection_args
@@ -159,11 +159,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.datasets import load_corpus
 
     started = time.perf_counter()
+    model_dir, *extra_dirs = dense_model_dirs(args.dense_model)
     corpus = load_corpus(args.dataset / "corpus.jsonl")
     stage = EmbeddedFirstStage.build(
         corpus.values(),
         args.out,
-        model_dir=dense_model_dir(args.dense_model),
+        model_dir=model_dir,
+        extra_model_dirs=extra_dirs,
         batch_size=args.batch_size,
         overwrite=args.force,
         stemmer=args.stemmer,

@@ -6,6 +6,9 @@ A first stage turns a query into ranked candidates. It offers three systems:
 ``"dense"``  bi-encoder (cosine) ranking,
 ``"rrf"``    Reciprocal Rank Fusion of the two (the hybrid run the pipeline re-ranks).
 
+A back-end with more than one bi-encoder (``index --dense-model A,B``) names each further one's ranking
+``"dense:NAME"`` (:attr:`FirstStage.dense_signals`), and its ``"rrf"`` fuses BM25 with all of them.
+
 Back-ends: :class:`~lrt_rerank.first_stage.embedded.EmbeddedFirstStage` (in-process, an index
 directory on disk) and the OpenSearch one (a cluster). A new back-end subclasses
 :class:`FirstStage` and implements :meth:`FirstStage.search` and :meth:`FirstStage.get_texts`;
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 
 System = Literal["bm25", "dense", "rrf"]
 SYSTEMS: tuple[System, ...] = ("bm25", "dense", "rrf")
+EXTRA_DENSE = "dense:"
+"""Prefix of the system name of a further bi-encoder's ranking, ``dense:NAME``."""
 
 RRF_K = 60
 """The ``k`` of the first stage's RRF, ``sum 1 / (k + rank)``."""
@@ -48,6 +53,8 @@ class FirstStage(ABC):
 
     analyzer: Analyzer | None = None
     """The BM25 analyzer the back-end's index was built with (None where it is not known)."""
+    dense_signals: tuple[str, ...] = ("dense",)
+    """The dense rankings it can search: ``"dense"``, then ``"dense:NAME"`` for each further bi-encoder."""
 
     @abstractmethod
     def search(self, query: str, k: int, system: System = "rrf") -> list[Candidate]:
@@ -76,16 +83,19 @@ class FirstStage(ABC):
 
 
 def check_system(system: str) -> System:
-    """Validate a system name, raising ``ValueError`` that lists the valid ones."""
-    if system not in SYSTEMS:
+    """Validate a system name (one of :data:`SYSTEMS` or ``dense:NAME``), raising ``ValueError`` that lists the valid ones."""
+    if system not in SYSTEMS and not (system.startswith(EXTRA_DENSE) and len(system) > len(EXTRA_DENSE)):
         raise ValueError(f"unknown first-stage system {system!r}; expected one of {', '.join(SYSTEMS)}")
     return system  # type: ignore[return-value]
 
 
-def wants_search(query: str, k: int, system: str) -> bool:
+def wants_search(query: str, k: int, system: str, dense_signals: Sequence[str] = ("dense",)) -> bool:
     """Shared argument checks of ``FirstStage.search``: raise ``ValueError`` for an unknown
-    system or ``k < 1``; return False when the query is empty or blank (the answer is ``[]``)."""
+    system (a ``dense:NAME`` not among the back-end's ``dense_signals``) or ``k < 1``; return False
+    when the query is empty or blank (the answer is ``[]``)."""
     check_system(system)
+    if system.startswith(EXTRA_DENSE) and system not in dense_signals:
+        raise ValueError(f"unknown first-stage system {system!r}; this index has the dense signals {', '.join(dense_signals)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return bool(query.strip())

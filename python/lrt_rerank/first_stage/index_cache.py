@@ -19,8 +19,8 @@ import numpy as np
 from lrt_rerank.datasets import Dataset
 from lrt_rerank.first_stage.analyzer import DEFAULT_STEMMER, Analyzer
 from lrt_rerank.first_stage.base import FirstStage
-from lrt_rerank.first_stage.embedded import EMBEDDINGS, FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError
-from lrt_rerank.models.resolve import dense_model_dir
+from lrt_rerank.first_stage.embedded import EMBEDDINGS, FORMAT_VERSION, EmbeddedFirstStage, IndexFormatError, embedding_key, read_manifest
+from lrt_rerank.models.resolve import dense_model_dirs
 from lrt_rerank.models.store import file_sha256, model_home
 
 if TYPE_CHECKING:
@@ -52,21 +52,29 @@ def cached_index(
 ) -> EmbeddedFirstStage:
     """Open the cached embedded index of ``dataset``'s corpus, building it on first use.
 
-    ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small). ``home``: the
+    ``dense_model``: see :func:`lrt_rerank.models.dense_model_dir` (default: bge-small); several,
+    comma-separated (:func:`~lrt_rerank.models.resolve.dense_model_dirs`): the first is "dense", the
+    others further dense signals, and the set is part of the key. ``home``: the
     cache root (default :func:`cache_home`); indexes live in its ``indexes/``. The cache key covers the
     corpus's documents (ids, titles and texts in order, not the file's bytes, so two copies of one corpus
     share an index), the bi-encoder, the index format version and the BM25 analyzer (``stemmer``), so a
-    changed corpus, model or analyzer gets a fresh index; one built for another analyzer lends it its
-    embeddings (the same corpus and model give the same rows). Builds go to a temporary directory that
+    changed corpus, model or analyzer gets a fresh index; one built for another analyzer or another set
+    of further dense models lends it the embeddings of each model they share (the same corpus and model
+    give the same rows). Builds go to a temporary directory that
     is renamed into place, so an interrupted build never leaves a half index behind.
     """
     analyzer = Analyzer(stemmer)
-    model_dir = dense_model_dir(dense_model)
+    model_dir, *extra_dirs = dense_model_dirs(dense_model)
     key_source = "|".join([corpus_digest(dataset), file_sha256(model_dir / "model.onnx"), str(FORMAT_VERSION)])
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     stem = f"corpus-{len(dataset.corpus)}-{key}"
-    # The unstemmed index keeps the name it had before the analyzer was an option.
-    target = (home or cache_home()) / "indexes" / (stem if analyzer.stemmer == "none" else f"{stem}-{analyzer.stemmer}")
+    # The unstemmed index keeps the name it had before the analyzer was an option, and one bi-encoder's
+    # the name it had before several were.
+    name = stem if analyzer.stemmer == "none" else f"{stem}-{analyzer.stemmer}"
+    if extra_dirs:
+        extra_key = hashlib.sha256("|".join(file_sha256(d / "model.onnx") for d in extra_dirs).encode()).hexdigest()[:8]
+        name = f"{name}-dense{len(extra_dirs) + 1}-{extra_key}"
+    target = (home or cache_home()) / "indexes" / name
     if target.is_dir() and not rebuild:
         try:
             return EmbeddedFirstStage.open(target, model_dir=model_dir)
@@ -76,25 +84,35 @@ def cached_index(
     shutil.rmtree(staging, ignore_errors=True)
     EmbeddedFirstStage.build(
         dataset.corpus.values(), staging, model_dir=model_dir, progress=progress, stemmer=analyzer.stemmer,
-        embeddings=_sibling_embeddings(target.parent, stem, len(dataset.corpus)),
+        known_embeddings=_sibling_embeddings(target.parent, stem, len(dataset.corpus)), extra_model_dirs=extra_dirs,
     )
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return EmbeddedFirstStage.open(target, model_dir=model_dir)
 
 
-def _sibling_embeddings(indexes: Path, stem: str, documents: int) -> np.ndarray | None:
-    """The embeddings of a finished cached index of the same corpus and model (another analyzer), if any."""
+def _sibling_embeddings(indexes: Path, stem: str, documents: int) -> dict[str, np.ndarray]:
+    """The embeddings of the finished cached indexes of the same corpus and first model (another analyzer
+    or other further models), by :func:`~lrt_rerank.first_stage.embedded.embedding_key`."""
+    found: dict[str, np.ndarray] = {}
     for candidate in sorted(indexes.glob(f"{stem}*")):
-        if ".tmp-" in candidate.name or not (candidate / "manifest.json").is_file():
+        if ".tmp-" in candidate.name:
             continue
         try:
-            embeddings = np.load(candidate / EMBEDDINGS, allow_pickle=False)
-        except (OSError, ValueError):
+            manifest = read_manifest(candidate)
+        except IndexFormatError:
             continue
-        if embeddings.ndim == 2 and embeddings.shape[0] == documents:
-            return embeddings.astype(np.float32, copy=False)
-    return None
+        for record, file in [(manifest["dense"], EMBEDDINGS)] + [(r, r["embeddings"]) for r in manifest.get("dense_extra", [])]:
+            key = embedding_key(record)
+            if key in found:
+                continue
+            try:
+                embeddings = np.load(candidate / file, allow_pickle=False)
+            except (OSError, ValueError):
+                continue
+            if embeddings.ndim == 2 and embeddings.shape[0] == documents:
+                found[key] = embeddings.astype(np.float32, copy=False)
+    return found
 
 
 def open_first_stage(
@@ -145,4 +163,5 @@ def _open_first_stage(
     if (index / "manifest.json").is_file():
         return EmbeddedFirstStage.open(index)
     print(f"building index in {index}", file=sys.stderr)
-    return EmbeddedFirstStage.build(dataset.corpus.values(), index, model_dir=dense_model_dir(dense_model), stemmer=stemmer)
+    model_dir, *extra_dirs = dense_model_dirs(dense_model)
+    return EmbeddedFirstStage.build(dataset.corpus.values(), index, model_dir=model_dir, stemmer=stemmer, extra_model_dirs=extra_dirs)

@@ -6,7 +6,9 @@
 * :mod:`~lrt_rerank.models.importers`: Hugging Face snapshots into model directories;
 * :mod:`~lrt_rerank.models.quantize`: dynamic INT8;
 * :mod:`~lrt_rerank.models.minilm`: all-MiniLM-L6-v2 model directories (``models build``);
-* :mod:`~lrt_rerank.models.default_dense`: how the packaged bge-small-en-v1.5 INT8 is made;
+* :mod:`~lrt_rerank.models.jar_models`: bi-encoders from Maven Central jars, with
+  :mod:`~lrt_rerank.models.default_dense` (the packaged bge-small-en-v1.5 INT8) and
+  :mod:`~lrt_rerank.models.e5_small` (e5-small-v2 INT8, ``models fetch``);
 * :mod:`~lrt_rerank.models.resolve`: which directory a name means (defaults, named models, snapshots).
 
 Importing this package loads no onnx: the layers that need it are imported where they are used.

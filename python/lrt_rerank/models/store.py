@@ -41,7 +41,7 @@ MODEL_DATA = "model.onnx_data"
 
 BI_ENCODER_NAME = "minilm-l6-bi"
 #: Named dense models (``--dense-model``); the first is the default.
-DENSE_MODEL_NAMES = ("bge-small", "minilm")
+DENSE_MODEL_NAMES = ("bge-small", "bge-small-en-v1.5", "minilm", "e5-small-v2")
 DEFAULT_DENSE_MODEL = DENSE_MODEL_NAMES[0]
 PLACEHOLDER_CROSS_ENCODER_NAME = "minilm-l6-ce-untrained"
 #: The ready model directories that ship inside the wheel.

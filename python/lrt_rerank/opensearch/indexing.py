@@ -44,7 +44,7 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def embed(self, texts: list[str]) -> Any: ...
+    def embed_documents(self, documents: list[str]) -> Any: ...
 
     def embed_queries(self, queries: list[str]) -> Any: ...
 
@@ -241,7 +241,7 @@ def _actions(
         if precomputed is not None:
             vectors = np.asarray(precomputed[offset : offset + batch_size], dtype=np.float32)
         else:
-            vectors = np.asarray(encoder.embed([d.full_text for d in batch]), dtype=np.float32)
+            vectors = np.asarray(encoder.embed_documents([d.full_text for d in batch]), dtype=np.float32)
         if vectors.shape != (len(batch), encoder.dim):
             raise IndexingError(f"bi-encoder returned shape {vectors.shape} for {len(batch)} texts (expected dim {encoder.dim})")
         for document, vector in zip(batch, vectors.tolist(), strict=True):

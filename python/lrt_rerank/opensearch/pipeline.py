@@ -97,6 +97,8 @@ def node_fusion_refusal(fusion: Fusion, version: str) -> str | None:
     """
     if fusion.is_first_stage_order:
         return None
+    if fusion.further_signals:
+        return f"it weighs further dense signals ({', '.join(fusion.further_signals)}); the node's index holds one vector field"
     if fusion.uses_reranker:
         return f"it weighs the re-ranker's logit ({fusion.weights['reranker']:g}) together with the first-stage signals"
     if fusion.function != "linear" and fusion.weighted_rrf:

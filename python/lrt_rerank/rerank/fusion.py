@@ -17,6 +17,10 @@ For one query's first-stage candidates (in first-stage order, positions 1..n) th
   first-stage position itself;
 * ``d * z(logit)`` is the re-ranker's standardised logit (only a fusion fitted with a re-ranker has ``d > 0``).
 
+A first stage with further bi-encoders (its ``dense_signals`` beyond ``"dense"``, named ``dense:NAME``)
+brings one more signal each: ``weights`` may give each an ``N(cosine)`` term and ``rrf_weights`` a weight in
+the prior's RRF (absent: 0 and 1). The fusion of N signals is the same function with N terms.
+
 ``function: "rrf"`` is the case ``a = b = 0, c = 1``: the order of RRF with constant ``k``.
 A candidate missing from one system's top :data:`FEATURE_POOL` gets that system's lowest score there.
 
@@ -35,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lrt_rerank.first_stage.base import FUSION_DEPTH, RRF_K, Candidate, FirstStage
+from lrt_rerank.first_stage.base import EXTRA_DENSE, FUSION_DEPTH, RRF_K, Candidate, FirstStage
 from lrt_rerank.interpolation import rank_prior
 
 FORMAT = "lrt-rerank-fusion"
@@ -47,7 +51,7 @@ Normalisation = Literal["zscore", "minmax"]
 NORMALISATIONS: tuple[Normalisation, ...] = ("zscore", "minmax")
 WEIGHTS = ("bm25", "dense", "prior", "reranker")
 RRF_SIGNALS = ("bm25", "dense")
-"""The ranked signals RRF fuses, each with its weight in ``rrf_weights``."""
+"""The ranked signals RRF fuses, each with its weight in ``rrf_weights`` (and each further ``dense:NAME``)."""
 
 Array = npt.NDArray[np.float64]
 
@@ -86,6 +90,19 @@ def normalise(
 
 
 @dataclass(frozen=True)
+class DenseSignal:
+    """A further bi-encoder's signal of one query's candidates: cosine (the pool's lowest where missing),
+    rank (0 = not in its top :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH`) and its pool's range."""
+
+    scores: Array
+    rank: npt.NDArray[np.int64]
+    range: tuple[float, float] | None = None
+
+    def head(self, n: int) -> DenseSignal:
+        return DenseSignal(self.scores[:n], self.rank[:n], self.range)
+
+
+@dataclass(frozen=True)
 class Signals:
     """The first stage's signals of one query's candidates, in first-stage order: each system's score
     (its lowest score in the pool where the candidate is missing) and rank (0 = not in its top
@@ -99,21 +116,30 @@ class Signals:
     """(lowest, highest) score of BM25's retrieved pool, the ``minmax`` range; None: the candidates'."""
     dense_range: tuple[float, float] | None = None
     """The same for dense."""
+    extra: Mapping[str, DenseSignal] = field(default_factory=dict)
+    """Each further bi-encoder's signal, by system name ``dense:NAME``."""
 
     def __len__(self) -> int:
         return int(self.bm25.size)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The ranked signals, in the order of :meth:`rrf_positions`' weights: BM25, dense, the further ones."""
+        return (*RRF_SIGNALS, *self.extra)
+
     def head(self, n: int) -> Signals:
         """The signals of the first ``n`` candidates (the pools' ranges unchanged)."""
         return Signals(
-            self.bm25[:n], self.dense[:n], self.bm25_rank[:n], self.dense_rank[:n], self.bm25_range, self.dense_range
+            self.bm25[:n], self.dense[:n], self.bm25_rank[:n], self.dense_rank[:n], self.bm25_range, self.dense_range,
+            {name: signal.head(n) for name, signal in self.extra.items()},
         )
 
-    def rrf_positions(self, k: int, weights: Sequence[float] = (1.0, 1.0)) -> npt.NDArray[np.int64]:
+    def rrf_positions(self, k: int, weights: Sequence[float] | None = None) -> npt.NDArray[np.int64]:
         """Each candidate's 0-based position in the order of RRF with constant ``k`` and a weight per
-        signal (BM25, dense) (ties: first-stage order)."""
+        signal (:attr:`names`; None: all 1) (ties: first-stage order)."""
+        ranked = (self.bm25_rank, self.dense_rank, *(signal.rank for signal in self.extra.values()))
         score = np.zeros(len(self))
-        for weight, ranks in zip(weights, (self.bm25_rank, self.dense_rank), strict=True):
+        for weight, ranks in zip(weights or [1.0] * len(ranked), ranked, strict=True):
             score += np.where(ranks > 0, weight / (k + np.maximum(ranks, 1)), 0.0)
         order = np.argsort(-score, kind="stable")
         positions = np.empty(len(self), dtype=np.int64)
@@ -122,22 +148,27 @@ class Signals:
 
 
 def first_stage_signals(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Signals:
-    """:class:`Signals` of the candidates ``ids``: BM25 and dense each searched to depth ``pool``."""
-    return signals_of(ids, first_stage.search(query, pool, "bm25"), first_stage.search(query, pool, "dense"))
+    """:class:`Signals` of the candidates ``ids``: BM25 and each dense signal searched to depth ``pool``."""
+    extra = {name: first_stage.search(query, pool, name) for name in first_stage.dense_signals[1:]}  # type: ignore[arg-type]
+    return signals_of(ids, first_stage.search(query, pool, "bm25"), first_stage.search(query, pool, "dense"), extra)
 
 
-def signals_of(ids: Sequence[str], bm25: Sequence[Candidate], dense: Sequence[Candidate]) -> Signals:
-    """:class:`Signals` of the candidates ``ids`` from each system's retrieved pool (best first, ranks 1..n):
-    a candidate missing from a pool gets its lowest score; ranks past
-    :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH` count as 0."""
+def signals_of(
+    ids: Sequence[str], bm25: Sequence[Candidate], dense: Sequence[Candidate], extra: Mapping[str, Sequence[Candidate]] | None = None
+) -> Signals:
+    """:class:`Signals` of the candidates ``ids`` from each system's retrieved pool (best first, ranks 1..n;
+    ``extra``: the further dense signals' by name): a candidate missing from a pool gets its lowest score;
+    ranks past :data:`~lrt_rerank.first_stage.base.FUSION_DEPTH` count as 0."""
+    pools = [bm25, dense, *(extra or {}).values()]
     scores, ranks, ranges = [], [], []
-    for found in (bm25, dense):
+    for found in pools:
         by_id = {c.id: c for c in found}
         floor = min((c.score for c in found), default=0.0)
         scores.append(np.array([by_id[d].score if d in by_id else floor for d in ids], dtype=np.float64))
         ranks.append(np.array([by_id[d].rank if d in by_id and by_id[d].rank <= FUSION_DEPTH else 0 for d in ids], dtype=np.int64))
         ranges.append((floor, max((c.score for c in found), default=0.0)))
-    return Signals(scores[0], scores[1], ranks[0], ranks[1], ranges[0], ranges[1])
+    further = {name: DenseSignal(scores[i], ranks[i], ranges[i]) for i, name in enumerate(extra or {}, start=2)}
+    return Signals(scores[0], scores[1], ranks[0], ranks[1], ranges[0], ranges[1], further)
 
 
 def first_stage_features(first_stage: FirstStage, query: str, ids: Sequence[str], pool: int = FEATURE_POOL) -> Array:
@@ -151,20 +182,23 @@ def terms(
     logits: Sequence[float] | Array | None,
     normalisation: Normalisation,
     rrf_k: int,
-    rrf_weights: Sequence[float] = (1.0, 1.0),
+    rrf_weights: Sequence[float] | None = None,
 ) -> Array:
-    """``[4, n]``: the terms the weights multiply: prior(position_k), N(BM25), N(dense), z(logit) (0 without
-    logits); ``rrf_weights`` weigh BM25 and dense in the prior's RRF order."""
+    """``[4 + further, n]``: the terms the weights multiply: prior(position_k), N(BM25), N(dense), z(logit)
+    (0 without logits), then N(cosine) of each further dense signal; ``rrf_weights`` weigh the signals
+    (:attr:`Signals.names`; None: all 1) in the prior's RRF order."""
     n = len(signals)
-    first_stage_order = rrf_k == RRF_K and len(set(rrf_weights)) == 1
+    first_stage_order = rrf_k == RRF_K and (rrf_weights is None or len(set(rrf_weights)) == 1)
     positions = np.arange(n) if first_stage_order else signals.rrf_positions(rrf_k, rrf_weights)
-    out = np.zeros((4, n))
+    out = np.zeros((4 + len(signals.extra), n))
     if n:
         out[0] = rank_prior(n)[positions]
         out[1] = normalise(signals.bm25, normalisation, signals.bm25_range, signals.bm25_rank > 0)
         out[2] = normalise(signals.dense, normalisation, signals.dense_range, signals.dense_rank > 0)
         if logits is not None:
             out[3] = zscore(logits)
+        for row, signal in enumerate(signals.extra.values(), start=4):
+            out[row] = normalise(signal.scores, normalisation, signal.range, signal.rank > 0)
     return out
 
 
@@ -185,14 +219,18 @@ class Fusion:
     rrf_weights: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(RRF_SIGNALS, 1.0))
 
     @property
-    def rrf_weight_vector(self) -> tuple[float, ...]:
-        """``rrf_weights`` in the order of :data:`RRF_SIGNALS`."""
-        return tuple(float(self.rrf_weights[name]) for name in RRF_SIGNALS)
+    def further_signals(self) -> tuple[str, ...]:
+        """The further dense signals (``dense:NAME``) this fusion names in ``weights`` or ``rrf_weights``."""
+        return tuple(dict.fromkeys(k for k in (*self.weights, *self.rrf_weights) if k.startswith(EXTRA_DENSE)))
+
+    def rrf_weight_vector(self, names: Sequence[str] = RRF_SIGNALS) -> tuple[float, ...]:
+        """``rrf_weights`` of the signals ``names`` (default :data:`RRF_SIGNALS`); one it does not name: 1."""
+        return tuple(float(self.rrf_weights.get(name, 1.0)) for name in names)
 
     @property
     def weighted_rrf(self) -> bool:
         """The prior's RRF weighs its signals unequally (equal weights give plain RRF's order)."""
-        return len(set(self.rrf_weight_vector)) > 1
+        return len(set(self.rrf_weight_vector((*RRF_SIGNALS, *self.further_signals)))) > 1
 
     @property
     def uses_reranker(self) -> bool:
@@ -203,25 +241,36 @@ class Fusion:
         """RRF with the first stage's own ``k`` and nothing else: the order the first stage already gives."""
         return self.function == "rrf" and self.rrf_k == RRF_K and not self.weighted_rrf and not self.uses_reranker
 
-    def vector(self) -> Array:
-        """The weights in the order of :func:`terms`' rows."""
-        return np.array([self.weights[k] for k in ("prior", "bm25", "dense", "reranker")], dtype=np.float64)
+    def vector(self, further: Sequence[str] = ()) -> Array:
+        """The weights in the order of :func:`terms`' rows, for signals with the further dense signals ``further``."""
+        names = ("prior", "bm25", "dense", "reranker", *further)
+        return np.array([self.weights.get(k, 0.0) for k in names], dtype=np.float64)
 
     def scores(self, signals: Signals, logits: Sequence[float] | Array | None = None) -> Array:
         """The fused score of each candidate (higher is better), in the candidates' order."""
         if self.uses_reranker and (logits is None or len(logits) != len(signals)):
             raise ValueError(f"this fusion weighs a re-ranker's logit ({self.weights['reranker']:g}) and needs {len(signals)} logits")
-        return self.vector() @ terms(signals, logits, self.normalisation, self.rrf_k, self.rrf_weight_vector)
+        missing = [name for name in self.further_signals if name not in signals.extra]
+        if missing:
+            raise ValueError(
+                f"{self.source} weighs the dense signal {missing[0]!r}, which the first stage does not have "
+                f"(it has {', '.join(signals.names[1:])}); index with that model or tune again"
+            )
+        further = tuple(signals.extra)
+        return self.vector(further) @ terms(signals, logits, self.normalisation, self.rrf_k, self.rrf_weight_vector(signals.names))
 
     def describe(self) -> str:
         """One line, e.g. ``linear (zscore): 1 BM25 + 0.5 dense + 1 prior`` or ``RRF k=60``."""
+        signals = (*RRF_SIGNALS, *self.further_signals)
         weighted = (
-            " weighted " + " : ".join(f"{self.rrf_weights[k]:g} {k}" for k in RRF_SIGNALS) if self.weighted_rrf else ""
+            " weighted " + " : ".join(f"{self.rrf_weights.get(k, 1.0):g} {k}" for k in signals) if self.weighted_rrf else ""
         )
         if self.function == "rrf" and not self.uses_reranker:
             return f"RRF k={self.rrf_k}{weighted}"
         names = {"bm25": "BM25", "dense": "dense", "prior": "prior", "reranker": "z(logit)"}
-        terms = " + ".join(f"{self.weights[k]:g} {names[k]}" for k in WEIGHTS if self.weights[k])
+        terms = " + ".join(
+            f"{self.weights[k]:g} {names.get(k, k)}" for k in (*WEIGHTS, *self.further_signals) if self.weights.get(k)
+        )
         prior = f", prior of RRF k={self.rrf_k}{weighted}" if self.rrf_k != RRF_K or weighted else ""
         return f"{self.function} ({self.normalisation}{prior}): {terms}"
 
@@ -230,10 +279,10 @@ class Fusion:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "function": self.function,
-            "weights": {k: float(self.weights[k]) for k in WEIGHTS},
+            "weights": {k: float(self.weights[k]) for k in (*WEIGHTS, *(n for n in self.further_signals if n in self.weights))},
             "normalisation": self.normalisation,
             "rrf_k": self.rrf_k,
-            "rrf_weights": {k: float(self.rrf_weights[k]) for k in RRF_SIGNALS},
+            "rrf_weights": {k: float(self.rrf_weights.get(k, 1.0)) for k in (*RRF_SIGNALS, *self.further_signals)},
             "fitted_on": dict(self.fitted_on),
             "figures": dict(self.figures),
         }
@@ -275,8 +324,8 @@ def parse_fusion(record: object, source: str = "fusion.json") -> Fusion:
     values = _number_map(record.get("weights"), "weights", WEIGHTS, "a weight", 0.0, fail)
     if sum(values.values()) <= 0:
         raise fail("weights", "are all 0: the function would rank nothing")
-    if function == "rrf" and (values["bm25"] or values["dense"]):
-        raise fail("weights", "of function 'rrf' must have bm25 = dense = 0")
+    if function == "rrf" and any(values[k] for k in values if k not in ("prior", "reranker")):
+        raise fail("weights", "of function 'rrf' must have bm25 = dense = 0 (and every dense:NAME)")
     normalisation = record.get("normalisation", "zscore")
     if normalisation not in NORMALISATIONS:
         raise fail("normalisation", f"must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
@@ -306,11 +355,11 @@ def _number_map(
     """A JSON object of finite numbers >= 0 (> 0 with ``positive``) keyed by ``names`` (absent: ``default``)."""
     if not isinstance(value, dict):
         raise fail(field_name, "must be an object with " + ", ".join(names))
-    unknown = sorted(set(value) - set(names))
+    unknown = sorted(k for k in set(value) - set(names) if not (k.startswith(EXTRA_DENSE) and len(k) > len(EXTRA_DENSE)))
     if unknown:
-        raise fail(f"{field_name}.{unknown[0]}", f"is not {what} (expected {', '.join(names)})")
+        raise fail(f"{field_name}.{unknown[0]}", f"is not {what} (expected {', '.join(names)} or dense:NAME)")
     out: dict[str, float] = {}
-    for name in names:
+    for name in (*names, *(k for k in value if k not in names)):
         number = value.get(name, default)
         if (
             isinstance(number, bool)

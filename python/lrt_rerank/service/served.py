@@ -14,7 +14,7 @@ from lrt_rerank.models.resolve import is_late_interaction
 from lrt_rerank.models.resolve import resolve_model_dir as resolve_source
 from lrt_rerank.plan.planfile import Plan
 from lrt_rerank.rerank import Stage
-from lrt_rerank.rerank.fusion import Fusion, load_fusion, parse_fusion
+from lrt_rerank.rerank.fusion import Fusion, FusionFormatError, load_fusion, parse_fusion
 from lrt_rerank.service.settings import ServiceSettings
 
 ServedModel = CrossEncoder | ColBERT
@@ -51,6 +51,11 @@ FUSION_ENV = "LRT_RERANK_FUSION"
 def fusion_env(path: str | Path) -> str:
     """The JSON of ``FUSION_ENV`` for a ``fusion.json`` (read and validated now: a bad file fails ``serve``)."""
     fusion = load_fusion(path)
+    if fusion.further_signals:
+        raise FusionFormatError(
+            f"{path}: weighs the dense signals {', '.join(fusion.further_signals)}; first_stage_scores carry BM25 and "
+            "one dense signal, so the service cannot apply it (apply it with the embedded first stage)"
+        )
     return json.dumps({"source": fusion.source, "fusion": fusion.to_json()})
 
 
