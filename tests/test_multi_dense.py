@@ -199,7 +199,7 @@ def test_a_fusion_json_from_before_further_signals_loads_and_ranks_three(tmp_pat
 
 
 def test_serve_refuses_a_fusion_over_further_dense_signals(tmp_path: Path) -> None:
-    from lrt_rerank.service.engine import fusion_env
+    from lrt_rerank.service.served import fusion_env
 
     fusion = Fusion("rrf", {"bm25": 0.0, "dense": 0.0, "prior": 1.0, "reranker": 0.0}, rrf_weights={"bm25": 1, "dense": 1, "dense:e5": 2})
     path = fusion.save(tmp_path / "fusion.json")
