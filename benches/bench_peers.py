@@ -72,6 +72,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from scipy.stats import spearmanr
 from tokenizers import Encoding, Tokenizer
 
 from lrt_rerank import CrossEncoder
@@ -213,7 +214,7 @@ def build_peer_models(pairs: int) -> PeerModels:
     root.mkdir(parents=True, exist_ok=True)
     base = root / "minilm-l6-ce-hf"
     models = PeerModels(
-        base, root / f"{base.name}-fp32", root / f"{base.name}-int8", root / f"{base.name}-int8-static-{pairs}",
+        base, root / f"{base.name}-fp32", root / f"{base.name}-int8", root / f"{base.name}-int8-static",
         root / f"{base.name}-ov-int8-{pairs}", root / f"nfcorpus-dev-{pairs}.json",
     )  # fmt: skip
     if not (models.snapshot / "config.json").is_file():
@@ -351,11 +352,6 @@ def engine_scorer(
 ) -> tuple[Scorer, CrossEncoder]:
     engine = CrossEncoder.load(model_dir, threads=THREADS, max_length=max_length, backend=backend, precision=precision)
     return (lambda query, passages: engine.score(query, passages)), engine
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 # --------------------------------------------------------------------------------------- probes
@@ -532,7 +528,7 @@ def run_systems(sweep: Sweep, models: PeerModels, settings: Settings, processes:
             for name, scores in outputs.items():
                 diff = float(np.max(np.abs(scores - reference)))
                 sweep.max_diff[name] = max(sweep.max_diff.get(name, 0.0), diff)
-                sweep.rho.setdefault(name, []).append(spearman(scores, reference))
+                sweep.rho.setdefault(name, []).append(float(spearmanr(scores, reference).statistic))
     sweep.pairs = sum(len(p) for _, p in work)
     sweep.tokens = sum(sum(len(ids) for ids, _ in engine32.encode(q, p)) for q, p in work)
 
