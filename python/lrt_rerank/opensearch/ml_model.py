@@ -25,6 +25,11 @@ SETTLE_S = 12.0
 """How long a deployed model must stay deployed everywhere: longer than one run of ml-commons'
 sync-up job (``plugins.ml_commons.sync_up_job_interval_in_seconds``, 10 s by default)."""
 POLL_S = 0.5
+RETRY_S = 5.0
+"""Seconds between two deploy requests of ours (the model's state follows a finished task with a delay)."""
+DUPLICATE = "duplicate"
+DUPLICATE_MESSAGE = "Duplicate deploy model task"
+"""ml-commons' answer to a deploy request while another deploy of the same model runs."""
 MASTER_KEY_WAIT_S = 60.0
 
 log = logging.getLogger(__name__)
@@ -86,6 +91,7 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
     step = f"deploying model {model_id}"
     deadline = time.monotonic() + timeout_s
     asked = 0
+    next_ask = 0.0
     held_since: float | None = None
     held_state: str | None = None
     while True:
@@ -101,9 +107,11 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
                 return ready
         else:
             held_since = held_state = None
-            if ready.state != "DEPLOYING" and asked < attempts:
-                asked += 1
-                _ask_deploy(client, model_id, step)
+            if ready.state != "DEPLOYING" and asked < attempts and now >= next_ask:
+                # another deploy of this model in flight (ml-commons' own, on a new cluster) is not an attempt
+                # of ours: wait for it to end; either way give the model's state time to follow
+                asked += 0 if _ask_deploy(client, model_id, step) == DUPLICATE else 1
+                next_ask = time.monotonic() + RETRY_S
                 continue
         if now > deadline:
             raise PipelineError(
@@ -113,18 +121,25 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
         time.sleep(POLL_S)
 
 
-def _ask_deploy(client: OpenSearch, model_id: str, step: str) -> None:
+def _ask_deploy(client: OpenSearch, model_id: str, step: str) -> str:
+    """Ask for a deploy and wait for its task; :data:`DUPLICATE` when ml-commons refused it because another
+    deploy of the model is running, else ``"asked"``."""
     try:
         answer = request(client, "POST", f"{ML}/models/{model_id}/_deploy", None, step)
     except PipelineError as exc:
+        if DUPLICATE_MESSAGE in str(exc):
+            return DUPLICATE
         if "version_conflict" not in str(exc):
             raise
-        return
+        return "asked"
     if "task_id" in answer:
         try:
             wait_task(client, str(answer["task_id"]), step)
         except PipelineError as exc:
+            if DUPLICATE_MESSAGE in str(exc):
+                return DUPLICATE
             log.warning("%s", exc)
+    return "asked"
 
 
 def settle_shards(client: OpenSearch, timeout_s: int = 60) -> None:
