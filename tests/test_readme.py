@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,11 @@ def _serve(argv: list[str], tmp_path: Path) -> None:
         server.wait_ready()
         headers = {"authorization": f"Bearer {key}"} if key else {}
         body = {"query": "calcium for bones", "documents": ["Milk has calcium.", "Tea has caffeine."]}
-        response = httpx.post(server.url + "/v1/rerank", json=body, headers=headers, timeout=60)
+        # with --workers N, /health answers from a worker that is ready; another may still load its model (503)
+        deadline = time.monotonic() + 300
+        while (response := httpx.post(server.url + "/v1/rerank", json=body, headers=headers, timeout=60)).status_code == 503:
+            assert time.monotonic() < deadline, f"a worker still answers 503 after 300 s: {response.text}\n{server.log_tail()}"
+            time.sleep(0.2)
         assert response.status_code == 200, response.text
         assert sorted(r["index"] for r in response.json()["results"]) == [0, 1]
         if key:
