@@ -31,6 +31,9 @@ DUPLICATE = "duplicate"
 DUPLICATE_MESSAGE = "Duplicate deploy model task"
 """ml-commons' answer to a deploy request while another deploy of the same model runs."""
 MASTER_KEY_WAIT_S = 60.0
+STUCK_S = 30.0
+"""A remote model's deploy takes well under a second: one ``DEPLOYING`` this long is a failed deploy
+that a node's model cache keeps (see :func:`_clear_failed_deploy`)."""
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +80,19 @@ def readiness(client: OpenSearch, model_id: str) -> ModelReadiness:
     )
 
 
-def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float = SETTLE_S, timeout_s: float = DEPLOY_TIMEOUT_S) -> ModelReadiness:
+def deploy(client: OpenSearch, model_id: str, attempts: int = 4, settle_s: float = SETTLE_S, timeout_s: float = DEPLOY_TIMEOUT_S) -> ModelReadiness:
     """Deploy the model unless it is deployed, and return once it is deployed everywhere and has stayed
     so for ``settle_s`` (see the module's docstring).
 
     After a cluster restart ml-commons redeploys models by itself; a deploy request racing with that
-    answers 409 (version conflict on the model document) and can leave the model DEPLOY_FAILED: the
-    deploy is then asked for again, ``attempts`` times in all. A model still PARTIALLY_DEPLOYED after
-    the attempts (a rejoined node can keep a stuck task of its own) answers from the nodes that have
-    it: returned with a warning once that state has held for ``settle_s``. Anything else after
-    ``timeout_s`` is a :class:`PipelineError` naming the state waited for and the state seen.
+    answers 409 (version conflict on the model document). A node whose first read of ml-commons'
+    master key fails or times out leaves the model ``DEPLOY_FAILED``, or ``DEPLOYING`` for good: such a
+    model (``DEPLOYING`` for :data:`STUCK_S`) is undeployed, which clears the failed deploy from every
+    node's cache, and deployed again. At most ``attempts`` deploy requests in all. A model still
+    ``PARTIALLY_DEPLOYED`` after the attempts (a rejoined node can keep a stuck task of its own) answers
+    from the nodes that have it: returned with a warning once that state has held for ``settle_s``.
+    Anything else after ``timeout_s`` is a :class:`PipelineError` naming the state waited for and the
+    state seen.
     """
     step = f"deploying model {model_id}"
     deadline = time.monotonic() + timeout_s
@@ -94,6 +100,7 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
     next_ask = 0.0
     held_since: float | None = None
     held_state: str | None = None
+    deploying_since: float | None = None
     while True:
         ready = readiness(client, model_id)
         now = time.monotonic()
@@ -107,10 +114,18 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
                 return ready
         else:
             held_since = held_state = None
-            if ready.state != "DEPLOYING" and asked < attempts and now >= next_ask:
+            deploying_since = (deploying_since or now) if ready.state == "DEPLOYING" else None
+            stuck = deploying_since is not None and now - deploying_since >= STUCK_S
+            if (ready.state != "DEPLOYING" or stuck) and asked < attempts and now >= next_ask:
+                cleared = ready.state == "DEPLOY_FAILED" or stuck
+                if cleared:
+                    _clear_failed_deploy(client, model_id, step, ready.state)
+                    deploying_since = None
                 # another deploy of this model in flight (ml-commons' own, on a new cluster) is not an attempt
-                # of ours: wait for it to end; either way give the model's state time to follow
-                asked += 0 if _ask_deploy(client, model_id, step) == DUPLICATE else 1
+                # of ours (unless the model was just undeployed): wait for it to end; either way give the
+                # model's state time to follow
+                answer = _ask_deploy(client, model_id, step)
+                asked += 1 if cleared or answer != DUPLICATE else 0
                 next_ask = time.monotonic() + RETRY_S
                 continue
         if now > deadline:
@@ -119,6 +134,20 @@ def deploy(client: OpenSearch, model_id: str, attempts: int = 3, settle_s: float
                 f"the model is {ready.describe()} after {asked} deploy request(s); see the node log"
             )
         time.sleep(POLL_S)
+
+
+def _clear_failed_deploy(client: OpenSearch, model_id: str, step: str, state: str | None) -> None:
+    """Undeploy a model whose deploy failed (``DEPLOY_FAILED``) or never ends (``DEPLOYING`` for
+    :data:`STUCK_S`) before deploying it again. A deploy that failed inside a node (one whose first read
+    of the master key failed or timed out after a restart, for one) can leave the model in that node's
+    model cache: every later deploy is then refused as a duplicate for the life of the node, and the
+    sync-up job may even report the model as ``DEPLOYING`` from that cache. An undeploy empties the
+    model's entry in every node's cache."""
+    log.info("%s: it is %s; undeploying it first, so that no node keeps a failed deploy of it", step, state)
+    try:
+        client.transport.perform_request("POST", f"{ML}/models/{model_id}/_undeploy")
+    except TransportError as exc:
+        log.warning("%s: undeploying the failed model answered %s: %s", step, exc.status_code, exc.info or exc.error)
 
 
 def _ask_deploy(client: OpenSearch, model_id: str, step: str) -> str:
