@@ -80,7 +80,9 @@ except NodeError as exc:
 }
 
 # The modules whose tests start servers (OpenSearch, Redis, uvicorn, HAProxy): what `soak` repeats.
-SERVER_MODULES=(tests/test_scale_out.py tests/test_opensearch_*.py tests/test_service*.py tests/test_one_flow.py)
+SERVER_MODULES=(tests/test_scale_out.py tests/test_opensearch_*.py tests/test_service*.py tests/test_one_flow.py
+  tests/test_bm25_analyzer.py tests/test_fusion_opensearch.py tests/test_colbert_service.py tests/test_client_libraries.py
+  tests/test_fuzz_service.py tests/test_readme.py)
 
 prepare_tests() {
   apt_install redis-server openjdk-17-jdk-headless maven curl haproxy
