@@ -34,7 +34,8 @@ from tokenizers import Tokenizer
 from lrt_rerank import _core
 from lrt_rerank.models.checkpoint import Checkpoint, EncoderConfig
 from lrt_rerank.models.convert import build_encoder_onnx
-from lrt_rerank.models.importers.metadata import first_file, read_json, read_json_object, read_license
+from lrt_rerank.jsonfile import read_json, read_json_object
+from lrt_rerank.models.importers.metadata import first_file, read_license
 from lrt_rerank.models.importers.optimize import optimize_in_place
 from lrt_rerank.models.importers.snapshot import CONFIG, TOKENIZER_FILES, WEIGHT_FILES, architecture
 from lrt_rerank.models.importers.tokenizer import write_tokenizer
@@ -192,11 +193,7 @@ def _open_pylate(root: Path) -> ColbertSnapshot:
 def _open_stanford(root: Path) -> ColbertSnapshot:
     raw, config, weights, tokenizer = _encoder(root)
     meta_path = root / METADATA
-    if not meta_path.is_file():
-        raise _core.ModelError(f"{meta_path}: not found (a colbert-ai checkpoint keeps its markers and lengths there)")
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict):
-        raise _core.ModelError(f"{meta_path}: must hold a JSON object")
+    meta = read_json_object(meta_path, "a colbert-ai checkpoint keeps its markers and lengths there")
     tensors = read_weights(weights)
     if "linear.weight" not in tensors:
         raise _core.ModelError(f"{weights}: tensor 'linear.weight' not found: a colbert-ai checkpoint needs its projection")
