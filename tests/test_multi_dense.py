@@ -18,17 +18,15 @@ from lrt_rerank.first_stage.index_cache import cached_index
 from lrt_rerank.opensearch.pipeline import node_fusion_refusal
 from lrt_rerank.rerank.fusion import Fusion, FusionFormatError, load_fusion, parse_fusion, signals_of
 from lrt_rerank.tune import Judged, candidate_functions, choose, per_query_mrr, rrf_weight_grid
-from tiny_beir import write_beir
+from tiny_beir import COOK, QRELS, QUERIES, SWIM, write_beir
 
 DOCS = [
     Document("run", "Running", "Runners run every morning in the park."),
-    Document("swim", "Lakes", "A swimmer crosses the lake before breakfast."),
-    Document("cook", "Kitchens", "Cooks boil potatoes and bake bread in the kitchen."),
+    SWIM,
+    COOK,
     Document("sun", "Vitamin D", "Sunlight on the skin makes vitamin D."),
     Document("car", "Cars", "Cars have four wheels and an engine."),
 ]
-QUERIES = {"q1": "running", "q2": "swimmers", "q3": "baking breads"}
-QRELS = {"q1": "run", "q2": "swim", "q3": "cook"}
 
 
 @pytest.fixture(scope="module")
