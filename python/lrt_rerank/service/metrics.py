@@ -128,18 +128,31 @@ class ServiceMetrics:
             multiprocess.mark_process_dead(os.getpid())
 
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route, method and final status (ASGI middleware)."""
+class HttpMiddleware:
+    """An ASGI middleware: HTTP requests go to :meth:`handle`, anything else (lifespan) straight to the app."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
-        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class MetricsMiddleware(HttpMiddleware):
+    """Counts and times every HTTP request by route, method and final status (ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+        self.routes = routes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = scope["path"] if scope["path"] in self.routes else UNMATCHED_ROUTE
         status = 500
 
