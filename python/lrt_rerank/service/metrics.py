@@ -56,22 +56,40 @@ class ServiceMetrics:
         self.batch_size = metric(Histogram, "lrt_rerank_batch_size", "Documents per rerank request.", buckets=BATCH_BUCKETS)
         self.score_seconds = metric(Histogram, "lrt_rerank_score_duration_seconds", "Time to score one request's documents (cache look-ups and model).", buckets=LATENCY_BUCKETS)
         self.scoring_errors = metric(Counter, "lrt_rerank_scoring_errors", "Rerank requests whose scoring failed (answered 503 with Retry-After), by exception type.", ("error",))
-        self.scoring_slots = metric(Gauge, "lrt_rerank_scoring_slots", "Requests a worker scores at the same time (--max-concurrent-scoring); the rest queue.", multiprocess_mode="max")
+        self.scoring_slots = metric(
+            Gauge, "lrt_rerank_scoring_slots",
+            "Requests a worker scores at the same time (--max-concurrent-scoring); the rest queue.", multiprocess_mode="max",
+        )
         self.scoring_in_progress = metric(Gauge, "lrt_rerank_scoring_in_progress", "Requests being scored now (holding a scoring slot).", multiprocess_mode="livesum")
-        self.scoring_in_progress_peak = metric(Gauge, "lrt_rerank_scoring_in_progress_peak", "Most requests a worker has scored at the same time since it started (at most lrt_rerank_scoring_slots).", multiprocess_mode="max")
+        self.scoring_in_progress_peak = metric(
+            Gauge, "lrt_rerank_scoring_in_progress_peak",
+            "Most requests a worker has scored at the same time since it started (at most lrt_rerank_scoring_slots).", multiprocess_mode="max",
+        )
         self.cache_hits = metric(Counter, "lrt_rerank_cache_hits", "Score cache hits by tier.", ("tier",))
         self.cache_misses = metric(Counter, "lrt_rerank_cache_misses", "Score cache misses by tier.", ("tier",))
         self.cache_evictions = metric(Counter, "lrt_rerank_cache_evictions", "Entries evicted from the in-process score cache.")
         self.cache_entries = metric(Gauge, "lrt_rerank_cache_entries", "Entries in the in-process score cache.", multiprocess_mode="livesum")
         self.redis_errors = metric(Counter, "lrt_rerank_redis_errors", "Redis failures (each starts a back-off period).")
-        self.model_info = metric(Gauge, "lrt_rerank_model_info", "The served model: name, sha256 of model.onnx and maximum sequence length (value is 1).", ("name", "sha256", "max_length"), multiprocess_mode="max")
+        self.model_info = metric(
+            Gauge, "lrt_rerank_model_info",
+            "The served model: name, sha256 of model.onnx and maximum sequence length (value is 1).", ("name", "sha256", "max_length"), multiprocess_mode="max",
+        )
         self.tokens_dropped = metric(Counter, "lrt_rerank_tokens_dropped", "Document tokens that no scored window read (truncated, past max_windows or max_tokens_per_doc).")
         self.documents_truncated = metric(Counter, "lrt_rerank_documents_truncated", "Documents with tokens that no scored window read.")
         self.windows_per_document = metric(Histogram, "lrt_rerank_windows_per_document", "Windows (model pairs) scored per document: 1 under truncation.", buckets=WINDOW_BUCKETS)
-        self.document_cache_hits = metric(Counter, "lrt_rerank_document_cache_hits", "Late-interaction document token matrices found in the document cache, by tier (not encoded).", ("tier",))
-        self.document_cache_misses = metric(Counter, "lrt_rerank_document_cache_misses", "Late-interaction documents found in no tier of the document cache (encoded by the model).")
+        self.document_cache_hits = metric(
+            Counter, "lrt_rerank_document_cache_hits",
+            "Late-interaction document token matrices found in the document cache, by tier (not encoded).", ("tier",),
+        )
+        self.document_cache_misses = metric(
+            Counter, "lrt_rerank_document_cache_misses",
+            "Late-interaction documents found in no tier of the document cache (encoded by the model).",
+        )
         self.document_cache_evictions = metric(Counter, "lrt_rerank_document_cache_evictions", "Entries evicted from the in-process document cache.")
-        self.document_cache_bytes = metric(Gauge, "lrt_rerank_document_cache_bytes", "Bytes of packed fp16 token matrices in the in-process document cache (at most --document-cache-mib).", multiprocess_mode="livesum")
+        self.document_cache_bytes = metric(
+            Gauge, "lrt_rerank_document_cache_bytes",
+            "Bytes of packed fp16 token matrices in the in-process document cache (at most --document-cache-mib).", multiprocess_mode="livesum",
+        )
         self.document_cache_entries = metric(Gauge, "lrt_rerank_document_cache_entries", "Documents in the in-process document cache.", multiprocess_mode="livesum")
         self._seen: dict[str, int] = {}
         self._seen_lock = threading.Lock()
