@@ -261,10 +261,9 @@ def main() -> None:
             report["service"] = service_bench(args, model_dir, work, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    from results_file import print_report  # benches/ is this script's folder
+
+    print_report(report, args.json)
 
 
 if __name__ == "__main__":

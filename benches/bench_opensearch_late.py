@@ -150,10 +150,9 @@ def main() -> None:
         client.close()
         if not already_running:
             down(spec)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    from results_file import print_report  # benches/ is this script's folder
+
+    print_report(report, args.json)
 
 
 if __name__ == "__main__":

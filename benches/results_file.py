@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -33,3 +35,11 @@ def write_section(text: str, begin: str, end: str, path: Path = RESULTS) -> None
     else:
         current = current.rstrip("\n") + "\n\n" + block
     path.write_text(current, encoding="utf-8")
+
+
+def print_report(report: dict[str, Any], json_path: Path | None) -> None:
+    """Print a bench's JSON report, and write it to ``json_path`` (its --json) when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")

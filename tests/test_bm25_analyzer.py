@@ -14,15 +14,13 @@ from lrt_rerank.first_stage.analyzer import Analyzer
 from lrt_rerank.first_stage.embedded import MANIFEST, EmbeddedFirstStage
 from lrt_rerank.first_stage.index_cache import cached_index
 from opensearch_fixtures import OpenSearchNode
-from tiny_beir import write_beir
+from tiny_beir import COOK, QRELS, QUERIES, SWIM, write_beir
 
 DOCS = [
     Document("run", "Mornings", "She runs every morning; the runner ran ten kilometres."),
-    Document("swim", "Lakes", "A swimmer crosses the lake before breakfast."),
-    Document("cook", "Kitchens", "Cooks boil potatoes and bake bread in the kitchen."),
+    SWIM,
+    COOK,
 ]
-QUERIES = {"q1": "running", "q2": "swimmers", "q3": "baking breads"}
-QRELS = {"q1": "run", "q2": "swim", "q3": "cook"}
 
 
 @pytest.fixture(scope="module")

@@ -151,26 +151,15 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
         root / "electra",
     )
     unigram = XLMRobertaTokenizer(vocab=_unigram_vocab())
-    out["xlmr"] = _save(
-        XLMRobertaForSequenceClassification(
-            XLMRobertaConfig(
-                vocab_size=len(unigram), max_position_embeddings=MAX_LENGTH * 2 + 2, type_vocab_size=1, num_labels=1,
-                pad_token_id=1, bos_token_id=0, eos_token_id=2, **small,
-            )
-        ),
-        unigram,
-        root / "xlmr",
+    roberta_family = dict(
+        vocab_size=len(unigram), max_position_embeddings=MAX_LENGTH * 2 + 2, type_vocab_size=1,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, **small,
     )
-    out["roberta"] = _save(
-        RobertaForSequenceClassification(
-            RobertaConfig(
-                vocab_size=len(unigram), max_position_embeddings=MAX_LENGTH * 2 + 2, type_vocab_size=1, num_labels=2,
-                pad_token_id=1, bos_token_id=0, eos_token_id=2, **small,
-            )
-        ),
-        unigram,
-        root / "roberta",
-    )
+    for name, model_class, config_class, labels in (
+        ("xlmr", XLMRobertaForSequenceClassification, XLMRobertaConfig, 1),
+        ("roberta", RobertaForSequenceClassification, RobertaConfig, 2),
+    ):
+        out[name] = _save(model_class(config_class(num_labels=labels, **roberta_family)), unigram, root / name)
     distil = DistilBertConfig(
         vocab_size=n, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, num_labels=1,
         initializer_range=INIT_STD,

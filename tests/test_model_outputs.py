@@ -26,6 +26,12 @@ CE_TOKENS = 64  # small_cross_encoder_dir's max_length
 BE_TOKENS = 32  # small_bi_encoder_dir's max_length
 
 
+def refuses_to_load(encoder: type[CrossEncoder] | type[BiEncoder], model_dir: Path, message: str) -> None:
+    """``encoder.load(model_dir)`` raises a ModelError that names model.onnx and matches ``message``."""
+    with pytest.raises(ModelError, match=r"model\.onnx: " + message):
+        encoder.load(model_dir)
+
+
 def words(n: int) -> str:
     """n tokens for the MiniLM WordPiece vocabulary ("word" is one token)."""
     return " ".join(["word"] * n)
@@ -43,14 +49,12 @@ def test_cross_encoder_with_three_logits_per_pair(
     small_cross_encoder_dir: Path, tmp_path: Path, declared: list[int | str], message: str
 ) -> None:
     d = cross_encoder_wider_than_declared(small_cross_encoder_dir, tmp_path / "m", 3, declared)
-    with pytest.raises(ModelError, match=r"model\.onnx: .*" + message):
-        CrossEncoder.load(d)
+    refuses_to_load(CrossEncoder, d, ".*" + message)
 
 
 def test_cross_encoder_with_one_row_too_many(small_cross_encoder_dir: Path, tmp_path: Path) -> None:
     d = cross_encoder_one_row_too_many(small_cross_encoder_dir, tmp_path / "m")
-    with pytest.raises(ModelError, match=r"model\.onnx: probe run .*shape \[2, 1\] for a batch of 1"):
-        CrossEncoder.load(d)
+    refuses_to_load(CrossEncoder, d, r"probe run .*shape \[2, 1\] for a batch of 1")
 
 
 def test_cross_encoder_whose_output_lies_after_the_probe(small_cross_encoder_dir: Path, tmp_path: Path) -> None:
@@ -80,8 +84,7 @@ def test_cross_encoder_returning_nan(small_cross_encoder_dir: Path, tmp_path: Pa
 
 def test_bi_encoder_whose_sequence_is_shorter_than_its_input(small_bi_encoder_dir: Path, tmp_path: Path) -> None:
     d = bi_encoder_one_token_short(small_bi_encoder_dir, tmp_path / "m")
-    with pytest.raises(ModelError, match=r"model\.onnx: a bi-encoder must output .*\[1, 31, 4\] for one sequence of 32"):
-        BiEncoder.load(d)
+    refuses_to_load(BiEncoder, d, r"a bi-encoder must output .*\[1, 31, 4\] for one sequence of 32")
 
 
 def test_bi_encoder_whose_output_lies_after_the_probe(small_bi_encoder_dir: Path, tmp_path: Path) -> None:
@@ -110,8 +113,7 @@ def test_bi_encoder_declared_outputs(
     small_bi_encoder_dir: Path, tmp_path: Path, dim: int, declared: list[int | str], message: str
 ) -> None:
     d = bi_encoder_pooled(small_bi_encoder_dir, tmp_path / "m", declared, dim)
-    with pytest.raises(ModelError, match=r"model\.onnx: .*" + message):
-        BiEncoder.load(d)
+    refuses_to_load(BiEncoder, d, ".*" + message)
 
 
 def test_bi_encoder_pooled_output_is_taken_as_is(small_bi_encoder_dir: Path, tmp_path: Path) -> None:

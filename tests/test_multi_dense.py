@@ -12,23 +12,21 @@ import pytest
 from lrt_rerank import BiEncoder, rrf
 from lrt_rerank.cli import main
 from lrt_rerank.datasets import Dataset, Document, load_dataset
-from lrt_rerank.first_stage.base import Candidate
 from lrt_rerank.first_stage.embedded import EmbeddedFirstStage
 from lrt_rerank.first_stage.index_cache import cached_index
 from lrt_rerank.opensearch.pipeline import node_fusion_refusal
 from lrt_rerank.rerank.fusion import Fusion, FusionFormatError, load_fusion, parse_fusion, signals_of
 from lrt_rerank.tune import Judged, candidate_functions, choose, per_query_mrr, rrf_weight_grid
-from tiny_beir import write_beir
+from synthetic_lists import ranked, synthetic_judged
+from tiny_beir import COOK, QRELS, QUERIES, SWIM, write_beir
 
 DOCS = [
     Document("run", "Running", "Runners run every morning in the park."),
-    Document("swim", "Lakes", "A swimmer crosses the lake before breakfast."),
-    Document("cook", "Kitchens", "Cooks boil potatoes and bake bread in the kitchen."),
+    SWIM,
+    COOK,
     Document("sun", "Vitamin D", "Sunlight on the skin makes vitamin D."),
     Document("car", "Cars", "Cars have four wheels and an engine."),
 ]
-QUERIES = {"q1": "running", "q2": "swimmers", "q3": "baking breads"}
-QRELS = {"q1": "run", "q2": "swim", "q3": "cook"}
 
 
 @pytest.fixture(scope="module")
@@ -120,25 +118,18 @@ def test_index_and_eval_cli_with_two_models(
 
 
 # ------------------------------------------------------------------ N-way fusion, synthetic lists
-def ranked(ids: list[str]) -> list[Candidate]:
-    return [Candidate(doc_id, float(len(ids) - rank), rank) for rank, doc_id in enumerate(ids, start=1)]
-
-
 def three_signal_queries(queries: int = 30) -> list[Judged]:
     """The relevant document is BM25's 3rd, dense's 25th and e5's 1st; a distractor is BM25's and dense's
     1st and e5's 25th, and another document second in all three. Equal weights put both above the relevant
     one; only weighing e5 above the others, at a small k, puts the relevant document first."""
-    out = []
-    for q in range(queries):
-        ids = [f"q{q}d{i}" for i in range(30)]
-        relevant, distractor, rest = ids[0], ids[1], ids[2:]
-        bm25 = [distractor, rest[0], relevant, *rest[1:]]
-        dense = [distractor, *rest[:23], relevant, *rest[23:]]
-        e5 = [relevant, *rest[:23], distractor, *rest[23:]]
-        candidates = [d for d, _ in rrf([bm25, dense, e5], k=60.0)]
-        signals = signals_of(candidates, ranked(bm25), ranked(dense), {"dense:e5": ranked(e5)})
-        out.append(Judged(f"q{q}", candidates, signals, np.array([d == relevant for d in candidates])))
-    return out
+    return synthetic_judged(
+        queries,
+        lambda relevant, distractor, rest: {
+            "bm25": [distractor, rest[0], relevant, *rest[1:]],
+            "dense": [distractor, *rest[:23], relevant, *rest[23:]],
+            "dense:e5": [relevant, *rest[:23], distractor, *rest[23:]],
+        },
+    )
 
 
 def test_n_way_weighted_rrf_is_the_rust_cores_weighted_rrf() -> None:

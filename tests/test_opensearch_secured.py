@@ -24,7 +24,7 @@ import httpx
 import pytest
 from lrt_rerank.datasets import Dataset, load_dataset
 from lrt_rerank.opensearch.connection import ConnectionSettings
-from service_fixtures import ServeProcess
+from service_fixtures import ServeProcess, key_file, serving
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,11 @@ class SecuredNode:
 
     @property
     def flags(self) -> list[str]:
-        return ["--user", "admin", "--password-file", str(self.password_file), "--ca-certs", str(self.ca_certs)]
+        return self.flags_for("admin", self.password_file)
+
+    def flags_for(self, user: str, password_file: Path | str) -> list[str]:
+        """The connection flags of ``user``, whose password is in ``password_file``."""
+        return ["--user", user, "--password-file", str(password_file), "--ca-certs", str(self.ca_certs)]
 
     @property
     def tls(self) -> ssl.SSLContext:
@@ -141,12 +145,8 @@ def service_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def keyed_service(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path, service_key_file: Path) -> Iterator[ServeProcess]:
     log = tmp_path_factory.mktemp("secured-serve") / "serve.log"
-    server = ServeProcess(["--model", str(cross_encoder_dir), "--api-key-file", str(service_key_file)], log)
-    try:
-        server.wait_ready()
+    with serving(["--model", str(cross_encoder_dir), "--api-key-file", str(service_key_file)], log) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_anonymous_and_plain_http_requests_are_refused(secured_node: SecuredNode) -> None:
@@ -183,14 +183,17 @@ def test_the_node_runs_the_security_plugin_and_reports_paths_not_the_secret(secu
     assert f"password in {secured_node.password_file}" in text.stdout
 
 
-def test_a_wrong_password_is_one_line_and_a_failure(secured_node: SecuredNode, tmp_path: Path, outputs: Outputs, msmarco_dir: Path) -> None:
-    wrong = tmp_path / "wrong-password"
-    wrong.write_text("not-the-password\n", encoding="utf-8")
-    wrong.chmod(0o600)
-    flags = ["--user", "admin", "--password-file", str(wrong), "--ca-certs", str(secured_node.ca_certs)]
+def failed_pipeline(outputs: Outputs, secured_node: SecuredNode, flags: list[str], password: str) -> list[str]:
+    """The stderr lines of `opensearch pipeline` run with ``flags``, which must fail without showing ``password``."""
     result = outputs.run("opensearch", "pipeline", "--url", secured_node.url, *flags)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
+    assert password not in result.stdout + result.stderr
+    return result.stderr.strip().splitlines()
+
+
+def test_a_wrong_password_is_one_line_and_a_failure(secured_node: SecuredNode, tmp_path: Path, outputs: Outputs, msmarco_dir: Path) -> None:
+    flags = secured_node.flags_for("admin", key_file(tmp_path, "not-the-password"))
+    assert failed_pipeline(outputs, secured_node, flags, "not-the-password") == [
         f"lrt-rerank opensearch pipeline: error: OpenSearch at {secured_node.url}: authentication failed (401) "
         "for user 'admin'; check --user and the password"
     ]
@@ -207,17 +210,11 @@ def test_a_user_without_permissions_is_forbidden_in_one_line(secured_node: Secur
         "PUT", "/_plugins/_security/api/internalusers/lrt-no-roles", body={"password": password, "backend_roles": []}
     )
     client.close()
-    password_file = tmp_path / "no-roles-password"
-    password_file.write_text(password + "\n", encoding="utf-8")
-    password_file.chmod(0o600)
-    flags = ["--user", "lrt-no-roles", "--password-file", str(password_file), "--ca-certs", str(secured_node.ca_certs)]
-    result = outputs.run("opensearch", "pipeline", "--url", secured_node.url, *flags)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
+    flags = secured_node.flags_for("lrt-no-roles", key_file(tmp_path, password))
+    assert failed_pipeline(outputs, secured_node, flags, password) == [
         f"lrt-rerank opensearch pipeline: error: OpenSearch at {secured_node.url}: forbidden (403) for user 'lrt-no-roles': "
         "it lacks cluster:monitor/main"
     ]
-    assert password not in result.stdout + result.stderr
 
 
 def test_tls_failure_names_the_url_and_the_trust(secured_node: SecuredNode, tmp_path: Path, outputs: Outputs) -> None:

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from onnx_graphs import cross_encoder_reshaped_by
-from service_fixtures import RedisServer, ServeProcess, metric
+from service_fixtures import RedisServer, ServeProcess, metric, serving
 
 from lrt_rerank import CrossEncoder
 from lrt_rerank.models.store import file_sha256
@@ -38,12 +38,8 @@ def failing_server(tmp_path_factory: pytest.TempPathFactory, small_cross_encoder
     Runtime on other batches (tests/onnx_graphs.py: cross_encoder_reshaped_by)."""
     root = tmp_path_factory.mktemp("failing")
     model = cross_encoder_reshaped_by(small_cross_encoder_dir, root / "model", CE_TOKENS)
-    server = ServeProcess(["--model", str(model), "--threads", "1"], root / "serve.log")
-    try:
-        server.wait_ready()
+    with serving(["--model", str(model), "--threads", "1"], root / "serve.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_scoring_that_fails_is_503_with_retry_after(failing_server: ServeProcess) -> None:

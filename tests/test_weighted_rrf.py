@@ -12,12 +12,9 @@ from lrt_rerank.first_stage.base import Candidate
 from lrt_rerank.opensearch.pipeline import node_fusion_refusal
 from lrt_rerank.rerank.fusion import Fusion, FusionFormatError, load_fusion, signals_of
 from lrt_rerank.tune import Judged, candidate_functions, choose, per_query_mrr
+from synthetic_lists import ranked, synthetic_judged
 
 PRIOR_ONLY = {"bm25": 0.0, "dense": 0.0, "prior": 1.0, "reranker": 0.0}
-
-
-def ranked(ids: list[str]) -> list[Candidate]:
-    return [Candidate(doc_id, float(len(ids) - rank), rank) for rank, doc_id in enumerate(ids, start=1)]
 
 
 @pytest.mark.parametrize(("k", "weights"), [(60, (2.0, 1.0)), (5, (1.0, 4.0)), (20, (0.5, 3.0))])
@@ -38,16 +35,13 @@ def judged_queries(queries: int = 30) -> list[Judged]:
     """Each query: the relevant document is BM25's first and dense's 20th; a distractor is dense's first
     and BM25's third. Whenever dense weighs as much as BM25 or more, the distractor's RRF score is the
     higher one (at every k); weighing BM25 above dense (with a small k) puts the relevant document first."""
-    out = []
-    for q in range(queries):
-        ids = [f"q{q}d{i}" for i in range(30)]
-        relevant, distractor, rest = ids[0], ids[1], ids[2:]
-        bm25 = [relevant, rest[0], distractor, *rest[1:]]
-        dense = [distractor, *rest[:18], relevant, *rest[18:]]
-        candidates = [doc_id for doc_id, _ in rrf([bm25, dense], k=60.0)]
-        signals = signals_of(candidates, ranked(bm25), ranked(dense))
-        out.append(Judged(f"q{q}", candidates, signals, np.array([d == relevant for d in candidates])))
-    return out
+    return synthetic_judged(
+        queries,
+        lambda relevant, distractor, rest: {
+            "bm25": [relevant, rest[0], distractor, *rest[1:]],
+            "dense": [distractor, *rest[:18], relevant, *rest[18:]],
+        },
+    )
 
 
 def test_tune_chooses_the_known_best_rrf_weights() -> None:

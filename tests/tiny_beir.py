@@ -11,6 +11,14 @@ from pathlib import Path
 from lrt_rerank.datasets import Document
 
 
+#: Three judged queries, each matching its document only through stemming ("running" ~ runs, "swimmers" ~
+#: swimmer, "baking breads" ~ bake bread): the swimming and cooking documents, then each test's own running one.
+SWIM = Document("swim", "Lakes", "A swimmer crosses the lake before breakfast.")
+COOK = Document("cook", "Kitchens", "Cooks boil potatoes and bake bread in the kitchen.")
+QUERIES = {"q1": "running", "q2": "swimmers", "q3": "baking breads"}
+QRELS = {"q1": "run", "q2": "swim", "q3": "cook"}
+
+
 def write_beir(root: Path, docs: Sequence[Document], queries: dict[str, str], qrels: dict[str, str], split: str = "test") -> Path:
     """A BEIR folder at ``root`` of ``docs``, ``queries`` (id -> text) and one relevant document per query."""
     (root / "qrels").mkdir(parents=True)

@@ -95,15 +95,21 @@ def choose_auto(card: dict[str, Any], kind: str) -> tuple[str, str]:
 
 
 def load_with_backend(
-    make: Callable[[str, str | None], T],
+    core_class: Callable[..., T],
     model_dir: Path,
     card: dict[str, Any],
+    *args: Any,
     backend: str = "ort",
     precision: str | None = None,
+    **options: Any,
 ) -> T:
-    """Build a core with ``make(backend, precision)`` under the chosen runtime and record what ran in
-    ``card["runtime"]`` (backend, precision, CPU kind, and for ``auto`` its choice and why). ``auto``
-    falls back to ORT, with a warning, where OpenVINO cannot load the model."""
+    """Build ``core_class(str(model_dir), *args, **options, backend=..., precision=...)`` under the chosen
+    runtime and record what ran in ``card["runtime"]`` (backend, precision, CPU kind, and for ``auto`` its
+    choice and why). ``auto`` falls back to ORT, with a warning, where OpenVINO cannot load the model."""
+
+    def make(name: str, prec: str | None) -> T:
+        return core_class(str(model_dir), *args, backend=name, precision=prec, **options)
+
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if precision is not None and precision not in PRECISIONS:

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lrt_rerank._core import ModelError
+from lrt_rerank.jsonfile import read_json_object
 
 METHOD = "platt"
 ECE_BINS = 10
@@ -281,12 +282,7 @@ class Calibration:
 
 def write_calibration(card_path: Path, record: CalibrationRecord) -> None:
     """Set ``calibration`` in ``card_path`` atomically (temporary file + rename), keeping every other field."""
-    try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{card_path}: cannot read the model card: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{card_path}: must hold a JSON object")
+    data = read_json_object(card_path, unreadable="cannot read the model card")
     data[FIELD] = record.to_json()
     handle, tmp = tempfile.mkstemp(prefix=f".{card_path.name}-", suffix=".tmp", dir=card_path.parent)
     try:

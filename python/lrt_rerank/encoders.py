@@ -157,26 +157,22 @@ class CrossEncoder:
             prompt = json.dumps(card.data["prompt"], sort_keys=True).encode()
             fingerprint += f"+prompt:{hashlib.sha256(prompt).hexdigest()[:16]}"
         core = load_with_backend(
-            lambda name, prec: _core.CrossEncoderCore(
-                str(path),
-                max_length or card.max_length,
-                fingerprint,
-                threads=threads,
-                batch_size=batch_size or 16,
-                cache=cache,
-                token_budget=token_budget,
-                long_documents=mode,
-                window_stride=stride,
-                max_windows=cap,
-                aggregate=agg,
-                max_tokens_per_doc=max_tokens_per_doc,
-                backend=name,
-                precision=prec,
-            ),
+            _core.CrossEncoderCore,
             path,
             card.data,
-            backend,
-            precision,
+            max_length or card.max_length,
+            fingerprint,
+            threads=threads,
+            batch_size=batch_size or 16,
+            cache=cache,
+            token_budget=token_budget,
+            long_documents=mode,
+            window_stride=stride,
+            max_windows=cap,
+            aggregate=agg,
+            max_tokens_per_doc=max_tokens_per_doc,
+            backend=backend,
+            precision=precision,
         )
         return cls(core, path, card, cache)
 
@@ -321,21 +317,17 @@ class BiEncoder:
         check_positive(max_length=max_length, threads=threads, batch_size=batch_size, token_budget=token_budget)
         path, card = _open_model_dir(model_dir, "bi-encoder")
         core = load_with_backend(
-            lambda name, prec: _core.BiEncoderCore(
-                str(path),
-                max_length or card.max_length,
-                threads=threads,
-                batch_size=batch_size or 32,
-                pooling=card.pooling,
-                normalize=card.normalize,
-                token_budget=token_budget,
-                backend=name,
-                precision=prec,
-            ),
+            _core.BiEncoderCore,
             path,
             card.data,
-            backend,
-            precision,
+            max_length or card.max_length,
+            threads=threads,
+            batch_size=batch_size or 32,
+            pooling=card.pooling,
+            normalize=card.normalize,
+            token_budget=token_budget,
+            backend=backend,
+            precision=precision,
         )
         return cls(core, path, card)
 

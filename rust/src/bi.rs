@@ -119,17 +119,7 @@ impl BiEncoderCore {
         Ok(Self { model, tokenizer, batching, pooling: options.pooling, normalize: options.normalize, dim })
     }
 
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
-    pub fn model(&self) -> &SessionPool {
-        &self.model
-    }
-
-    pub fn batching(&self) -> Batching {
-        self.batching
-    }
+    crate::pool::encoder_accessors!();
 
     pub fn pooling(&self) -> Pooling {
         self.pooling

@@ -225,17 +225,7 @@ impl CrossEncoderCore {
         self.windows
     }
 
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
-    pub fn model(&self) -> &SessionPool {
-        &self.model
-    }
-
-    pub fn batching(&self) -> Batching {
-        self.batching
-    }
+    crate::pool::encoder_accessors!();
 
     /// Raw logits for (query, passage) pairs, in input order: the truncated pair's, or the
     /// aggregate of the passage's windows. Every batch's output is checked (shape against the

@@ -251,6 +251,26 @@ impl SessionPool<Session> {
     }
 }
 
+/// The `tokenizer()`, `model()` and `batching()` accessors of an encoder core (the bi- and the
+/// cross-encoder) that holds `tokenizer`, `model` and `batching` fields as [`load_model_dir`] and
+/// [`crate::batching::Batching::new`] make them.
+macro_rules! encoder_accessors {
+    () => {
+        pub fn tokenizer(&self) -> &crate::tokenize::TextTokenizer {
+            &self.tokenizer
+        }
+
+        pub fn model(&self) -> &crate::pool::SessionPool {
+            &self.model
+        }
+
+        pub fn batching(&self) -> crate::batching::Batching {
+            self.batching
+        }
+    };
+}
+pub(crate) use encoder_accessors;
+
 /// The tokenizer (`tokenizer.json`) and the session pool (the graph `runtime` reads, see
 /// `Runtime::model_file`) of a model directory: `threads` single-threaded sessions, plus (`solo`,
 /// when `threads` > 1) one session of `threads` intra-op threads for calls of one batch, such as a

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from typing import Any
 
 from lrt_rerank.backends import add_backend_arg
 from lrt_rerank.datasets import Dataset, DatasetError
@@ -19,6 +20,11 @@ from lrt_rerank.models.store import DEFAULT_DENSE_MODEL, DENSE_MODEL_NAMES
 from lrt_rerank.opensearch.connection import settings_from_args
 from lrt_rerank.plan.planfile import Plan
 from lrt_rerank.rerank import Stage
+
+
+def add_judged_dataset_arg(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``: the BEIR folder of the commands that read judged queries (eval, tune, plan, models calibrate)."""
+    parser.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
 
 
 def add_dense_model_arg(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +140,17 @@ def open_first_stage(args: argparse.Namespace, dataset: Dataset) -> FirstStage:
         connection=connection,
         stemmer=args.stemmer,
     )
+
+
+def arg_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: args.name}`` for ``names``: the fields of a settings object named as the command's flags."""
+    return {name: getattr(args, name) for name in names}
+
+
+def fail(command: str, exc: Exception) -> int:
+    """Report ``exc`` as one line, ``lrt-rerank COMMAND: error: ...``, on stderr; exit status 1."""
+    print(f"lrt-rerank {command}: error: {exc}", file=sys.stderr)
+    return 1
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from lrt_rerank.commands.common import add_dense_model_arg, add_stemmer_arg
+from lrt_rerank.commands.common import add_dense_model_arg, add_judged_dataset_arg, add_stemmer_arg
 from lrt_rerank.models.prompts import TEMPLATES
 from lrt_rerank.models.quantize import DEFAULT_SCHEME, KEEP_FP32, SCHEMES
 from lrt_rerank.models.resolve import FETCHABLE, default_model_dir, fetch_model
@@ -120,9 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     c.add_argument("model_dir", type=Path, help="cross-encoder model directory (its card.json gets the calibration)")
-    c.add_argument(
-        "--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)"
-    )
+    add_judged_dataset_arg(c)
     c.add_argument("--split", default="dev", help="qrels split (default: %(default)s; 'test' only with --report-only)")
     c.add_argument(
         "--depth", type=int, default=50, help="candidates per query, as re-ranked at run time (default: %(default)s)"

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lrt_rerank.commands.common import fail
+
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
@@ -153,11 +155,6 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
     return ClusterSpec(args.nodes, args.version, args.port, args.heap_mb, work_dir, args.transport_port, args.secure)
 
 
-def _fail(action: str, exc: Exception) -> int:
-    print(f"lrt-rerank opensearch {action}: error: {exc}", file=sys.stderr)
-    return 1
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.templates import TemplateError
     from lrt_rerank.ops.opensearch import NodeError, up_cluster
@@ -168,7 +165,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster = _cluster(args)
         states = up_cluster(cluster, timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
     except (NodeError, TemplateError, ValueError) as exc:
-        return _fail("up", exc)
+        return fail("opensearch up", exc)
     for state in states:
         print(f"{state.name}: OpenSearch {state.version} {state.health} at {state.url} (pid {state.pid}); log: {state.log_path}")
     if cluster.secure:
@@ -191,7 +188,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     try:
         stopped = down_cluster(_cluster(args))
     except (ValueError, OSError) as exc:
-        return _fail("down", exc)
+        return fail("opensearch down", exc)
     print(f"stopped {stopped} node{'s' if stopped != 1 else ''}" if stopped else "not running")
     return 0
 
@@ -204,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         cluster = _cluster(args)
         state = cluster_status(cluster)
     except ValueError as exc:
-        return _fail("status", exc)
+        return fail("opensearch status", exc)
     model = rerank_model_state(cluster) if state.health is not None else None
     if args.json:
         print(json.dumps({**state.to_json(), "rerank_model": model}))
@@ -238,9 +235,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lrt_rerank.opensearch.templates import TemplateError
 
     if args.batch_size < 1:
-        return _fail("index", ValueError("--batch-size must be at least 1"))
+        return fail("opensearch index", ValueError("--batch-size must be at least 1"))
     if "," in str(args.dense_model):
-        return _fail("index", ValueError(f"--dense-model {args.dense_model}: an OpenSearch index holds one dense model"))
+        return fail("opensearch index", ValueError(f"--dense-model {args.dense_model}: an OpenSearch index holds one dense model"))
     started = time.monotonic()
     try:
         connection = settings_from_args(args)
@@ -266,7 +263,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             stemmer=stemmer,
         )
     except (DatasetError, IndexFormatError, IndexingError, TemplateError, ValueError, ConnectionError) as exc:
-        return _fail("index", exc)
+        return fail("opensearch index", exc)
     for failure in report.failures[:20]:
         print(f"  document {failure.doc_id}: {failure.reason}", file=sys.stderr)
     if len(report.failures) > 20:
@@ -303,7 +300,7 @@ def _index_late_interaction(args: argparse.Namespace, client: OpenSearch, docume
             batch_size=args.batch_size,
         )
     except (OSError, ValueError, LrtError) as exc:
-        return _fail("index", exc)
+        return fail("opensearch index", exc)
     where = []
     if late.node_dtype is not None:
         where.append(f"node ({late.node_dtype}, {late.per_document(late.node_json_bytes):.0f} JSON bytes per document)")
@@ -344,7 +341,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         )
         placed = place_fusion(client, fusion) if fusion is not None else None
     except (PipelineError, TemplateError, ValueError, ConnectionError) as exc:
-        return _fail("pipeline", exc)
+        return fail("opensearch pipeline", exc)
     report = installed.to_json()
     if placed is not None:
         report["fusion"] = placed.to_json()

@@ -15,6 +15,7 @@ from lrt_rerank.bundled import bundled_dataset_dir
 from lrt_rerank.commands.common import (
     add_dense_model_arg,
     add_fusion_arg,
+    add_judged_dataset_arg,
     add_plan_arg,
     add_reranker_args,
     add_stemmer_arg,
@@ -94,9 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "re-rank and total) of BM25, dense, RRF (top 100 each) and RRF + re-ranker."
         ),
     )
-    ev.add_argument(
-        "--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)"
-    )
+    add_judged_dataset_arg(ev)
     ev.add_argument("--split", default="test", help="qrels split to evaluate (default: %(default)s)")
     add_reranker_args(ev)
     ev.add_argument(

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lrt_rerank.commands.common import add_dense_model_arg, reports_user_errors
+from lrt_rerank.commands.common import add_dense_model_arg, add_judged_dataset_arg, reports_user_errors
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.extras import require
 from lrt_rerank.first_stage.index_cache import open_first_stage
@@ -27,7 +27,7 @@ SUMMARY = "choose re-rankers, depths, lengths and cascades under a p95 budget on
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("plan", help=SUMMARY, description=DESCRIPTION)
-    parser.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    add_judged_dataset_arg(parser)
     parser.add_argument("--split", help=f"split to plan on: {' or '.join(TUNING_SPLITS)} (never test; with --reuse-quality: the plan's)")
     parser.add_argument("--budget-ms", type=float, help="p95 latency budget per query, first stage included (with --reuse-quality: the plan's)")
     parser.add_argument("--margin-ms", type=float, help="keep the chosen p95 this far under the budget (default: 5%% of it, at least 2 ms)")

@@ -120,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lrt_rerank import LrtError
+    from lrt_rerank.commands.common import arg_values
     from lrt_rerank.service.served import LONG_DOCUMENTS_ENV, load_served_model, long_document_env
     from lrt_rerank.service.settings import SETTINGS_ENV, ServiceSettings
 
@@ -137,18 +138,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"lrt-rerank serve: {err}", file=sys.stderr)
         return 2
     settings = ServiceSettings(
-        model=args.model,
-        max_documents=args.max_documents,
-        max_body_bytes=args.max_body_bytes,
+        **arg_values(
+            args, "model", "max_documents", "max_body_bytes", "redis_url", "cache_capacity", "document_cache_mib",
+            "max_concurrent_scoring", "any_model_name", "backend",
+        ),
         api_key=api_key,
-        redis_url=args.redis_url,
         redis_ttl_s=args.redis_ttl,
-        cache_capacity=args.cache_capacity,
-        document_cache_mib=args.document_cache_mib,
         threads=args.threads or max(1, (os.cpu_count() or 1) // args.workers),
-        max_concurrent_scoring=args.max_concurrent_scoring,
-        any_model_name=args.any_model_name,
-        backend=args.backend,
     )
     try:
         # Loaded once here: a bad --model fails now, with its reason, and workers do not each build the

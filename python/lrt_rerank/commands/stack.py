@@ -6,7 +6,11 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
+
+from lrt_rerank.commands.common import arg_values, fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,63 +73,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=cmd_status)
 
 
-def _fail(action: str, exc: Exception) -> int:
-    print(f"lrt-rerank stack {action}: error: {exc}", file=sys.stderr)
-    return 1
+def _reports_stack_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler`` with what the stack refuses (StackError, HAProxyError, ValueError) said in one line, exit status 1."""
+
+    @wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from lrt_rerank.ops.stack.haproxy import HAProxyError
+        from lrt_rerank.ops.stack.launcher import StackError
+
+        try:
+            return handler(args)
+        except (StackError, HAProxyError, ValueError) as exc:
+            return fail(f"stack {args.stack_command}", exc)
+
+    return run
 
 
+@_reports_stack_errors
 def cmd_up(args: argparse.Namespace) -> int:
     from lrt_rerank.ops.opensearch import ClusterSpec
-    from lrt_rerank.ops.stack.haproxy import HAProxyError
-    from lrt_rerank.ops.stack.launcher import StackError, StackSpec, up
+    from lrt_rerank.ops.stack.launcher import StackSpec, up
 
     started = time.monotonic()
-    try:
-        cluster = None
-        if not args.no_opensearch:
-            cluster = ClusterSpec(args.nodes, args.version, args.opensearch_port, args.heap_mb, args.work_dir, secure=args.secure)
-        spec = StackSpec(
-            replicas=args.replicas,
-            port=args.port,
-            replica_port=args.replica_port,
-            stats_port=args.stats_port,
-            redis_port=args.redis_port,
-            model=args.model,
-            api_key_file=args.api_key_file,
-            threads=args.threads,
-            opensearch=cluster,
-            read_timeout_s=args.read_timeout,
-            state_dir=args.state_dir,
-        )
-        up(spec, progress=lambda m: print(m, file=sys.stderr), timeout_s=args.timeout)
-    except (StackError, HAProxyError, ValueError) as exc:
-        return _fail("up", exc)
+    cluster = None
+    if not args.no_opensearch:
+        cluster = ClusterSpec(args.nodes, args.version, args.opensearch_port, args.heap_mb, args.work_dir, secure=args.secure)
+    spec = StackSpec(
+        **arg_values(args, "replicas", "port", "replica_port", "stats_port", "redis_port", "model", "api_key_file", "threads"),
+        opensearch=cluster,
+        read_timeout_s=args.read_timeout,
+        state_dir=args.state_dir,
+    )
+    up(spec, progress=lambda m: print(m, file=sys.stderr), timeout_s=args.timeout)
     print(f"stack up in {time.monotonic() - started:.1f} s: rerank load balancer {spec.url}")
     if cluster is not None:
         print(f"OpenSearch {', '.join(cluster.urls)}; search pipeline lrt-rrf-rerank calls {spec.url}")
     return 0
 
 
+@_reports_stack_errors
 def cmd_down(args: argparse.Namespace) -> int:
-    from lrt_rerank.ops.stack.haproxy import HAProxyError
-    from lrt_rerank.ops.stack.launcher import StackError, down
+    from lrt_rerank.ops.stack.launcher import down
 
-    try:
-        stopped = down(args.state_dir)
-    except (StackError, HAProxyError) as exc:
-        return _fail("down", exc)
+    stopped = down(args.state_dir)
     print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
     return 0
 
 
+@_reports_stack_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    from lrt_rerank.ops.stack.haproxy import HAProxyError
-    from lrt_rerank.ops.stack.launcher import StackError, status
+    from lrt_rerank.ops.stack.launcher import status
 
-    try:
-        state = status(args.state_dir)
-    except (StackError, HAProxyError) as exc:
-        return _fail("status", exc)
+    state = status(args.state_dir)
     if args.json:
         print(json.dumps(state.to_json()))
     else:

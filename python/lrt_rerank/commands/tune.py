@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lrt_rerank.commands.common import add_dense_model_arg, add_stemmer_arg, reports_user_errors
+from lrt_rerank.commands.common import add_dense_model_arg, add_judged_dataset_arg, add_stemmer_arg, reports_user_errors
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.first_stage.index_cache import open_first_stage
 from lrt_rerank.rerank.loading import load_reranker
@@ -23,7 +23,7 @@ SUMMARY = "choose the first stage's ranking function (and a re-ranker's weight) 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("tune", help=SUMMARY, description=DESCRIPTION)
-    parser.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    add_judged_dataset_arg(parser)
     parser.add_argument("--split", required=True, help=f"split to tune on: {' or '.join(TUNING_SPLITS)} (never test)")
     parser.add_argument("--out", required=True, type=Path, help="fusion.json to write")
     parser.add_argument("--reranker", help="cross-encoder whose logit weight is tuned too: 'default' or a model directory")

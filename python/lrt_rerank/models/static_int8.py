@@ -24,6 +24,7 @@ import numpy as np
 from lrt_rerank.models.calibration_pairs import CalibrationSet
 from lrt_rerank.models.quantize import fp32_nodes, write_quantized_card
 from lrt_rerank.models.store import MODEL, TOKENIZER, ModelCard, model_sha256
+from lrt_rerank.quiet import quiet_logger
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -111,10 +112,8 @@ def quantize_static_dir(
 
     dst.mkdir(parents=True, exist_ok=True)
     excluded = [*fp32_nodes(model.graph, "head"), *down_projections(model.graph)]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer advises "pre-processing" on the root logger, once per call
-    try:
+    # the quantizer advises "pre-processing" on the root logger, once per call
+    with quiet_logger(logging.getLogger(), logging.ERROR):
         quantize_static(
             str(graph),
             str(dst / MODEL),
@@ -129,8 +128,6 @@ def quantize_static_dir(
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=excluded,
         )
-    finally:
-        root.setLevel(level)
     quantization = {
         "method": "onnxruntime.quantization.quantize_static",
         "scheme": "static",

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lrt_rerank import _core
+from lrt_rerank.jsonfile import read_json_object
 
 KINDS = ("cross-encoder", "bi-encoder")
 #: ColBERT-style models (token matrices + MaxSim, :mod:`lrt_rerank.late`): imported, never a default.
@@ -64,12 +65,7 @@ class ModelCard:
         path = model_dir / CARD
         if not path.is_file():
             raise _core.ModelError(f"{path}: model card not found (a model directory needs {MODEL}, {TOKENIZER}, {CARD})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _core.ModelError(f"{path}: not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise _core.ModelError(f"{path}: must hold a JSON object")
+        data = read_json_object(path, unreadable="not valid JSON")
         kind = data.get("kind")
         if kind not in CARD_KINDS:
             raise _core.ModelError(f"{path}: field 'kind' must be one of {CARD_KINDS}, got {kind!r}")

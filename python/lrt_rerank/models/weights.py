@@ -20,6 +20,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from lrt_rerank import _core
+from lrt_rerank.jsonfile import read_json
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16,
@@ -108,10 +109,7 @@ class SafetensorsWeights(Mapping[str, np.ndarray]):
 
 def shard_files(index: Path) -> list[Path]:
     """The shards ``model.safetensors.index.json`` names (in order of first appearance), each checked to exist."""
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _core.ModelError(f"{index}: cannot read JSON: {exc}") from exc
+    data = read_json(index)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise _core.ModelError(f"{index}: field 'weight_map' must be a non-empty object of tensor -> shard file")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import AuthenticationException, AuthorizationException, SSLError, TransportError
 from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 
 from lrt_rerank.opensearch.connection import ConnectionSettings
+from lrt_rerank.quiet import quiet_logger
 
 
 class ClusterAuthError(ConnectionError):
@@ -36,7 +35,7 @@ def connect(settings: ConnectionSettings | str, timeout: float | None = None) ->
     url = settings.url
     client = OpenSearch(**kwargs)
     try:
-        with _quiet(transport_log):  # a failure is reported below in one line, not per retry with a traceback
+        with quiet_logger(transport_log, logging.CRITICAL):  # a failure is reported below in one line, not per retry with a traceback
             client.info()
     except AuthenticationException:
         client.close()
@@ -68,11 +67,3 @@ def _reason(exc: Exception) -> str:
     return f"{type(inner).__name__}: {inner}"[:300]
 
 
-@contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

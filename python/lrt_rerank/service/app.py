@@ -80,66 +80,60 @@ def create_app(settings: ServiceSettings, loader: EncoderLoader | None = None) -
     if settings.api_key is not None:
         responses[401] = {"model": ErrorResponse, "description": "Missing or wrong API key."}
 
-    app.add_api_route(
-        "/v1/rerank",
-        with_body(routes.cohere_rerank, schemas.cohere),
-        methods=["POST"],
-        response_model=CohereRerankResponse,
-        response_model_exclude_none=True,
-        dependencies=guarded,
-        responses=responses,
-        summary="Rerank documents (Cohere-compatible)",
+    def add_rerank_route(
+        path: str, route: Callable[..., Awaitable[Any]], body_model: type, response_model: Any,
+        route_responses: dict[int | str, dict[str, Any]], summary: str,
+    ) -> None:
+        """A POST route that reranks: its body checked against ``body_model``, behind the API key if any."""
+        app.add_api_route(
+            path,
+            with_body(route, body_model),
+            methods=["POST"],
+            response_model=response_model,
+            response_model_exclude_none=True,
+            dependencies=guarded,
+            responses=route_responses,
+            summary=summary,
+        )
+
+    add_rerank_route(
+        "/v1/rerank", routes.cohere_rerank, schemas.cohere, CohereRerankResponse, responses, "Rerank documents (Cohere-compatible)"
     )
-    app.add_api_route(
+    v2_error = cohere_v2.CohereV2Error
+    add_rerank_route(
         cohere_v2.PATH,
-        with_body(cohere_v2.cohere_v2_rerank, cohere_v2.request_model(schemas.cohere)),
-        methods=["POST"],
-        response_model=CohereRerankResponse,
-        response_model_exclude_none=True,
-        dependencies=guarded,
-        responses={
-            **{k: {**v, "model": cohere_v2.CohereV2Error} for k, v in responses.items()},
-            400: {"model": cohere_v2.CohereV2Error, "description": "The body is not JSON."},
-            404: {"model": cohere_v2.CohereV2Error, "description": "`model` is not the served model's id."},
-            422: {"model": cohere_v2.CohereV2Error, "description": "The body does not fit the schema."},
+        cohere_v2.cohere_v2_rerank,
+        cohere_v2.request_model(schemas.cohere),
+        CohereRerankResponse,
+        {
+            **{k: {**v, "model": v2_error} for k, v in responses.items()},
+            400: {"model": v2_error, "description": "The body is not JSON."},
+            404: {"model": v2_error, "description": "`model` is not the served model's id."},
+            422: {"model": v2_error, "description": "The body does not fit the schema."},
         },
-        summary="Rerank documents (Cohere v2-compatible)",
+        "Rerank documents (Cohere v2-compatible)",
     )
-    app.add_api_route(
-        "/rerank",
-        with_body(routes.tei_rerank, schemas.tei),
-        methods=["POST"],
-        response_model=list[TeiResult],
-        response_model_exclude_none=True,
-        dependencies=guarded,
-        responses=responses,
-        summary="Rerank texts (text-embeddings-inference-compatible)",
+    add_rerank_route(
+        "/rerank", routes.tei_rerank, schemas.tei, list[TeiResult], responses, "Rerank texts (text-embeddings-inference-compatible)"
     )
-    app.add_api_route(
+    app.get(
         "/v1/models",
-        routes.list_models,
-        methods=["GET"],
         response_model=ModelList,
         dependencies=guarded,
         responses={k: v for k, v in responses.items() if k != 413},
         summary="The served model: name, kind, card and score calibration (OpenAI/Cohere-like list)",
-    )
-    app.add_api_route(
+    )(routes.list_models)
+    health_503 = {"model": HealthResponse, "description": "The model is loading, or loading it failed."}
+    app.get(
         "/health",
-        routes.health,
-        methods=["GET"],
         response_model=HealthResponse,
         response_model_exclude_none=True,
-        responses={503: {"model": HealthResponse, "description": "The model is loading, or loading it failed."}},
+        responses={503: health_503},
         summary="Readiness: 200 once the model is loaded, 503 before (or if loading failed)",
-    )
-    app.add_api_route(
-        "/metrics",
-        routes.prometheus_metrics,
-        methods=["GET"],
-        response_class=Response,
-        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format."}},
-        summary="Prometheus metrics",
+    )(routes.health)
+    prometheus_200 = {"content": {"text/plain": {}}, "description": "Prometheus text exposition format."}
+    app.get("/metrics", response_class=Response, responses={200: prometheus_200}, summary="Prometheus metrics")(
+        routes.prometheus_metrics
     )
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=frozenset(r.path for r in app.routes))

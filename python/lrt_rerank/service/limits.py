@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 
-from lrt_rerank.service.metrics import ASGIApp, Message, Receive, Scope, Send
+from lrt_rerank.service.metrics import ASGIApp, HttpMiddleware, Message, Receive, Scope, Send
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(HttpMiddleware):
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._reject(send, f"Content-Length {declared} exceeds the limit")

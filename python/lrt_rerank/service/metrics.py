@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,126 +39,58 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+ROUTE_METHOD_STATUS = ("route", "method", "status")
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "lrt_rerank_requests",
-            "HTTP requests by route, method and status.",
-            ["route", "method", "status"],
-            registry=r,
+
+        def metric(kind: type[M], name: str, documentation: str, labels: tuple[str, ...] = (), **options: Any) -> M:
+            return kind(name, documentation, labels, registry=self.registry, **options)
+
+        self.requests = metric(Counter, "lrt_rerank_requests", "HTTP requests by route, method and status.", ROUTE_METHOD_STATUS)
+        self.latency = metric(Histogram, "lrt_rerank_request_duration_seconds", "HTTP request latency by route, method and status.", ROUTE_METHOD_STATUS, buckets=LATENCY_BUCKETS)
+        self.in_progress = metric(Gauge, "lrt_rerank_requests_in_progress", "HTTP requests being served, by route.", ("route",), multiprocess_mode="livesum")
+        self.batch_size = metric(Histogram, "lrt_rerank_batch_size", "Documents per rerank request.", buckets=BATCH_BUCKETS)
+        self.score_seconds = metric(Histogram, "lrt_rerank_score_duration_seconds", "Time to score one request's documents (cache look-ups and model).", buckets=LATENCY_BUCKETS)
+        self.scoring_errors = metric(Counter, "lrt_rerank_scoring_errors", "Rerank requests whose scoring failed (answered 503 with Retry-After), by exception type.", ("error",))
+        self.scoring_slots = metric(
+            Gauge, "lrt_rerank_scoring_slots",
+            "Requests a worker scores at the same time (--max-concurrent-scoring); the rest queue.", multiprocess_mode="max",
         )
-        self.latency = Histogram(
-            "lrt_rerank_request_duration_seconds",
-            "HTTP request latency by route, method and status.",
-            ["route", "method", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.scoring_in_progress = metric(Gauge, "lrt_rerank_scoring_in_progress", "Requests being scored now (holding a scoring slot).", multiprocess_mode="livesum")
+        self.scoring_in_progress_peak = metric(
+            Gauge, "lrt_rerank_scoring_in_progress_peak",
+            "Most requests a worker has scored at the same time since it started (at most lrt_rerank_scoring_slots).", multiprocess_mode="max",
         )
-        self.in_progress = Gauge(
-            "lrt_rerank_requests_in_progress",
-            "HTTP requests being served, by route.",
-            ["route"],
-            registry=r,
-            multiprocess_mode="livesum",
+        self.cache_hits = metric(Counter, "lrt_rerank_cache_hits", "Score cache hits by tier.", ("tier",))
+        self.cache_misses = metric(Counter, "lrt_rerank_cache_misses", "Score cache misses by tier.", ("tier",))
+        self.cache_evictions = metric(Counter, "lrt_rerank_cache_evictions", "Entries evicted from the in-process score cache.")
+        self.cache_entries = metric(Gauge, "lrt_rerank_cache_entries", "Entries in the in-process score cache.", multiprocess_mode="livesum")
+        self.redis_errors = metric(Counter, "lrt_rerank_redis_errors", "Redis failures (each starts a back-off period).")
+        self.model_info = metric(
+            Gauge, "lrt_rerank_model_info",
+            "The served model: name, sha256 of model.onnx and maximum sequence length (value is 1).", ("name", "sha256", "max_length"), multiprocess_mode="max",
         )
-        self.batch_size = Histogram(
-            "lrt_rerank_batch_size", "Documents per rerank request.", buckets=BATCH_BUCKETS, registry=r
+        self.tokens_dropped = metric(Counter, "lrt_rerank_tokens_dropped", "Document tokens that no scored window read (truncated, past max_windows or max_tokens_per_doc).")
+        self.documents_truncated = metric(Counter, "lrt_rerank_documents_truncated", "Documents with tokens that no scored window read.")
+        self.windows_per_document = metric(Histogram, "lrt_rerank_windows_per_document", "Windows (model pairs) scored per document: 1 under truncation.", buckets=WINDOW_BUCKETS)
+        self.document_cache_hits = metric(
+            Counter, "lrt_rerank_document_cache_hits",
+            "Late-interaction document token matrices found in the document cache, by tier (not encoded).", ("tier",),
         )
-        self.score_seconds = Histogram(
-            "lrt_rerank_score_duration_seconds",
-            "Time to score one request's documents (cache look-ups and model).",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.scoring_errors = Counter(
-            "lrt_rerank_scoring_errors",
-            "Rerank requests whose scoring failed (answered 503 with Retry-After), by exception type.",
-            ["error"],
-            registry=r,
-        )
-        self.scoring_slots = Gauge(
-            "lrt_rerank_scoring_slots",
-            "Requests a worker scores at the same time (--max-concurrent-scoring); the rest queue.",
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self.scoring_in_progress = Gauge(
-            "lrt_rerank_scoring_in_progress",
-            "Requests being scored now (holding a scoring slot).",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.scoring_in_progress_peak = Gauge(
-            "lrt_rerank_scoring_in_progress_peak",
-            "Most requests a worker has scored at the same time since it started (at most lrt_rerank_scoring_slots).",
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self.cache_hits = Counter("lrt_rerank_cache_hits", "Score cache hits by tier.", ["tier"], registry=r)
-        self.cache_misses = Counter("lrt_rerank_cache_misses", "Score cache misses by tier.", ["tier"], registry=r)
-        self.cache_evictions = Counter(
-            "lrt_rerank_cache_evictions", "Entries evicted from the in-process score cache.", registry=r
-        )
-        self.cache_entries = Gauge(
-            "lrt_rerank_cache_entries",
-            "Entries in the in-process score cache.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.redis_errors = Counter(
-            "lrt_rerank_redis_errors", "Redis failures (each starts a back-off period).", registry=r
-        )
-        self.model_info = Gauge(
-            "lrt_rerank_model_info",
-            "The served model: name, sha256 of model.onnx and maximum sequence length (value is 1).",
-            ["name", "sha256", "max_length"],
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self.tokens_dropped = Counter(
-            "lrt_rerank_tokens_dropped",
-            "Document tokens that no scored window read (truncated, past max_windows or max_tokens_per_doc).",
-            registry=r,
-        )
-        self.documents_truncated = Counter(
-            "lrt_rerank_documents_truncated",
-            "Documents with tokens that no scored window read.",
-            registry=r,
-        )
-        self.windows_per_document = Histogram(
-            "lrt_rerank_windows_per_document",
-            "Windows (model pairs) scored per document: 1 under truncation.",
-            buckets=WINDOW_BUCKETS,
-            registry=r,
-        )
-        self.document_cache_hits = Counter(
-            "lrt_rerank_document_cache_hits",
-            "Late-interaction document token matrices found in the document cache, by tier (not encoded).",
-            ["tier"],
-            registry=r,
-        )
-        self.document_cache_misses = Counter(
-            "lrt_rerank_document_cache_misses",
+        self.document_cache_misses = metric(
+            Counter, "lrt_rerank_document_cache_misses",
             "Late-interaction documents found in no tier of the document cache (encoded by the model).",
-            registry=r,
         )
-        self.document_cache_evictions = Counter(
-            "lrt_rerank_document_cache_evictions", "Entries evicted from the in-process document cache.", registry=r
+        self.document_cache_evictions = metric(Counter, "lrt_rerank_document_cache_evictions", "Entries evicted from the in-process document cache.")
+        self.document_cache_bytes = metric(
+            Gauge, "lrt_rerank_document_cache_bytes",
+            "Bytes of packed fp16 token matrices in the in-process document cache (at most --document-cache-mib).", multiprocess_mode="livesum",
         )
-        self.document_cache_bytes = Gauge(
-            "lrt_rerank_document_cache_bytes",
-            "Bytes of packed fp16 token matrices in the in-process document cache (at most --document-cache-mib).",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.document_cache_entries = Gauge(
-            "lrt_rerank_document_cache_entries",
-            "Documents in the in-process document cache.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
+        self.document_cache_entries = metric(Gauge, "lrt_rerank_document_cache_entries", "Documents in the in-process document cache.", multiprocess_mode="livesum")
         self._seen: dict[str, int] = {}
         self._seen_lock = threading.Lock()
 
@@ -214,18 +146,31 @@ class ServiceMetrics:
             multiprocess.mark_process_dead(os.getpid())
 
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route, method and final status (ASGI middleware)."""
+class HttpMiddleware:
+    """An ASGI middleware: HTTP requests go to :meth:`handle`, anything else (lifespan) straight to the app."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
-        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class MetricsMiddleware(HttpMiddleware):
+    """Counts and times every HTTP request by route, method and final status (ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+        self.routes = routes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = scope["path"] if scope["path"] in self.routes else UNMATCHED_ROUTE
         status = 500
 

@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -80,19 +80,24 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
+def _long_document_request(body: Any, **choices: Any) -> LongDocumentRequest:
+    """The window options a request ``body`` chose (long_documents, window_stride, max_windows, aggregate), and ``choices``."""
+    return LongDocumentRequest(
+        long_documents=body.long_documents,
+        window_stride=body.window_stride,
+        max_windows=body.max_windows,
+        aggregate=body.aggregate,
+        **choices,
+    )
+
+
 def _meta(stats: ReadStats | None) -> RerankMeta | None:
     return None if stats is None else RerankMeta(**stats.meta())
 
 
 async def cohere_rerank(body: CohereRerankRequestBase, response: Response, engine: EngineDep) -> CohereRerankResponse:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    request = LongDocumentRequest(
-        long_documents=body.long_documents,
-        window_stride=body.window_stride,
-        max_windows=body.max_windows,
-        aggregate=body.aggregate,
-        max_tokens_per_doc=body.max_tokens_per_doc,
-    )
+    request = _long_document_request(body, max_tokens_per_doc=body.max_tokens_per_doc)
     ranked, stats = await engine.rank_read(
         body.query, texts, body.top_n, body.raw_scores, response, body.first_stage_order, request, body.first_stage_scores
     )
@@ -111,13 +116,7 @@ async def cohere_rerank(body: CohereRerankRequestBase, response: Response, engin
 
 
 async def tei_rerank(body: TeiRerankRequestBase, response: Response, engine: EngineDep) -> list[TeiResult]:
-    request = LongDocumentRequest(
-        long_documents=body.long_documents,
-        window_stride=body.window_stride,
-        max_windows=body.max_windows,
-        aggregate=body.aggregate,
-        reject_unread=body.truncate is False,
-    )
+    request = _long_document_request(body, reject_unread=body.truncate is False)
     ranked, _ = await engine.rank_read(
         body.query, body.texts, None, body.raw_scores, response, body.first_stage_order, request, body.first_stage_scores
     )

@@ -35,7 +35,7 @@ from lrt_rerank.models.importers.snapshot import IMPORTER_VERSION, Snapshot, arc
 from lrt_rerank.models.importers.tokenizer import write_tokenizer
 from lrt_rerank.models.prompts import Prompt, make_prompt
 from lrt_rerank.models.store import CARD, MODEL, TOKENIZER, model_home, model_sha256, publish_model_dir
-from lrt_rerank.models.weights import SafetensorsWeights, open_weights
+from lrt_rerank.models.weights import open_weights
 
 #: Longest sequence an imported model defaults to (all four families were trained at 512 or less).
 MAX_LENGTH_CAP = 512

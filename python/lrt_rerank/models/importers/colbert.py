@@ -34,7 +34,8 @@ from tokenizers import Tokenizer
 from lrt_rerank import _core
 from lrt_rerank.models.checkpoint import Checkpoint, EncoderConfig
 from lrt_rerank.models.convert import build_encoder_onnx
-from lrt_rerank.models.importers.metadata import first_file, read_json, read_json_object, read_license
+from lrt_rerank.jsonfile import read_json, read_json_object
+from lrt_rerank.models.importers.metadata import first_file, read_license
 from lrt_rerank.models.importers.optimize import optimize_in_place
 from lrt_rerank.models.importers.snapshot import CONFIG, TOKENIZER_FILES, WEIGHT_FILES, architecture
 from lrt_rerank.models.importers.tokenizer import write_tokenizer
@@ -116,6 +117,15 @@ def _encoder(root: Path) -> tuple[dict[str, Any], EncoderConfig, Path, Path]:
     return raw, EncoderConfig.from_dict(raw, config_path), weights, tokenizer
 
 
+def _linear(weights: Path, needed_by: str) -> tuple[np.ndarray, Any]:
+    """(``linear.weight`` as float32, ``linear.bias`` or None) from ``weights``; a ModelError naming the file, and
+    ``needed_by``, when it has no ``linear.weight``."""
+    tensors = read_weights(weights)
+    if "linear.weight" not in tensors:
+        raise _core.ModelError(f"{weights}: tensor 'linear.weight' not found ({needed_by} needs it; tensors: {sorted(tensors)})")
+    return np.asarray(tensors["linear.weight"], dtype=np.float32), tensors.get("linear.bias")
+
+
 def _dense(root: Path, module: dict[str, Any], modules_path: Path) -> tuple[Projection, list[Path]]:
     folder = root / str(module.get("path", ""))
     config_path = folder / CONFIG
@@ -128,11 +138,7 @@ def _dense(root: Path, module: dict[str, Any], modules_path: Path) -> tuple[Proj
     weights = first_file(folder, WEIGHT_FILES)
     if weights is None:
         raise _core.ModelError(f"{folder / WEIGHT_FILES[0]}: not found, nor {WEIGHT_FILES[1]}: the Dense layer has no weights")
-    tensors = read_weights(weights)
-    if "linear.weight" not in tensors:
-        raise _core.ModelError(f"{weights}: tensor 'linear.weight' not found (tensors: {sorted(tensors)})")
-    weight = np.asarray(tensors["linear.weight"], dtype=np.float32)
-    bias = tensors.get("linear.bias")
+    weight, bias = _linear(weights, "the Dense layer")
     out_features, in_features = config.get("out_features"), config.get("in_features")
     if weight.ndim != 2 or (in_features, out_features) != (weight.shape[1], weight.shape[0]):
         raise _core.ModelError(
@@ -192,15 +198,8 @@ def _open_pylate(root: Path) -> ColbertSnapshot:
 def _open_stanford(root: Path) -> ColbertSnapshot:
     raw, config, weights, tokenizer = _encoder(root)
     meta_path = root / METADATA
-    if not meta_path.is_file():
-        raise _core.ModelError(f"{meta_path}: not found (a colbert-ai checkpoint keeps its markers and lengths there)")
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict):
-        raise _core.ModelError(f"{meta_path}: must hold a JSON object")
-    tensors = read_weights(weights)
-    if "linear.weight" not in tensors:
-        raise _core.ModelError(f"{weights}: tensor 'linear.weight' not found: a colbert-ai checkpoint needs its projection")
-    weight = np.asarray(tensors["linear.weight"], dtype=np.float32)
+    meta = read_json_object(meta_path, "a colbert-ai checkpoint keeps its markers and lengths there")
+    weight, _ = _linear(weights, "a colbert-ai checkpoint's projection")
     dim = meta.get("dim")
     if weight.ndim != 2 or (isinstance(dim, int) and weight.shape[0] != dim):
         raise _core.ModelError(f"{weights}: 'linear.weight' has shape {list(weight.shape)}, {meta_path} says dim {dim}")

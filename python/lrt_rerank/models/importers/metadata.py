@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lrt_rerank import _core
+from lrt_rerank.jsonfile import read_json
 
 MODULES = "modules.json"
 ST_CONFIG = "sentence_bert_config.json"
 _POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _core.ModelError(f"{path}: cannot read JSON: {exc}") from exc
-
-
-def read_json_object(path: Path, needed_by: str) -> dict[str, Any]:
-    """The JSON object in ``path``; a ModelError naming it when it is missing (``needed_by`` says what needs
-    it), unreadable or not an object."""
-    if not path.is_file():
-        raise _core.ModelError(f"{path}: not found ({needed_by})")
-    raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise _core.ModelError(f"{path}: must hold a JSON object")
-    return raw
 
 
 def first_file(root: Path, names: tuple[str, ...]) -> Path | None:

@@ -21,9 +21,8 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,6 +31,7 @@ import onnxruntime as ort
 from lrt_rerank.models.checkpoint import EncoderConfig
 from lrt_rerank.models.onnx_files import has_external_data
 from lrt_rerank.models.store import measured
+from lrt_rerank.quiet import quiet_logger
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +85,6 @@ def _contrib_ops(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in model.graph.node if n.domain == "com.microsoft").items()))
 
 
-@contextmanager
-def _quiet_optimizer() -> Iterator[None]:
-    """The optimizer warns that our graphs' producer is not "pytorch": true, and beside the point."""
-    log = logging.getLogger("onnxruntime.transformers.optimizer")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 #: Graph rewrites the transformer optimizer turns off in its ONNX Runtime step (``optimize_model``).
 DISABLED_ORT_OPTIMIZERS = ["ConstantSharing"]
 
@@ -121,7 +109,9 @@ def fuse(model_path: Path, config: EncoderConfig) -> Any:
     makes it, without torch."""
     from onnxruntime.transformers import optimizer
 
-    with tempfile.TemporaryDirectory(prefix=".ort-basic-", dir=model_path.parent) as tmp, _quiet_optimizer():
+    # the optimizer warns that our graphs' producer is not "pytorch": true, and beside the point
+    optimizer_log = logging.getLogger("onnxruntime.transformers.optimizer")
+    with tempfile.TemporaryDirectory(prefix=".ort-basic-", dir=model_path.parent) as tmp, quiet_logger(optimizer_log, logging.ERROR):
         basic = basic_optimized(model_path, Path(tmp) / "basic.onnx")
         return optimizer.optimize_model(
             str(basic), model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=0

@@ -16,7 +16,8 @@ from typing import Any
 
 from lrt_rerank import _core
 from lrt_rerank.models.checkpoint import EncoderConfig
-from lrt_rerank.models.importers.metadata import Pooling, first_file, read_json_object, read_pooling
+from lrt_rerank.jsonfile import read_json_object
+from lrt_rerank.models.importers.metadata import Pooling, first_file, read_pooling
 from lrt_rerank.models.onnx_files import external_files
 from lrt_rerank.models.store import CARD, KINDS, file_sha256
 from lrt_rerank.models.weights import SHARD_INDEX, shard_files

@@ -15,7 +15,7 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from lrt_rerank import _core
-from lrt_rerank.models.importers.metadata import read_json
+from lrt_rerank.jsonfile import read_json
 from lrt_rerank.models.store import write_clean_tokenizer
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
