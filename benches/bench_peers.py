@@ -11,6 +11,9 @@ Systems (all on each query's BM25 top 50, 256 tokens, 2 threads):
                 CPU has AVX512-BF16 or AMX), in its own process and venv (benches/peer_worker.py)
   st-ov-int8    the same on the static INT8 IR that ``export_static_quantized_openvino_model`` makes
                 (optimum-intel ``OVQuantizer``, calibrated on the local NFCorpus dev pairs)
+  st-onnx-qint8 sentence-transformers ``backend="onnx"`` on ``export_dynamic_quantized_onnx_model``'s
+                graph (``avx512_vnni`` configuration where the CPU has it, else ``avx2``), in its own
+                process and venv (sentence-transformers 5.7 + optimum-onnx)
   engine-int8   the same on the imported dynamic INT8 graph (``models import --int8``)
   engine-int8-static  the static INT8 graph (``models import --int8 static --calibrate nfcorpus:dev``)
   engine-ov-bf16  the FP32 import on ``backend="openvino", precision="bf16"``
@@ -36,6 +39,8 @@ Peer venvs (sentence-transformers 6 and optimum-onnx cannot share one venv with 
 extras): a peer whose python is not given is reported "not installed" and skipped.
   LRT_PEERS_ST_OPENVINO_PYTHON  python of a venv with benches/peers-requirements-openvino.txt
                                 (runs st-ov and st-ov-int8)
+  LRT_PEERS_ST_ONNX_PYTHON      python of a venv with benches/peers-requirements-onnx.txt
+                                (runs st-onnx-qint8)
 
 Settings (environment):
   LRT_PEERS_QUERIES       judged test queries per dataset (default 22)
@@ -96,7 +101,11 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 PROBE_SHAPE = (4096, 384, 1536)
 SEED = 0
 #: process peers: name -> the environment variable naming the python of the venv that runs it
-PROCESS_PEERS = {"st-ov": "LRT_PEERS_ST_OPENVINO_PYTHON", "st-ov-int8": "LRT_PEERS_ST_OPENVINO_PYTHON"}
+PROCESS_PEERS = {
+    "st-ov": "LRT_PEERS_ST_OPENVINO_PYTHON",
+    "st-ov-int8": "LRT_PEERS_ST_OPENVINO_PYTHON",
+    "st-onnx-qint8": "LRT_PEERS_ST_ONNX_PYTHON",
+}
 PEERS = ("st-fp32", "st-bf16", "ort-naive", "ort-sorted", *PROCESS_PEERS)
 ENGINES = ("engine-fp32", "engine-int8", "engine-int8-static", "engine-ov-bf16", "engine-ov-int8", "lrt-int8")
 WORKER = Path(__file__).resolve().parent / "peer_worker.py"

@@ -5,10 +5,12 @@ Run by a peer venv's python (it imports neither lrt_rerank nor anything of this 
     python benches/peer_worker.py SYSTEM --snapshot DIR --calibration PAIRS.json --cache DIR
 
 SYSTEM is ``st-ov`` (``CrossEncoder(backend="openvino")`` with OpenVINO's default precision: bf16 where
-the CPU has AVX512-BF16 or AMX) or ``st-ov-int8`` (the static INT8 IR that ST's
+the CPU has AVX512-BF16 or AMX), ``st-ov-int8`` (the static INT8 IR that ST's
 ``export_static_quantized_openvino_model`` makes: optimum-intel's ``OVQuantizer`` with the default
 ``OVQuantizationConfig``, calibrated here on a local ``datasets.Dataset`` of the given (query, passage)
-pairs instead of glue/sst2 from the hub). The first output line is ``{"ready": ..., "versions": ...}``;
+pairs instead of glue/sst2 from the hub) or ``st-onnx-qint8`` (``CrossEncoder(backend="onnx")`` on the
+graph ``export_dynamic_quantized_onnx_model`` writes with the CPU's configuration: ``avx512_vnni`` where
+the CPU has it, else ``avx2``; sentence-transformers 5.7 with optimum-onnx, a venv of its own). The first output line is ``{"ready": ..., "versions": ...}``;
 then each input line ``{"query": str, "passages": [str]}`` gets ``{"scores": [float], "ms": float}``,
 ``ms`` being the ``predict`` call alone. An empty line or end of input stops the worker.
 """
@@ -27,8 +29,12 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SYSTEMS = ("st-ov", "st-ov-int8")
+SYSTEMS = ("st-ov", "st-ov-int8", "st-onnx-qint8")
 INT8_FILE = "openvino_model_qint8_quantized.xml"
+PACKAGES = {
+    "st-ov": ("sentence-transformers", "optimum-intel", "openvino", "nncf", "transformers"),
+    "st-onnx-qint8": ("sentence-transformers", "optimum-onnx", "onnxruntime", "transformers"),
+}
 
 
 def quantize_static(snapshot: Path, pairs: list[list[str]], out: Path, max_length: int, ov_config: dict[str, str]) -> None:
@@ -58,9 +64,43 @@ def quantize_static(snapshot: Path, pairs: list[list[str]], out: Path, max_lengt
     os.replace(staged, out)
 
 
+def onnx_quantization_config() -> str:
+    """``avx512_vnni`` where the CPU has it (the configuration ST's docs name for such CPUs), else ``avx2``."""
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return "avx512_vnni" if "avx512_vnni" in flags.split() else "avx2"
+
+
+def load_onnx_qint8(args: argparse.Namespace) -> Any:
+    """ST's ONNX backend on its dynamic INT8 export of the snapshot, made once into the cache."""
+    import onnxruntime as ort
+    import torch
+    from sentence_transformers import CrossEncoder, export_dynamic_quantized_onnx_model
+
+    config = onnx_quantization_config()
+    path = args.cache / f"{args.snapshot.name}-st-onnx-qint8-{config}"
+    file_name = f"onnx/model_qint8_{config}.onnx"
+    if not (path / file_name).is_file():
+        staged = path.with_name(path.name + ".partial")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(args.snapshot, staged)
+        exported = CrossEncoder(str(staged), backend="onnx", max_length=args.max_length)  # optimum exports the FP32 graph
+        exported.save_pretrained(str(staged))
+        export_dynamic_quantized_onnx_model(exported, config, str(staged))
+        os.replace(staged, path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    kwargs = {"file_name": file_name, "provider": "CPUExecutionProvider", "session_options": options}
+    return CrossEncoder(
+        str(path), backend="onnx", max_length=args.max_length, model_kwargs=kwargs, activation_fn=torch.nn.Identity()
+    )
+
+
 def load(args: argparse.Namespace) -> Any:
     from sentence_transformers import CrossEncoder
 
+    if args.system == "st-onnx-qint8":
+        return load_onnx_qint8(args)
     ov_config = {"INFERENCE_NUM_THREADS": str(args.threads)}
     kwargs: dict[str, Any] = {"ov_config": ov_config}
     path = args.snapshot
@@ -77,10 +117,10 @@ def load(args: argparse.Namespace) -> Any:
     )
 
 
-def versions() -> dict[str, str]:
+def versions(system: str) -> dict[str, str]:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("sentence-transformers", "optimum-intel", "openvino", "nncf", "transformers")}
+    return {name: version(name) for name in PACKAGES.get(system, PACKAGES["st-ov"])}
 
 
 def main() -> None:
@@ -97,7 +137,7 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     model = load(args)
-    out.write(json.dumps({"ready": args.system, "versions": versions()}) + "\n")
+    out.write(json.dumps({"ready": args.system, "versions": versions(args.system)}) + "\n")
     for line in sys.stdin:
         if not line.strip():
             break
