@@ -317,3 +317,16 @@ def test_openvino_int8_ir_without_its_source_snapshot_quantizes_model_onnx(tiny_
     assert record["calibration_set"] == "given pairs" and record["fidelity"]["lists"] > 0
     scores = CrossEncoder.load(moved, max_length=MAX_LENGTH, backend="openvino").score(QUERY, PASSAGES)
     assert len(scores) == len(PASSAGES) and np.isfinite(scores).all()
+
+
+def test_openvino_int8_ir_needs_held_out_lists_for_its_fidelity(tiny_cross, tmp_path: Path) -> None:
+    import shutil
+
+    from lrt_rerank.models.calibration_pairs import CalibrationSet
+    from lrt_rerank.models.openvino_ir import IR, write_int8_ir
+
+    model_dir = shutil.copytree(tiny_cross[0], tmp_path / "ce")
+    bare = CalibrationSet("mine", "dev", [(QUERY, PASSAGES[0])], holdout=[])
+    with pytest.raises(ValueError, match="calibration set mine:dev has no held-out lists"):
+        write_int8_ir(model_dir, bare)
+    assert not (model_dir / IR).exists()

@@ -119,6 +119,8 @@ def write_int8_ir(model_dir: Path, pairs: Sequence[tuple[str, str]] | Calibratio
     calibration = calibration_pairs() if pairs is None or given else pairs
     source = "given pairs" if given else f"{calibration.name}:{calibration.split} (models/calibration_pairs.py)"
     pairs = list(pairs) if given else calibration.pairs
+    if not calibration.holdout:
+        raise ValueError(f"calibration set {calibration.name}:{calibration.split} has no held-out lists to measure fidelity on")
     with tempfile.TemporaryDirectory(prefix=".openvino-", dir=model_dir) as tmp:
         graph, graph_note = _graph(model_dir, card, Path(tmp))
         model = ov.Core().read_model(str(graph))
