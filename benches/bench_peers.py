@@ -84,6 +84,7 @@ from lrt_rerank import CrossEncoder
 from lrt_rerank.datasets import load_dataset
 from lrt_rerank.models.calibration_pairs import calibration_pairs
 from lrt_rerank.models.importers import import_snapshot
+from lrt_rerank.models.openvino_ir import SCHEME as OV_SCHEME
 from lrt_rerank.models.openvino_ir import write_int8_ir
 from lrt_rerank.models.store import minilm_source_dir, model_home
 
@@ -216,6 +217,11 @@ def write_snapshot(out: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def ov_scheme(model_dir: Path) -> str | None:
+    """The OpenVINO INT8 scheme a model directory's card records (None: none)."""
+    return json.loads((model_dir / "card.json").read_text(encoding="utf-8")).get("openvino", {}).get("scheme")
+
+
 def build_peer_models(pairs: int) -> PeerModels:
     """The snapshot, its FP32 and INT8 imports and the OpenVINO INT8 IR, made once under ``<model home>/peers``;
     the static INT8 models are calibrated on the first ``pairs`` NFCorpus dev pairs."""
@@ -230,8 +236,8 @@ def build_peer_models(pairs: int) -> PeerModels:
         shutil.rmtree(models.snapshot, ignore_errors=True)
         write_snapshot(models.snapshot)
     spec = f"{DATA / 'nfcorpus'}:dev"
-    calibration = calibration_pairs(spec, count=pairs).pairs
-    models.calibration.write_text(json.dumps(calibration), encoding="utf-8")
+    calibration = calibration_pairs(spec, count=pairs)
+    models.calibration.write_text(json.dumps(calibration.pairs), encoding="utf-8")
     for out, int8 in ((models.fp32, False), (models.int8, True)):
         if not (out / "card.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
@@ -241,7 +247,7 @@ def build_peer_models(pairs: int) -> PeerModels:
         import_snapshot(
             models.snapshot, models.int8_static, kind="cross-encoder", int8="static", max_length=MAX_LENGTH, calibrate=spec
         )
-    if not (models.ov_int8 / "openvino_model.xml").is_file():
+    if not (models.ov_int8 / "openvino_model.xml").is_file() or ov_scheme(models.ov_int8) != OV_SCHEME:
         shutil.rmtree(models.ov_int8, ignore_errors=True)
         shutil.copytree(models.fp32, models.ov_int8)
         write_int8_ir(models.ov_int8, calibration)

@@ -254,3 +254,79 @@ def test_models_openvino_measures_both_backends_for_auto(tiny_cross, tmp_path: P
     assert measured["ort_ms"] > 0 and measured["openvino_ms"] > 0 and measured["pairs"] == 50
     faster = "openvino" if measured["openvino_ms"] < measured["ort_ms"] else "ort"
     assert CrossEncoder.load(model_dir, backend="auto").card["runtime"]["backend"] == faster
+
+
+def _quantized_matmuls(xml: Path) -> dict[str, bool]:
+    """Each MatMul of an IR: whether an input comes through a FakeQuantize (NNCF's INT8 marker)."""
+    import openvino as ov
+
+    def through_fq(node, depth: int = 3) -> bool:
+        if node.get_type_name() == "FakeQuantize":
+            return True
+        if depth == 0 or node.get_type_name() not in ("Convert", "Reshape", "Transpose", "Multiply", "Subtract"):
+            return False
+        return any(through_fq(i.get_source_output().get_node(), depth - 1) for i in node.inputs())
+
+    model = ov.Core().read_model(str(xml))
+    return {
+        op.get_friendly_name(): any(through_fq(i.get_source_output().get_node()) for i in op.inputs())
+        for op in model.get_ops()
+        if op.get_type_name() == "MatMul"
+    }
+
+
+def test_openvino_int8_ir_keeps_the_head_and_edges_in_float_and_records_its_fidelity(tiny_cross, tmp_path: Path) -> None:
+    """The IR comes from the source snapshot's unfused graph; the MatMuls the card lists as floating point are
+    not quantized while the others are; the card's fidelity is measured on the calibration set's held-out lists."""
+    import shutil
+
+    from lrt_rerank.models.calibration_pairs import calibration_pairs
+    from lrt_rerank.models.openvino_ir import SCHEME, write_int8_ir
+
+    model_dir = shutil.copytree(tiny_cross[0], tmp_path / "ce")
+    calibration = calibration_pairs(count=24)
+    record = write_int8_ir(model_dir, calibration)
+    assert record["scheme"] == SCHEME and record["calibration_pairs"] == 24
+    assert record["graph"].startswith("the unfused graph of ")
+    fidelity = record["fidelity"]
+    assert fidelity["lists"] == len(calibration.holdout) > 0
+    assert -1.0 <= fidelity["spearman_min"] <= fidelity["spearman_mean"] <= 1.0
+    assert fidelity["precision"] in ("f32", "bf16")
+    kept = record["fp32"]["nodes"]
+    matmuls = _quantized_matmuls(model_dir / "openvino_model.xml")
+    # the pooler and the two layers' down projections keep their names (or a "/..." suffix) in the IR
+    named = {name for name in matmuls if any(name == k or name.startswith(k + "/") for k in kept)}
+    assert len(named) == 3, (kept, sorted(matmuls))
+    assert not any(matmuls[name] for name in named)
+    # the classifier is named after the graph's output in the IR
+    assert matmuls["logits"] is False
+    assert sum(matmuls.values()) >= 2 * 4, matmuls  # each layer's Q, K, V, output projections at least
+
+
+def test_openvino_int8_ir_without_its_source_snapshot_quantizes_model_onnx(tiny_cross, tmp_path: Path) -> None:
+    import shutil
+
+    from lrt_rerank.models.openvino_ir import write_int8_ir
+
+    moved = shutil.copytree(tiny_cross[0], tmp_path / "ce")
+    card = json.loads((moved / CARD).read_text(encoding="utf-8"))
+    card["source"] = str(tmp_path / "gone")
+    (moved / CARD).write_text(json.dumps(card), encoding="utf-8")
+    record = write_int8_ir(moved, [(QUERY, p) for p in PASSAGES if p])
+    assert record["graph"].startswith(f"{MODEL} (the source snapshot is not there")
+    assert record["calibration_set"] == "given pairs" and record["fidelity"]["lists"] > 0
+    scores = CrossEncoder.load(moved, max_length=MAX_LENGTH, backend="openvino").score(QUERY, PASSAGES)
+    assert len(scores) == len(PASSAGES) and np.isfinite(scores).all()
+
+
+def test_openvino_int8_ir_needs_held_out_lists_for_its_fidelity(tiny_cross, tmp_path: Path) -> None:
+    import shutil
+
+    from lrt_rerank.models.calibration_pairs import CalibrationSet
+    from lrt_rerank.models.openvino_ir import IR, write_int8_ir
+
+    model_dir = shutil.copytree(tiny_cross[0], tmp_path / "ce")
+    bare = CalibrationSet("mine", "dev", [(QUERY, PASSAGES[0])], holdout=[])
+    with pytest.raises(ValueError, match="calibration set mine:dev has no held-out lists"):
+        write_int8_ir(model_dir, bare)
+    assert not (model_dir / IR).exists()

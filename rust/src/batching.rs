@@ -103,6 +103,8 @@ pub struct PaddedBatch {
     pub ids: Vec<i64>,
     pub mask: Vec<i64>,
     pub type_ids: Vec<i64>,
+    /// The id the rows are padded with.
+    pub pad_id: i64,
 }
 
 impl PaddedBatch {
@@ -118,7 +120,7 @@ impl PaddedBatch {
             type_ids[off..off + enc.len()].copy_from_slice(&enc.type_ids);
             mask[off..off + enc.len()].fill(1);
         }
-        Self { rows, seq_len, ids, mask, type_ids }
+        Self { rows, seq_len, ids, mask, type_ids, pad_id }
     }
 
     /// The tensor shape of each input: [rows, seq_len].

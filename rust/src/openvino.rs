@@ -14,6 +14,49 @@ use crate::batching::PaddedBatch;
 use crate::error::{CoreError, Result};
 use crate::runtime::{graph_spec, Backend, GraphSpec, RawOutput, DYNAMIC};
 
+/// Sequence lengths are padded up to a multiple of this many tokens. OpenVINO's CPU plugin
+/// prepares its kernels for each new input shape (about half a batch's run time more on the first
+/// run of a shape, measured in benches/RESULTS.md, "Issue 33, round 2"); with length-sorted
+/// batches nearly every batch of a call has a new length, so bucketing the length lets shapes repeat.
+const SEQ_BUCKET: usize = 16;
+
+/// `batch` with its sequence length padded up to a multiple of `bucket` (pad id, mask 0, type 0),
+/// or None where it already is one. The added columns are masked out: the real tokens' outputs do
+/// not change.
+fn widen(batch: &PaddedBatch, bucket: usize) -> Option<PaddedBatch> {
+    let seq_len = batch.seq_len.div_ceil(bucket.max(1)) * bucket.max(1);
+    if seq_len == batch.seq_len {
+        return None;
+    }
+    let grow = |data: &[i64], fill: i64| {
+        let mut out = vec![fill; batch.rows * seq_len];
+        for (dst, src) in out.chunks_mut(seq_len).zip(data.chunks(batch.seq_len)) {
+            dst[..batch.seq_len].copy_from_slice(src);
+        }
+        out
+    };
+    Some(PaddedBatch {
+        rows: batch.rows,
+        seq_len,
+        ids: grow(&batch.ids, batch.pad_id),
+        mask: grow(&batch.mask, 0),
+        type_ids: grow(&batch.type_ids, 0),
+        pad_id: batch.pad_id,
+    })
+}
+
+/// A per-token output (`[rows, widened, ...]`, its second axis dynamic in the graph) cut back to
+/// the batch's own `seq_len` columns.
+fn narrow(mut out: RawOutput, per_token: bool, widened: usize, seq_len: usize) -> RawOutput {
+    if !per_token || widened == seq_len || out.shape.len() < 3 || out.shape[1] != widened as i64 {
+        return out;
+    }
+    let inner: usize = out.shape[2..].iter().map(|&d| d.max(0) as usize).product();
+    out.data = out.data.chunks(widened * inner).flat_map(|row| row[..seq_len * inner].iter().copied()).collect();
+    out.shape[1] = seq_len as i64;
+    out
+}
+
 /// `ov_element_type_e` codes of f32 and i64: the enum follows `ov::element::Type_t`, which lost its
 /// leading `undefined` in 2025, so `init_openvino` finds which numbering the library uses.
 #[derive(Clone, Copy)]
@@ -413,6 +456,9 @@ impl OvSession {
     }
 
     fn run_inner(&mut self, api: &Api, batch: &PaddedBatch, spec: &GraphSpec) -> std::result::Result<RawOutput, String> {
+        let seq_len = batch.seq_len;
+        let widened = widen(batch, SEQ_BUCKET);
+        let batch = widened.as_ref().unwrap_or(batch);
         let shape = [batch.rows as i64, batch.seq_len as i64];
         let mut feeds = vec![("input_ids", &batch.ids), ("attention_mask", &batch.mask)];
         if spec.feeds_token_type_ids {
@@ -450,7 +496,8 @@ impl OvSession {
         };
         let result = read();
         unsafe { (api.tensor_free)(out) };
-        result
+        let per_token = spec.output_dims.get(1) == Some(&DYNAMIC);
+        result.map(|raw| narrow(raw, per_token, batch.seq_len, seq_len))
     }
 }
 
@@ -492,6 +539,32 @@ mod tests {
             other => panic!("expected a runtime error, got {:?}", other.err()),
         }
         assert!(matches!(OvSession::load(Path::new("m.onnx"), 1, None), Err(CoreError::Runtime { .. })));
+    }
+
+    #[test]
+    fn widening_pads_to_the_bucket_with_masked_pad_columns() {
+        let a = crate::tokenize::Encoded { ids: vec![5, 6, 7], type_ids: vec![0, 1, 1] };
+        let b = crate::tokenize::Encoded { ids: vec![8], type_ids: vec![0] };
+        let batch = PaddedBatch::new(&[&a, &b], 9);
+        assert!(widen(&batch, 3).is_none(), "a length already on the bucket stays as it is");
+        let wide = widen(&batch, 4).expect("3 tokens go up to 4");
+        assert_eq!((wide.rows, wide.seq_len, wide.pad_id), (2, 4, 9));
+        assert_eq!(wide.ids, vec![5, 6, 7, 9, 8, 9, 9, 9]);
+        assert_eq!(wide.mask, vec![1, 1, 1, 0, 1, 0, 0, 0]);
+        assert_eq!(wide.type_ids, vec![0, 1, 1, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn narrowing_cuts_per_token_outputs_back_and_leaves_pooled_ones() {
+        // [2 rows, 4 tokens, 2 dims] from a batch of 3 tokens: each row keeps its first 3 tokens
+        let data: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let out = narrow(RawOutput { shape: vec![2, 4, 2], data }, true, 4, 3);
+        assert_eq!(out.shape, vec![2, 3, 2]);
+        assert_eq!(out.data, vec![0., 1., 2., 3., 4., 5., 8., 9., 10., 11., 12., 13.]);
+        let pooled = narrow(RawOutput { shape: vec![2, 4], data: vec![0.; 8] }, true, 4, 3);
+        assert_eq!(pooled.shape, vec![2, 4], "a [rows, labels] output is not per token");
+        let fixed = narrow(RawOutput { shape: vec![2, 4, 1], data: vec![0.; 8] }, false, 4, 3);
+        assert_eq!(fixed.shape, vec![2, 4, 1], "an output whose second axis is fixed in the graph stays whole");
     }
 
     #[test]

@@ -158,7 +158,7 @@ def _scores(session: ort.InferenceSession, tokenizer: Tokenizer, query: str, pas
     return np.concatenate(out).astype(np.float64)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
 
@@ -169,5 +169,5 @@ def fidelity(fp32: Path, int8: Path, calibration: CalibrationSet) -> tuple[float
         raise ValueError(f"calibration set {calibration.name}:{calibration.split} has no held-out lists to measure fidelity on")
     tokenizer = _tokenizer(fp32)
     ref, out = _session(fp32), _session(int8)
-    values = [_spearman(_scores(ref, tokenizer, q, ps), _scores(out, tokenizer, q, ps)) for q, ps in calibration.holdout]
+    values = [spearman(_scores(ref, tokenizer, q, ps), _scores(out, tokenizer, q, ps)) for q, ps in calibration.holdout]
     return round(min(values), 3), round(float(np.mean(values)), 3)
